@@ -1,0 +1,241 @@
+//! Alerts: the contract's output record, its deterministic id, tiers and encodings.
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::config::AlertConfig;
+use crate::event::decode::ms_to_proto;
+use crate::event::time::{format_ms, parse_rfc3339_ms};
+use crate::proto;
+
+pub const KIND_BULK: &str = "bulk_extraction";
+pub const KIND_CLUSTER: &str = "fake_account_cluster";
+
+/// One decision about one account or one cluster of accounts (contract "Alert").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub alert_id: String,
+    pub kind: String,
+    pub subject: String,
+    pub accounts: Vec<String>,
+    pub severity: String,
+    pub score: f64,
+    pub recommended_action: String,
+    pub detected_at: String,
+    pub window_start: String,
+    pub window_end: String,
+    pub evidence: serde_json::Value,
+    pub detector_version: String,
+}
+
+/// Severity and action, ordered by escalation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    Medium,
+    High,
+    Critical,
+}
+
+impl Tier {
+    /// Tier from a score and the number of independent signals behind it. `suspend` needs
+    /// both a high score and corroboration; anything less is throttled or sent for review.
+    pub fn from_score(score: f64, signals: u32, cfg: &AlertConfig) -> Tier {
+        if score >= cfg.suspend_score && signals >= cfg.suspend_min_signals {
+            Tier::Critical
+        } else if score >= cfg.throttle_score {
+            Tier::High
+        } else {
+            Tier::Medium
+        }
+    }
+
+    pub fn severity(self) -> &'static str {
+        match self {
+            Tier::Medium => "medium",
+            Tier::High => "high",
+            Tier::Critical => "critical",
+        }
+    }
+
+    pub fn action(self) -> &'static str {
+        match self {
+            Tier::Medium => "review",
+            Tier::High => "throttle",
+            Tier::Critical => "suspend",
+        }
+    }
+}
+
+/// Everything a detector decided, before it becomes an [`Alert`].
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub kind: &'static str,
+    pub subject: String,
+    pub accounts: Vec<String>,
+    pub tier: Tier,
+    pub score: f64,
+    pub detected_at_ms: i64,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub evidence: serde_json::Value,
+    pub detector_version: String,
+}
+
+impl Decision {
+    /// The alert, with an id that depends only on what was decided: the same input and
+    /// configuration give the same id, so consumers can de-duplicate redeliveries.
+    pub fn into_alert(self) -> Alert {
+        let score = (self.score.clamp(0.0, 1.0) * 1000.0).round() / 1000.0;
+        let mut key = String::with_capacity(64 + self.accounts.len() * 16);
+        key.push_str(self.kind);
+        key.push('\0');
+        key.push_str(&self.subject);
+        key.push('\0');
+        key.push_str(&self.detected_at_ms.to_string());
+        key.push('\0');
+        key.push_str(&self.detector_version);
+        for a in &self.accounts {
+            key.push('\0');
+            key.push_str(a);
+        }
+        Alert {
+            alert_id: format!("{:032x}", xxh3_128(key.as_bytes())),
+            kind: self.kind.to_string(),
+            subject: self.subject,
+            accounts: self.accounts,
+            severity: self.tier.severity().to_string(),
+            score,
+            recommended_action: self.tier.action().to_string(),
+            detected_at: format_ms(self.detected_at_ms),
+            window_start: format_ms(self.window_start_ms),
+            window_end: format_ms(self.window_end_ms),
+            evidence: self.evidence,
+            detector_version: self.detector_version,
+        }
+    }
+}
+
+impl Alert {
+    /// The protobuf form (`distillguard.v1.Alert`).
+    pub fn to_proto(&self) -> proto::Alert {
+        let ts = |s: &str| parse_rfc3339_ms(s).map(ms_to_proto);
+        proto::Alert {
+            alert_id: self.alert_id.clone(),
+            kind: self.kind.clone(),
+            subject: self.subject.clone(),
+            accounts: self.accounts.clone(),
+            severity: self.severity.clone(),
+            score: self.score,
+            recommended_action: self.recommended_action.clone(),
+            detected_at: ts(&self.detected_at),
+            window_start: ts(&self.window_start),
+            window_end: ts(&self.window_end),
+            evidence: match json_to_value(&self.evidence).kind {
+                Some(prost_types::value::Kind::StructValue(s)) => Some(s),
+                _ => None,
+            },
+            detector_version: self.detector_version.clone(),
+        }
+    }
+
+    /// One short line for people watching a terminal.
+    pub fn one_line(&self) -> String {
+        let summary = self
+            .evidence
+            .get("summary")
+            .and_then(|s| s.as_str())
+            .unwrap_or("");
+        format!(
+            "{} {:<20} {:<8} {:<8} score={:.2} accounts={:<5} subject={} | {}",
+            self.detected_at,
+            self.kind,
+            self.severity,
+            self.recommended_action,
+            self.score,
+            self.accounts.len(),
+            self.subject,
+            summary
+        )
+    }
+}
+
+fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A readable signal: its value against the threshold it was compared with.
+pub fn signal(name: &str, value: f64, threshold: f64, crossed: bool) -> serde_json::Value {
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    serde_json::json!({
+        "name": name,
+        "value": round(value),
+        "threshold": round(threshold),
+        "crossed": crossed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision() -> Decision {
+        Decision {
+            kind: KIND_BULK,
+            subject: "acct_1".into(),
+            accounts: vec!["acct_1".into()],
+            tier: Tier::High,
+            score: 0.81234,
+            detected_at_ms: 1_793_577_600_000,
+            window_start_ms: 1_793_574_000_000,
+            window_end_ms: 1_793_577_600_000,
+            evidence: serde_json::json!({"summary": "x", "signals": [signal("requests_1h", 900.0, 150.0, true)]}),
+            detector_version: "bulk_extraction/0.1.0+cfg.1".into(),
+        }
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        let a = decision().into_alert();
+        let b = decision().into_alert();
+        assert_eq!(a.alert_id, b.alert_id);
+        let mut d = decision();
+        d.detected_at_ms += 1;
+        assert_ne!(a.alert_id, d.into_alert().alert_id);
+        assert_eq!(a.score, 0.812);
+        assert_eq!(a.recommended_action, "throttle");
+        assert_eq!(a.detected_at, "2026-11-02T00:00:00.000Z");
+    }
+
+    #[test]
+    fn suspend_needs_corroboration() {
+        let cfg = AlertConfig::default();
+        assert_eq!(Tier::from_score(0.95, 1, &cfg), Tier::High);
+        assert_eq!(Tier::from_score(0.95, 5, &cfg), Tier::Critical);
+        assert_eq!(Tier::from_score(0.65, 5, &cfg), Tier::Medium);
+    }
+
+    #[test]
+    fn proto_form_keeps_fields() {
+        let a = decision().into_alert();
+        let p = a.to_proto();
+        assert_eq!(p.alert_id, a.alert_id);
+        assert_eq!(p.detected_at.expect("ts").seconds, 1_793_577_600);
+        assert!(p.evidence.expect("struct").fields.contains_key("signals"));
+    }
+}

@@ -1,0 +1,519 @@
+//! Configuration: one TOML file, every key documented with its default.
+//!
+//! `Config` is what the file says (unknown keys are an error); [`Config::validate`] checks it
+//! once at start-up and names the key and the fix when something is wrong.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::event::time::parse_rfc3339_ms;
+use crate::fingerprint::DEFAULT_REASONING_LEXICON;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config key `{key}` is invalid: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub engine: EngineConfig,
+    pub fingerprint: FingerprintConfig,
+    pub bulk: BulkConfig,
+    pub cluster: ClusterConfig,
+    pub alerts: AlertConfig,
+    /// Accounts and orgs never named in alerts, each with a reason and an expiry.
+    pub allowlist: Vec<AllowEntry>,
+}
+
+/// State, windows and limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// How far behind the newest event time an event may arrive and still count (seconds).
+    pub late_allowance_secs: u64,
+    /// An event this far ahead of the newest event time is rejected as out of range (seconds).
+    pub max_forward_jump_secs: u64,
+    /// Duplicate `event_id`s are dropped within at least this span (seconds).
+    pub dedup_window_secs: u64,
+    /// Most event ids remembered for de-duplication (two generations of half this size).
+    pub max_dedup_ids: usize,
+    /// An account idle this long is forgotten (seconds). Also the longest horizon.
+    pub account_idle_secs: u64,
+    /// Hard cap on tracked accounts; past it the least recently active are evicted.
+    pub max_accounts: usize,
+    /// Hard cap on tracked attribute values (IPs, fingerprints, templates, ...).
+    pub max_attribute_values: usize,
+    /// Accounts younger than this count as fresh (days).
+    pub fresh_account_days: f64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            late_allowance_secs: 300,
+            max_forward_jump_secs: 86_400,
+            dedup_window_secs: 600,
+            max_dedup_ids: 4_000_000,
+            account_idle_secs: 86_400,
+            max_accounts: 2_000_000,
+            max_attribute_values: 4_000_000,
+            fresh_account_days: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FingerprintConfig {
+    /// Phrases (case-insensitive) that mark a prompt as eliciting step-by-step reasoning.
+    pub reasoning_lexicon: Vec<String>,
+}
+
+impl Default for FingerprintConfig {
+    fn default() -> Self {
+        Self {
+            reasoning_lexicon: DEFAULT_REASONING_LEXICON
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// `bulk_extraction`: one account systematically harvesting outputs. Signals are computed over
+/// the trailing hour of the account's traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BulkConfig {
+    pub enabled: bool,
+    /// Requests in the last hour needed before a fresh account is judged at all.
+    pub min_requests_fresh: u32,
+    /// Requests in the last hour needed before an established account is judged at all.
+    pub min_requests_established: u32,
+    /// Requests in the last hour that, with an extraction profile, are decisive on their own.
+    pub high_volume_requests: u32,
+    /// Output tokens in the last hour counted as high volume.
+    pub high_volume_output_tokens: u64,
+    /// Share of single-turn requests that marks API harvesting rather than chat.
+    pub min_single_turn_share: f64,
+    /// Share of reasoning-eliciting prompts.
+    pub min_reasoning_share: f64,
+    /// Share of requests on the account's dominant prompt template.
+    pub min_template_share: f64,
+    /// Output tokens per input token.
+    pub min_output_ratio: f64,
+    /// Coefficient of variation of inter-arrival gaps below which timing is machine-like.
+    pub max_gap_cv: f64,
+    /// Distinct clock hours active in the last 24 h for round-the-clock activity.
+    pub min_active_hours: u32,
+    /// Share of the last hour's requests on a model first seen recently, by an account that
+    /// was active before that model appeared.
+    pub min_new_model_share: f64,
+    /// A model counts as newly released for this long after it is first seen (hours).
+    pub new_model_hours: f64,
+    /// Score at or above which an alert is emitted.
+    pub alert_score: f64,
+    /// Minutes an established account's extraction profile must be sustained (continuously
+    /// active 5-minute buckets) when its volume is below `high_volume_requests`.
+    pub sustained_minutes: u32,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_requests_fresh: 150,
+            min_requests_established: 400,
+            high_volume_requests: 1200,
+            high_volume_output_tokens: 1_500_000,
+            min_single_turn_share: 0.85,
+            min_reasoning_share: 0.5,
+            min_template_share: 0.6,
+            min_output_ratio: 2.0,
+            max_gap_cv: 0.6,
+            min_active_hours: 18,
+            min_new_model_share: 0.8,
+            new_model_hours: 14.0 * 24.0,
+            alert_score: 0.6,
+            sustained_minutes: 45,
+        }
+    }
+}
+
+/// `fake_account_cluster`: accounts linked through shared attribute values whose users behave
+/// alike (API-style, extraction-like), connected into clusters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub enabled: bool,
+    /// Fewest accounts sharing a payment fingerprint for it to link them.
+    pub min_members_payment: u32,
+    /// Fewest accounts sharing a device fingerprint.
+    pub min_members_device: u32,
+    /// Fewest accounts sharing an IP address.
+    pub min_members_ip: u32,
+    /// Fewest accounts sharing an IPv4 /24 or IPv6 /64.
+    pub min_members_ip_prefix: u32,
+    /// Fewest accounts sharing an e-mail domain.
+    pub min_members_email_domain: u32,
+    /// Fewest accounts sharing a prompt template.
+    pub min_members_template: u32,
+    /// Share of the accounts holding the value whose own trailing hour is extraction-like
+    /// (single-turn share, reasoning share or output ratio as below, no verified org). A
+    /// popular value (carrier NAT, SDK fingerprint, webmail domain) is mostly organic and
+    /// never reaches it, however much attack traffic passes through it.
+    pub min_member_purity: f64,
+    /// Share of the shared value's traffic that is single-turn.
+    pub min_single_turn_share: f64,
+    /// Share of the shared value's traffic that elicits reasoning (or else `min_output_ratio`).
+    pub min_reasoning_share: f64,
+    /// Output tokens per input token, the alternative to reasoning share.
+    pub min_output_ratio: f64,
+    /// Most traffic from verified-org accounts a shared value may carry and still link.
+    pub max_org_share: f64,
+    /// Share of the shared value's traffic from fresh accounts that counts as coordinated.
+    pub min_fresh_share: f64,
+    /// Synchrony (expected / observed busy time bins) that counts as lockstep.
+    pub min_synchrony: f64,
+    /// Width of the time bins for synchrony (seconds).
+    pub sync_bin_secs: u64,
+    /// Fewest accounts in a cluster before it is alerted.
+    pub min_cluster_size: u32,
+    /// Score at or above which a cluster is alerted.
+    pub alert_score: f64,
+    /// Time constant of the decayed per-value aggregates (seconds).
+    pub horizon_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_members_payment: 3,
+            min_members_device: 8,
+            min_members_ip: 6,
+            min_members_ip_prefix: 8,
+            min_members_email_domain: 10,
+            min_members_template: 8,
+            min_member_purity: 0.8,
+            min_single_turn_share: 0.85,
+            min_reasoning_share: 0.5,
+            min_output_ratio: 2.0,
+            max_org_share: 0.2,
+            min_fresh_share: 0.6,
+            min_synchrony: 3.0,
+            sync_bin_secs: 5,
+            min_cluster_size: 5,
+            alert_score: 0.6,
+            horizon_secs: 3600,
+        }
+    }
+}
+
+/// Severity tiers, actions and repeat suppression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    /// Score for `throttle` (and severity `high`).
+    pub throttle_score: f64,
+    /// Score for `suspend` (and severity `critical`); suspend also needs corroborating
+    /// evidence: at least `suspend_min_signals` independent signals.
+    pub suspend_score: f64,
+    pub suspend_min_signals: u32,
+    /// A cluster alert is updated at most this often while it grows (seconds).
+    pub cluster_update_secs: u64,
+    /// An unchanged alert is repeated after this long, to refresh dashboards (seconds; 0: never).
+    pub repeat_secs: u64,
+    /// Example event ids carried in evidence.
+    pub example_events: usize,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            throttle_score: 0.75,
+            suspend_score: 0.9,
+            suspend_min_signals: 4,
+            cluster_update_secs: 120,
+            repeat_secs: 6 * 3600,
+            example_events: 3,
+        }
+    }
+}
+
+/// One allowlist entry: exactly one of `account` or `org`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowEntry {
+    #[serde(default)]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub org: Option<String>,
+    /// Why this entry exists (who asked, ticket).
+    pub reason: String,
+    /// RFC 3339; the entry stops applying at this event time.
+    pub expires: String,
+}
+
+/// Validated allowlist entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allow {
+    pub account: Option<String>,
+    pub org: Option<String>,
+    pub reason: String,
+    pub expires_ms: i64,
+}
+
+/// A configuration that passed validation, with derived values.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub raw: Config,
+    pub allowlist: Vec<Allow>,
+    /// Short hash of the configuration, part of `detector_version`.
+    pub hash: u64,
+}
+
+impl Config {
+    /// Reads a TOML file (no file: the defaults).
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<string>".into(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Checks every key once; the error names the key and what would fix it.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let share = |key: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(key, format!("{v} must be between 0 and 1")))
+            }
+        };
+        let positive = |key: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(invalid(key, format!("{v} must be a positive number")))
+            }
+        };
+        let e = &self.engine;
+        positive("engine.dedup_window_secs", e.dedup_window_secs as f64)?;
+        positive("engine.account_idle_secs", e.account_idle_secs as f64)?;
+        positive("engine.fresh_account_days", e.fresh_account_days)?;
+        if e.account_idle_secs < 3600 {
+            return Err(invalid(
+                "engine.account_idle_secs",
+                "must be at least 3600: the detectors look at the trailing hour",
+            ));
+        }
+        if e.max_accounts < 1000 {
+            return Err(invalid("engine.max_accounts", "must be at least 1000"));
+        }
+        if e.max_attribute_values < 1000 {
+            return Err(invalid(
+                "engine.max_attribute_values",
+                "must be at least 1000",
+            ));
+        }
+        if e.max_dedup_ids < 1000 {
+            return Err(invalid("engine.max_dedup_ids", "must be at least 1000"));
+        }
+        if self
+            .fingerprint
+            .reasoning_lexicon
+            .iter()
+            .any(|p| p.trim().is_empty())
+        {
+            return Err(invalid(
+                "fingerprint.reasoning_lexicon",
+                "contains an empty phrase; remove it",
+            ));
+        }
+        let b = &self.bulk;
+        share("bulk.min_single_turn_share", b.min_single_turn_share)?;
+        share("bulk.min_reasoning_share", b.min_reasoning_share)?;
+        share("bulk.min_template_share", b.min_template_share)?;
+        share("bulk.min_new_model_share", b.min_new_model_share)?;
+        share("bulk.alert_score", b.alert_score)?;
+        positive("bulk.min_output_ratio", b.min_output_ratio)?;
+        positive("bulk.max_gap_cv", b.max_gap_cv)?;
+        positive("bulk.new_model_hours", b.new_model_hours)?;
+        if b.min_active_hours > 24 {
+            return Err(invalid("bulk.min_active_hours", "must be at most 24"));
+        }
+        if b.sustained_minutes > 60 {
+            return Err(invalid(
+                "bulk.sustained_minutes",
+                "must be at most 60 (the window)",
+            ));
+        }
+        let c = &self.cluster;
+        share("cluster.min_single_turn_share", c.min_single_turn_share)?;
+        share("cluster.min_member_purity", c.min_member_purity)?;
+        share("cluster.min_reasoning_share", c.min_reasoning_share)?;
+        share("cluster.max_org_share", c.max_org_share)?;
+        share("cluster.min_fresh_share", c.min_fresh_share)?;
+        share("cluster.alert_score", c.alert_score)?;
+        positive("cluster.min_output_ratio", c.min_output_ratio)?;
+        positive("cluster.min_synchrony", c.min_synchrony)?;
+        positive("cluster.sync_bin_secs", c.sync_bin_secs as f64)?;
+        positive("cluster.horizon_secs", c.horizon_secs as f64)?;
+        for (key, v) in [
+            ("cluster.min_members_payment", c.min_members_payment),
+            ("cluster.min_members_device", c.min_members_device),
+            ("cluster.min_members_ip", c.min_members_ip),
+            ("cluster.min_members_ip_prefix", c.min_members_ip_prefix),
+            (
+                "cluster.min_members_email_domain",
+                c.min_members_email_domain,
+            ),
+            ("cluster.min_members_template", c.min_members_template),
+            ("cluster.min_cluster_size", c.min_cluster_size),
+        ] {
+            if v < 2 {
+                return Err(invalid(key, format!("{v} must be at least 2")));
+            }
+        }
+        let a = &self.alerts;
+        share("alerts.throttle_score", a.throttle_score)?;
+        share("alerts.suspend_score", a.suspend_score)?;
+        if a.suspend_score < a.throttle_score {
+            return Err(invalid(
+                "alerts.suspend_score",
+                "must be at least alerts.throttle_score",
+            ));
+        }
+        if a.example_events > 20 {
+            return Err(invalid("alerts.example_events", "must be at most 20"));
+        }
+        let mut allowlist = Vec::with_capacity(self.allowlist.len());
+        for (i, entry) in self.allowlist.iter().enumerate() {
+            let key = format!("allowlist[{i}]");
+            if entry.account.is_some() == entry.org.is_some() {
+                return Err(invalid(&key, "set exactly one of `account` or `org`"));
+            }
+            if entry.reason.trim().is_empty() {
+                return Err(invalid(
+                    &format!("{key}.reason"),
+                    "say why the entry exists",
+                ));
+            }
+            let expires_ms = parse_rfc3339_ms(&entry.expires).ok_or_else(|| {
+                invalid(
+                    &format!("{key}.expires"),
+                    format!(
+                        "`{}` is not RFC 3339, e.g. 2027-01-31T00:00:00Z",
+                        entry.expires
+                    ),
+                )
+            })?;
+            allowlist.push(Allow {
+                account: entry.account.clone(),
+                org: entry.org.clone(),
+                reason: entry.reason.clone(),
+                expires_ms,
+            });
+        }
+        let hash = xxh3_64(serde_json::to_string(&self).unwrap_or_default().as_bytes());
+        Ok(ValidConfig {
+            raw: self,
+            allowlist,
+            hash,
+        })
+    }
+
+    /// The documented default configuration file.
+    pub fn default_toml() -> String {
+        let body = toml::to_string_pretty(&Config::default()).unwrap_or_default();
+        format!(
+            "# distillguard configuration. Every key is optional; shown are the defaults.\n\
+             # See README.md (Configuration) for what each key means.\n\
+             #\n\
+             # Allowlist entries look like:\n\
+             # [[allowlist]]\n\
+             # account = \"acct_123\"        # or: org = \"org_42\"\n\
+             # reason = \"load test, ticket TS-1234\"\n\
+             # expires = \"2027-01-31T00:00:00Z\"\n\n{body}"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_round_trips() {
+        let text = Config::default_toml();
+        let parsed = Config::from_toml(&text).expect("default file parses");
+        assert_eq!(parsed, Config::default());
+        parsed.validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("[bulk]\nmin_requets_fresh = 3\n").expect_err("typo");
+        assert!(err.to_string().contains("min_requets_fresh"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let c = Config::from_toml("[cluster]\nmax_org_share = 1.5\n").expect("parses");
+        let err = c.validate().expect_err("out of range");
+        assert!(err.to_string().contains("cluster.max_org_share"), "{err}");
+        let c = Config::from_toml(
+            "[[allowlist]]\naccount = \"a\"\nreason = \"x\"\nexpires = \"soon\"\n",
+        )
+        .expect("parses");
+        let err = c.validate().expect_err("bad expiry");
+        assert!(err.to_string().contains("allowlist[0].expires"), "{err}");
+    }
+
+    #[test]
+    fn config_hash_changes_with_config() {
+        let a = Config::default().validate().expect("valid").hash;
+        let mut c = Config::default();
+        c.bulk.alert_score = 0.7;
+        assert_ne!(a, c.validate().expect("valid").hash);
+    }
+}

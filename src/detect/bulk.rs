@@ -1,0 +1,161 @@
+//! `bulk_extraction`: one account systematically harvesting outputs.
+//!
+//! An account is judged only when its trailing hour looks like API harvesting (mostly
+//! single-turn requests) of extraction-worthy content (reasoning-eliciting prompts, or
+//! templated prompts with outputs far larger than inputs) at a volume a person does not reach.
+//! Established accounts need more volume, a sustained run, or corroboration (a pivot to a newly
+//! released model, new infrastructure) than fresh ones: one-off evaluation runs of a few
+//! hundred prompts are normal for established customers.
+
+use super::{pct, Signal};
+use crate::config::BulkConfig;
+use crate::engine::account::Account;
+use crate::engine::window::BUCKET_MS;
+
+/// The outcome of judging one account.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    pub score: f64,
+    pub signals: Vec<Signal>,
+    pub summary: String,
+    pub window_start_ms: i64,
+    pub requests: u32,
+    pub age_days: Option<f64>,
+}
+
+impl Assessment {
+    pub fn crossed(&self) -> u32 {
+        self.signals.iter().filter(|s| s.crossed).count() as u32
+    }
+}
+
+/// Judges an account at event time `now_ms`. `None`: not a candidate at all.
+pub fn assess(
+    acc: &mut Account,
+    now_ms: i64,
+    cfg: &BulkConfig,
+    fresh_days: f64,
+) -> Option<Assessment> {
+    let t = acc.hour.totals(now_ms);
+    let floor = cfg.min_requests_fresh.min(cfg.min_requests_established);
+    if t.requests < floor {
+        return None;
+    }
+    let single = t.share(t.single_turn);
+    if single < cfg.min_single_turn_share {
+        return None;
+    }
+    let reasoning = t.share(t.reasoning);
+    let templated = t.share(t.templated);
+    let ratio = t.output_ratio();
+    let content = reasoning >= cfg.min_reasoning_share
+        || (ratio >= cfg.min_output_ratio && templated >= cfg.min_template_share);
+    if !content {
+        return None;
+    }
+    let age_days = acc.age_days(now_ms);
+    // Unknown age counts as fresh only if the account is also new to us.
+    let fresh = match age_days {
+        Some(d) => d < fresh_days,
+        None => acc.multi_turn_ever == 0 && now_ms - acc.first_seen_ms < 2 * 3_600_000,
+    };
+    let new_model = t.share(t.new_model);
+    let pivot = new_model >= cfg.min_new_model_share;
+    let infra_change = acc.changed_infra_ms > 0 && now_ms - acc.changed_infra_ms < 2 * 3_600_000;
+    let streak_minutes = acc.hour.active_streak() * (BUCKET_MS / 60_000) as u32;
+    let sustained = streak_minutes >= cfg.sustained_minutes;
+    let req = t.requests;
+    let volume_ok = req >= cfg.high_volume_requests
+        || (t.output_tokens >= cfg.high_volume_output_tokens && req >= cfg.min_requests_fresh)
+        || if fresh {
+            req >= cfg.min_requests_fresh
+        } else {
+            req >= cfg.min_requests_established
+                || (req >= cfg.min_requests_fresh && (sustained || (pivot && infra_change)))
+        };
+    if !volume_ok {
+        return None;
+    }
+    let cv = acc.gaps.cv();
+    let active_hours = acc.day.active_hours(now_ms);
+
+    let vol_threshold = if fresh {
+        cfg.min_requests_fresh
+    } else {
+        cfg.min_requests_established
+    };
+    let mut signals = vec![
+        Signal::at_least("requests_1h", f64::from(req), f64::from(vol_threshold)),
+        Signal::at_least(
+            "output_tokens_1h",
+            t.output_tokens as f64,
+            cfg.high_volume_output_tokens as f64,
+        ),
+        Signal::at_least("single_turn_share", single, cfg.min_single_turn_share),
+        Signal::at_least("reasoning_prompt_share", reasoning, cfg.min_reasoning_share),
+        Signal::at_least("output_input_ratio", ratio, cfg.min_output_ratio),
+        Signal::at_least("template_share", templated, cfg.min_template_share),
+        Signal::at_least("novel_prompt_share", t.share(t.novel), 0.8),
+        Signal::at_least("new_model_share", new_model, cfg.min_new_model_share),
+        Signal::at_least(
+            "active_minutes_streak",
+            f64::from(streak_minutes),
+            f64::from(cfg.sustained_minutes),
+        ),
+        Signal::at_least(
+            "active_hours_24h",
+            f64::from(active_hours),
+            f64::from(cfg.min_active_hours),
+        ),
+    ];
+    if let Some(cv) = cv {
+        signals.push(Signal::at_most("inter_arrival_cv", cv, cfg.max_gap_cv));
+    }
+    if let Some(d) = age_days {
+        signals.push(Signal::at_most("account_age_days", d, fresh_days));
+    }
+    if infra_change {
+        signals.push(Signal::at_least(
+            "new_device_or_network_hours_ago",
+            ((now_ms - acc.changed_infra_ms) as f64) / 3_600_000.0,
+            0.0,
+        ));
+    }
+
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let mut score = 0.5
+        + 0.15 * (f64::from(req) / f64::from(cfg.high_volume_requests.max(1))).min(1.0)
+        + 0.10 * (t.output_tokens as f64 / cfg.high_volume_output_tokens.max(1) as f64).min(1.0)
+        + 0.05 * flag(reasoning >= cfg.min_reasoning_share)
+        + 0.05 * flag(ratio >= cfg.min_output_ratio)
+        + 0.05 * flag(templated >= cfg.min_template_share)
+        + 0.05 * flag(cv.is_some_and(|c| c <= cfg.max_gap_cv))
+        + 0.05 * flag(active_hours >= cfg.min_active_hours)
+        + 0.05 * flag(pivot)
+        + 0.05 * flag(fresh)
+        + 0.05 * flag(infra_change || sustained);
+    if acc.org_id.is_some() {
+        score -= 0.2;
+    }
+    let score = score.clamp(0.0, 1.0);
+    let age = match age_days {
+        Some(d) => format!("{d:.1}-day-old account"),
+        None => "account of unknown age".to_string(),
+    };
+    let summary = format!(
+        "{age} sent {req} requests in the last hour ({} single-turn, {} reasoning-eliciting, {} on its templates), {:.0}k output tokens at {:.1}x its input",
+        pct(single),
+        pct(reasoning),
+        pct(templated),
+        t.output_tokens as f64 / 1000.0,
+        ratio
+    );
+    Some(Assessment {
+        score,
+        signals,
+        summary,
+        window_start_ms: acc.hour.start_ms().max(acc.first_seen_ms),
+        requests: req,
+        age_days,
+    })
+}

@@ -1,0 +1,45 @@
+//! The two detectors. Both read engine state and return decisions with their evidence; the
+//! engine decides when to call them and turns decisions into alerts.
+
+pub mod bulk;
+pub mod cluster;
+
+use crate::alert::signal;
+
+/// One signal of a decision: its value against the threshold it was compared with.
+#[derive(Debug, Clone)]
+pub struct Signal {
+    pub name: &'static str,
+    pub value: f64,
+    pub threshold: f64,
+    pub crossed: bool,
+}
+
+impl Signal {
+    pub fn at_least(name: &'static str, value: f64, threshold: f64) -> Self {
+        Self {
+            name,
+            value,
+            threshold,
+            crossed: value >= threshold,
+        }
+    }
+
+    pub fn at_most(name: &'static str, value: f64, threshold: f64) -> Self {
+        Self {
+            name,
+            value,
+            threshold,
+            crossed: value <= threshold,
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        signal(self.name, self.value, self.threshold, self.crossed)
+    }
+}
+
+/// Percent, for summaries.
+pub(crate) fn pct(x: f64) -> String {
+    format!("{:.0}%", x * 100.0)
+}

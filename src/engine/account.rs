@@ -1,0 +1,235 @@
+//! Per-account state: windows, behaviour summaries and the attribute values it holds.
+
+use compact_str::CompactString;
+
+use super::window::{DayWindow, GapStats, HourWindow};
+use crate::fingerprint::hamming;
+
+/// Attribute slots an account holds: two recent IPs, two recent prefixes, one device, one
+/// payment instrument, one e-mail domain, two recent templates.
+pub const SLOTS: usize = 9;
+pub const SLOT_IP: usize = 0;
+pub const SLOT_PREFIX: usize = 2;
+pub const SLOT_DEVICE: usize = 4;
+pub const SLOT_PAYMENT: usize = 5;
+pub const SLOT_EMAIL: usize = 6;
+pub const SLOT_TEMPLATE: usize = 7;
+
+/// Misra-Gries summary of an account's most used templates.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TopTemplates {
+    keys: [u64; 3],
+    counts: [u16; 3],
+}
+
+impl TopTemplates {
+    /// Counts `t`; true if `t` is one of the account's established templates afterwards.
+    pub fn add(&mut self, t: u64) -> bool {
+        if let Some(i) = self.keys.iter().position(|&k| k == t) {
+            self.counts[i] = self.counts[i].saturating_add(1);
+            return self.counts[i] >= 3;
+        }
+        if let Some(i) = self.counts.iter().position(|&c| c == 0) {
+            self.keys[i] = t;
+            self.counts[i] = 1;
+            return false;
+        }
+        for c in &mut self.counts {
+            *c -= 1;
+        }
+        false
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: CompactString,
+    pub org_id: Option<CompactString>,
+    pub created_ms: Option<i64>,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub hour: HourWindow,
+    pub day: DayWindow,
+    pub gaps: GapStats,
+    pub templates: TopTemplates,
+    recent_simhash: [u64; 4],
+    recent_pos: u8,
+    /// Keys of the attribute values this account holds (0: empty).
+    pub slots: [u64; SLOTS],
+    /// Which of each two-slot pair was written last (bit per pair).
+    slot_lru: u8,
+    /// Multi-turn requests ever seen: human chat history.
+    pub multi_turn_ever: u32,
+    pub requests_ever: u32,
+    /// When the device or IP prefix last changed after an hour of history (0: never).
+    pub changed_infra_ms: i64,
+    pub last_bin: i64,
+    /// Recent traffic is extraction-like (see [`Account::profile`]).
+    pub extraction_like: bool,
+    /// Cluster (0: none).
+    pub cluster: u32,
+    /// Latest example event ids of extraction-like requests.
+    pub examples: [CompactString; 3],
+    examples_pos: u8,
+    /// Last bulk alert: event time and tier rank (0: none).
+    pub bulk_alert_ms: i64,
+    pub bulk_alert_rank: u8,
+}
+
+impl Account {
+    pub fn new(id: CompactString, ts_ms: i64) -> Self {
+        Self {
+            id,
+            org_id: None,
+            created_ms: None,
+            first_seen_ms: ts_ms,
+            last_seen_ms: ts_ms,
+            hour: HourWindow::default(),
+            day: DayWindow::default(),
+            gaps: GapStats::default(),
+            templates: TopTemplates::default(),
+            recent_simhash: [0; 4],
+            recent_pos: 0,
+            slots: [0; SLOTS],
+            slot_lru: 0,
+            multi_turn_ever: 0,
+            requests_ever: 0,
+            changed_infra_ms: 0,
+            last_bin: i64::MIN,
+            extraction_like: false,
+            cluster: 0,
+            examples: Default::default(),
+            examples_pos: 0,
+            bulk_alert_ms: 0,
+            bulk_alert_rank: 0,
+        }
+    }
+
+    /// Whether this prompt is new for the account (no recent near-duplicate).
+    pub fn novel_prompt(&mut self, simhash: u64) -> bool {
+        if simhash == 0 {
+            return false;
+        }
+        let novel = self
+            .recent_simhash
+            .iter()
+            .all(|&h| h == 0 || hamming(h, simhash) > 3);
+        self.recent_simhash[usize::from(self.recent_pos % 4)] = simhash;
+        self.recent_pos = self.recent_pos.wrapping_add(1);
+        novel
+    }
+
+    pub fn remember_example(&mut self, event_id: &CompactString) {
+        self.examples[usize::from(self.examples_pos % 3)] = event_id.clone();
+        self.examples_pos = self.examples_pos.wrapping_add(1);
+    }
+
+    /// Example event ids, oldest first.
+    pub fn example_ids(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(3);
+        for k in 0..3u8 {
+            let e = &self.examples[usize::from(self.examples_pos.wrapping_add(k) % 3)];
+            if !e.is_empty() {
+                out.push(e.to_string());
+            }
+        }
+        out
+    }
+
+    /// Places `key` in a single slot. Returns the key it replaced (if different and set).
+    pub fn set_slot(&mut self, slot: usize, key: u64) -> Option<u64> {
+        let old = self.slots[slot];
+        if old == key {
+            return None;
+        }
+        self.slots[slot] = key;
+        (old != 0).then_some(old)
+    }
+
+    /// Places `key` in the two-slot pair starting at `first`, replacing the older entry.
+    /// Returns (newly added, evicted key).
+    pub fn set_pair(&mut self, first: usize, key: u64) -> (bool, Option<u64>) {
+        let bit = 1u8 << first;
+        if self.slots[first] == key {
+            self.slot_lru &= !bit;
+            return (false, None);
+        }
+        if self.slots[first + 1] == key {
+            self.slot_lru |= bit;
+            return (false, None);
+        }
+        // Replace the one not written last.
+        let target = if self.slot_lru & bit == 0 {
+            first + 1
+        } else {
+            first
+        };
+        let old = self.slots[target];
+        self.slots[target] = key;
+        if target == first {
+            self.slot_lru &= !bit;
+        } else {
+            self.slot_lru |= bit;
+        }
+        (true, (old != 0).then_some(old))
+    }
+
+    /// Whether the account's trailing hour is extraction-like: API-style (single-turn) traffic
+    /// that elicits reasoning or returns far more than it sends, from no verified org.
+    pub fn profile(
+        &mut self,
+        now_ms: i64,
+        min_single: f64,
+        min_reasoning: f64,
+        min_ratio: f64,
+    ) -> bool {
+        let t = self.hour.totals(now_ms);
+        self.org_id.is_none()
+            && t.requests > 0
+            && t.share(t.single_turn) >= min_single
+            && (t.share(t.reasoning) >= min_reasoning || t.output_ratio() >= min_ratio)
+    }
+
+    /// Age in days at `now_ms`, if the creation time is known.
+    pub fn age_days(&self, now_ms: i64) -> Option<f64> {
+        self.created_ms
+            .map(|c| ((now_ms - c).max(0) as f64) / 86_400_000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_slots_keep_the_two_most_recent() {
+        let mut a = Account::new("a".into(), 0);
+        assert_eq!(a.set_pair(SLOT_IP, 10), (true, None));
+        assert_eq!(a.set_pair(SLOT_IP, 11), (true, None));
+        assert_eq!(a.set_pair(SLOT_IP, 10), (false, None));
+        // 11 is now the older one and goes.
+        assert_eq!(a.set_pair(SLOT_IP, 12), (true, Some(11)));
+        assert_eq!(a.set_pair(SLOT_IP, 13), (true, Some(10)));
+    }
+
+    #[test]
+    fn top_templates() {
+        let mut t = TopTemplates::default();
+        let hits = (0..30)
+            .filter(|i| t.add(if i % 3 == 0 { 7 } else { 8 }))
+            .count();
+        assert!(hits > 20, "{hits}");
+        let mut u = TopTemplates::default();
+        let hits = (0..30).filter(|i| u.add(*i as u64 + 100)).count();
+        assert_eq!(hits, 0);
+    }
+
+    #[test]
+    fn examples_ring() {
+        let mut a = Account::new("a".into(), 0);
+        for e in ["e1", "e2", "e3", "e4"] {
+            a.remember_example(&e.into());
+        }
+        assert_eq!(a.example_ids(), vec!["e2", "e3", "e4"]);
+    }
+}

@@ -1,0 +1,413 @@
+//! The shared-attribute index: for each attribute value (an IP, a /24, a device or payment
+//! fingerprint, an e-mail domain, a prompt template), the accounts recently seen with it and
+//! decayed aggregates of their traffic through it.
+
+use compact_str::CompactString;
+use nohash_hasher::IntSet;
+use smallvec::SmallVec;
+use std::net::IpAddr;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// Kinds of shared attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttrKind {
+    Ip,
+    IpPrefix,
+    Device,
+    Payment,
+    EmailDomain,
+    Template,
+}
+
+impl AttrKind {
+    pub const ALL: [AttrKind; 6] = [
+        AttrKind::Ip,
+        AttrKind::IpPrefix,
+        AttrKind::Device,
+        AttrKind::Payment,
+        AttrKind::EmailDomain,
+        AttrKind::Template,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttrKind::Ip => "ip",
+            AttrKind::IpPrefix => "ip_prefix",
+            AttrKind::Device => "device_fingerprint",
+            AttrKind::Payment => "payment_fingerprint",
+            AttrKind::EmailDomain => "email_domain",
+            AttrKind::Template => "prompt_template",
+        }
+    }
+}
+
+/// Key of an attribute value in the index.
+pub fn key(kind: AttrKind, value: &[u8]) -> u64 {
+    xxh3_64_with_seed(value, kind as u64 + 1).max(1)
+}
+
+/// The /24 (IPv4) or /64 (IPv6) of an address.
+pub fn prefix(ip: &IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// Accounts holding a value: a short vector while small, a set once large.
+#[derive(Debug, Clone)]
+pub enum Members {
+    /// Most values have one or two holders: kept inline, no allocation.
+    Few(SmallVec<[u64; 2]>),
+    Many(IntSet<u64>),
+}
+
+impl Default for Members {
+    fn default() -> Self {
+        Members::Few(SmallVec::new())
+    }
+}
+
+impl Members {
+    const FEW: usize = 8;
+
+    pub fn insert(&mut self, a: u64) -> bool {
+        match self {
+            Members::Few(v) => {
+                if v.contains(&a) {
+                    return false;
+                }
+                if v.len() < Self::FEW {
+                    v.push(a);
+                } else {
+                    let mut s: IntSet<u64> = v.iter().copied().collect();
+                    s.insert(a);
+                    *self = Members::Many(s);
+                }
+                true
+            }
+            Members::Many(s) => s.insert(a),
+        }
+    }
+
+    pub fn remove(&mut self, a: u64) -> bool {
+        match self {
+            Members::Few(v) => match v.iter().position(|&x| x == a) {
+                Some(i) => {
+                    v.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+            Members::Many(s) => s.remove(&a),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Members::Few(v) => v.len(),
+            Members::Many(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Members in a deterministic order.
+    pub fn sorted(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = match self {
+            Members::Few(v) => v.to_vec(),
+            Members::Many(s) => s.iter().copied().collect(),
+        };
+        v.sort_unstable();
+        v
+    }
+}
+
+/// What one request contributes to the values it carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Touch {
+    pub single_turn: bool,
+    pub reasoning: bool,
+    pub fresh: bool,
+    pub org: bool,
+    /// First request of this account in this synchrony bin.
+    pub new_account_bin: bool,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    /// Account creation time in hours since the epoch, if known.
+    pub created_hours: Option<f64>,
+}
+
+/// One attribute value and its aggregates, decayed with the configured horizon.
+#[derive(Debug, Clone)]
+pub struct Attribute {
+    pub kind: AttrKind,
+    pub value: CompactString,
+    pub members: Members,
+    /// Members whose own recent traffic is extraction-like (API-style, reasoning or
+    /// output-heavy, no verified org). Counting accounts, not requests, keeps a few heavy
+    /// attackers from making a popular value look pure.
+    pub extraction_members: u32,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub requests: f32,
+    pub single_turn: f32,
+    pub reasoning: f32,
+    pub fresh: f32,
+    pub org: f32,
+    pub input_ktokens: f32,
+    pub output_ktokens: f32,
+    /// Decayed count of account-bin incidences and of busy bins, for synchrony.
+    pub account_bins: f32,
+    pub busy_bins: f32,
+    pub last_bin: i64,
+    /// Decayed weight, mean and second moment of member creation times (hours).
+    created_w: f32,
+    created_mean: f64,
+    created_m2: f64,
+    /// Cluster this value links into (0: none), kept once it has linked.
+    pub cluster: u32,
+}
+
+impl Attribute {
+    pub fn new(kind: AttrKind, value: CompactString, ts_ms: i64) -> Self {
+        Self {
+            kind,
+            value,
+            members: Members::default(),
+            extraction_members: 0,
+            first_ms: ts_ms,
+            last_ms: ts_ms,
+            requests: 0.0,
+            single_turn: 0.0,
+            reasoning: 0.0,
+            fresh: 0.0,
+            org: 0.0,
+            input_ktokens: 0.0,
+            output_ktokens: 0.0,
+            account_bins: 0.0,
+            busy_bins: 0.0,
+            last_bin: i64::MIN,
+            created_w: 0.0,
+            created_mean: 0.0,
+            created_m2: 0.0,
+            cluster: 0,
+        }
+    }
+
+    /// Adds a holder; true if it was new.
+    pub fn add_member(&mut self, account: u64, extraction_like: bool) -> bool {
+        let new = self.members.insert(account);
+        if new && extraction_like {
+            self.extraction_members += 1;
+        }
+        new
+    }
+
+    /// Removes a holder; true if it was one.
+    pub fn remove_member(&mut self, account: u64, extraction_like: bool) -> bool {
+        let was = self.members.remove(account);
+        if was && extraction_like {
+            self.extraction_members = self.extraction_members.saturating_sub(1);
+        }
+        was
+    }
+
+    /// A holder's profile changed.
+    pub fn member_flipped(&mut self, now_extraction_like: bool) {
+        if now_extraction_like {
+            self.extraction_members = (self.extraction_members + 1).min(self.members.len() as u32);
+        } else {
+            self.extraction_members = self.extraction_members.saturating_sub(1);
+        }
+    }
+
+    /// Share of holders whose own traffic is extraction-like.
+    pub fn purity(&self) -> f64 {
+        if self.members.is_empty() {
+            0.0
+        } else {
+            f64::from(self.extraction_members) / self.members.len() as f64
+        }
+    }
+
+    /// Adds one request at `ts_ms` (decay time constant `horizon_ms`, bins of `bin_ms`).
+    pub fn touch(&mut self, ts_ms: i64, t: &Touch, horizon_ms: f32, bin_ms: i64) {
+        if ts_ms > self.last_ms {
+            let f = (-((ts_ms - self.last_ms) as f32) / horizon_ms).exp();
+            self.requests *= f;
+            self.single_turn *= f;
+            self.reasoning *= f;
+            self.fresh *= f;
+            self.org *= f;
+            self.input_ktokens *= f;
+            self.output_ktokens *= f;
+            self.account_bins *= f;
+            self.busy_bins *= f;
+            self.created_w *= f;
+            self.last_ms = ts_ms;
+        }
+        self.requests += 1.0;
+        self.single_turn += f32::from(u8::from(t.single_turn));
+        self.reasoning += f32::from(u8::from(t.reasoning));
+        self.fresh += f32::from(u8::from(t.fresh));
+        self.org += f32::from(u8::from(t.org));
+        self.input_ktokens += t.input_tokens as f32 / 1000.0;
+        self.output_ktokens += t.output_tokens as f32 / 1000.0;
+        let bin = ts_ms.div_euclid(bin_ms);
+        if t.new_account_bin {
+            self.account_bins += 1.0;
+            if bin > self.last_bin {
+                self.busy_bins += 1.0;
+                self.last_bin = bin;
+            }
+        }
+        if let Some(h) = t.created_hours {
+            // Weighted incremental mean and variance (West's algorithm).
+            self.created_w += 1.0;
+            let w = f64::from(self.created_w);
+            let d = h - self.created_mean;
+            self.created_mean += d / w;
+            self.created_m2 += d * (h - self.created_mean);
+            if self.created_m2 < 0.0 {
+                self.created_m2 = 0.0;
+            }
+        }
+    }
+
+    pub fn share(&self, part: f32) -> f64 {
+        if self.requests <= 0.0 {
+            0.0
+        } else {
+            f64::from(part / self.requests)
+        }
+    }
+
+    pub fn output_ratio(&self) -> f64 {
+        f64::from(self.output_ktokens / self.input_ktokens.max(0.001))
+    }
+
+    /// How much busier the busiest moments are than independent (Poisson) activity would
+    /// make them: expected busy bins over observed. About 1 for independent accounts; about
+    /// the number of accounts acting together for lockstep.
+    pub fn synchrony(&self, now_ms: i64, horizon_ms: f32, bin_ms: i64) -> f64 {
+        if self.account_bins < 10.0 || self.busy_bins <= 0.0 {
+            return 1.0;
+        }
+        let span = (now_ms - self.first_ms).max(bin_ms) as f32;
+        let n_eff = horizon_ms / bin_ms as f32 * (1.0 - (-span / horizon_ms).exp());
+        let lambda = self.account_bins / n_eff.max(1.0);
+        let expected = n_eff * (1.0 - (-lambda).exp());
+        f64::from(expected / self.busy_bins).max(0.0)
+    }
+
+    /// Standard deviation of member creation times (hours), if known for enough traffic.
+    pub fn creation_spread_hours(&self) -> Option<f64> {
+        (self.created_w >= 5.0).then(|| (self.created_m2 / f64::from(self.created_w)).sqrt())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: f32 = 3_600_000.0;
+
+    #[test]
+    fn members_grow_from_vec_to_set() {
+        let mut m = Members::default();
+        for a in 0..20 {
+            assert!(m.insert(a));
+        }
+        assert!(!m.insert(3));
+        assert_eq!(m.len(), 20);
+        assert!(m.remove(3));
+        assert_eq!(m.sorted().len(), 19);
+    }
+
+    #[test]
+    fn lockstep_has_high_synchrony_independent_does_not() {
+        let t0 = 1_793_577_600_000i64;
+        let bin = 5_000;
+        let mut lock = Attribute::new(AttrKind::Template, "t".into(), t0);
+        // 40 accounts fire together every 2 minutes for 30 minutes.
+        for round in 0..15 {
+            for a in 0..40 {
+                let ts = t0 + round * 120_000 + a * 50;
+                lock.touch(
+                    ts,
+                    &Touch {
+                        new_account_bin: true,
+                        ..Default::default()
+                    },
+                    H,
+                    bin,
+                );
+            }
+        }
+        let now = t0 + 15 * 120_000;
+        assert!(
+            lock.synchrony(now, H, bin) > 10.0,
+            "{}",
+            lock.synchrony(now, H, bin)
+        );
+
+        // The same volume spread evenly (pseudo-randomly) over the same time.
+        let mut indep = Attribute::new(AttrKind::Template, "u".into(), t0);
+        let mut x: u64 = 12345;
+        let mut times: Vec<i64> = (0..600)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                t0 + ((x >> 33) % 1_800_000) as i64
+            })
+            .collect();
+        times.sort_unstable();
+        for ts in times {
+            indep.touch(
+                ts,
+                &Touch {
+                    new_account_bin: true,
+                    ..Default::default()
+                },
+                H,
+                bin,
+            );
+        }
+        let s = indep.synchrony(now, H, bin);
+        assert!(s < 1.5, "{s}");
+    }
+
+    #[test]
+    fn creation_spread() {
+        let t0 = 1_793_577_600_000i64;
+        let mut a = Attribute::new(AttrKind::Payment, "p".into(), t0);
+        for i in 0..10 {
+            let t = Touch {
+                created_hours: Some(1000.0 + f64::from(i % 2)),
+                ..Default::default()
+            };
+            a.touch(t0 + i64::from(i), &t, H, 5000);
+        }
+        let s = a.creation_spread_hours().expect("known");
+        assert!((s - 0.5).abs() < 0.05, "{s}");
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(prefix(&"1.2.3.4".parse().expect("ip")), "1.2.3.0/24");
+        assert_eq!(
+            prefix(&"2001:db8:1:2:3::1".parse().expect("ip")),
+            "2001:db8:1:2::/64"
+        );
+    }
+}

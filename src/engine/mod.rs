@@ -1,0 +1,854 @@
+//! The engine: synchronous, deterministic, event time only, no I/O.
+//!
+//! [`Engine::process`] takes one decoded event and appends the alerts it caused. Given the same
+//! events in the same order and the same configuration it returns the same alerts; `replay`,
+//! the Kafka service, the benches and the tests all drive it.
+//!
+//! State lives in two dashmaps (accounts, attribute values) so that other threads (metrics,
+//! partition revocation) can read and prune it; the engine itself is single-writer. Memory is
+//! bounded: idle accounts and values expire with the window, and hard caps evict the least
+//! recently active, counted in [`Stats`].
+
+pub mod account;
+pub mod attribute;
+pub mod dedup;
+pub mod window;
+
+use compact_str::CompactString;
+use dashmap::DashMap;
+use nohash_hasher::{BuildNoHashHasher, IntMap};
+use std::collections::HashMap;
+use std::sync::Arc;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::alert::{Alert, Decision, Tier, KIND_BULK, KIND_CLUSTER};
+use crate::config::ValidConfig;
+use crate::detect::{bulk, cluster};
+use crate::event::Event;
+use account::{
+    Account, SLOT_DEVICE, SLOT_EMAIL, SLOT_IP, SLOT_PAYMENT, SLOT_PREFIX, SLOT_TEMPLATE,
+};
+use attribute::{AttrKind, Attribute, Touch};
+use dedup::Dedup;
+use window::Sample;
+
+/// Version of the detection logic; with the config hash it forms `detector_version`.
+pub const DETECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+type NoHash = BuildNoHashHasher<u64>;
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    /// Older than the late allowance behind the newest event time: skipped.
+    Late,
+    /// Implausibly far ahead of the newest event time: skipped.
+    OutOfRange,
+}
+
+impl Outcome {
+    /// Bounded label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "ok",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Late => "late",
+            Outcome::OutOfRange => "out_of_range",
+        }
+    }
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub events_accepted: u64,
+    pub events_duplicate: u64,
+    pub events_late: u64,
+    pub events_out_of_range: u64,
+    pub accounts_created: u64,
+    pub accounts_expired: u64,
+    pub accounts_evicted: u64,
+    pub attributes_created: u64,
+    pub attributes_expired: u64,
+    pub attributes_evicted: u64,
+    pub alerts_bulk: u64,
+    pub alerts_cluster: u64,
+    pub alerts_suppressed_allowlist: u64,
+}
+
+/// Sizes of the state right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Gauges {
+    pub accounts: usize,
+    pub attribute_values: usize,
+    pub clusters: usize,
+    pub dedup_ids: usize,
+}
+
+/// The account's extraction-like profile before and after this event, and the values it holds.
+struct Profile {
+    was: bool,
+    is: bool,
+    slots: [u64; account::SLOTS],
+}
+
+/// An attribute value carried by the current event.
+struct Carried {
+    kind: AttrKind,
+    key: u64,
+    value: CompactString,
+    added: bool,
+    evicted: Option<u64>,
+}
+
+const SWEEP_EVERY_MS: i64 = 60_000;
+
+pub struct Engine {
+    cfg: Arc<ValidConfig>,
+    accounts: DashMap<u64, Box<Account>, NoHash>,
+    attributes: DashMap<u64, Box<Attribute>, NoHash>,
+    clusters: cluster::Clusters,
+    dedup: Dedup,
+    models: IntMap<u64, i64>,
+    allow_accounts: HashMap<String, i64>,
+    allow_orgs: HashMap<String, i64>,
+    watermark: i64,
+    next_sweep_ms: i64,
+    /// Creation counts at which the caps are next checked (between sweeps).
+    cap_check_accounts: u64,
+    cap_check_attributes: u64,
+    stats: Stats,
+    bulk_version: String,
+    cluster_version: String,
+}
+
+fn account_key(id: &str) -> u64 {
+    xxh3_64(id.as_bytes()).max(1)
+}
+
+impl Engine {
+    pub fn new(cfg: Arc<ValidConfig>) -> Self {
+        let e = &cfg.raw.engine;
+        let mut allow_accounts = HashMap::new();
+        let mut allow_orgs = HashMap::new();
+        for a in &cfg.allowlist {
+            if let Some(acc) = &a.account {
+                allow_accounts.insert(acc.clone(), a.expires_ms);
+            }
+            if let Some(org) = &a.org {
+                allow_orgs.insert(org.clone(), a.expires_ms);
+            }
+        }
+        Self {
+            dedup: Dedup::new((e.dedup_window_secs * 1000) as i64, e.max_dedup_ids),
+            accounts: DashMap::with_hasher(NoHash::default()),
+            attributes: DashMap::with_hasher(NoHash::default()),
+            clusters: cluster::Clusters::default(),
+            models: IntMap::default(),
+            allow_accounts,
+            allow_orgs,
+            watermark: i64::MIN,
+            next_sweep_ms: i64::MIN,
+            cap_check_accounts: 0,
+            cap_check_attributes: 0,
+            stats: Stats::default(),
+            bulk_version: format!("{KIND_BULK}/{DETECTOR_VERSION}+cfg.{:08x}", cfg.hash as u32),
+            cluster_version: format!(
+                "{KIND_CLUSTER}/{DETECTOR_VERSION}+cfg.{:08x}",
+                cfg.hash as u32
+            ),
+            cfg,
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            accounts: self.accounts.len(),
+            attribute_values: self.attributes.len(),
+            clusters: self.clusters.len(),
+            dedup_ids: self.dedup.len(),
+        }
+    }
+
+    /// The newest event time seen (epoch ms), if any.
+    pub fn watermark(&self) -> Option<i64> {
+        (self.watermark != i64::MIN).then_some(self.watermark)
+    }
+
+    /// Processes one event, appending the alerts it caused to `out`.
+    pub fn process(&mut self, ev: &Event, out: &mut Vec<Alert>) -> Outcome {
+        let e = &self.cfg.raw.engine;
+        if self.watermark != i64::MIN {
+            if ev.ts_ms > self.watermark + (e.max_forward_jump_secs * 1000) as i64 {
+                self.stats.events_out_of_range += 1;
+                return Outcome::OutOfRange;
+            }
+            if ev.ts_ms < self.watermark - (e.late_allowance_secs * 1000) as i64 {
+                self.stats.events_late += 1;
+                return Outcome::Late;
+            }
+        }
+        let now = self.watermark.max(ev.ts_ms);
+        if self.dedup.seen(xxh3_64(ev.event_id.as_bytes()), now) {
+            self.stats.events_duplicate += 1;
+            return Outcome::Duplicate;
+        }
+        self.watermark = now;
+        self.stats.events_accepted += 1;
+        if now >= self.next_sweep_ms {
+            self.sweep(now);
+            self.next_sweep_ms = now + SWEEP_EVERY_MS;
+        } else if self.stats.accounts_created > self.cap_check_accounts
+            || self.stats.attributes_created > self.cap_check_attributes
+        {
+            self.enforce_caps();
+        }
+
+        let akey = account_key(&ev.account_id);
+        let (carried, touch, profile) = self.update_account(ev, akey, now);
+        let eligible = profile.is;
+        let links = self.update_attributes(ev.ts_ms, now, akey, &carried, &touch, &profile);
+        let mut touched_clusters: Vec<u32> = Vec::new();
+        if self.cfg.raw.cluster.enabled {
+            for (key, kind, value, existing) in links {
+                if let Some(root) =
+                    self.apply_link(key, kind, &value, existing, akey, eligible, now)
+                {
+                    if !touched_clusters.contains(&root) {
+                        touched_clusters.push(root);
+                    }
+                }
+            }
+            // An account already in a cluster keeps it fresh.
+            if let Some(acc) = self.accounts.get(&akey) {
+                let c = acc.cluster;
+                drop(acc);
+                let root = self.clusters.find(c);
+                if root != 0 && !touched_clusters.contains(&root) {
+                    touched_clusters.push(root);
+                }
+            }
+        }
+        if self.cfg.raw.bulk.enabled {
+            self.check_bulk(akey, now, out);
+        }
+        for root in touched_clusters {
+            self.check_cluster(root, now, out);
+        }
+        Outcome::Accepted
+    }
+
+    /// Updates the account's windows and attribute slots. Returns the values the event
+    /// carries, what it contributes to them, and whether the account may join clusters.
+    fn update_account(
+        &mut self,
+        ev: &Event,
+        akey: u64,
+        now: i64,
+    ) -> (Vec<Carried>, Touch, Profile) {
+        let cfg = &self.cfg.raw;
+        let model_first_seen = ev
+            .model
+            .as_ref()
+            .map(|m| *self.models.entry(xxh3_64(m.as_bytes())).or_insert(ev.ts_ms));
+        let mut created = false;
+        let mut acc = self.accounts.entry(akey).or_insert_with(|| {
+            created = true;
+            Box::new(Account::new(ev.account_id.clone(), ev.ts_ms))
+        });
+        if created {
+            self.stats.accounts_created += 1;
+        }
+        if ev.org_id.is_some() {
+            acc.org_id.clone_from(&ev.org_id);
+        }
+        if ev.account_created_ms.is_some() {
+            acc.created_ms = ev.account_created_ms;
+        }
+        if ev.ts_ms > acc.last_seen_ms {
+            let gap = (ev.ts_ms - acc.last_seen_ms) as f32 / 1000.0;
+            acc.gaps.add(gap);
+            acc.last_seen_ms = ev.ts_ms;
+        }
+        let single_turn = ev.conversation_turns <= 1;
+        let templated = ev.prompt.template != 0
+            && ev.prompt.scaffold >= 4
+            && acc.templates.add(ev.prompt.template);
+        let novel = acc.novel_prompt(ev.prompt.simhash);
+        let new_model = model_first_seen.is_some_and(|first| {
+            first > acc.first_seen_ms
+                && (now - first) as f64 <= cfg.bulk.new_model_hours * 3_600_000.0
+        });
+        let sample = Sample {
+            single_turn,
+            reasoning: ev.prompt.reasoning,
+            templated,
+            novel,
+            new_model,
+            input_tokens: ev.input_tokens,
+            output_tokens: ev.output_tokens,
+        };
+        acc.hour.add(ev.ts_ms, &sample);
+        acc.day.add(ev.ts_ms);
+        acc.requests_ever = acc.requests_ever.saturating_add(1);
+        if !single_turn {
+            acc.multi_turn_ever = acc.multi_turn_ever.saturating_add(1);
+        }
+        if single_turn && (ev.prompt.reasoning || templated) {
+            acc.remember_example(&ev.event_id);
+        }
+        let bin = ev
+            .ts_ms
+            .div_euclid((cfg.cluster.sync_bin_secs * 1000) as i64);
+        let new_account_bin = bin != acc.last_bin;
+        acc.last_bin = bin;
+        let fresh = acc
+            .age_days(now)
+            .is_some_and(|d| d < cfg.engine.fresh_account_days);
+
+        let mut carried = Vec::with_capacity(7);
+        let has_history = acc.requests_ever > 20 && now - acc.first_seen_ms > 3_600_000;
+        let mut infra_changed = false;
+        if let Some(ip) = &ev.ip {
+            let v = CompactString::from(ip.to_string());
+            let key = attribute::key(AttrKind::Ip, v.as_bytes());
+            let (added, evicted) = acc.set_pair(SLOT_IP, key);
+            carried.push(Carried {
+                kind: AttrKind::Ip,
+                key,
+                value: v,
+                added,
+                evicted,
+            });
+            let p = CompactString::from(attribute::prefix(ip));
+            let key = attribute::key(AttrKind::IpPrefix, p.as_bytes());
+            let (added, evicted) = acc.set_pair(SLOT_PREFIX, key);
+            infra_changed |= added && evicted.is_some();
+            carried.push(Carried {
+                kind: AttrKind::IpPrefix,
+                key,
+                value: p,
+                added,
+                evicted,
+            });
+        }
+        for (kind, slot, value) in [
+            (AttrKind::Device, SLOT_DEVICE, &ev.device_fingerprint),
+            (AttrKind::Payment, SLOT_PAYMENT, &ev.payment_fingerprint),
+            (AttrKind::EmailDomain, SLOT_EMAIL, &ev.email_domain),
+        ] {
+            if let Some(v) = value {
+                let key = attribute::key(kind, v.as_bytes());
+                let added = acc.slots[slot] != key;
+                let evicted = acc.set_slot(slot, key);
+                if kind == AttrKind::Device {
+                    infra_changed |= evicted.is_some();
+                }
+                carried.push(Carried {
+                    kind,
+                    key,
+                    value: v.clone(),
+                    added,
+                    evicted,
+                });
+            }
+        }
+        if ev.prompt.template != 0 {
+            let key = attribute::key(AttrKind::Template, &ev.prompt.template.to_le_bytes());
+            let (added, evicted) = acc.set_pair(SLOT_TEMPLATE, key);
+            let v = CompactString::from(format!("tpl-{:016x}", ev.prompt.template));
+            carried.push(Carried {
+                kind: AttrKind::Template,
+                key,
+                value: v,
+                added,
+                evicted,
+            });
+        }
+        if infra_changed && has_history {
+            acc.changed_infra_ms = now;
+        }
+        let c = &cfg.cluster;
+        let was = acc.extraction_like;
+        let is = acc.profile(
+            now,
+            c.min_single_turn_share,
+            c.min_reasoning_share,
+            c.min_output_ratio,
+        );
+        acc.extraction_like = is;
+        let profile = Profile {
+            was,
+            is,
+            slots: acc.slots,
+        };
+        let touch = Touch {
+            single_turn,
+            reasoning: ev.prompt.reasoning,
+            fresh,
+            org: acc.org_id.is_some(),
+            new_account_bin,
+            input_tokens: ev.input_tokens,
+            output_tokens: ev.output_tokens,
+            created_hours: acc.created_ms.map(|c| c as f64 / 3_600_000.0),
+        };
+        (carried, touch, profile)
+    }
+
+    /// Feeds the event to the values it carries. Returns the values that link accounts now:
+    /// (key, kind, value, cluster it already links into).
+    fn update_attributes(
+        &mut self,
+        ts_ms: i64,
+        now: i64,
+        akey: u64,
+        carried: &[Carried],
+        touch: &Touch,
+        profile: &Profile,
+    ) -> Vec<(u64, AttrKind, CompactString, u32)> {
+        let c = &self.cfg.raw.cluster;
+        let horizon_ms = c.horizon_secs as f32 * 1000.0;
+        let bin_ms = (c.sync_bin_secs * 1000) as i64;
+        let mut links = Vec::new();
+        if profile.was != profile.is {
+            // Values held before this event (and still held) see the flip.
+            for &k in profile.slots.iter().filter(|&&k| k != 0) {
+                if carried.iter().any(|c| c.key == k && c.added) {
+                    continue;
+                }
+                if let Some(mut g) = self.attributes.get_mut(&k) {
+                    g.member_flipped(profile.is);
+                }
+            }
+        }
+        for item in carried {
+            if let Some(old) = item.evicted {
+                if let Some(mut g) = self.attributes.get_mut(&old) {
+                    g.remove_member(akey, profile.was);
+                }
+            }
+            let mut created = false;
+            let mut g = self.attributes.entry(item.key).or_insert_with(|| {
+                created = true;
+                Box::new(Attribute::new(item.kind, item.value.clone(), ts_ms))
+            });
+            if created {
+                self.stats.attributes_created += 1;
+            }
+            // A value evicted under the cap comes back without its members: re-add on touch.
+            if item.added || created || g.members.len() < 2 {
+                g.add_member(akey, profile.is);
+            }
+            g.touch(ts_ms, touch, horizon_ms, bin_ms);
+            if c.enabled && cluster::link(&g, now, c).is_some() {
+                links.push((item.key, item.kind, item.value.clone(), g.cluster));
+            }
+        }
+        links
+    }
+
+    /// Joins the accounts linked by attribute `key` into a cluster. Returns the cluster root.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_link(
+        &mut self,
+        key: u64,
+        kind: AttrKind,
+        value: &CompactString,
+        existing: u32,
+        akey: u64,
+        eligible: bool,
+        now: i64,
+    ) -> Option<u32> {
+        let root = self.clusters.find(existing);
+        if root != 0 {
+            // An established link: only the current account may be new.
+            if eligible {
+                self.join(root, akey);
+            }
+            return Some(self.clusters.find(root));
+        }
+        // A new link: every eligible holder of the value joins, merging their clusters.
+        let members = match self.attributes.get(&key) {
+            Some(g) => g.members.sorted(),
+            None => return None,
+        };
+        let mut joining = Vec::with_capacity(members.len());
+        let mut prior = Vec::new();
+        for m in members {
+            if let Some(acc) = self.accounts.get(&m) {
+                if acc.extraction_like {
+                    joining.push(m);
+                    if acc.cluster != 0 {
+                        prior.push(acc.cluster);
+                    }
+                }
+            }
+        }
+        if joining.is_empty() {
+            return None;
+        }
+        let mut root = self.clusters.create(kind, value, key, now);
+        for p in prior {
+            root = self.clusters.union(root, p);
+        }
+        self.clusters.add_link(root, key);
+        if let Some(mut g) = self.attributes.get_mut(&key) {
+            g.cluster = root;
+        }
+        for m in joining {
+            self.join(root, m);
+        }
+        Some(self.clusters.find(root))
+    }
+
+    fn join(&mut self, root: u32, akey: u64) {
+        let Some(mut acc) = self.accounts.get_mut(&akey) else {
+            return;
+        };
+        let current = self.clusters.find(acc.cluster);
+        if current == root {
+            return;
+        }
+        let root = if current != 0 {
+            self.clusters.union(current, root)
+        } else {
+            root
+        };
+        acc.cluster = root;
+        drop(acc);
+        self.clusters.add_member(root, akey);
+    }
+
+    fn allowlisted(&self, account: &str, org: Option<&str>, now: i64) -> bool {
+        self.allow_accounts
+            .get(account)
+            .is_some_and(|&exp| now < exp)
+            || org.is_some_and(|o| self.allow_orgs.get(o).is_some_and(|&exp| now < exp))
+    }
+
+    fn check_bulk(&mut self, akey: u64, now: i64, out: &mut Vec<Alert>) {
+        let cfg = &self.cfg.raw;
+        let Some(mut acc) = self.accounts.get_mut(&akey) else {
+            return;
+        };
+        let Some(a) = bulk::assess(&mut acc, now, &cfg.bulk, cfg.engine.fresh_account_days) else {
+            return;
+        };
+        if a.score < cfg.bulk.alert_score {
+            return;
+        }
+        let tier = Tier::from_score(a.score, a.crossed(), &cfg.alerts);
+        let rank = tier as u8 + 1;
+        let repeat_due = cfg.alerts.repeat_secs > 0
+            && acc.bulk_alert_ms != 0
+            && now - acc.bulk_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
+        if rank <= acc.bulk_alert_rank && !repeat_due {
+            return;
+        }
+        if self.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
+            self.stats.alerts_suppressed_allowlist += 1;
+            return;
+        }
+        acc.bulk_alert_rank = rank.max(acc.bulk_alert_rank);
+        acc.bulk_alert_ms = now;
+        let mut examples = acc.example_ids();
+        examples.truncate(cfg.alerts.example_events);
+        let evidence = serde_json::json!({
+            "summary": a.summary,
+            "signals": a.signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+            "signals_crossed": a.crossed(),
+            "account_age_days": a.age_days.map(|d| (d * 10.0).round() / 10.0),
+            "org_id": acc.org_id.as_deref(),
+            "example_event_ids": examples,
+        });
+        let d = Decision {
+            kind: KIND_BULK,
+            subject: acc.id.to_string(),
+            accounts: vec![acc.id.to_string()],
+            tier,
+            score: a.score,
+            detected_at_ms: now,
+            window_start_ms: a.window_start_ms,
+            window_end_ms: now,
+            evidence,
+            detector_version: self.bulk_version.clone(),
+        };
+        drop(acc);
+        self.stats.alerts_bulk += 1;
+        out.push(d.into_alert());
+    }
+
+    fn check_cluster(&mut self, root: u32, now: i64, out: &mut Vec<Alert>) {
+        let cfg = &self.cfg.raw;
+        let update_ms = (cfg.alerts.cluster_update_secs * 1000) as i64;
+        let Some(c) = self.clusters.get(root) else {
+            return;
+        };
+        if c.members.len() < cfg.cluster.min_cluster_size as usize {
+            return;
+        }
+        let grown = c.members.len() >= c.last_eval_size + c.last_eval_size.div_ceil(4);
+        let eval_due =
+            c.last_eval_ms == i64::MIN || (c.dirty && (grown || now - c.last_eval_ms >= 30_000));
+        let repeat_due = cfg.alerts.repeat_secs > 0
+            && c.last_alert_ms != i64::MIN
+            && now - c.last_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
+        if !eval_due && !repeat_due {
+            return;
+        }
+        let alerted_before = c.last_alert_ms != i64::MIN;
+        let update_due = !alerted_before || (c.dirty && now - c.last_alert_ms >= update_ms);
+        if !update_due && !repeat_due {
+            // Still check for an escalation, but not more than every 30 s.
+            if now - c.last_eval_ms < 30_000 {
+                return;
+            }
+        }
+        let mut members: Vec<u64> = c.members.iter().copied().collect();
+        members.sort_unstable();
+        let link_keys = c.links.clone();
+        let name = c.name.clone();
+        let last_rank = c.last_alert_rank;
+
+        // Gather member statistics (bounded by the alert rate, not per event).
+        let mut stats = cluster::MemberStats {
+            first_seen_ms: now,
+            ..Default::default()
+        };
+        let mut names = Vec::with_capacity(members.len());
+        let mut examples = Vec::new();
+        let mut suppressed = 0u64;
+        for m in &members {
+            let Some(mut acc) = self.accounts.get_mut(m) else {
+                continue;
+            };
+            if self.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
+                suppressed += 1;
+                continue;
+            }
+            let t = acc.hour.totals(now);
+            stats.accounts += 1;
+            if let Some(d) = acc.age_days(now) {
+                stats.with_known_age += 1;
+                if d < cfg.engine.fresh_account_days {
+                    stats.fresh += 1;
+                }
+            }
+            stats.requests += u64::from(t.requests);
+            stats.single_turn += u64::from(t.single_turn);
+            stats.reasoning += u64::from(t.reasoning);
+            stats.output_tokens += t.output_tokens;
+            stats.input_tokens += t.input_tokens;
+            stats.first_seen_ms = stats.first_seen_ms.min(acc.first_seen_ms);
+            if examples.len() < cfg.alerts.example_events {
+                if let Some(e) = acc.example_ids().pop() {
+                    examples.push(e);
+                }
+            }
+            names.push(acc.id.to_string());
+        }
+        let mut links = Vec::new();
+        let mut shared = Vec::new();
+        let horizon_ms = cfg.cluster.horizon_secs as f32 * 1000.0;
+        let bin_ms = (cfg.cluster.sync_bin_secs * 1000) as i64;
+        for k in &link_keys {
+            if let Some(g) = self.attributes.get(k) {
+                let link = cluster::Link {
+                    kind: g.kind,
+                    members: g.members.len(),
+                    purity: g.purity(),
+                    single_turn: g.share(g.single_turn),
+                    reasoning: g.share(g.reasoning),
+                    output_ratio: g.output_ratio(),
+                    fresh: g.share(g.fresh),
+                    org: g.share(g.org),
+                    synchrony: g.synchrony(now, horizon_ms, bin_ms),
+                    creation_spread_hours: g.creation_spread_hours(),
+                };
+                shared.push(link.to_json(&g.value));
+                links.push(link);
+            }
+        }
+        let (score, signals) = cluster::score(&stats, &links, &cfg.cluster);
+        let crossed = signals.iter().filter(|s| s.crossed).count() as u32;
+        if let Some(c) = self.clusters.get_mut(root) {
+            c.last_eval_ms = now;
+            c.last_eval_size = c.members.len();
+        }
+        self.stats.alerts_suppressed_allowlist += suppressed;
+        if stats.accounts < cfg.cluster.min_cluster_size as usize || score < cfg.cluster.alert_score
+        {
+            return;
+        }
+        let tier = Tier::from_score(score, crossed, &cfg.alerts);
+        let rank = tier as u8 + 1;
+        if !(update_due || repeat_due || rank > last_rank) {
+            return;
+        }
+        names.sort_unstable();
+        let link_count = self.clusters.get(root).map_or(0, |c| c.link_count);
+        let share = |x: u64| {
+            if stats.requests == 0 {
+                0.0
+            } else {
+                x as f64 / stats.requests as f64
+            }
+        };
+        let kinds: Vec<&str> = {
+            let mut k: Vec<&str> = links.iter().map(|l| l.kind.name()).collect();
+            k.sort_unstable();
+            k.dedup();
+            k
+        };
+        let summary = format!(
+            "{} accounts linked by shared {} ({} linking values); {} single-turn, {} reasoning-eliciting, {:.0}k output tokens in the last hour",
+            stats.accounts,
+            kinds.join(", "),
+            link_count,
+            crate::detect::pct(share(stats.single_turn)),
+            crate::detect::pct(share(stats.reasoning)),
+            stats.output_tokens as f64 / 1000.0,
+        );
+        let evidence = serde_json::json!({
+            "summary": summary,
+            "cluster_size": stats.accounts,
+            "signals": signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+            "signals_crossed": crossed,
+            "shared_attributes": shared,
+            "linking_values": link_count,
+            "output_tokens_1h": stats.output_tokens,
+            "example_event_ids": examples,
+        });
+        let d = Decision {
+            kind: KIND_CLUSTER,
+            subject: name,
+            accounts: names,
+            tier,
+            score,
+            detected_at_ms: now,
+            window_start_ms: stats
+                .first_seen_ms
+                .max(now - (cfg.engine.account_idle_secs * 1000) as i64),
+            window_end_ms: now,
+            evidence,
+            detector_version: self.cluster_version.clone(),
+        };
+        if let Some(c) = self.clusters.get_mut(root) {
+            c.dirty = false;
+            c.last_alert_ms = now;
+            c.last_alert_rank = c.last_alert_rank.max(rank);
+            c.last_alert_size = stats.accounts;
+        }
+        self.stats.alerts_cluster += 1;
+        out.push(d.into_alert());
+    }
+
+    /// Expires idle state and enforces the caps.
+    fn sweep(&mut self, now: i64) {
+        let cfg = Arc::clone(&self.cfg);
+        let e = &cfg.raw.engine;
+        let idle_cutoff = now - (e.account_idle_secs * 1000) as i64;
+        let mut expired: Vec<u64> = Vec::new();
+        for a in self.accounts.iter() {
+            if a.last_seen_ms < idle_cutoff {
+                expired.push(*a.key());
+            }
+        }
+        expired.sort_unstable();
+        self.stats.accounts_expired += expired.len() as u64;
+        for k in expired {
+            self.remove_account(k);
+        }
+        let attr_idle = now - 600_000;
+        let before = self.attributes.len();
+        self.attributes
+            .retain(|_, g| !(g.members.is_empty() && g.last_ms < attr_idle));
+        self.stats.attributes_expired += (before - self.attributes.len()) as u64;
+        self.enforce_caps();
+        self.clusters.compact();
+    }
+
+    /// Evicts the least recently active accounts and values past the caps, down to 90% of
+    /// each cap, so the O(n) scan is paid once per 10% of the cap in new entries.
+    fn enforce_caps(&mut self) {
+        let cfg = Arc::clone(&self.cfg);
+        let e = &cfg.raw.engine;
+        if self.accounts.len() > e.max_accounts {
+            let target = e.max_accounts - e.max_accounts / 10;
+            let cutoff = nth_oldest(
+                self.accounts.iter().map(|a| a.last_seen_ms),
+                self.accounts.len() - target,
+            );
+            let mut victims: Vec<u64> = self
+                .accounts
+                .iter()
+                .filter(|a| a.last_seen_ms <= cutoff)
+                .map(|a| *a.key())
+                .collect();
+            victims.sort_unstable();
+            self.stats.accounts_evicted += victims.len() as u64;
+            for k in victims {
+                self.remove_account(k);
+            }
+        }
+        if self.attributes.len() > e.max_attribute_values {
+            let target = e.max_attribute_values - e.max_attribute_values / 10;
+            let cutoff = nth_oldest(
+                self.attributes.iter().map(|g| g.last_ms),
+                self.attributes.len() - target,
+            );
+            let before = self.attributes.len();
+            self.attributes.retain(|_, g| g.last_ms > cutoff);
+            self.stats.attributes_evicted += (before - self.attributes.len()) as u64;
+        }
+        let slack_a = (e.max_accounts / 10) as u64;
+        let room_a = e.max_accounts.saturating_sub(self.accounts.len()) as u64;
+        self.cap_check_accounts = self.stats.accounts_created + room_a.max(slack_a / 10).max(1);
+        let slack_v = (e.max_attribute_values / 10) as u64;
+        let room_v = e.max_attribute_values.saturating_sub(self.attributes.len()) as u64;
+        self.cap_check_attributes = self.stats.attributes_created + room_v.max(slack_v / 10).max(1);
+    }
+
+    fn remove_account(&mut self, key: u64) {
+        let Some((_, acc)) = self.accounts.remove(&key) else {
+            return;
+        };
+        for slot in acc.slots {
+            if slot != 0 {
+                if let Some(mut g) = self.attributes.get_mut(&slot) {
+                    g.remove_member(key, acc.extraction_like);
+                }
+            }
+        }
+        if acc.cluster != 0 {
+            self.clusters.remove_member(acc.cluster, key);
+        }
+    }
+
+    /// Forgets the given accounts (e.g. their partition was revoked).
+    pub fn forget_accounts(&mut self, account_ids: &[String]) {
+        for id in account_ids {
+            self.remove_account(account_key(id));
+        }
+    }
+}
+
+/// The `n`-th smallest value (1-based) of `values`.
+fn nth_oldest(values: impl Iterator<Item = i64>, n: usize) -> i64 {
+    let mut v: Vec<i64> = values.collect();
+    if v.is_empty() || n == 0 {
+        return i64::MIN;
+    }
+    let idx = (n - 1).min(v.len() - 1);
+    let (_, nth, _) = v.select_nth_unstable(idx);
+    *nth
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,357 @@
+//! Behaviour of the engine as a user would notice it, on hand-built traffic.
+
+use super::*;
+use crate::config::{AllowEntry, Config};
+use crate::fingerprint::PromptFingerprint;
+
+const T0: i64 = 1_793_577_600_000; // 2026-11-02T00:00:00Z
+const MIN: i64 = 60_000;
+const DAY: i64 = 86_400_000;
+
+fn engine_with(cfg: Config) -> Engine {
+    Engine::new(Arc::new(cfg.validate().expect("valid config")))
+}
+
+fn engine() -> Engine {
+    engine_with(Config::default())
+}
+
+fn mix(x: u64) -> u64 {
+    xxh3_64(&x.to_le_bytes())
+}
+
+/// A single-turn, reasoning-eliciting, templated request with a long answer.
+fn extraction(id: u64, ts: i64, account: &str) -> Event {
+    let mut e = Event::new(&format!("e{id}"), ts, account);
+    e.account_created_ms = Some(ts - 2 * DAY);
+    e.input_tokens = 200;
+    e.output_tokens = 1500;
+    e.prompt = PromptFingerprint {
+        simhash: mix(id),
+        template: 0xabc,
+        reasoning: true,
+        scaffold: 9,
+    };
+    e
+}
+
+/// A turn of a human chat session.
+fn chat(id: u64, ts: i64, account: &str, turn: u32) -> Event {
+    let mut e = Event::new(&format!("c{id}"), ts, account);
+    e.account_created_ms = Some(ts - 400 * DAY);
+    e.conversation_turns = turn;
+    e.input_tokens = 300 * turn;
+    e.output_tokens = 400;
+    e.prompt = PromptFingerprint {
+        simhash: mix(id + 1_000_000),
+        template: mix(id) | 1,
+        reasoning: id % 10 == 0,
+        scaffold: 2,
+    };
+    e
+}
+
+fn run(engine: &mut Engine, events: &[Event]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for e in events {
+        engine.process(e, &mut out);
+    }
+    out
+}
+
+#[test]
+fn harvester_is_caught_within_fifteen_minutes_with_evidence() {
+    let mut eng = engine();
+    let events: Vec<Event> = (0..900)
+        .map(|i| extraction(i, T0 + i as i64 * 2_000, "acct_h"))
+        .collect();
+    let alerts = run(&mut eng, &events);
+    let first = alerts
+        .iter()
+        .find(|a| a.kind == KIND_BULK)
+        .expect("a bulk alert");
+    assert_eq!(first.accounts, vec!["acct_h".to_string()]);
+    assert_eq!(first.subject, "acct_h");
+    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
+    assert!(
+        detected - T0 <= 15 * MIN,
+        "took {} min",
+        (detected - T0) / MIN
+    );
+    let signals = first.evidence["signals"].as_array().expect("signals");
+    assert!(signals
+        .iter()
+        .any(|s| s["name"] == "reasoning_prompt_share" && s["crossed"] == true));
+    assert!(!first.evidence["example_event_ids"]
+        .as_array()
+        .expect("ids")
+        .is_empty());
+    // Repeats are suppressed: at most one alert per tier.
+    assert!(alerts.iter().filter(|a| a.kind == KIND_BULK).count() <= 3);
+    let last = alerts.last().expect("alerts");
+    assert_eq!(
+        last.recommended_action, "suspend",
+        "sustained harvesting escalates"
+    );
+}
+
+#[test]
+fn heavy_human_chat_is_not_flagged() {
+    let mut eng = engine();
+    let mut events = Vec::new();
+    for i in 0..1500u64 {
+        events.push(chat(
+            i,
+            T0 + i as i64 * 2_000,
+            "acct_chatty",
+            (i % 12) as u32 + 1,
+        ));
+    }
+    assert!(run(&mut eng, &events).is_empty());
+}
+
+#[test]
+fn a_short_evaluation_run_by_an_established_account_is_not_flagged() {
+    let mut eng = engine();
+    let mut events: Vec<Event> = (0..50)
+        .map(|i| chat(i, T0 + i as i64 * 60_000, "acct_eval", 2))
+        .collect();
+    for i in 0..300u64 {
+        let mut e = extraction(10_000 + i, T0 + 60 * MIN + i as i64 * 3_000, "acct_eval");
+        e.account_created_ms = Some(T0 - 500 * DAY);
+        events.push(e);
+    }
+    assert!(run(&mut eng, &events).is_empty());
+}
+
+#[test]
+fn duplicates_and_late_events_are_counted_and_skipped() {
+    let mut eng = engine();
+    let mut out = Vec::new();
+    let e = extraction(1, T0, "a");
+    assert_eq!(eng.process(&e, &mut out), Outcome::Accepted);
+    assert_eq!(eng.process(&e, &mut out), Outcome::Duplicate);
+    let later = extraction(2, T0 + 60 * MIN, "a");
+    assert_eq!(eng.process(&later, &mut out), Outcome::Accepted);
+    let slightly_late = extraction(3, T0 + 58 * MIN, "a");
+    assert_eq!(eng.process(&slightly_late, &mut out), Outcome::Accepted);
+    let too_late = extraction(4, T0 + 10 * MIN, "a");
+    assert_eq!(eng.process(&too_late, &mut out), Outcome::Late);
+    let far_future = extraction(5, T0 + 400 * DAY, "a");
+    assert_eq!(eng.process(&far_future, &mut out), Outcome::OutOfRange);
+    let s = eng.stats();
+    assert_eq!(
+        (
+            s.events_accepted,
+            s.events_duplicate,
+            s.events_late,
+            s.events_out_of_range
+        ),
+        (3, 1, 1, 1)
+    );
+}
+
+/// `n` fresh accounts sharing one card, each sending a request every `every` ms.
+fn card_ring(
+    n: usize,
+    start: i64,
+    minutes: i64,
+    every: i64,
+    prefix: &str,
+    first_id: u64,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut id = first_id;
+    let mut t = start;
+    while t < start + minutes * MIN {
+        for a in 0..n {
+            let mut e = extraction(id, t + a as i64 * 37, &format!("{prefix}{a}"));
+            e.payment_fingerprint = Some("card_shared".into());
+            e.ip = Some(format!("198.51.100.{}", a % 200).parse().expect("ip"));
+            e.output_tokens = 900;
+            e.prompt.template = 0x5000 + (a as u64 % 3);
+            id += 1;
+            events.push(e);
+        }
+        t += every;
+    }
+    events
+}
+
+#[test]
+fn accounts_sharing_a_card_form_one_cluster_that_grows() {
+    let mut eng = engine();
+    let mut events = card_ring(20, T0, 30, 45_000, "ring_", 0);
+    // A replacement account appears later on the same card.
+    events.extend(card_ring(
+        1,
+        T0 + 35 * MIN,
+        10,
+        45_000,
+        "replacement_",
+        1_000_000,
+    ));
+    events.sort_by_key(|e| e.ts_ms);
+    let alerts = run(&mut eng, &events);
+    let clusters: Vec<&Alert> = alerts.iter().filter(|a| a.kind == KIND_CLUSTER).collect();
+    assert!(!clusters.is_empty(), "a cluster alert");
+    let first = clusters[0];
+    assert!(first.accounts.len() >= 5);
+    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
+    assert!(detected - T0 <= 15 * MIN);
+    let last = clusters.last().expect("last");
+    assert_eq!(last.subject, first.subject, "the cluster keeps its id");
+    assert!(last.accounts.contains(&"replacement_0".to_string()));
+    assert_eq!(last.accounts.len(), 21);
+    let shared = last.evidence["shared_attributes"]
+        .as_array()
+        .expect("shared");
+    assert!(shared
+        .iter()
+        .any(|s| s["kind"] == "payment_fingerprint" && s["value"] == "card_shared"));
+}
+
+#[test]
+fn a_company_on_one_card_with_a_verified_org_is_not_a_cluster() {
+    let mut eng = engine();
+    let mut events = card_ring(40, T0, 60, 30_000, "corp_", 0);
+    for e in &mut events {
+        e.org_id = Some("org_bigco".into());
+        e.account_created_ms = Some(e.ts_ms - 300 * DAY);
+        e.prompt.reasoning = false;
+        e.input_tokens = 3000;
+        e.output_tokens = 300;
+    }
+    assert!(run(&mut eng, &events).is_empty());
+}
+
+#[test]
+fn a_carrier_nat_of_humans_is_not_a_cluster() {
+    let mut eng = engine();
+    let mut events = Vec::new();
+    let mut id = 0;
+    for a in 0..400u64 {
+        let start = T0 + (mix(a) % 3_600_000) as i64;
+        for turn in 1..=6u32 {
+            let mut e = chat(
+                id,
+                start + i64::from(turn) * 45_000,
+                &format!("nat_{a}"),
+                turn,
+            );
+            e.ip = Some(format!("203.0.113.{}", a % 3).parse().expect("ip"));
+            e.device_fingerprint = Some("popular_sdk".into());
+            e.account_created_ms = Some(start - (mix(a + 7) % 40) as i64 * DAY);
+            id += 1;
+            events.push(e);
+        }
+    }
+    events.sort_by_key(|e| e.ts_ms);
+    assert!(run(&mut eng, &events).is_empty());
+}
+
+#[test]
+fn lockstep_accounts_sharing_only_a_template_are_clustered() {
+    let mut eng = engine();
+    let mut events = Vec::new();
+    let mut id = 0;
+    for round in 0..12i64 {
+        for a in 0..60u64 {
+            if mix(a ^ (round as u64) << 8) % 10 < 3 {
+                continue;
+            }
+            let mut e = extraction(
+                id,
+                T0 + round * 90_000 + (mix(id) % 3000) as i64,
+                &format!("ls_{a}"),
+            );
+            e.account_created_ms = Some(T0 - (50 + a as i64) * DAY);
+            e.ip = Some(
+                format!("100.{}.{}.{}", a % 250, a / 250, 7)
+                    .parse()
+                    .expect("ip"),
+            );
+            e.prompt.template = 0x7777;
+            id += 1;
+            events.push(e);
+        }
+    }
+    // Background: unrelated users on the same popular template-less traffic.
+    for i in 0..2000u64 {
+        events.push(chat(
+            500_000 + i,
+            T0 + (mix(i) % (18 * 60_000)) as i64,
+            &format!("bg_{}", i % 300),
+            1 + (i % 4) as u32,
+        ));
+    }
+    events.sort_by_key(|e| e.ts_ms);
+    let alerts = run(&mut eng, &events);
+    let c = alerts
+        .iter()
+        .rev()
+        .find(|a| a.kind == KIND_CLUSTER)
+        .expect("lockstep cluster");
+    assert!(c.accounts.len() >= 50, "{}", c.accounts.len());
+    assert!(c.accounts.iter().all(|a| a.starts_with("ls_")));
+}
+
+#[test]
+fn same_input_same_alerts() {
+    let mut events = card_ring(12, T0, 40, 20_000, "r_", 0);
+    events.extend((0..600).map(|i| extraction(900_000 + i, T0 + i as i64 * 3_000, "solo")));
+    events.sort_by_key(|e| e.ts_ms);
+    let a = run(&mut engine(), &events);
+    let b = run(&mut engine(), &events);
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn id_rotation_is_held_at_the_cap() {
+    let mut cfg = Config::default();
+    cfg.engine.max_accounts = 5_000;
+    cfg.engine.max_attribute_values = 5_000;
+    let mut eng = engine_with(cfg);
+    let mut out = Vec::new();
+    for i in 0..100_000u64 {
+        let mut e = extraction(i, T0 + i as i64 * 10, &format!("rot_{i}"));
+        e.ip = Some(std::net::IpAddr::from((i as u32).to_be_bytes()));
+        eng.process(&e, &mut out);
+    }
+    let g = eng.gauges();
+    assert!(g.accounts <= 5_000 + 6_000, "{g:?}");
+    assert!(g.attribute_values <= 5_000 + 18_000, "{g:?}");
+    assert!(eng.stats().accounts_evicted > 80_000, "{:?}", eng.stats());
+}
+
+#[test]
+fn idle_accounts_expire() {
+    let mut cfg = Config::default();
+    cfg.engine.account_idle_secs = 3600;
+    let mut eng = engine_with(cfg);
+    let mut out = Vec::new();
+    eng.process(&extraction(1, T0, "old"), &mut out);
+    eng.process(&extraction(2, T0 + 2 * 3_600_000, "new"), &mut out);
+    assert_eq!(eng.gauges().accounts, 1);
+    assert_eq!(eng.stats().accounts_expired, 1);
+}
+
+#[test]
+fn allowlisted_accounts_are_not_alerted_until_expiry() {
+    let mut cfg = Config::default();
+    cfg.allowlist.push(AllowEntry {
+        account: Some("acct_h".into()),
+        org: None,
+        reason: "load test TS-1".into(),
+        expires: "2026-11-02T00:30:00Z".into(),
+    });
+    let mut eng = engine_with(cfg);
+    let events: Vec<Event> = (0..1800)
+        .map(|i| extraction(i, T0 + i as i64 * 2_000, "acct_h"))
+        .collect();
+    let alerts = run(&mut eng, &events);
+    assert!(eng.stats().alerts_suppressed_allowlist > 0);
+    let first = alerts.first().expect("alerted after expiry");
+    assert!(crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts") >= T0 + 30 * MIN);
+}

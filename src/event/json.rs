@@ -1,0 +1,59 @@
+//! The JSON form of the request event, exactly as the contract names its fields.
+
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+
+/// `ts` and `account_created_at` may be an RFC 3339 string or epoch milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum JsonTime {
+    Millis(i64),
+    Text(CompactString),
+}
+
+/// A request event as JSON (one object per line). Unknown fields are ignored.
+///
+/// Borrowing is avoided on purpose: the parse stage runs on worker threads and hands owned
+/// values to the engine thread; `CompactString` keeps short ids inline without allocating.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestEventJson {
+    pub event_id: Option<CompactString>,
+    pub ts: Option<JsonTime>,
+    pub account_id: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_created_at: Option<JsonTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_fingerprint: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_fingerprint: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_domain: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_turns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_simhash: Option<CompactString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<i64>,
+}
