@@ -111,6 +111,9 @@ pub struct BulkConfig {
     pub min_requests_fresh: u32,
     /// Requests in the last hour needed before an established account is judged at all.
     pub min_requests_established: u32,
+    /// Requests in the last hour needed from an established account that also pivoted to a
+    /// newly released model or appeared from a new device or network.
+    pub min_requests_corroborated: u32,
     /// Requests in the last hour that, with an extraction profile, are decisive on their own.
     pub high_volume_requests: u32,
     /// Output tokens in the last hour counted as high volume.
@@ -134,8 +137,8 @@ pub struct BulkConfig {
     pub new_model_hours: f64,
     /// Score at or above which an alert is emitted.
     pub alert_score: f64,
-    /// Minutes an established account's extraction profile must be sustained (continuously
-    /// active 5-minute buckets) when its volume is below `high_volume_requests`.
+    /// Minutes of continuously active 5-minute buckets that count as a sustained run (a
+    /// scoring signal, not a trigger: one-off evaluation runs are sustained too).
     pub sustained_minutes: u32,
 }
 
@@ -144,7 +147,8 @@ impl Default for BulkConfig {
         Self {
             enabled: true,
             min_requests_fresh: 150,
-            min_requests_established: 400,
+            min_requests_established: 300,
+            min_requests_corroborated: 200,
             high_volume_requests: 1200,
             high_volume_output_tokens: 1_500_000,
             min_single_turn_share: 0.85,
@@ -167,6 +171,11 @@ impl Default for BulkConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     pub enabled: bool,
+    /// Attribute kinds that can link accounts: `ip`, `ip_prefix`, `device_fingerprint`,
+    /// `payment_fingerprint`, `email_domain`, `prompt_template`. `email_domain` is off by
+    /// default: webmail domains are shared by everyone, and early in a stream a burst of
+    /// attack sign-ups can make one look homogeneous.
+    pub link_kinds: Vec<String>,
     /// Fewest accounts sharing a payment fingerprint for it to link them.
     pub min_members_payment: u32,
     /// Fewest accounts sharing a device fingerprint.
@@ -184,6 +193,9 @@ pub struct ClusterConfig {
     /// popular value (carrier NAT, SDK fingerprint, webmail domain) is mostly organic and
     /// never reaches it, however much attack traffic passes through it.
     pub min_member_purity: f64,
+    /// A device fingerprint or e-mail domain links only if its accounts are concentrated on
+    /// few networks (accounts per distinct /24 or /64): a custom client behind a proxy pool.
+    pub min_accounts_per_network: f64,
     /// Share of the shared value's traffic that is single-turn.
     pub min_single_turn_share: f64,
     /// Share of the shared value's traffic that elicits reasoning (or else `min_output_ratio`).
@@ -210,6 +222,16 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            link_kinds: [
+                "ip",
+                "ip_prefix",
+                "device_fingerprint",
+                "payment_fingerprint",
+                "prompt_template",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             min_members_payment: 3,
             min_members_device: 8,
             min_members_ip: 6,
@@ -217,6 +239,7 @@ impl Default for ClusterConfig {
             min_members_email_domain: 10,
             min_members_template: 8,
             min_member_purity: 0.8,
+            min_accounts_per_network: 2.0,
             min_single_turn_share: 0.85,
             min_reasoning_share: 0.5,
             min_output_ratio: 2.0,
@@ -378,6 +401,12 @@ impl Config {
         positive("bulk.min_output_ratio", b.min_output_ratio)?;
         positive("bulk.max_gap_cv", b.max_gap_cv)?;
         positive("bulk.new_model_hours", b.new_model_hours)?;
+        if b.min_requests_corroborated > b.min_requests_established {
+            return Err(invalid(
+                "bulk.min_requests_corroborated",
+                "must be at most bulk.min_requests_established",
+            ));
+        }
         if b.min_active_hours > 24 {
             return Err(invalid("bulk.min_active_hours", "must be at most 24"));
         }
@@ -396,6 +425,10 @@ impl Config {
         share("cluster.alert_score", c.alert_score)?;
         positive("cluster.min_output_ratio", c.min_output_ratio)?;
         positive("cluster.min_synchrony", c.min_synchrony)?;
+        positive(
+            "cluster.min_accounts_per_network",
+            c.min_accounts_per_network,
+        )?;
         positive("cluster.sync_bin_secs", c.sync_bin_secs as f64)?;
         positive("cluster.horizon_secs", c.horizon_secs as f64)?;
         for (key, v) in [
@@ -412,6 +445,14 @@ impl Config {
         ] {
             if v < 2 {
                 return Err(invalid(key, format!("{v} must be at least 2")));
+            }
+        }
+        for k in &c.link_kinds {
+            if crate::engine::attribute::AttrKind::from_name(k).is_none() {
+                return Err(invalid(
+                    "cluster.link_kinds",
+                    format!("unknown kind `{k}`; use ip, ip_prefix, device_fingerprint, payment_fingerprint, email_domain or prompt_template"),
+                ));
             }
         }
         let a = &self.alerts;

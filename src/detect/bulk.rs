@@ -3,7 +3,7 @@
 //! An account is judged only when its trailing hour looks like API harvesting (mostly
 //! single-turn requests) of extraction-worthy content (reasoning-eliciting prompts, or
 //! templated prompts with outputs far larger than inputs) at a volume a person does not reach.
-//! Established accounts need more volume, a sustained run, or corroboration (a pivot to a newly
+//! Established accounts need more volume, or corroboration (a pivot to a newly
 //! released model, new infrastructure) than fresh ones: one-off evaluation runs of a few
 //! hundred prompts are normal for established customers.
 
@@ -71,7 +71,7 @@ pub fn assess(
             req >= cfg.min_requests_fresh
         } else {
             req >= cfg.min_requests_established
-                || (req >= cfg.min_requests_fresh && (sustained || (pivot && infra_change)))
+                || ((pivot || infra_change) && req >= cfg.min_requests_corroborated)
         };
     if !volume_ok {
         return None;

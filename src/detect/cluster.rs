@@ -31,6 +31,7 @@ pub struct Link {
     pub org: f64,
     pub synchrony: f64,
     pub creation_spread_hours: Option<f64>,
+    pub accounts_per_network: Option<f64>,
 }
 
 impl Link {
@@ -48,6 +49,7 @@ impl Link {
             "verified_org_share": r(self.org),
             "synchrony": r(self.synchrony),
             "creation_spread_hours": self.creation_spread_hours.map(r),
+            "accounts_per_network": self.accounts_per_network.map(r),
         })
     }
 }
@@ -63,57 +65,58 @@ fn min_members(kind: AttrKind, cfg: &ClusterConfig) -> u32 {
     }
 }
 
+/// What an attribute value shows now, strong or not.
+pub fn evidence(attr: &Attribute, now_ms: i64, cfg: &ClusterConfig) -> Link {
+    let horizon_ms = cfg.horizon_secs as f32 * 1000.0;
+    let bin_ms = (cfg.sync_bin_secs * 1000) as i64;
+    Link {
+        kind: attr.kind,
+        members: attr.members.len(),
+        purity: attr.purity(),
+        single_turn: attr.share(attr.single_turn),
+        reasoning: attr.share(attr.reasoning),
+        output_ratio: attr.output_ratio(),
+        fresh: attr.share(attr.fresh),
+        org: attr.share(attr.org),
+        synchrony: attr.synchrony(now_ms, horizon_ms, bin_ms),
+        creation_spread_hours: attr.creation_spread_hours(),
+        accounts_per_network: attr.accounts_per_network(),
+    }
+}
+
 /// Whether `attr` links its accounts now; the evidence if it does.
 pub fn link(attr: &Attribute, now_ms: i64, cfg: &ClusterConfig) -> Option<Link> {
     let min = min_members(attr.kind, cfg) as usize;
     let members = attr.members.len();
-    if members < min || attr.requests < min as f32 {
+    // Cheap rejections first: this runs for every value of every event.
+    if members < min || attr.requests < min as f32 || attr.purity() < cfg.min_member_purity {
         return None;
     }
-    let purity = attr.purity();
-    if purity < cfg.min_member_purity {
+    let l = evidence(attr, now_ms, cfg);
+    if l.single_turn < cfg.min_single_turn_share || l.org > cfg.max_org_share {
         return None;
     }
-    let single_turn = attr.share(attr.single_turn);
-    if single_turn < cfg.min_single_turn_share {
+    if l.reasoning < cfg.min_reasoning_share && l.output_ratio < cfg.min_output_ratio {
         return None;
     }
-    let org = attr.share(attr.org);
-    if org > cfg.max_org_share {
+    if matches!(attr.kind, AttrKind::Device | AttrKind::EmailDomain)
+        && l.accounts_per_network.unwrap_or(0.0) < cfg.min_accounts_per_network
+    {
+        // Spread across as many networks as accounts: a popular client or mail provider.
         return None;
     }
-    let reasoning = attr.share(attr.reasoning);
-    let output_ratio = attr.output_ratio();
-    if reasoning < cfg.min_reasoning_share && output_ratio < cfg.min_output_ratio {
-        return None;
-    }
-    let fresh = attr.share(attr.fresh);
-    let horizon_ms = cfg.horizon_secs as f32 * 1000.0;
-    let bin_ms = (cfg.sync_bin_secs * 1000) as i64;
-    let synchrony = attr.synchrony(now_ms, horizon_ms, bin_ms);
-    let lockstep = synchrony >= cfg.min_synchrony;
+    let lockstep = l.synchrony >= cfg.min_synchrony;
     let coordinated = match attr.kind {
         // One card paying for many API-extraction accounts is itself coordination.
-        AttrKind::Payment => fresh >= cfg.min_fresh_share || members >= 2 * min || lockstep,
+        AttrKind::Payment => l.fresh >= cfg.min_fresh_share || members >= 2 * min || lockstep,
         // Templates are shared by unrelated people: only lockstep timing, or a crowd of
         // purely single-turn fresh accounts, makes them a link.
         AttrKind::Template => {
-            lockstep || (fresh >= 0.8 && single_turn >= 0.95 && members >= 2 * min)
+            lockstep || (l.fresh >= 0.8 && l.single_turn >= 0.95 && members >= 2 * min)
         }
-        _ => fresh >= cfg.min_fresh_share || lockstep,
+        _ => l.fresh >= cfg.min_fresh_share || lockstep,
     };
-    coordinated.then(|| Link {
-        kind: attr.kind,
-        members,
-        purity,
-        single_turn,
-        reasoning,
-        output_ratio,
-        fresh,
-        org,
-        synchrony,
-        creation_spread_hours: attr.creation_spread_hours(),
-    })
+    coordinated.then_some(l)
 }
 
 /// One cluster (a union-find root).

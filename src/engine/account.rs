@@ -64,6 +64,8 @@ pub struct Account {
     /// When the device or IP prefix last changed after an hour of history (0: never).
     pub changed_infra_ms: i64,
     pub last_bin: i64,
+    /// Requests that landed in a synchronised burst on a shared template.
+    pub sync_hits: u16,
     /// Recent traffic is extraction-like (see [`Account::profile`]).
     pub extraction_like: bool,
     /// Cluster (0: none).
@@ -97,6 +99,7 @@ impl Account {
             changed_infra_ms: 0,
             last_bin: i64::MIN,
             extraction_like: false,
+            sync_hits: 0,
             cluster: 0,
             examples: Default::default(),
             examples_pos: 0,
@@ -188,6 +191,14 @@ impl Account {
             && t.requests > 0
             && t.share(t.single_turn) >= min_single
             && (t.share(t.reasoning) >= min_reasoning || t.output_ratio() >= min_ratio)
+    }
+
+    /// Whether the account may be joined to a cluster through a link: extraction-like, and
+    /// either young (or of unknown age), or caught firing in step with others. An older
+    /// account that merely shares a popular template or network with attackers is not.
+    pub fn may_join(&self, now_ms: i64, fresh_days: f64) -> bool {
+        self.extraction_like
+            && (self.sync_hits > 0 || self.age_days(now_ms).is_none_or(|d| d < fresh_days))
     }
 
     /// Age in days at `now_ms`, if the creation time is known.

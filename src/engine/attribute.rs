@@ -29,6 +29,10 @@ impl AttrKind {
         AttrKind::Template,
     ];
 
+    pub fn from_name(name: &str) -> Option<AttrKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             AttrKind::Ip => "ip",
@@ -131,6 +135,33 @@ impl Members {
     }
 }
 
+/// A 64-register HyperLogLog: how many distinct networks a value's traffic comes from.
+#[derive(Debug, Clone)]
+pub struct Networks([u8; 64]);
+
+impl Networks {
+    fn add(&mut self, h: u64) {
+        let idx = (h & 63) as usize;
+        let rank = ((h >> 6) | (1 << 57)).trailing_zeros() as u8 + 1;
+        if rank > self.0[idx] {
+            self.0[idx] = rank;
+        }
+    }
+
+    /// Estimated number of distinct networks.
+    pub fn estimate(&self) -> f64 {
+        let m = 64.0;
+        let sum: f64 = self.0.iter().map(|&r| 2f64.powi(-i32::from(r))).sum();
+        let zeros = self.0.iter().filter(|&&r| r == 0).count();
+        let e = 0.709 * m * m / sum;
+        if e < 2.5 * m && zeros > 0 {
+            m * (m / zeros as f64).ln()
+        } else {
+            e
+        }
+    }
+}
+
 /// What one request contributes to the values it carries.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Touch {
@@ -144,6 +175,8 @@ pub struct Touch {
     pub output_tokens: u32,
     /// Account creation time in hours since the epoch, if known.
     pub created_hours: Option<f64>,
+    /// Key of the request's /24 or /64 (0: no address).
+    pub network: u64,
 }
 
 /// One attribute value and its aggregates, decayed with the configured horizon.
@@ -169,10 +202,14 @@ pub struct Attribute {
     pub account_bins: f32,
     pub busy_bins: f32,
     pub last_bin: i64,
+    /// Accounts seen so far in `last_bin`.
+    bin_accounts: u16,
     /// Decayed weight, mean and second moment of member creation times (hours).
     created_w: f32,
     created_mean: f64,
     created_m2: f64,
+    /// Distinct networks behind a device fingerprint or e-mail domain, once it is shared.
+    pub networks: Option<Box<Networks>>,
     /// Cluster this value links into (0: none), kept once it has linked.
     pub cluster: u32,
 }
@@ -196,9 +233,11 @@ impl Attribute {
             account_bins: 0.0,
             busy_bins: 0.0,
             last_bin: i64::MIN,
+            bin_accounts: 0,
             created_w: 0.0,
             created_mean: 0.0,
             created_m2: 0.0,
+            networks: None,
             cluster: 0,
         }
     }
@@ -240,7 +279,9 @@ impl Attribute {
     }
 
     /// Adds one request at `ts_ms` (decay time constant `horizon_ms`, bins of `bin_ms`).
-    pub fn touch(&mut self, ts_ms: i64, t: &Touch, horizon_ms: f32, bin_ms: i64) {
+    /// Returns whether the request landed in a bin where at least two other accounts
+    /// already used this value: taking part in a synchronised burst.
+    pub fn touch(&mut self, ts_ms: i64, t: &Touch, horizon_ms: f32, bin_ms: i64) -> bool {
         if ts_ms > self.last_ms {
             let f = (-((ts_ms - self.last_ms) as f32) / horizon_ms).exp();
             self.requests *= f;
@@ -262,12 +303,26 @@ impl Attribute {
         self.org += f32::from(u8::from(t.org));
         self.input_ktokens += t.input_tokens as f32 / 1000.0;
         self.output_ktokens += t.output_tokens as f32 / 1000.0;
+        if t.network != 0 && matches!(self.kind, AttrKind::Device | AttrKind::EmailDomain) {
+            if let Some(n) = &mut self.networks {
+                n.add(t.network);
+            } else if self.members.len() >= 2 {
+                let mut n = Box::new(Networks([0; 64]));
+                n.add(t.network);
+                self.networks = Some(n);
+            }
+        }
         let bin = ts_ms.div_euclid(bin_ms);
+        let mut in_burst = false;
         if t.new_account_bin {
             self.account_bins += 1.0;
             if bin > self.last_bin {
                 self.busy_bins += 1.0;
                 self.last_bin = bin;
+                self.bin_accounts = 1;
+            } else if bin == self.last_bin {
+                self.bin_accounts = self.bin_accounts.saturating_add(1);
+                in_burst = self.bin_accounts >= 3;
             }
         }
         if let Some(h) = t.created_hours {
@@ -281,6 +336,7 @@ impl Attribute {
                 self.created_m2 = 0.0;
             }
         }
+        in_burst
     }
 
     pub fn share(&self, part: f32) -> f64 {
@@ -307,6 +363,14 @@ impl Attribute {
         let lambda = self.account_bins / n_eff.max(1.0);
         let expected = n_eff * (1.0 - (-lambda).exp());
         f64::from(expected / self.busy_bins).max(0.0)
+    }
+
+    /// Accounts per distinct network behind this value: high for a custom client used
+    /// through a proxy pool, about 1 or below for a popular SDK or webmail domain.
+    pub fn accounts_per_network(&self) -> Option<f64> {
+        self.networks
+            .as_ref()
+            .map(|n| self.members.len() as f64 / n.estimate().max(1.0))
     }
 
     /// Standard deviation of member creation times (hours), if known for enough traffic.
@@ -400,6 +464,21 @@ mod tests {
         }
         let s = a.creation_spread_hours().expect("known");
         assert!((s - 0.5).abs() < 0.05, "{s}");
+    }
+
+    #[test]
+    fn network_estimate() {
+        let mut n = Networks([0; 64]);
+        for i in 0..5000u64 {
+            n.add(xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes()));
+        }
+        let e = n.estimate();
+        assert!((3500.0..6500.0).contains(&e), "{e}");
+        let mut few = Networks([0; 64]);
+        for i in 0..1000u64 {
+            few.add(xxhash_rust::xxh3::xxh3_64(&(i % 5).to_le_bytes()));
+        }
+        assert!((4.0..7.0).contains(&few.estimate()), "{}", few.estimate());
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub struct Engine {
     clusters: cluster::Clusters,
     dedup: Dedup,
     models: IntMap<u64, i64>,
+    /// Attribute kinds tracked for linking, indexed by `AttrKind as usize`.
+    kinds: [bool; 6],
     allow_accounts: HashMap<String, i64>,
     allow_orgs: HashMap<String, i64>,
     watermark: i64,
@@ -141,7 +143,14 @@ impl Engine {
                 allow_orgs.insert(org.clone(), a.expires_ms);
             }
         }
+        let mut kinds = [false; 6];
+        for k in &cfg.raw.cluster.link_kinds {
+            if let Some(kind) = AttrKind::from_name(k) {
+                kinds[kind as usize] = true;
+            }
+        }
         Self {
+            kinds,
             dedup: Dedup::new((e.dedup_window_secs * 1000) as i64, e.max_dedup_ids),
             accounts: DashMap::with_hasher(NoHash::default()),
             attributes: DashMap::with_hasher(NoHash::default()),
@@ -212,8 +221,17 @@ impl Engine {
 
         let akey = account_key(&ev.account_id);
         let (carried, touch, profile) = self.update_account(ev, akey, now);
-        let eligible = profile.is;
-        let links = self.update_attributes(ev.ts_ms, now, akey, &carried, &touch, &profile);
+        let (links, in_burst) =
+            self.update_attributes(ev.ts_ms, now, akey, &carried, &touch, &profile);
+        let eligible = match self.accounts.get_mut(&akey) {
+            Some(mut acc) => {
+                if in_burst {
+                    acc.sync_hits = acc.sync_hits.saturating_add(1);
+                }
+                acc.may_join(now, self.cfg.raw.engine.fresh_account_days)
+            }
+            None => false,
+        };
         let mut touched_clusters: Vec<u32> = Vec::new();
         if self.cfg.raw.cluster.enabled {
             for (key, kind, value, existing) in links {
@@ -313,6 +331,7 @@ impl Engine {
             .is_some_and(|d| d < cfg.engine.fresh_account_days);
 
         let mut carried = Vec::with_capacity(7);
+        let kinds = self.kinds;
         let has_history = acc.requests_ever > 20 && now - acc.first_seen_ms > 3_600_000;
         let mut infra_changed = false;
         if let Some(ip) = &ev.ip {
@@ -371,6 +390,7 @@ impl Engine {
                 evicted,
             });
         }
+        carried.retain(|c| kinds[c.kind as usize]);
         if infra_changed && has_history {
             acc.changed_infra_ms = now;
         }
@@ -397,6 +417,10 @@ impl Engine {
             input_tokens: ev.input_tokens,
             output_tokens: ev.output_tokens,
             created_hours: acc.created_ms.map(|c| c as f64 / 3_600_000.0),
+            network: carried
+                .iter()
+                .find(|c| c.kind == AttrKind::IpPrefix)
+                .map_or(0, |c| c.key),
         };
         (carried, touch, profile)
     }
@@ -411,11 +435,12 @@ impl Engine {
         carried: &[Carried],
         touch: &Touch,
         profile: &Profile,
-    ) -> Vec<(u64, AttrKind, CompactString, u32)> {
+    ) -> (Vec<(u64, AttrKind, CompactString, u32)>, bool) {
         let c = &self.cfg.raw.cluster;
         let horizon_ms = c.horizon_secs as f32 * 1000.0;
         let bin_ms = (c.sync_bin_secs * 1000) as i64;
         let mut links = Vec::new();
+        let mut in_burst = false;
         if profile.was != profile.is {
             // Values held before this event (and still held) see the flip.
             for &k in profile.slots.iter().filter(|&&k| k != 0) {
@@ -445,12 +470,13 @@ impl Engine {
             if item.added || created || g.members.len() < 2 {
                 g.add_member(akey, profile.is);
             }
-            g.touch(ts_ms, touch, horizon_ms, bin_ms);
+            in_burst |=
+                g.touch(ts_ms, touch, horizon_ms, bin_ms) && item.kind == AttrKind::Template;
             if c.enabled && cluster::link(&g, now, c).is_some() {
                 links.push((item.key, item.kind, item.value.clone(), g.cluster));
             }
         }
-        links
+        (links, in_burst)
     }
 
     /// Joins the accounts linked by attribute `key` into a cluster. Returns the cluster root.
@@ -482,7 +508,7 @@ impl Engine {
         let mut prior = Vec::new();
         for m in members {
             if let Some(acc) = self.accounts.get(&m) {
-                if acc.extraction_like {
+                if acc.may_join(now, self.cfg.raw.engine.fresh_account_days) {
                     joining.push(m);
                     if acc.cluster != 0 {
                         prior.push(acc.cluster);
@@ -655,22 +681,9 @@ impl Engine {
         }
         let mut links = Vec::new();
         let mut shared = Vec::new();
-        let horizon_ms = cfg.cluster.horizon_secs as f32 * 1000.0;
-        let bin_ms = (cfg.cluster.sync_bin_secs * 1000) as i64;
         for k in &link_keys {
             if let Some(g) = self.attributes.get(k) {
-                let link = cluster::Link {
-                    kind: g.kind,
-                    members: g.members.len(),
-                    purity: g.purity(),
-                    single_turn: g.share(g.single_turn),
-                    reasoning: g.share(g.reasoning),
-                    output_ratio: g.output_ratio(),
-                    fresh: g.share(g.fresh),
-                    org: g.share(g.org),
-                    synchrony: g.synchrony(now, horizon_ms, bin_ms),
-                    creation_spread_hours: g.creation_spread_hours(),
-                };
+                let link = cluster::evidence(&g, now, &cfg.cluster);
                 shared.push(link.to_json(&g.value));
                 links.push(link);
             }
