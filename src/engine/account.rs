@@ -178,7 +178,8 @@ impl Account {
     }
 
     /// Whether the account's trailing hour is extraction-like: API-style (single-turn) traffic
-    /// that elicits reasoning or returns far more than it sends, from no verified org.
+    /// that elicits reasoning, or that runs templated prompts for far more output than input,
+    /// from no verified org. A chatty API user whose answers happen to be long is not.
     pub fn profile(
         &mut self,
         now_ms: i64,
@@ -190,7 +191,8 @@ impl Account {
         self.org_id.is_none()
             && t.requests > 0
             && t.share(t.single_turn) >= min_single
-            && (t.share(t.reasoning) >= min_reasoning || t.output_ratio() >= min_ratio)
+            && (t.share(t.reasoning) >= min_reasoning
+                || (t.output_ratio() >= min_ratio && t.share(t.templated) >= 0.5))
     }
 
     /// Whether the account may be joined to a cluster through a link: extraction-like, and
