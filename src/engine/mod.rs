@@ -223,15 +223,25 @@ impl Engine {
         let (carried, touch, profile) = self.update_account(ev, akey, now);
         let (links, in_burst) =
             self.update_attributes(ev.ts_ms, now, akey, &carried, &touch, &profile);
-        let eligible = match self.accounts.get_mut(&akey) {
+        let (may_join, in_step) = match self.accounts.get_mut(&akey) {
             Some(mut acc) => {
                 if in_burst {
                     acc.sync_hits = acc.sync_hits.saturating_add(1);
                 }
-                acc.may_join(now, self.cfg.raw.engine.fresh_account_days)
+                (
+                    acc.may_join(now, self.cfg.raw.engine.fresh_account_days),
+                    acc.sync_hits > 0,
+                )
             }
-            None => false,
+            None => (false, false),
         };
+        // Joining an existing cluster needs more than one shared value: two linking values, a
+        // shared card, or a shared template used in step. One popular fingerprint in common
+        // with a swarm is not enough to name an account.
+        let eligible = may_join
+            && (links.len() >= 2
+                || links.iter().any(|l| l.1 == AttrKind::Payment)
+                || (in_step && links.iter().any(|l| l.1 == AttrKind::Template)));
         let mut touched_clusters: Vec<u32> = Vec::new();
         if self.cfg.raw.cluster.enabled {
             for (key, kind, value, existing) in links {
