@@ -1,1 +1,57 @@
-fn main() {}
+//! `replay` end to end on simulated JSON Lines with `prompt_text` (the simulator's mix of all
+//! families), and the decode stage alone on one core.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use distillguard::config::Config;
+use distillguard::replay;
+use distillguard::sim::{self, SimOptions};
+
+fn bench_replay(c: &mut Criterion) {
+    let opts = SimOptions {
+        scale: 0.5,
+        hours: 6.0,
+        seed: 7,
+        ..Default::default()
+    };
+    let simulation = sim::generate(&opts).expect("simulates");
+    let mut events = Vec::new();
+    let mut labels = Vec::new();
+    sim::write_jsonl(&simulation, &mut events, &mut labels).expect("writes");
+    let n = simulation.events.len() as u64;
+    drop(simulation);
+    let cfg = Arc::new(Config::default().validate().expect("defaults"));
+    let decoder = replay::decoder(&cfg).expect("lexicon");
+
+    let mut group = c.benchmark_group("replay");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n));
+    group.bench_function("decode_json_one_core", |b| {
+        b.iter(|| {
+            let mut ok = 0u64;
+            for line in events.split(|&b| b == b'\n') {
+                if !line.is_empty() && decoder.decode_json(line).is_ok() {
+                    ok += 1;
+                }
+            }
+            ok
+        })
+    });
+    group.bench_function("end_to_end", |b| {
+        b.iter(|| {
+            let mut out = std::io::sink();
+            replay::replay(
+                Arc::clone(&cfg),
+                Box::new(Cursor::new(events.clone())),
+                &mut out,
+            )
+            .expect("replays")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_replay);
+criterion_main!(benches);

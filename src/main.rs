@@ -9,6 +9,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use distillguard::config::Config;
+
+/// Events are parsed on worker threads and freed on the engine thread; mimalloc handles that
+/// cross-thread pattern far better than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use distillguard::{eval, replay, sim};
 
 #[derive(Parser)]

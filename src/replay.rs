@@ -18,8 +18,6 @@ use crate::event::decode::MAX_PROMPT_BYTES;
 use crate::event::{DecodeError, Decoder, Event};
 use crate::fingerprint::Fingerprinter;
 
-/// Lines per batch handed from the parse stage to the engine.
-const BATCH: usize = 8192;
 /// Longest line read; longer lines are skipped as `too_long` without being held in memory.
 pub const MAX_LINE: usize = MAX_PROMPT_BYTES + 64 * 1024;
 
@@ -30,7 +28,7 @@ pub enum ReplayError {
     #[error("writing alerts: {0}")]
     Write(std::io::Error),
     #[error("building the prompt lexicon: {0}")]
-    Lexicon(#[from] aho_corasick::BuildError),
+    Lexicon(#[from] crate::fingerprint::LexiconError),
 }
 
 /// What a replay did.
@@ -46,7 +44,7 @@ pub struct Summary {
 }
 
 /// Builds the decoder the configuration asks for.
-pub fn decoder(cfg: &ValidConfig) -> Result<Decoder, aho_corasick::BuildError> {
+pub fn decoder(cfg: &ValidConfig) -> Result<Decoder, crate::fingerprint::LexiconError> {
     Ok(Decoder::new(Fingerprinter::new(
         &cfg.raw.fingerprint.reasoning_lexicon,
     )?))
@@ -58,53 +56,123 @@ enum Line {
     Blank,
 }
 
-/// Reads up to `BATCH` lines. Returns false at end of input.
-fn read_batch(
-    input: &mut dyn BufRead,
-    lines: &mut Vec<Result<Vec<u8>, ()>>,
-) -> std::io::Result<bool> {
-    lines.clear();
-    while lines.len() < BATCH {
-        let mut buf = Vec::new();
-        let n = (&mut *input)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        if buf.last() != Some(&b'\n') && n == MAX_LINE {
-            // Too long: discard the rest of the line.
-            let mut sink = Vec::new();
-            loop {
-                sink.clear();
-                let m = (&mut *input).take(1 << 20).read_until(b'\n', &mut sink)?;
-                if m == 0 || sink.last() == Some(&b'\n') {
-                    break;
-                }
-            }
-            lines.push(Err(()));
-        } else {
-            lines.push(Ok(buf));
-        }
-    }
-    Ok(true)
+/// Splits input into batches of whole lines without a copy or an allocation per line.
+struct LineReader<R> {
+    input: R,
+    buf: Vec<u8>,
+    /// Skipping the rest of an over-long line.
+    skipping: bool,
+    eof: bool,
 }
 
-fn parse(decoder: &Decoder, line: &Result<Vec<u8>, ()>) -> Line {
+/// One batch: a buffer of whole lines and where each starts and ends (`None`: over-long).
+struct Batch {
+    bytes: Vec<u8>,
+    lines: Vec<Option<(usize, usize)>>,
+}
+
+impl<R: Read> LineReader<R> {
+    const CHUNK: usize = 4 << 20;
+
+    fn new(input: R) -> Self {
+        Self {
+            input,
+            buf: Vec::with_capacity(Self::CHUNK),
+            skipping: false,
+            eof: false,
+        }
+    }
+
+    /// The next batch of lines, or `None` at the end of input.
+    fn next_batch(&mut self) -> std::io::Result<Option<Batch>> {
+        loop {
+            if self.eof && self.buf.is_empty() {
+                return Ok(None);
+            }
+            if !self.eof
+                && (self.buf.len() < Self::CHUNK || memchr::memchr(b'\n', &self.buf).is_none())
+            {
+                let start = self.buf.len();
+                let want = Self::CHUNK.max(start + (1 << 20));
+                self.buf.resize(want, 0);
+                let n = self.input.read(&mut self.buf[start..])?;
+                self.buf.truncate(start + n);
+                if n == 0 {
+                    self.eof = true;
+                }
+                if n > 0 && self.buf.len() < Self::CHUNK && !self.eof {
+                    continue;
+                }
+            }
+            // Take everything up to the last newline (all of it at the end of input).
+            let cut = match memchr::memrchr(b'\n', &self.buf) {
+                Some(i) => i + 1,
+                None if self.eof => self.buf.len(),
+                None => {
+                    if self.buf.len() > MAX_LINE {
+                        // No newline in sight: an over-long line; drop what we have.
+                        self.buf.clear();
+                        if !self.skipping {
+                            self.skipping = true;
+                            return Ok(Some(Batch {
+                                bytes: Vec::new(),
+                                lines: vec![None],
+                            }));
+                        }
+                    }
+                    continue;
+                }
+            };
+            let rest = self.buf.split_off(cut);
+            let bytes = std::mem::replace(&mut self.buf, rest);
+            let mut lines = Vec::with_capacity(bytes.len() / 256 + 1);
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', &bytes) {
+                self.push_line(&mut lines, start, end);
+                start = end + 1;
+            }
+            if start < bytes.len() {
+                self.push_line(&mut lines, start, bytes.len());
+            }
+            return Ok(Some(Batch { bytes, lines }));
+        }
+    }
+
+    fn push_line(&mut self, lines: &mut Vec<Option<(usize, usize)>>, start: usize, end: usize) {
+        if self.skipping {
+            // The tail of a line already reported as over-long.
+            self.skipping = false;
+            return;
+        }
+        if end - start > MAX_LINE {
+            lines.push(None);
+        } else {
+            lines.push(Some((start, end)));
+        }
+    }
+}
+
+fn parse(decoder: &Decoder, bytes: &[u8], line: Option<(usize, usize)>) -> Line {
     match line {
-        Err(()) => Line::Rejected(DecodeError::TooLong("line").reason()),
-        Ok(b) if b.iter().all(|c| c.is_ascii_whitespace()) => Line::Blank,
-        Ok(b) => match decoder.decode_json(b) {
-            Ok(e) => Line::Event(Box::new(e)),
-            Err(e) => Line::Rejected(e.reason()),
-        },
+        None => Line::Rejected(DecodeError::TooLong("line").reason()),
+        Some((s, e)) => {
+            let b = &bytes[s..e];
+            if b.iter().all(|c| c.is_ascii_whitespace()) {
+                Line::Blank
+            } else {
+                match decoder.decode_json(b) {
+                    Ok(ev) => Line::Event(Box::new(ev)),
+                    Err(err) => Line::Rejected(err.reason()),
+                }
+            }
+        }
     }
 }
 
 /// Replays `input` through a fresh engine, writing every alert as a JSON line to `output`.
 pub fn replay(
     cfg: Arc<ValidConfig>,
-    mut input: Box<dyn BufRead + Send>,
+    input: Box<dyn BufRead + Send>,
     output: &mut dyn Write,
 ) -> Result<Summary, ReplayError> {
     let started = Instant::now();
@@ -114,21 +182,23 @@ pub fn replay(
     let (tx, rx) = crossbeam_channel::bounded::<std::io::Result<Vec<Line>>>(4);
 
     let reader = std::thread::spawn(move || {
-        let mut raw = Vec::with_capacity(BATCH);
+        let mut lines = LineReader::new(input);
         loop {
-            let more = match read_batch(&mut input, &mut raw) {
-                Ok(m) => m,
+            let batch = match lines.next_batch() {
+                Ok(Some(b)) => b,
+                Ok(None) => return,
                 Err(e) => {
                     let _ = tx.send(Err(e));
                     return;
                 }
             };
-            let parsed: Vec<Line> = raw
+            let parsed: Vec<Line> = batch
+                .lines
                 .par_iter()
                 .with_min_len(256)
-                .map(|l| parse(&decoder, l))
+                .map(|&l| parse(&decoder, &batch.bytes, l))
                 .collect();
-            if tx.send(Ok(parsed)).is_err() || !more {
+            if tx.send(Ok(parsed)).is_err() {
                 return;
             }
         }

@@ -409,7 +409,7 @@ mod tests {
     fn attr_with(kind: AttrKind, accounts: u64, t: Touch) -> Attribute {
         let mut a = Attribute::new(kind, "v".into(), T0);
         for i in 0..accounts {
-            a.members.insert(i);
+            a.add_member(i, t.single_turn && t.reasoning && !t.org);
             for k in 0..5 {
                 a.touch(T0 + (i * 5 + k) as i64 * 7_001, &t, 3_600_000.0, 5_000);
             }

@@ -98,9 +98,52 @@ struct Profile {
 struct Carried {
     kind: AttrKind,
     key: u64,
-    value: CompactString,
+    value: Value,
     added: bool,
     evicted: Option<u64>,
+}
+
+/// The readable form of a value, rendered only when the index first stores it.
+#[derive(Clone)]
+enum Value {
+    Ip(std::net::IpAddr),
+    Prefix(std::net::IpAddr),
+    Text(CompactString),
+    Template(u64),
+}
+
+impl Value {
+    fn render(&self) -> CompactString {
+        match self {
+            Value::Ip(ip) => compact_str::format_compact!("{ip}"),
+            Value::Prefix(ip) => CompactString::from(attribute::prefix(ip)),
+            Value::Text(s) => s.clone(),
+            Value::Template(t) => compact_str::format_compact!("tpl-{t:016x}"),
+        }
+    }
+}
+
+/// Index keys of an address and of its /24 or /64, from its bytes.
+fn ip_keys(ip: &std::net::IpAddr) -> (u64, u64) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            (
+                attribute::key(AttrKind::Ip, &o),
+                attribute::key(AttrKind::IpPrefix, &[o[0], o[1], o[2], 24]),
+            )
+        }
+        std::net::IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let mut p = [0u8; 9];
+            p[..8].copy_from_slice(&o[..8]);
+            p[8] = 64;
+            (
+                attribute::key(AttrKind::Ip, &o),
+                attribute::key(AttrKind::IpPrefix, &p),
+            )
+        }
+    }
 }
 
 const SWEEP_EVERY_MS: i64 = 60_000;
@@ -345,24 +388,21 @@ impl Engine {
         let has_history = acc.requests_ever > 20 && now - acc.first_seen_ms > 3_600_000;
         let mut infra_changed = false;
         if let Some(ip) = &ev.ip {
-            let v = CompactString::from(ip.to_string());
-            let key = attribute::key(AttrKind::Ip, v.as_bytes());
-            let (added, evicted) = acc.set_pair(SLOT_IP, key);
+            let (ip_key, prefix_key) = ip_keys(ip);
+            let (added, evicted) = acc.set_pair(SLOT_IP, ip_key);
             carried.push(Carried {
                 kind: AttrKind::Ip,
-                key,
-                value: v,
+                key: ip_key,
+                value: Value::Ip(*ip),
                 added,
                 evicted,
             });
-            let p = CompactString::from(attribute::prefix(ip));
-            let key = attribute::key(AttrKind::IpPrefix, p.as_bytes());
-            let (added, evicted) = acc.set_pair(SLOT_PREFIX, key);
+            let (added, evicted) = acc.set_pair(SLOT_PREFIX, prefix_key);
             infra_changed |= added && evicted.is_some();
             carried.push(Carried {
                 kind: AttrKind::IpPrefix,
-                key,
-                value: p,
+                key: prefix_key,
+                value: Value::Prefix(*ip),
                 added,
                 evicted,
             });
@@ -382,7 +422,7 @@ impl Engine {
                 carried.push(Carried {
                     kind,
                     key,
-                    value: v.clone(),
+                    value: Value::Text(v.clone()),
                     added,
                     evicted,
                 });
@@ -391,11 +431,10 @@ impl Engine {
         if ev.prompt.template != 0 {
             let key = attribute::key(AttrKind::Template, &ev.prompt.template.to_le_bytes());
             let (added, evicted) = acc.set_pair(SLOT_TEMPLATE, key);
-            let v = CompactString::from(format!("tpl-{:016x}", ev.prompt.template));
             carried.push(Carried {
                 kind: AttrKind::Template,
                 key,
-                value: v,
+                value: Value::Template(ev.prompt.template),
                 added,
                 evicted,
             });
@@ -471,7 +510,7 @@ impl Engine {
             let mut created = false;
             let mut g = self.attributes.entry(item.key).or_insert_with(|| {
                 created = true;
-                Box::new(Attribute::new(item.kind, item.value.clone(), ts_ms))
+                Box::new(Attribute::new(item.kind, item.value.render(), ts_ms))
             });
             if created {
                 self.stats.attributes_created += 1;
@@ -483,7 +522,7 @@ impl Engine {
             in_burst |=
                 g.touch(ts_ms, touch, horizon_ms, bin_ms) && item.kind == AttrKind::Template;
             if c.enabled && cluster::link(&g, now, c).is_some() {
-                links.push((item.key, item.kind, item.value.clone(), g.cluster));
+                links.push((item.key, item.kind, g.value.clone(), g.cluster));
             }
         }
         (links, in_burst)

@@ -116,7 +116,7 @@ fn a_short_evaluation_run_by_an_established_account_is_not_flagged() {
     let mut events: Vec<Event> = (0..50)
         .map(|i| chat(i, T0 + i as i64 * 60_000, "acct_eval", 2))
         .collect();
-    for i in 0..300u64 {
+    for i in 0..250u64 {
         let mut e = extraction(10_000 + i, T0 + 60 * MIN + i as i64 * 3_000, "acct_eval");
         e.account_created_ms = Some(T0 - 500 * DAY);
         events.push(e);

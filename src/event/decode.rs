@@ -69,15 +69,25 @@ impl Decoder {
         Self { fingerprinter }
     }
 
-    /// Decodes one JSON object (one line of a JSON Lines file).
+    /// Decodes one JSON object (one line of a JSON Lines file). The prompt is borrowed from
+    /// the input where it has no escapes: it is fingerprinted in place, never copied.
     pub fn decode_json(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
-        let raw: RequestEventJson =
+        let raw: RequestEventJson<'_> =
             serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
         self.from_json(raw)
     }
 
     /// Validates an already parsed JSON event.
-    pub fn from_json(&self, raw: RequestEventJson) -> Result<Event, DecodeError> {
+    pub fn from_json(&self, mut raw: RequestEventJson<'_>) -> Result<Event, DecodeError> {
+        let prompt = raw.prompt_text.take();
+        self.from_parts(raw, prompt.as_deref())
+    }
+
+    fn from_parts(
+        &self,
+        raw: RequestEventJson<'_>,
+        prompt_text: Option<&str>,
+    ) -> Result<Event, DecodeError> {
         let ts_ms = match raw.ts {
             Some(t) => json_time(&t, "ts")?,
             None => return Err(DecodeError::MissingField("ts")),
@@ -107,12 +117,7 @@ impl Decoder {
             status: raw.status,
             prompt_simhash: raw.prompt_simhash,
         };
-        self.build(
-            fields,
-            ts_ms,
-            account_created_ms,
-            raw.prompt_text.as_deref(),
-        )
+        self.build(fields, ts_ms, account_created_ms, prompt_text)
     }
 
     /// Decodes one protobuf `distillguard.v1.RequestEvent`.
@@ -321,7 +326,7 @@ pub fn ms_to_proto(ms: i64) -> prost_types::Timestamp {
 
 /// Converts a JSON event into its protobuf form (used by the simulator's Kafka feed and the
 /// benches). Fails like decoding would on timestamps and negative counts.
-pub fn json_to_proto(raw: &RequestEventJson) -> Result<proto::RequestEvent, DecodeError> {
+pub fn json_to_proto(raw: &RequestEventJson<'_>) -> Result<proto::RequestEvent, DecodeError> {
     let ts = match &raw.ts {
         Some(t) => ms_to_proto(json_time(t, "ts")?),
         None => return Err(DecodeError::MissingField("ts")),
@@ -359,7 +364,7 @@ pub fn json_to_proto(raw: &RequestEventJson) -> Result<proto::RequestEvent, Deco
         input_tokens: u(raw.input_tokens, "input_tokens")?,
         output_tokens: u(raw.output_tokens, "output_tokens")?,
         conversation_turns: u32_of(raw.conversation_turns, "conversation_turns")?,
-        prompt_text: raw.prompt_text.clone(),
+        prompt_text: raw.prompt_text.as_deref().map(str::to_string),
         prompt_simhash: s(&raw.prompt_simhash),
         status: u32_of(raw.status, "status")?,
     })

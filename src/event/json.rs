@@ -2,6 +2,7 @@
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// `ts` and `account_created_at` may be an RFC 3339 string or epoch milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,10 +14,10 @@ pub enum JsonTime {
 
 /// A request event as JSON (one object per line). Unknown fields are ignored.
 ///
-/// Borrowing is avoided on purpose: the parse stage runs on worker threads and hands owned
-/// values to the engine thread; `CompactString` keeps short ids inline without allocating.
+/// Short fields are `CompactString`s (inline up to 24 bytes, no allocation); the prompt is
+/// borrowed from the input line when it has no escapes, since it is only fingerprinted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RequestEventJson {
+pub struct RequestEventJson<'a> {
     pub event_id: Option<CompactString>,
     pub ts: Option<JsonTime>,
     pub account_id: Option<CompactString>,
@@ -51,7 +52,8 @@ pub struct RequestEventJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_turns: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt_text: Option<String>,
+    #[serde(borrow)]
+    pub prompt_text: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_simhash: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

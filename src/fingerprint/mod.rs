@@ -9,9 +9,7 @@
 //!
 //! The text itself is never stored, logged or emitted.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use nohash_hasher::IntMap;
-use xxhash_rust::xxh3::xxh3_64;
 
 /// What the detectors know of a prompt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -140,8 +138,15 @@ const STOP_WORDS: &[&str] = &[
     "my", "me", "we", "our", "there", "are", "you", "your",
 ];
 
-const MAX_TOKENS: usize = 512;
+/// Words fingerprinted: enough for any instruction scaffold and a stable SimHash.
+const MAX_TOKENS: usize = 128;
+
 const MAX_SKELETON: usize = 16;
+/// Longest reasoning phrase, in words.
+pub const MAX_PHRASE_WORDS: usize = 8;
+/// Bytes at the end of a long prompt searched for reasoning phrases ("... Think step by step.").
+const TAIL_BYTES: usize = 512;
+const SLOT: u64 = 0x9e37_79b9_7f4a_7c15;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
@@ -149,31 +154,111 @@ enum Class {
     Stop,
 }
 
-/// Computes [`PromptFingerprint`]s. Cheap to share between threads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LexiconError {
+    #[error("reasoning phrase `{0}` has no words")]
+    Empty(String),
+    #[error("reasoning phrase `{0}` has more than {MAX_PHRASE_WORDS} words")]
+    TooLong(String),
+}
+
+/// Computes [`PromptFingerprint`]s in one pass over the words of a prompt. Cheap to share
+/// between threads.
 #[derive(Debug, Clone)]
 pub struct Fingerprinter {
-    reasoning: AhoCorasick,
+    /// Reasoning phrases as word-hash sequences, keyed by their last word.
+    phrases: IntMap<u64, Vec<Vec<u64>>>,
     classes: IntMap<u64, ClassBits>,
 }
 
 /// Bit 0: struct word, bit 1: stop word.
 type ClassBits = u8;
 
+/// FNV-1a over the lowercased bytes, then a finaliser so every bit is usable by SimHash.
+#[inline]
+fn word_hash(h: u64) -> u64 {
+    let mut x = h;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+#[inline]
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80
+}
+
+/// Words of a text: (hash of the lowercased word, all digits). Bytes of multi-byte UTF-8
+/// characters are word bytes, so any language tokenises.
+struct Words<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Iterator for Words<'_> {
+    type Item = (u64, bool);
+
+    #[inline]
+    fn next(&mut self) -> Option<(u64, bool)> {
+        let b = self.b;
+        let mut i = self.i;
+        while i < b.len() && !is_word_byte(b[i]) {
+            i += 1;
+        }
+        if i >= b.len() {
+            self.i = i;
+            return None;
+        }
+        let mut h = FNV_OFFSET;
+        let mut numeric = true;
+        while i < b.len() && is_word_byte(b[i]) {
+            let c = b[i];
+            numeric &= c.is_ascii_digit();
+            h = (h ^ u64::from(c.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
+            i += 1;
+        }
+        self.i = i;
+        Some((word_hash(h), numeric))
+    }
+}
+
+fn words(text: &[u8]) -> Words<'_> {
+    Words { b: text, i: 0 }
+}
+
+fn hash_word(w: &str) -> u64 {
+    words(w.as_bytes()).next().map_or(0, |(h, _)| h)
+}
+
 impl Fingerprinter {
-    /// Builds a fingerprinter with the given reasoning lexicon.
-    pub fn new<S: AsRef<str>>(lexicon: &[S]) -> Result<Self, aho_corasick::BuildError> {
-        let reasoning = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostFirst)
-            .build(lexicon.iter().map(|s| s.as_ref()))?;
+    /// Builds a fingerprinter with the given reasoning lexicon (phrases of up to
+    /// [`MAX_PHRASE_WORDS`] words, matched case-insensitively on word boundaries).
+    pub fn new<S: AsRef<str>>(lexicon: &[S]) -> Result<Self, LexiconError> {
+        let mut phrases: IntMap<u64, Vec<Vec<u64>>> = IntMap::default();
+        for p in lexicon {
+            let p = p.as_ref();
+            let seq: Vec<u64> = words(p.as_bytes()).map(|(h, _)| h).collect();
+            match seq.last() {
+                None => return Err(LexiconError::Empty(p.to_string())),
+                Some(_) if seq.len() > MAX_PHRASE_WORDS => {
+                    return Err(LexiconError::TooLong(p.to_string()))
+                }
+                Some(&last) => phrases.entry(last).or_default().push(seq),
+            }
+        }
         let mut classes: IntMap<u64, ClassBits> = IntMap::default();
         for w in STRUCT_WORDS {
-            *classes.entry(xxh3_64(w.as_bytes())).or_default() |= 1;
+            *classes.entry(hash_word(w)).or_default() |= 1;
         }
         for w in STOP_WORDS {
-            *classes.entry(xxh3_64(w.as_bytes())).or_default() |= 2;
+            *classes.entry(hash_word(w)).or_default() |= 2;
         }
-        Ok(Self { reasoning, classes })
+        Ok(Self { phrases, classes })
     }
 
     fn class(&self, h: u64) -> Option<Class> {
@@ -186,12 +271,25 @@ impl Fingerprinter {
         }
     }
 
+    /// Whether the words ending with `h` (most recent last in `recent`) complete a phrase.
+    #[inline]
+    fn completes_phrase(&self, recent: &[u64; MAX_PHRASE_WORDS], n: usize, h: u64) -> bool {
+        let Some(cands) = self.phrases.get(&h) else {
+            return false;
+        };
+        cands.iter().any(|p| {
+            p.len() <= n
+                && p.iter()
+                    .rev()
+                    .enumerate()
+                    .all(|(k, w)| recent[(n - 1 - k) % MAX_PHRASE_WORDS] == *w)
+        })
+    }
+
     /// Fingerprints a prompt text.
     pub fn fingerprint(&self, text: &str) -> PromptFingerprint {
         let bytes = text.as_bytes();
-        let reasoning = self.reasoning.is_match(bytes);
-
-        let mut counts = [0i32; 64];
+        let mut votes = BitVotes::default();
         let mut prev_hash = 0u64;
         let mut n_tokens = 0usize;
         let mut skel: [u64; MAX_SKELETON] = [0; MAX_SKELETON];
@@ -202,45 +300,25 @@ impl Fingerprinter {
         let mut pending_len = 0usize;
         let mut in_slot = false;
         let mut scaffold = 0u8;
-        const SLOT: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut reasoning = false;
+        let mut recent = [0u64; MAX_PHRASE_WORDS];
 
-        let mut buf = [0u8; 32];
-        let mut i = 0;
-        while i < bytes.len() && n_tokens < MAX_TOKENS {
-            // Skip separators.
-            while i < bytes.len() && !bytes[i].is_ascii_alphanumeric() && bytes[i] < 0x80 {
-                i += 1;
-            }
-            if i >= bytes.len() {
-                break;
-            }
-            let start = i;
-            let mut numeric = true;
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] >= 0x80) {
-                numeric &= bytes[i].is_ascii_digit();
-                i += 1;
-            }
-            let tok = &bytes[start..i];
-            let lower: &[u8] = if tok.len() <= buf.len() {
-                for (d, s) in buf.iter_mut().zip(tok) {
-                    *d = s.to_ascii_lowercase();
-                }
-                &buf[..tok.len()]
-            } else {
-                tok
-            };
-            let h = if numeric { SLOT } else { xxh3_64(lower) };
+        let mut it = words(bytes);
+        for (h, numeric) in it.by_ref() {
+            recent[n_tokens % MAX_PHRASE_WORDS] = h;
             n_tokens += 1;
+            reasoning = reasoning || self.completes_phrase(&recent, n_tokens, h);
+            let h = if numeric { SLOT } else { h };
 
             // SimHash over unigrams and bigrams.
-            add_hash(&mut counts, h);
+            votes.add(h);
             if prev_hash != 0 {
-                add_hash(
-                    &mut counts,
-                    h.rotate_left(17) ^ prev_hash.wrapping_mul(0x2545_f491_4f6c_dd1d),
-                );
+                votes.add(h.rotate_left(17) ^ prev_hash.wrapping_mul(0x2545_f491_4f6c_dd1d));
             }
             prev_hash = h;
+            if n_tokens >= MAX_TOKENS {
+                break;
+            }
 
             // Template skeleton.
             if skel_len >= MAX_SKELETON {
@@ -280,18 +358,30 @@ impl Fingerprinter {
                 }
             }
         }
-        let mut simhash = 0u64;
-        for (bit, c) in counts.iter().enumerate() {
-            if *c > 0 {
-                simhash |= 1 << bit;
+        // Instructions also sit at the end of long prompts: search the tail for phrases.
+        if !reasoning && it.i < bytes.len() {
+            let mut start = it.i.max(bytes.len().saturating_sub(TAIL_BYTES));
+            while start < bytes.len() && start > it.i && is_word_byte(bytes[start - 1]) {
+                start += 1;
+            }
+            let mut n = 0usize;
+            let mut recent = [0u64; MAX_PHRASE_WORDS];
+            for (h, _) in words(&bytes[start..]) {
+                recent[n % MAX_PHRASE_WORDS] = h;
+                n += 1;
+                if self.completes_phrase(&recent, n, h) {
+                    reasoning = true;
+                    break;
+                }
             }
         }
+        let simhash = votes.finish();
         let template = if skel_len >= 3 {
-            let mut hb = [0u8; MAX_SKELETON * 8];
-            for (k, s) in skel[..skel_len].iter().enumerate() {
-                hb[k * 8..k * 8 + 8].copy_from_slice(&s.to_le_bytes());
+            let mut t = FNV_OFFSET;
+            for s in &skel[..skel_len] {
+                t = (t ^ s).wrapping_mul(FNV_PRIME);
             }
-            xxh3_64(&hb[..skel_len * 8]) | 1
+            word_hash(t) | 1
         } else {
             0
         };
@@ -308,17 +398,85 @@ impl Fingerprinter {
     pub fn from_simhash(simhash: u64) -> PromptFingerprint {
         PromptFingerprint {
             simhash,
-            template: xxh3_64(&(simhash >> 40).to_le_bytes()) | 1,
+            template: word_hash(simhash >> 40) | 1,
             reasoning: false,
             scaffold: 0,
         }
     }
 }
 
-#[inline]
-fn add_hash(counts: &mut [i32; 64], h: u64) {
-    for (bit, c) in counts.iter_mut().enumerate() {
-        *c += (((h >> bit) & 1) as i32) * 2 - 1;
+/// SimHash bit votes, counted eight bit positions at a time: each byte of a hash selects a
+/// precomputed word holding 0 or 1 in each of eight byte lanes (SWAR), so one hash costs
+/// eight table lookups and additions instead of 64 bit tests. Lanes are flushed into wide
+/// counters before they can overflow.
+struct BitVotes {
+    lanes: [u64; 8],
+    wide: [u32; 64],
+    pending: u32,
+    total: u32,
+}
+
+/// `SPREAD[b]` has byte lane `i` set to bit `i` of `b`.
+const SPREAD: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut i = 0;
+        while i < 8 {
+            if b & (1 << i) != 0 {
+                t[b] |= 1 << (8 * i);
+            }
+            i += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+impl Default for BitVotes {
+    fn default() -> Self {
+        Self {
+            lanes: [0; 8],
+            wide: [0; 64],
+            pending: 0,
+            total: 0,
+        }
+    }
+}
+
+impl BitVotes {
+    #[inline]
+    fn add(&mut self, h: u64) {
+        for (k, lane) in self.lanes.iter_mut().enumerate() {
+            *lane += SPREAD[((h >> (8 * k)) & 0xff) as usize];
+        }
+        self.pending += 1;
+        self.total += 1;
+        if self.pending == 255 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        for (k, lane) in self.lanes.iter_mut().enumerate() {
+            for i in 0..8 {
+                self.wide[8 * k + i] += ((*lane >> (8 * i)) & 0xff) as u32;
+            }
+            *lane = 0;
+        }
+        self.pending = 0;
+    }
+
+    /// Bit `b` is set when more than half of the hashes had it set.
+    fn finish(mut self) -> u64 {
+        self.flush();
+        let mut out = 0u64;
+        for (bit, &c) in self.wide.iter().enumerate() {
+            if 2 * c > self.total {
+                out |= 1 << bit;
+            }
+        }
+        out
     }
 }
 
@@ -382,6 +540,42 @@ mod tests {
                 .reasoning
         );
         assert!(!f.fingerprint("think step by step").reasoning);
+    }
+
+    #[test]
+    fn bit_votes_match_the_plain_definition() {
+        let hashes: Vec<u64> = (0..1000u64).map(word_hash).collect();
+        for n in [1usize, 2, 3, 254, 255, 256, 600, 1000] {
+            let mut v = BitVotes::default();
+            let mut counts = [0i32; 64];
+            for &h in &hashes[..n] {
+                v.add(h);
+                for (bit, c) in counts.iter_mut().enumerate() {
+                    *c += if (h >> bit) & 1 == 1 { 1 } else { -1 };
+                }
+            }
+            let plain =
+                counts.iter().enumerate().fold(
+                    0u64,
+                    |acc, (bit, &c)| if c > 0 { acc | 1 << bit } else { acc },
+                );
+            assert_eq!(v.finish(), plain, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn reasoning_phrases_match_on_word_boundaries_anywhere() {
+        let f = fp();
+        assert!(f.fingerprint("Let's think step-by-step about it").reasoning);
+        assert!(f.fingerprint("please SHOW YOUR REASONING").reasoning);
+        assert!(!f.fingerprint("the stepbystep guide").reasoning);
+        let long = format!("{} Think step by step.", "lorem ipsum dolor ".repeat(400));
+        assert!(
+            f.fingerprint(&long).reasoning,
+            "phrase at the end of a long prompt"
+        );
+        assert!(Fingerprinter::new(&["one two three four five six seven eight nine"]).is_err());
+        assert!(Fingerprinter::new(&["  "]).is_err());
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub struct Label {
 }
 
 pub struct Simulation {
-    pub events: Vec<RequestEventJson>,
+    pub events: Vec<RequestEventJson<'static>>,
     pub labels: Vec<Label>,
 }
 
@@ -405,7 +405,7 @@ fn render(mut w: World, seed: u64) -> Simulation {
             input_tokens: Some(e.input),
             output_tokens: Some(e.output),
             conversation_turns: Some(i64::from(e.turns)),
-            prompt_text: Some(e.prompt),
+            prompt_text: Some(e.prompt.into()),
             prompt_simhash: None,
             status: Some(i64::from(e.status)),
         });
