@@ -80,10 +80,10 @@ impl Decoder {
     /// Validates an already parsed JSON event.
     pub fn from_json(&self, mut raw: RequestEventJson<'_>) -> Result<Event, DecodeError> {
         let prompt = raw.prompt_text.take();
-        self.from_parts(raw, prompt.as_deref())
+        self.validate_parts(raw, prompt.as_deref())
     }
 
-    fn from_parts(
+    fn validate_parts(
         &self,
         raw: RequestEventJson<'_>,
         prompt_text: Option<&str>,
