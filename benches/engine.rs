@@ -2,6 +2,10 @@
 //! active accounts. `process` is the engine alone on decoded events; `decode+process` adds
 //! protobuf decoding and validation, as the Kafka service does per message.
 
+/// The same allocator as the service binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod support;
 
 use std::sync::Arc;

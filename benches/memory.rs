@@ -1,6 +1,10 @@
 //! Memory per tracked account and per tracked attribute value (RSS), and RSS under an
 //! id-rotation attack at the configured caps. Run: `cargo bench --bench memory`.
 
+/// The same allocator as the service binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod support;
 
 use std::sync::Arc;

@@ -1,6 +1,10 @@
 //! `replay` end to end on simulated JSON Lines with `prompt_text` (the simulator's mix of all
 //! families), and the decode stage alone on one core.
 
+/// The same allocator as the service binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Cursor;
 use std::sync::Arc;
 

@@ -154,6 +154,8 @@ pub struct Engine {
     attributes: DashMap<u64, Box<Attribute>, NoHash>,
     clusters: cluster::Clusters,
     dedup: Dedup,
+    /// Template keys seen in the last hour (doorkeeper for the template index).
+    templates_seen: Dedup,
     models: IntMap<u64, i64>,
     /// Attribute kinds tracked for linking, indexed by `AttrKind as usize`.
     kinds: [bool; 6],
@@ -195,6 +197,7 @@ impl Engine {
         Self {
             kinds,
             dedup: Dedup::new((e.dedup_window_secs * 1000) as i64, e.max_dedup_ids),
+            templates_seen: Dedup::new(3_600_000, e.max_attribute_values),
             accounts: DashMap::with_hasher(NoHash::default()),
             attributes: DashMap::with_hasher(NoHash::default()),
             clusters: cluster::Clusters::default(),
@@ -428,8 +431,12 @@ impl Engine {
                 });
             }
         }
-        if ev.prompt.template != 0 {
-            let key = attribute::key(AttrKind::Template, &ev.prompt.template.to_le_bytes());
+        // Most prompts are one-offs: a template is indexed only from its second sighting
+        // within the hour, so unique prompts cost a hash-set entry, not an index entry.
+        let template_key = (ev.prompt.template != 0)
+            .then(|| attribute::key(AttrKind::Template, &ev.prompt.template.to_le_bytes()))
+            .filter(|&k| kinds[AttrKind::Template as usize] && self.templates_seen.seen(k, now));
+        if let Some(key) = template_key {
             let (added, evicted) = acc.set_pair(SLOT_TEMPLATE, key);
             carried.push(Carried {
                 kind: AttrKind::Template,
