@@ -152,6 +152,8 @@ pub struct Engine {
     cfg: Arc<ValidConfig>,
     accounts: DashMap<u64, Box<Account>, NoHash>,
     attributes: DashMap<u64, Box<Attribute>, NoHash>,
+    /// Values seen with exactly one account so far: value key -> account key.
+    solo: IntMap<u64, u64>,
     clusters: cluster::Clusters,
     dedup: Dedup,
     /// Template keys seen in the last hour (doorkeeper for the template index).
@@ -200,6 +202,7 @@ impl Engine {
             templates_seen: Dedup::new(3_600_000, e.max_attribute_values),
             accounts: DashMap::with_hasher(NoHash::default()),
             attributes: DashMap::with_hasher(NoHash::default()),
+            solo: IntMap::default(),
             clusters: cluster::Clusters::default(),
             models: IntMap::default(),
             allow_accounts,
@@ -225,7 +228,7 @@ impl Engine {
     pub fn gauges(&self) -> Gauges {
         Gauges {
             accounts: self.accounts.len(),
-            attribute_values: self.attributes.len(),
+            attribute_values: self.attributes.len() + self.solo.len(),
             clusters: self.clusters.len(),
             dedup_ids: self.dedup.len(),
         }
@@ -512,8 +515,26 @@ impl Engine {
             if let Some(old) = item.evicted {
                 if let Some(mut g) = self.attributes.get_mut(&old) {
                     g.remove_member(akey, profile.was);
+                } else if self.solo.get(&old) == Some(&akey) {
+                    self.solo.remove(&old);
                 }
             }
+            // A value held by one account only is a bare (value, account) pair: aggregates
+            // start when a second account shows up. Most IPs, cards and devices stay solo.
+            let other = match self.solo.get(&item.key) {
+                Some(&a) if a == akey => continue,
+                Some(&a) => Some(a),
+                None => None,
+            };
+            if other.is_none() && !self.attributes.contains_key(&item.key) {
+                self.solo.insert(item.key, akey);
+                continue;
+            }
+            let other = other.map(|o| {
+                self.solo.remove(&item.key);
+                let flag = self.accounts.get(&o).is_some_and(|a| a.extraction_like);
+                (o, flag)
+            });
             let mut created = false;
             let mut g = self.attributes.entry(item.key).or_insert_with(|| {
                 created = true;
@@ -521,6 +542,9 @@ impl Engine {
             });
             if created {
                 self.stats.attributes_created += 1;
+            }
+            if let Some((o, flag)) = other {
+                g.add_member(o, flag);
             }
             // A value evicted under the cap comes back without its members: re-add on touch.
             if item.added || created || g.members.len() < 2 {
@@ -892,6 +916,8 @@ impl Engine {
             if slot != 0 {
                 if let Some(mut g) = self.attributes.get_mut(&slot) {
                     g.remove_member(key, acc.extraction_like);
+                } else if self.solo.get(&slot) == Some(&key) {
+                    self.solo.remove(&slot);
                 }
             }
         }
