@@ -503,21 +503,14 @@ impl Config {
         })
     }
 
-    /// The documented default configuration file.
-    pub fn default_toml() -> String {
-        let body = toml::to_string_pretty(&Config::default()).unwrap_or_default();
-        format!(
-            "# distillguard configuration. Every key is optional; shown are the defaults.\n\
-             # See README.md (Configuration) for what each key means.\n\
-             #\n\
-             # Allowlist entries look like:\n\
-             # [[allowlist]]\n\
-             # account = \"acct_123\"        # or: org = \"org_42\"\n\
-             # reason = \"load test, ticket TS-1234\"\n\
-             # expires = \"2027-01-31T00:00:00Z\"\n\n{body}"
-        )
+    /// The documented default configuration file (`deploy/distillguard.toml`).
+    pub fn default_toml() -> &'static str {
+        DEFAULT_TOML
     }
 }
+
+/// Kept equal to `Config::default()` by a test.
+const DEFAULT_TOML: &str = include_str!("../deploy/distillguard.toml");
 
 #[cfg(test)]
 mod tests {
@@ -526,7 +519,7 @@ mod tests {
     #[test]
     fn default_is_valid_and_round_trips() {
         let text = Config::default_toml();
-        let parsed = Config::from_toml(&text).expect("default file parses");
+        let parsed = Config::from_toml(text).expect("default file parses");
         assert_eq!(parsed, Config::default());
         parsed.validate().expect("defaults validate");
     }
