@@ -279,7 +279,7 @@ impl Attribute {
     }
 
     /// Adds one request at `ts_ms` (decay time constant `horizon_ms`, bins of `bin_ms`).
-    /// Returns whether the request landed in a bin where at least two other accounts
+    /// Returns whether the request landed in a bin where another account
     /// already used this value: taking part in a synchronised burst.
     pub fn touch(&mut self, ts_ms: i64, t: &Touch, horizon_ms: f32, bin_ms: i64) -> bool {
         if ts_ms > self.last_ms {
@@ -322,7 +322,7 @@ impl Attribute {
                 self.bin_accounts = 1;
             } else if bin == self.last_bin {
                 self.bin_accounts = self.bin_accounts.saturating_add(1);
-                in_burst = self.bin_accounts >= 3;
+                in_burst = self.bin_accounts >= 2;
             }
         }
         if let Some(h) = t.created_hours {

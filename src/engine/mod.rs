@@ -272,25 +272,24 @@ impl Engine {
         let (carried, touch, profile) = self.update_account(ev, akey, now);
         let (links, in_burst) =
             self.update_attributes(ev.ts_ms, now, akey, &carried, &touch, &profile);
-        let (may_join, in_step) = match self.accounts.get_mut(&akey) {
+        let may_join = match self.accounts.get_mut(&akey) {
             Some(mut acc) => {
                 if in_burst {
                     acc.sync_hits = acc.sync_hits.saturating_add(1);
                 }
-                (
-                    acc.may_join(now, self.cfg.raw.engine.fresh_account_days),
-                    acc.sync_hits > 0,
-                )
+                acc.may_join(now, self.cfg.raw.engine.fresh_account_days)
             }
-            None => (false, false),
+            None => false,
         };
-        // Joining an existing cluster needs more than one shared value: two linking values, a
-        // shared card, or a shared template used in step. One popular fingerprint in common
-        // with a swarm is not enough to name an account.
+        // Joining an existing cluster through network or client values needs two of them: one
+        // popular fingerprint or address in common with a swarm is not enough to name an
+        // account. A shared card or a linking template (itself pure, coordinated and used by
+        // the account's own extraction traffic) is.
         let eligible = may_join
             && (links.len() >= 2
-                || links.iter().any(|l| l.1 == AttrKind::Payment)
-                || (in_step && links.iter().any(|l| l.1 == AttrKind::Template)));
+                || links
+                    .iter()
+                    .any(|l| matches!(l.1, AttrKind::Payment | AttrKind::Template)));
         let mut touched_clusters: Vec<u32> = Vec::new();
         if self.cfg.raw.cluster.enabled {
             for (key, kind, value, existing) in links {
@@ -435,19 +434,26 @@ impl Engine {
             }
         }
         // Most prompts are one-offs: a template is indexed only from its second sighting
-        // within the hour, so unique prompts cost a hash-set entry, not an index entry.
-        let template_key = (ev.prompt.template != 0)
-            .then(|| attribute::key(AttrKind::Template, &ev.prompt.template.to_le_bytes()))
-            .filter(|&k| kinds[AttrKind::Template as usize] && self.templates_seen.seen(k, now));
-        if let Some(key) = template_key {
-            let (added, evicted) = acc.set_pair(SLOT_TEMPLATE, key);
-            carried.push(Carried {
-                kind: AttrKind::Template,
-                key,
-                value: Value::Template(ev.prompt.template),
-                added,
-                evicted,
-            });
+        // within the hour, so unique prompts cost a hash-set entry, not an index entry. The
+        // opening and the closing skeleton are both indexed (tagged apart by the fingerprint).
+        if kinds[AttrKind::Template as usize] {
+            for t in [ev.prompt.template, ev.prompt.template_tail] {
+                if t == 0 {
+                    continue;
+                }
+                let key = attribute::key(AttrKind::Template, &t.to_le_bytes());
+                if !self.templates_seen.seen(key, now) {
+                    continue;
+                }
+                let (added, evicted) = acc.set_pair(SLOT_TEMPLATE, key);
+                carried.push(Carried {
+                    kind: AttrKind::Template,
+                    key,
+                    value: Value::Template(t),
+                    added,
+                    evicted,
+                });
+            }
         }
         carried.retain(|c| kinds[c.kind as usize]);
         if infra_changed && has_history {

@@ -29,6 +29,7 @@ fn extraction(id: u64, ts: i64, account: &str) -> Event {
     e.prompt = PromptFingerprint {
         simhash: mix(id),
         template: 0xabc,
+        template_tail: 0,
         reasoning: true,
         scaffold: 9,
     };
@@ -45,6 +46,7 @@ fn chat(id: u64, ts: i64, account: &str, turn: u32) -> Event {
     e.prompt = PromptFingerprint {
         simhash: mix(id + 1_000_000),
         template: mix(id) | 1,
+        template_tail: 0,
         reasoning: id % 10 == 0,
         scaffold: 2,
     };

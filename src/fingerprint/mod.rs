@@ -16,8 +16,13 @@ use nohash_hasher::IntMap;
 pub struct PromptFingerprint {
     /// 64-bit SimHash; 0 when the event carried neither text nor `prompt_simhash`.
     pub simhash: u64,
-    /// Template skeleton hash; 0 when unknown.
+    /// Hash of the skeleton's opening (the instructions a template starts with); 0 when the
+    /// prompt has no scaffold to speak of.
     pub template: u64,
+    /// Hash of the skeleton's closing ("... Think step by step and show your reasoning before
+    /// giving the final answer."); 0 likewise. Templates fix their opening, their closing or
+    /// both, with the slot in between, so either can identify one.
+    pub template_tail: u64,
     /// The prompt asks for step-by-step reasoning.
     pub reasoning: bool,
     /// Instruction words in the skeleton: long scaffolds mark machine-built prompts.
@@ -141,7 +146,10 @@ const STOP_WORDS: &[&str] = &[
 /// Words fingerprinted: enough for any instruction scaffold and a stable SimHash.
 const MAX_TOKENS: usize = 128;
 
-const MAX_SKELETON: usize = 16;
+/// Skeleton symbols hashed at each end of a prompt.
+const SKELETON_END: usize = 8;
+/// Instruction words an end needs to count as a scaffold.
+const MIN_SCAFFOLD_WORDS: u8 = 3;
 /// Longest reasoning phrase, in words.
 pub const MAX_PHRASE_WORDS: usize = 8;
 /// Bytes at the end of a long prompt searched for reasoning phrases ("... Think step by step.").
@@ -292,14 +300,7 @@ impl Fingerprinter {
         let mut votes = BitVotes::default();
         let mut prev_hash = 0u64;
         let mut n_tokens = 0usize;
-        let mut skel: [u64; MAX_SKELETON] = [0; MAX_SKELETON];
-        let mut skel_len = 0usize;
-        // Pending function words after the last instruction word: kept only if another
-        // instruction word follows before any slot.
-        let mut pending: [u64; 4] = [0; 4];
-        let mut pending_len = 0usize;
-        let mut in_slot = false;
-        let mut scaffold = 0u8;
+        let mut head = Skeleton::default();
         let mut reasoning = false;
         let mut recent = [0u64; MAX_PHRASE_WORDS];
 
@@ -316,80 +317,37 @@ impl Fingerprinter {
                 votes.add(h.rotate_left(17) ^ prev_hash.wrapping_mul(0x2545_f491_4f6c_dd1d));
             }
             prev_hash = h;
+            head.push(h, if numeric { None } else { self.class(h) });
             if n_tokens >= MAX_TOKENS {
                 break;
             }
-
-            // Template skeleton.
-            if skel_len >= MAX_SKELETON {
-                continue;
-            }
-            match if numeric { None } else { self.class(h) } {
-                Some(Class::Struct) => {
-                    if !in_slot {
-                        for &p in &pending[..pending_len] {
-                            if skel_len < MAX_SKELETON {
-                                skel[skel_len] = p;
-                                skel_len += 1;
-                            }
-                        }
-                    }
-                    pending_len = 0;
-                    in_slot = false;
-                    scaffold = scaffold.saturating_add(1);
-                    if skel_len < MAX_SKELETON {
-                        skel[skel_len] = h;
-                        skel_len += 1;
-                    }
-                }
-                Some(Class::Stop) => {
-                    if !in_slot && pending_len < pending.len() {
-                        pending[pending_len] = h;
-                        pending_len += 1;
-                    }
-                }
-                None => {
-                    if !in_slot {
-                        pending_len = 0;
-                        skel[skel_len] = SLOT;
-                        skel_len += 1;
-                        in_slot = true;
-                    }
-                }
-            }
         }
-        // Instructions also sit at the end of long prompts: search the tail for phrases.
-        if !reasoning && it.i < bytes.len() {
+        // A long prompt's closing instructions are past the words read: read its tail too.
+        let tail = if it.i < bytes.len() {
             let mut start = it.i.max(bytes.len().saturating_sub(TAIL_BYTES));
             while start < bytes.len() && start > it.i && is_word_byte(bytes[start - 1]) {
                 start += 1;
             }
             let mut n = 0usize;
             let mut recent = [0u64; MAX_PHRASE_WORDS];
-            for (h, _) in words(&bytes[start..]) {
+            let mut tail = Skeleton::default();
+            for (h, numeric) in words(&bytes[start..]) {
                 recent[n % MAX_PHRASE_WORDS] = h;
                 n += 1;
-                if self.completes_phrase(&recent, n, h) {
-                    reasoning = true;
-                    break;
-                }
+                reasoning = reasoning || self.completes_phrase(&recent, n, h);
+                let h = if numeric { SLOT } else { h };
+                tail.push(h, if numeric { None } else { self.class(h) });
             }
-        }
-        let simhash = votes.finish();
-        let template = if skel_len >= 3 {
-            let mut t = FNV_OFFSET;
-            for s in &skel[..skel_len] {
-                t = (t ^ s).wrapping_mul(FNV_PRIME);
-            }
-            word_hash(t) | 1
+            tail
         } else {
-            0
+            head.clone()
         };
         PromptFingerprint {
-            simhash,
-            template,
+            simhash: votes.finish(),
+            template: head.head_hash(),
+            template_tail: tail.tail_hash(),
             reasoning,
-            scaffold,
+            scaffold: head.struct_words,
         }
     }
 
@@ -399,9 +357,98 @@ impl Fingerprinter {
         PromptFingerprint {
             simhash,
             template: word_hash(simhash >> 40) | 1,
+            template_tail: 0,
             reasoning: false,
             scaffold: 0,
         }
+    }
+}
+
+/// The template skeleton of a word stream: instruction words in order, each run of content
+/// words, numbers and the function words among them collapsed to one slot. Function words
+/// between two instruction words stay ("step by step"). Keeps the first and the last
+/// [`SKELETON_END`] symbols.
+#[derive(Clone, Default)]
+struct Skeleton {
+    first: [u64; SKELETON_END],
+    first_len: usize,
+    first_struct: u8,
+    last: [u64; SKELETON_END],
+    last_is_struct: [bool; SKELETON_END],
+    total: usize,
+    /// Function words after the last instruction word, kept only if another follows.
+    pending: [u64; 4],
+    pending_len: usize,
+    in_slot: bool,
+    struct_words: u8,
+}
+
+impl Skeleton {
+    fn emit(&mut self, sym: u64, is_struct: bool) {
+        if self.first_len < SKELETON_END {
+            self.first[self.first_len] = sym;
+            self.first_len += 1;
+            self.first_struct += u8::from(is_struct);
+        }
+        self.last[self.total % SKELETON_END] = sym;
+        self.last_is_struct[self.total % SKELETON_END] = is_struct;
+        self.total += 1;
+    }
+
+    fn push(&mut self, h: u64, class: Option<Class>) {
+        match class {
+            Some(Class::Struct) => {
+                if !self.in_slot {
+                    for k in 0..self.pending_len {
+                        self.emit(self.pending[k], false);
+                    }
+                }
+                self.pending_len = 0;
+                self.in_slot = false;
+                self.struct_words = self.struct_words.saturating_add(1);
+                self.emit(h, true);
+            }
+            Some(Class::Stop) => {
+                if !self.in_slot && self.pending_len < self.pending.len() {
+                    self.pending[self.pending_len] = h;
+                    self.pending_len += 1;
+                }
+            }
+            None => {
+                if !self.in_slot {
+                    self.pending_len = 0;
+                    self.emit(SLOT, false);
+                    self.in_slot = true;
+                }
+            }
+        }
+    }
+
+    fn hash(syms: impl Iterator<Item = u64>, tag: u64) -> u64 {
+        let mut t = FNV_OFFSET ^ tag;
+        for s in syms {
+            t = (t ^ s).wrapping_mul(FNV_PRIME);
+        }
+        word_hash(t) | 1
+    }
+
+    fn head_hash(&self) -> u64 {
+        if self.first_struct < MIN_SCAFFOLD_WORDS {
+            return 0;
+        }
+        Self::hash(self.first[..self.first_len].iter().copied(), 1)
+    }
+
+    fn tail_hash(&self) -> u64 {
+        let n = self.total.min(SKELETON_END);
+        let start = self.total - n;
+        let structs = (start..self.total)
+            .filter(|&k| self.last_is_struct[k % SKELETON_END])
+            .count();
+        if structs < usize::from(MIN_SCAFFOLD_WORDS) {
+            return 0;
+        }
+        Self::hash((start..self.total).map(|k| self.last[k % SKELETON_END]), 2)
     }
 }
 
@@ -508,6 +555,13 @@ mod tests {
         let b = f.fingerprint("You are an expert in medieval history. Solve the following problem and think step by step, showing every intermediate reasoning step.\n\nProblem: Why did the 1204 siege of Constantinople succeed?");
         assert_eq!(a.template, b.template);
         assert!(a.reasoning && b.reasoning);
+        let c = f.fingerprint("Q: Problem 83294: Explain aromaticity and derive its main result.\n\nAnswer with a detailed derivation. Provide a detailed chain-of-thought explanation, then the final answer.");
+        let d = f.fingerprint("Q: Problem 76061: Find the remainder when 16^190 is divided by 13.\n\nAnswer with a detailed derivation. Provide a detailed chain-of-thought explanation, then the final answer.");
+        assert_eq!(
+            c.template_tail, d.template_tail,
+            "a fixed closing identifies the template"
+        );
+        assert_ne!(c.template_tail, 0);
         assert_ne!(a.simhash, b.simhash);
     }
 
