@@ -94,6 +94,14 @@ struct Profile {
     slots: [u64; account::SLOTS],
 }
 
+/// What the bulk detector made of an account after an event.
+enum BulkVerdict {
+    Nothing,
+    /// It would alert, but the account or its org is allowlisted.
+    Suppressed,
+    Alert(Box<Alert>),
+}
+
 /// An attribute value carried by the current event.
 struct Carried {
     kind: AttrKind,
@@ -272,14 +280,29 @@ impl Engine {
         let (carried, touch, profile) = self.update_account(ev, akey, now);
         let (links, in_burst) =
             self.update_attributes(ev.ts_ms, now, akey, &carried, &touch, &profile);
-        let may_join = match self.accounts.get_mut(&akey) {
+        // One more look at the account: burst participation, join eligibility, its cluster,
+        // and the bulk_extraction verdict.
+        let (may_join, own_cluster) = match self.accounts.get_mut(&akey) {
             Some(mut acc) => {
                 if in_burst {
                     acc.sync_hits = acc.sync_hits.saturating_add(1);
                 }
-                acc.may_join(now, self.cfg.raw.engine.fresh_account_days)
+                if self.cfg.raw.bulk.enabled {
+                    match self.judge_bulk(&mut acc, now) {
+                        BulkVerdict::Alert(a) => {
+                            self.stats.alerts_bulk += 1;
+                            out.push(*a);
+                        }
+                        BulkVerdict::Suppressed => self.stats.alerts_suppressed_allowlist += 1,
+                        BulkVerdict::Nothing => {}
+                    }
+                }
+                (
+                    acc.may_join(now, self.cfg.raw.engine.fresh_account_days),
+                    acc.cluster,
+                )
             }
-            None => false,
+            None => (false, 0),
         };
         // Joining an existing cluster through network or client values needs two of them: one
         // popular fingerprint or address in common with a swarm is not enough to name an
@@ -302,17 +325,10 @@ impl Engine {
                 }
             }
             // An account already in a cluster keeps it fresh.
-            if let Some(acc) = self.accounts.get(&akey) {
-                let c = acc.cluster;
-                drop(acc);
-                let root = self.clusters.find(c);
-                if root != 0 && !touched_clusters.contains(&root) {
-                    touched_clusters.push(root);
-                }
+            let root = self.clusters.find(own_cluster);
+            if root != 0 && !touched_clusters.contains(&root) {
+                touched_clusters.push(root);
             }
-        }
-        if self.cfg.raw.bulk.enabled {
-            self.check_bulk(akey, now, out);
         }
         for root in touched_clusters {
             self.check_cluster(root, now, out);
@@ -527,33 +543,39 @@ impl Engine {
             }
             // A value held by one account only is a bare (value, account) pair: aggregates
             // start when a second account shows up. Most IPs, cards and devices stay solo.
+            let mut created = false;
             let other = match self.solo.get(&item.key) {
                 Some(&a) if a == akey => continue,
-                Some(&a) => Some(a),
+                Some(&a) => {
+                    self.solo.remove(&item.key);
+                    Some((
+                        a,
+                        self.accounts.get(&a).is_some_and(|acc| acc.extraction_like),
+                    ))
+                }
                 None => None,
             };
-            if other.is_none() && !self.attributes.contains_key(&item.key) {
-                self.solo.insert(item.key, akey);
-                continue;
-            }
-            let other = other.map(|o| {
-                self.solo.remove(&item.key);
-                let flag = self.accounts.get(&o).is_some_and(|a| a.extraction_like);
-                (o, flag)
-            });
-            let mut created = false;
-            let mut g = self.attributes.entry(item.key).or_insert_with(|| {
-                created = true;
-                Box::new(Attribute::new(item.kind, item.value.render(), ts_ms))
-            });
+            let mut g = match other {
+                Some((o, flag)) => {
+                    let mut g = self.attributes.entry(item.key).or_insert_with(|| {
+                        created = true;
+                        Box::new(Attribute::new(item.kind, item.value.render(), ts_ms))
+                    });
+                    g.add_member(o, flag);
+                    g
+                }
+                None => match self.attributes.get_mut(&item.key) {
+                    Some(g) => g,
+                    None => {
+                        self.solo.insert(item.key, akey);
+                        continue;
+                    }
+                },
+            };
             if created {
                 self.stats.attributes_created += 1;
             }
-            if let Some((o, flag)) = other {
-                g.add_member(o, flag);
-            }
-            // A value evicted under the cap comes back without its members: re-add on touch.
-            if item.added || created || g.members.len() < 2 {
+            if item.added || created {
                 g.add_member(akey, profile.is);
             }
             in_burst |=
@@ -644,16 +666,13 @@ impl Engine {
             || org.is_some_and(|o| self.allow_orgs.get(o).is_some_and(|&exp| now < exp))
     }
 
-    fn check_bulk(&mut self, akey: u64, now: i64, out: &mut Vec<Alert>) {
+    fn judge_bulk(&self, acc: &mut Account, now: i64) -> BulkVerdict {
         let cfg = &self.cfg.raw;
-        let Some(mut acc) = self.accounts.get_mut(&akey) else {
-            return;
-        };
-        let Some(a) = bulk::assess(&mut acc, now, &cfg.bulk, cfg.engine.fresh_account_days) else {
-            return;
+        let Some(a) = bulk::assess(acc, now, &cfg.bulk, cfg.engine.fresh_account_days) else {
+            return BulkVerdict::Nothing;
         };
         if a.score < cfg.bulk.alert_score {
-            return;
+            return BulkVerdict::Nothing;
         }
         let tier = Tier::from_score(a.score, a.crossed(), &cfg.alerts);
         let rank = tier as u8 + 1;
@@ -661,11 +680,10 @@ impl Engine {
             && acc.bulk_alert_ms != 0
             && now - acc.bulk_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
         if rank <= acc.bulk_alert_rank && !repeat_due {
-            return;
+            return BulkVerdict::Nothing;
         }
         if self.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
-            self.stats.alerts_suppressed_allowlist += 1;
-            return;
+            return BulkVerdict::Suppressed;
         }
         acc.bulk_alert_rank = rank.max(acc.bulk_alert_rank);
         acc.bulk_alert_ms = now;
@@ -679,21 +697,21 @@ impl Engine {
             "org_id": acc.org_id.as_deref(),
             "example_event_ids": examples,
         });
-        let d = Decision {
-            kind: KIND_BULK,
-            subject: acc.id.to_string(),
-            accounts: vec![acc.id.to_string()],
-            tier,
-            score: a.score,
-            detected_at_ms: now,
-            window_start_ms: a.window_start_ms,
-            window_end_ms: now,
-            evidence,
-            detector_version: self.bulk_version.clone(),
-        };
-        drop(acc);
-        self.stats.alerts_bulk += 1;
-        out.push(d.into_alert());
+        BulkVerdict::Alert(Box::new(
+            Decision {
+                kind: KIND_BULK,
+                subject: acc.id.to_string(),
+                accounts: vec![acc.id.to_string()],
+                tier,
+                score: a.score,
+                detected_at_ms: now,
+                window_start_ms: a.window_start_ms,
+                window_end_ms: now,
+                evidence,
+                detector_version: self.bulk_version.clone(),
+            }
+            .into_alert(),
+        ))
     }
 
     fn check_cluster(&mut self, root: u32, now: i64, out: &mut Vec<Alert>) {

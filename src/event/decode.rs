@@ -72,8 +72,9 @@ impl Decoder {
     /// Decodes one JSON object (one line of a JSON Lines file). The prompt is borrowed from
     /// the input where it has no escapes: it is fingerprinted in place, never copied.
     pub fn decode_json(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        // sonic-rs: SIMD JSON parsing, about twice serde_json's speed on prompt-sized lines.
         let raw: RequestEventJson<'_> =
-            serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+            sonic_rs::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
         self.from_json(raw)
     }
 

@@ -144,7 +144,7 @@ const STOP_WORDS: &[&str] = &[
 ];
 
 /// Words fingerprinted: enough for any instruction scaffold and a stable SimHash.
-const MAX_TOKENS: usize = 128;
+const MAX_TOKENS: usize = 64;
 
 /// Skeleton symbols hashed at each end of a prompt.
 const SKELETON_END: usize = 8;
