@@ -88,6 +88,9 @@ impl Default for EngineConfig {
 pub struct FingerprintConfig {
     /// Phrases (case-insensitive) that mark a prompt as eliciting step-by-step reasoning.
     pub reasoning_lexicon: Vec<String>,
+    /// When prompts arrive without text (only `prompt_simhash`), reasoning elicitation is
+    /// unknown: an output/input token ratio of at least this stands in for it.
+    pub output_ratio_without_text: f64,
 }
 
 impl Default for FingerprintConfig {
@@ -97,6 +100,7 @@ impl Default for FingerprintConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            output_ratio_without_text: 3.0,
         }
     }
 }
@@ -392,6 +396,10 @@ impl Config {
                 "contains an empty phrase; remove it",
             ));
         }
+        positive(
+            "fingerprint.output_ratio_without_text",
+            self.fingerprint.output_ratio_without_text,
+        )?;
         let b = &self.bulk;
         share("bulk.min_single_turn_share", b.min_single_turn_share)?;
         share("bulk.min_reasoning_share", b.min_reasoning_share)?;

@@ -60,6 +60,10 @@ enum Command {
         /// Labels, JSON Lines: one line per account.
         #[arg(long, default_value = "labels.jsonl")]
         labels: PathBuf,
+        /// `text`: events carry `prompt_text`; `simhash`: only `prompt_simhash`, as from a
+        /// gateway that fingerprints upstream.
+        #[arg(long, default_value = "text", value_parser = ["text", "simhash"])]
+        prompts: String,
     },
     /// Score an alerts file against simulator labels.
     Eval {
@@ -149,6 +153,7 @@ fn main() -> Result<()> {
             hours,
             output,
             labels,
+            prompts,
         } => {
             let opts = sim::SimOptions {
                 scenario,
@@ -157,7 +162,13 @@ fn main() -> Result<()> {
                 hours,
                 ..Default::default()
             };
-            let simulation = sim::generate(&opts)?;
+            let mut simulation = sim::generate(&opts)?;
+            if prompts == "simhash" {
+                let f = distillguard::fingerprint::Fingerprinter::new(
+                    distillguard::fingerprint::DEFAULT_REASONING_LEXICON,
+                )?;
+                sim::strip_prompts(&mut simulation, &f);
+            }
             let mut out = open_out(&output)?;
             let mut lab = BufWriter::new(
                 File::create(&labels).with_context(|| format!("creating {}", labels.display()))?,

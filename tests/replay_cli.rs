@@ -60,6 +60,43 @@ fn replay_is_deterministic_and_catches_attacks() {
 }
 
 #[test]
+fn detects_without_prompt_text_from_upstream_simhashes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = path(dir.path(), "events.jsonl");
+    let labels = path(dir.path(), "labels.jsonl");
+    ok(&[
+        "simulate",
+        "--seed",
+        "9",
+        "--scale",
+        "0.2",
+        "--hours",
+        "2",
+        "--prompts",
+        "simhash",
+        "--output",
+        s(&events),
+        "--labels",
+        s(&labels),
+    ]);
+    let text = std::fs::read_to_string(&events).expect("events");
+    assert!(!text.contains("prompt_text") && text.contains("prompt_simhash"));
+    let alerts = path(dir.path(), "alerts.jsonl");
+    ok(&["replay", "--input", s(&events), "--output", s(&alerts)]);
+    ok(&[
+        "eval",
+        "--alerts",
+        s(&alerts),
+        "--labels",
+        s(&labels),
+        "--min-precision",
+        "0.95",
+        "--min-recall",
+        "0.8",
+    ]);
+}
+
+#[test]
 fn prompt_text_is_never_emitted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = path(dir.path(), "in.jsonl");

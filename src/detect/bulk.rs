@@ -8,8 +8,8 @@
 //! hundred prompts are normal for established customers.
 
 use super::{pct, Signal};
-use crate::config::BulkConfig;
-use crate::engine::account::Account;
+use crate::config::Config;
+use crate::engine::account::{extraction_content, Account, ProfileThresholds};
 use crate::engine::window::BUCKET_MS;
 
 /// The outcome of judging one account.
@@ -30,12 +30,9 @@ impl Assessment {
 }
 
 /// Judges an account at event time `now_ms`. `None`: not a candidate at all.
-pub fn assess(
-    acc: &mut Account,
-    now_ms: i64,
-    cfg: &BulkConfig,
-    fresh_days: f64,
-) -> Option<Assessment> {
+pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessment> {
+    let cfg = &config.bulk;
+    let fresh_days = config.engine.fresh_account_days;
     let t = acc.hour.totals(now_ms);
     let floor = cfg.min_requests_fresh.min(cfg.min_requests_established);
     if t.requests < floor {
@@ -45,20 +42,21 @@ pub fn assess(
     if single < cfg.min_single_turn_share {
         return None;
     }
-    let reasoning = t.share(t.reasoning);
+    let reasoning = t.reasoning_share();
     let templated = t.share(t.templated);
     let ratio = t.output_ratio();
-    let content = reasoning >= cfg.min_reasoning_share
-        || (ratio >= cfg.min_output_ratio && templated >= cfg.min_template_share);
-    if !content {
+    let thresholds = ProfileThresholds {
+        min_single: cfg.min_single_turn_share,
+        min_reasoning: cfg.min_reasoning_share,
+        min_ratio: cfg.min_output_ratio,
+        min_templated: cfg.min_template_share,
+        ratio_without_text: config.fingerprint.output_ratio_without_text,
+    };
+    if !extraction_content(&t, &thresholds) {
         return None;
     }
     let age_days = acc.age_days(now_ms);
-    // Unknown age counts as fresh only if the account is also new to us.
-    let fresh = match age_days {
-        Some(d) => d < fresh_days,
-        None => acc.multi_turn_ever == 0 && now_ms - acc.first_seen_ms < 2 * 3_600_000,
-    };
+    let fresh = acc.is_fresh(now_ms, fresh_days);
     let new_model = t.share(t.new_model);
     let pivot = new_model >= cfg.min_new_model_share;
     let infra_change = acc.changed_infra_ms > 0 && now_ms - acc.changed_infra_ms < 2 * 3_600_000;
@@ -108,6 +106,13 @@ pub fn assess(
             f64::from(cfg.min_active_hours),
         ),
     ];
+    if !t.text_known() {
+        signals.push(Signal::at_least(
+            "prompt_text_share",
+            t.share(t.with_text),
+            0.5,
+        ));
+    }
     if let Some(cv) = cv {
         signals.push(Signal::at_most("inter_arrival_cv", cv, cfg.max_gap_cv));
     }

@@ -2,7 +2,7 @@
 
 use compact_str::CompactString;
 
-use super::window::{DayWindow, GapStats, HourWindow};
+use super::window::{Counts, DayWindow, GapStats, HourWindow};
 use crate::fingerprint::hamming;
 
 /// Attribute slots an account holds: two recent IPs, two recent prefixes, one device, one
@@ -14,6 +14,27 @@ pub const SLOT_DEVICE: usize = 4;
 pub const SLOT_PAYMENT: usize = 5;
 pub const SLOT_EMAIL: usize = 6;
 pub const SLOT_TEMPLATE: usize = 7;
+
+/// Thresholds for an extraction-like profile.
+#[derive(Debug, Clone, Copy)]
+pub struct ProfileThresholds {
+    pub min_single: f64,
+    pub min_reasoning: f64,
+    pub min_ratio: f64,
+    pub min_templated: f64,
+    pub ratio_without_text: f64,
+}
+
+/// Extraction-worthy content: reasoning-eliciting prompts, or templated prompts returning far
+/// more than they send; without prompt text, a high output ratio alone.
+pub fn extraction_content(t: &Counts, p: &ProfileThresholds) -> bool {
+    if t.text_known() {
+        t.reasoning_share() >= p.min_reasoning
+            || (t.output_ratio() >= p.min_ratio && t.share(t.templated) >= p.min_templated)
+    } else {
+        t.output_ratio() >= p.ratio_without_text
+    }
+}
 
 /// Misra-Gries summary of an account's most used templates.
 #[derive(Debug, Clone, Copy, Default)]
@@ -179,28 +200,30 @@ impl Account {
 
     /// Whether the account's trailing hour is extraction-like: API-style (single-turn) traffic
     /// that elicits reasoning, or that runs templated prompts for far more output than input,
-    /// from no verified org. A chatty API user whose answers happen to be long is not.
-    pub fn profile(
-        &mut self,
-        now_ms: i64,
-        min_single: f64,
-        min_reasoning: f64,
-        min_ratio: f64,
-    ) -> bool {
+    /// from no verified org. A chatty API user whose answers happen to be long is not. When
+    /// prompts arrive without text, a high output ratio (`ratio_without_text`) stands in.
+    pub fn profile(&mut self, now_ms: i64, p: &ProfileThresholds) -> bool {
         let t = self.hour.totals(now_ms);
         self.org_id.is_none()
             && t.requests > 0
-            && t.share(t.single_turn) >= min_single
-            && (t.share(t.reasoning) >= min_reasoning
-                || (t.output_ratio() >= min_ratio && t.share(t.templated) >= 0.5))
+            && t.share(t.single_turn) >= p.min_single
+            && extraction_content(&t, p)
     }
 
     /// Whether the account may be joined to a cluster through a link: extraction-like, and
-    /// either young (or of unknown age), or caught firing in step with others. An older
-    /// account that merely shares a popular template or network with attackers is not.
+    /// either fresh or caught firing in step with others. An older account that merely
+    /// shares a popular template or network with attackers is not.
     pub fn may_join(&self, now_ms: i64, fresh_days: f64) -> bool {
-        self.extraction_like
-            && (self.sync_hits > 0 || self.age_days(now_ms).is_none_or(|d| d < fresh_days))
+        self.extraction_like && (self.sync_hits > 0 || self.is_fresh(now_ms, fresh_days))
+    }
+
+    /// Younger than `fresh_days`; of unknown age, fresh only while it is new to us (first
+    /// seen within two hours, no chat history).
+    pub fn is_fresh(&self, now_ms: i64, fresh_days: f64) -> bool {
+        match self.age_days(now_ms) {
+            Some(d) => d < fresh_days,
+            None => self.multi_turn_ever == 0 && now_ms - self.first_seen_ms < 2 * 3_600_000,
+        }
     }
 
     /// Age in days at `now_ms`, if the creation time is known.

@@ -383,6 +383,7 @@ impl Engine {
             templated,
             novel,
             new_model,
+            with_text: ev.prompt.text,
             input_tokens: ev.input_tokens,
             output_tokens: ev.output_tokens,
         };
@@ -400,9 +401,7 @@ impl Engine {
             .div_euclid((cfg.cluster.sync_bin_secs * 1000) as i64);
         let new_account_bin = bin != acc.last_bin;
         acc.last_bin = bin;
-        let fresh = acc
-            .age_days(now)
-            .is_some_and(|d| d < cfg.engine.fresh_account_days);
+        let fresh = acc.is_fresh(now, cfg.engine.fresh_account_days);
 
         let mut carried = Vec::with_capacity(7);
         let kinds = self.kinds;
@@ -479,9 +478,13 @@ impl Engine {
         let was = acc.extraction_like;
         let is = acc.profile(
             now,
-            c.min_single_turn_share,
-            c.min_reasoning_share,
-            c.min_output_ratio,
+            &account::ProfileThresholds {
+                min_single: c.min_single_turn_share,
+                min_reasoning: c.min_reasoning_share,
+                min_ratio: c.min_output_ratio,
+                min_templated: 0.5,
+                ratio_without_text: cfg.fingerprint.output_ratio_without_text,
+            },
         );
         acc.extraction_like = is;
         let profile = Profile {
@@ -668,7 +671,7 @@ impl Engine {
 
     fn judge_bulk(&self, acc: &mut Account, now: i64) -> BulkVerdict {
         let cfg = &self.cfg.raw;
-        let Some(a) = bulk::assess(acc, now, &cfg.bulk, cfg.engine.fresh_account_days) else {
+        let Some(a) = bulk::assess(acc, now, cfg) else {
             return BulkVerdict::Nothing;
         };
         if a.score < cfg.bulk.alert_score {

@@ -32,6 +32,7 @@ fn extraction(id: u64, ts: i64, account: &str) -> Event {
         template_tail: 0,
         reasoning: true,
         scaffold: 9,
+        text: true,
     };
     e
 }
@@ -49,6 +50,7 @@ fn chat(id: u64, ts: i64, account: &str, turn: u32) -> Event {
         template_tail: 0,
         reasoning: id % 10 == 0,
         scaffold: 2,
+        text: true,
     };
     e
 }

@@ -19,6 +19,8 @@ pub struct Counts {
     pub templated: u32,
     pub novel: u32,
     pub new_model: u32,
+    /// Requests whose prompt text was seen (reasoning elicitation known).
+    pub with_text: u32,
     pub input_tokens: u64,
     pub output_tokens: u64,
 }
@@ -31,6 +33,7 @@ impl Counts {
         self.templated = self.templated.saturating_add(o.templated);
         self.novel = self.novel.saturating_add(o.novel);
         self.new_model = self.new_model.saturating_add(o.new_model);
+        self.with_text = self.with_text.saturating_add(o.with_text);
         self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
     }
@@ -42,6 +45,7 @@ impl Counts {
         self.templated = self.templated.saturating_sub(o.templated);
         self.novel = self.novel.saturating_sub(o.novel);
         self.new_model = self.new_model.saturating_sub(o.new_model);
+        self.with_text = self.with_text.saturating_sub(o.with_text);
         self.input_tokens = self.input_tokens.saturating_sub(o.input_tokens);
         self.output_tokens = self.output_tokens.saturating_sub(o.output_tokens);
     }
@@ -55,6 +59,20 @@ impl Counts {
         }
     }
 
+    /// Share of requests eliciting reasoning among those whose text was seen.
+    pub fn reasoning_share(&self) -> f64 {
+        if self.with_text == 0 {
+            0.0
+        } else {
+            f64::from(self.reasoning) / f64::from(self.with_text)
+        }
+    }
+
+    /// Whether most requests came with prompt text (reasoning elicitation is known).
+    pub fn text_known(&self) -> bool {
+        self.share(self.with_text) >= 0.5
+    }
+
     /// Output tokens per input token (input floored at 1).
     pub fn output_ratio(&self) -> f64 {
         self.output_tokens as f64 / (self.input_tokens.max(1)) as f64
@@ -65,6 +83,7 @@ impl Counts {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Bucket {
     requests: u16,
+    with_text: u16,
     single_turn: u16,
     reasoning: u16,
     templated: u16,
@@ -83,6 +102,7 @@ impl Bucket {
         inc(&mut self.templated, s.templated);
         inc(&mut self.novel, s.novel);
         inc(&mut self.new_model, s.new_model);
+        inc(&mut self.with_text, s.with_text);
         self.input_tokens = self.input_tokens.saturating_add(s.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(s.output_tokens);
     }
@@ -95,6 +115,7 @@ impl Bucket {
             templated: u32::from(self.templated),
             novel: u32::from(self.novel),
             new_model: u32::from(self.new_model),
+            with_text: u32::from(self.with_text),
             input_tokens: u64::from(self.input_tokens),
             output_tokens: u64::from(self.output_tokens),
         }
@@ -109,6 +130,7 @@ pub struct Sample {
     pub templated: bool,
     pub novel: bool,
     pub new_model: bool,
+    pub with_text: bool,
     pub input_tokens: u32,
     pub output_tokens: u32,
 }

@@ -27,6 +27,9 @@ pub struct PromptFingerprint {
     pub reasoning: bool,
     /// Instruction words in the skeleton: long scaffolds mark machine-built prompts.
     pub scaffold: u8,
+    /// Computed from the prompt text (false: from an upstream `prompt_simhash`, so reasoning
+    /// elicitation is unknown).
+    pub text: bool,
 }
 
 /// Default phrases that elicit step-by-step reasoning (matched case-insensitively).
@@ -348,6 +351,7 @@ impl Fingerprinter {
             template_tail: tail.tail_hash(),
             reasoning,
             scaffold: head.struct_words,
+            text: true,
         }
     }
 
@@ -360,6 +364,7 @@ impl Fingerprinter {
             template_tail: 0,
             reasoning: false,
             scaffold: 0,
+            text: false,
         }
     }
 }

@@ -484,3 +484,14 @@ pub(crate) fn fmt_ts(ms: i64) -> CompactString {
 
 #[cfg(test)]
 mod tests;
+
+/// Replaces every prompt text by its 64-bit SimHash (`prompt_simhash`), as a gateway that
+/// fingerprints upstream would send: for testing the detectors without prompt text.
+pub fn strip_prompts(sim: &mut Simulation, fingerprinter: &crate::fingerprint::Fingerprinter) {
+    for e in &mut sim.events {
+        if let Some(text) = e.prompt_text.take() {
+            let h = fingerprinter.fingerprint(&text).simhash;
+            e.prompt_simhash = Some(compact_str::format_compact!("{h:016x}"));
+        }
+    }
+}
