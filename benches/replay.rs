@@ -25,6 +25,11 @@ fn bench_replay(c: &mut Criterion) {
     let mut labels = Vec::new();
     sim::write_jsonl(&simulation, &mut events, &mut labels).expect("writes");
     let n = simulation.events.len() as u64;
+    let prompts: Vec<String> = simulation
+        .events
+        .iter()
+        .filter_map(|e| e.prompt_text.as_deref().map(str::to_string))
+        .collect();
     drop(simulation);
     let cfg = Arc::new(Config::default().validate().expect("defaults"));
     let decoder = replay::decoder(&cfg).expect("lexicon");
@@ -41,6 +46,18 @@ fn bench_replay(c: &mut Criterion) {
                 }
             }
             ok
+        })
+    });
+    let fingerprinter = distillguard::fingerprint::Fingerprinter::new(
+        distillguard::fingerprint::DEFAULT_REASONING_LEXICON,
+    )
+    .expect("lexicon");
+    group.bench_function("fingerprint_one_core", |b| {
+        b.iter(|| {
+            prompts
+                .iter()
+                .map(|p| fingerprinter.fingerprint(p).simhash)
+                .fold(0u64, |a, h| a ^ h)
         })
     });
     group.bench_function("end_to_end", |b| {

@@ -183,28 +183,37 @@ pub fn replay(
     let mut summary = Summary::default();
     let (tx, rx) = crossbeam_channel::bounded::<std::io::Result<Vec<Line>>>(4);
 
-    let reader = std::thread::spawn(move || {
-        let mut lines = LineReader::new(input);
-        loop {
-            let batch = match lines.next_batch() {
-                Ok(Some(b)) => b,
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("dg-parse-{i}"))
+        .build()
+        .map_err(|e| ReplayError::Read(std::io::Error::other(e)))?;
+    let reader = std::thread::Builder::new()
+        .name("dg-reader".into())
+        .spawn(move || {
+            let mut lines = LineReader::new(input);
+            loop {
+                let batch = match lines.next_batch() {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let parsed: Vec<Line> = pool.install(|| {
+                    batch
+                        .lines
+                        .par_iter()
+                        .with_min_len(256)
+                        .map(|&l| parse(&decoder, &batch.bytes, l))
+                        .collect()
+                });
+                if tx.send(Ok(parsed)).is_err() {
                     return;
                 }
-            };
-            let parsed: Vec<Line> = batch
-                .lines
-                .par_iter()
-                .with_min_len(256)
-                .map(|&l| parse(&decoder, &batch.bytes, l))
-                .collect();
-            if tx.send(Ok(parsed)).is_err() {
-                return;
             }
-        }
-    });
+        })
+        .map_err(ReplayError::Read)?;
 
     let mut alerts: Vec<Alert> = Vec::new();
     let mut buf = Vec::with_capacity(1 << 16);

@@ -5,11 +5,41 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
 /// `ts` and `account_created_at` may be an RFC 3339 string or epoch milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum JsonTime {
     Millis(i64),
     Text(CompactString),
+}
+
+/// Hand-written rather than `#[serde(untagged)]`: untagged enums buffer the value and build
+/// an error message for every variant that does not match, which dominated parsing time.
+impl<'de> Deserialize<'de> for JsonTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = JsonTime;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an RFC 3339 string or epoch milliseconds")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<JsonTime, E> {
+                Ok(JsonTime::Millis(v))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<JsonTime, E> {
+                i64::try_from(v)
+                    .map(JsonTime::Millis)
+                    .map_err(|_| E::custom("timestamp out of range"))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<JsonTime, E> {
+                Ok(JsonTime::Text(CompactString::from(v)))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// A request event as JSON (one object per line). Unknown fields are ignored.

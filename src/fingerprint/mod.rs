@@ -156,7 +156,7 @@ const MIN_SCAFFOLD_WORDS: u8 = 3;
 /// Longest reasoning phrase, in words.
 pub const MAX_PHRASE_WORDS: usize = 8;
 /// Bytes at the end of a long prompt searched for reasoning phrases ("... Think step by step.").
-const TAIL_BYTES: usize = 512;
+const TAIL_BYTES: usize = 256;
 const SLOT: u64 = 0x9e37_79b9_7f4a_7c15;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -182,8 +182,10 @@ pub struct Fingerprinter {
     classes: IntMap<u64, ClassBits>,
 }
 
-/// Bit 0: struct word, bit 1: stop word.
+/// Bit 0: struct word, bit 1: stop word, bit 2: last word of a reasoning phrase. One lookup
+/// per word answers all three.
 type ClassBits = u8;
+const ENDS_PHRASE: ClassBits = 4;
 
 /// FNV-1a over the lowercased bytes, then a finaliser so every bit is usable by SimHash.
 #[inline]
@@ -263,6 +265,9 @@ impl Fingerprinter {
             }
         }
         let mut classes: IntMap<u64, ClassBits> = IntMap::default();
+        for &last in phrases.keys() {
+            *classes.entry(last).or_default() |= ENDS_PHRASE;
+        }
         for w in STRUCT_WORDS {
             *classes.entry(hash_word(w)).or_default() |= 1;
         }
@@ -272,13 +277,20 @@ impl Fingerprinter {
         Ok(Self { phrases, classes })
     }
 
-    fn class(&self, h: u64) -> Option<Class> {
-        match self.classes.get(&h) {
-            // A word that is both (e.g. "by", "the") acts as a stop word inside slots and as
-            // scaffold between instruction words; see `fingerprint`.
-            Some(b) if b & 2 != 0 => Some(Class::Stop),
-            Some(_) => Some(Class::Struct),
-            None => None,
+    #[inline]
+    fn bits(&self, h: u64) -> ClassBits {
+        self.classes.get(&h).copied().unwrap_or(0)
+    }
+
+    fn class(bits: ClassBits) -> Option<Class> {
+        // A word that is both (e.g. "by", "the") acts as a stop word inside slots and as
+        // scaffold between instruction words; see `Skeleton`.
+        if bits & 2 != 0 {
+            Some(Class::Stop)
+        } else if bits & 1 != 0 {
+            Some(Class::Struct)
+        } else {
+            None
         }
     }
 
@@ -311,16 +323,20 @@ impl Fingerprinter {
         for (h, numeric) in it.by_ref() {
             recent[n_tokens % MAX_PHRASE_WORDS] = h;
             n_tokens += 1;
-            reasoning = reasoning || self.completes_phrase(&recent, n_tokens, h);
+            let bits = if numeric { 0 } else { self.bits(h) };
+            if bits & ENDS_PHRASE != 0 {
+                reasoning = reasoning || self.completes_phrase(&recent, n_tokens, h);
+            }
             let h = if numeric { SLOT } else { h };
 
-            // SimHash over unigrams and bigrams.
-            votes.add(h);
-            if prev_hash != 0 {
-                votes.add(h.rotate_left(17) ^ prev_hash.wrapping_mul(0x2545_f491_4f6c_dd1d));
-            }
+            // SimHash over word bigrams (the first word alone).
+            votes.add(if prev_hash == 0 {
+                h
+            } else {
+                h.rotate_left(17) ^ prev_hash.wrapping_mul(0x2545_f491_4f6c_dd1d)
+            });
             prev_hash = h;
-            head.push(h, if numeric { None } else { self.class(h) });
+            head.push(h, Self::class(bits));
             if n_tokens >= MAX_TOKENS {
                 break;
             }
@@ -337,9 +353,12 @@ impl Fingerprinter {
             for (h, numeric) in words(&bytes[start..]) {
                 recent[n % MAX_PHRASE_WORDS] = h;
                 n += 1;
-                reasoning = reasoning || self.completes_phrase(&recent, n, h);
+                let bits = if numeric { 0 } else { self.bits(h) };
+                if bits & ENDS_PHRASE != 0 {
+                    reasoning = reasoning || self.completes_phrase(&recent, n, h);
+                }
                 let h = if numeric { SLOT } else { h };
-                tail.push(h, if numeric { None } else { self.class(h) });
+                tail.push(h, Self::class(bits));
             }
             tail
         } else {
