@@ -39,7 +39,10 @@ fn bench_engine(c: &mut Criterion) {
         let mut next = warm;
         let mut group = c.benchmark_group(format!("engine/{}k_accounts", accounts / 1000));
         group.throughput(Throughput::Elements(1));
-        group.sample_size(20);
+        // Long samples (hundreds of thousands of events each) so that periodic sweeps and
+        // cache refills after a pool is regenerated average out.
+        group.sample_size(10);
+        group.measurement_time(std::time::Duration::from_secs(15));
 
         let mut pool: Vec<Event> = Vec::new();
         let mut pos = 0usize;

@@ -34,7 +34,10 @@ impl Dedup {
             self.started_ms = ts_ms;
         }
         if ts_ms - self.started_ms >= self.window_ms || self.current.len() >= self.half_cap {
-            self.previous = std::mem::take(&mut self.current);
+            // Swap and clear rather than drop and regrow: the tables keep their capacity, so
+            // a rotation costs no allocation and no fresh pages.
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
             self.started_ms = ts_ms;
         }
         if self.previous.contains(&id) {
