@@ -85,6 +85,7 @@ pub struct Account {
     /// When the device or IP prefix last changed after an hour of history (0: never).
     pub changed_infra_ms: i64,
     pub last_bin: i64,
+    pub last_coarse_bin: i64,
     /// Requests that landed in a synchronised burst on a shared template.
     pub sync_hits: u16,
     /// Recent traffic is extraction-like (see [`Account::profile`]).
@@ -119,6 +120,7 @@ impl Account {
             requests_ever: 0,
             changed_infra_ms: 0,
             last_bin: i64::MIN,
+            last_coarse_bin: i64::MIN,
             extraction_like: false,
             sync_hits: 0,
             cluster: 0,

@@ -162,6 +162,28 @@ impl Networks {
     }
 }
 
+/// Coarse synchrony bins are this many fine bins wide.
+pub const COARSE: i64 = 6;
+
+/// Expected busy bins under independent (Poisson) arrivals over observed busy bins, from
+/// decayed counts of account-bin incidences and busy bins.
+fn burstiness(
+    account_bins: f32,
+    busy_bins: f32,
+    span_ms: f32,
+    horizon_ms: f32,
+    bin_ms: i64,
+) -> f64 {
+    if account_bins < 10.0 || busy_bins <= 0.0 {
+        return 1.0;
+    }
+    let span = span_ms.max(bin_ms as f32);
+    let n_eff = horizon_ms / bin_ms as f32 * (1.0 - (-span / horizon_ms).exp());
+    let lambda = account_bins / n_eff.max(1.0);
+    let expected = n_eff * (1.0 - (-lambda).exp());
+    f64::from(expected / busy_bins).max(0.0)
+}
+
 /// What one request contributes to the values it carries.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Touch {
@@ -171,6 +193,8 @@ pub struct Touch {
     pub org: bool,
     /// First request of this account in this synchrony bin.
     pub new_account_bin: bool,
+    /// First request of this account in this coarse bin ([`COARSE`] synchrony bins).
+    pub new_account_coarse_bin: bool,
     pub input_tokens: u32,
     pub output_tokens: u32,
     /// Account creation time in hours since the epoch, if known.
@@ -204,6 +228,10 @@ pub struct Attribute {
     pub last_bin: i64,
     /// Accounts seen so far in `last_bin`.
     bin_accounts: u16,
+    /// The same counts over bins [`COARSE`] times wider, for rounds with loose jitter.
+    coarse_account_bins: f32,
+    coarse_busy_bins: f32,
+    coarse_last_bin: i64,
     /// Decayed weight, mean and second moment of member creation times (hours).
     created_w: f32,
     created_mean: f64,
@@ -234,6 +262,9 @@ impl Attribute {
             busy_bins: 0.0,
             last_bin: i64::MIN,
             bin_accounts: 0,
+            coarse_account_bins: 0.0,
+            coarse_busy_bins: 0.0,
+            coarse_last_bin: i64::MIN,
             created_w: 0.0,
             created_mean: 0.0,
             created_m2: 0.0,
@@ -293,6 +324,8 @@ impl Attribute {
             self.output_ktokens *= f;
             self.account_bins *= f;
             self.busy_bins *= f;
+            self.coarse_account_bins *= f;
+            self.coarse_busy_bins *= f;
             self.created_w *= f;
             self.last_ms = ts_ms;
         }
@@ -313,6 +346,14 @@ impl Attribute {
             }
         }
         let bin = ts_ms.div_euclid(bin_ms);
+        if t.new_account_coarse_bin {
+            let coarse = ts_ms.div_euclid(bin_ms * COARSE);
+            self.coarse_account_bins += 1.0;
+            if coarse > self.coarse_last_bin {
+                self.coarse_busy_bins += 1.0;
+                self.coarse_last_bin = coarse;
+            }
+        }
         let mut in_burst = false;
         if t.new_account_bin {
             self.account_bins += 1.0;
@@ -354,15 +395,19 @@ impl Attribute {
     /// How much busier the busiest moments are than independent (Poisson) activity would
     /// make them: expected busy bins over observed. About 1 for independent accounts; about
     /// the number of accounts acting together for lockstep.
+    /// Measured at two bin widths (rounds fired within a few seconds, or spread over half a
+    /// minute); the larger counts.
     pub fn synchrony(&self, now_ms: i64, horizon_ms: f32, bin_ms: i64) -> f64 {
-        if self.account_bins < 10.0 || self.busy_bins <= 0.0 {
-            return 1.0;
-        }
-        let span = (now_ms - self.first_ms).max(bin_ms) as f32;
-        let n_eff = horizon_ms / bin_ms as f32 * (1.0 - (-span / horizon_ms).exp());
-        let lambda = self.account_bins / n_eff.max(1.0);
-        let expected = n_eff * (1.0 - (-lambda).exp());
-        f64::from(expected / self.busy_bins).max(0.0)
+        let span = (now_ms - self.first_ms) as f32;
+        let fine = burstiness(self.account_bins, self.busy_bins, span, horizon_ms, bin_ms);
+        let coarse = burstiness(
+            self.coarse_account_bins,
+            self.coarse_busy_bins,
+            span,
+            horizon_ms,
+            bin_ms * COARSE,
+        );
+        fine.max(coarse)
     }
 
     /// Accounts per distinct network behind this value: high for a custom client used
@@ -449,6 +494,28 @@ mod tests {
         }
         let s = indep.synchrony(now, H, bin);
         assert!(s < 1.5, "{s}");
+    }
+
+    #[test]
+    fn loosely_jittered_rounds_show_at_the_coarse_scale() {
+        let t0 = 1_793_577_600_000i64;
+        let bin = 5_000;
+        let mut a = Attribute::new(AttrKind::Template, "t".into(), t0);
+        // 40 accounts fire spread over 30 s each round, every 4 minutes, for an hour: too
+        // loose for 5-second bins to see.
+        for round in 0..15i64 {
+            for k in 0..40i64 {
+                let ts = t0 + round * 240_000 + (k * 1_237) % 30_000;
+                let t = Touch {
+                    new_account_bin: true,
+                    new_account_coarse_bin: true,
+                    ..Default::default()
+                };
+                a.touch(ts, &t, H, bin);
+            }
+        }
+        let s = a.synchrony(t0 + 15 * 240_000, H, bin);
+        assert!(s > 3.0, "{s}");
     }
 
     #[test]

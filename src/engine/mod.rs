@@ -401,6 +401,9 @@ impl Engine {
             .div_euclid((cfg.cluster.sync_bin_secs * 1000) as i64);
         let new_account_bin = bin != acc.last_bin;
         acc.last_bin = bin;
+        let coarse_bin = bin.div_euclid(attribute::COARSE);
+        let new_account_coarse_bin = coarse_bin != acc.last_coarse_bin;
+        acc.last_coarse_bin = coarse_bin;
         let fresh = acc.is_fresh(now, cfg.engine.fresh_account_days);
 
         let mut carried = Vec::with_capacity(7);
@@ -498,6 +501,7 @@ impl Engine {
             fresh,
             org: acc.org_id.is_some(),
             new_account_bin,
+            new_account_coarse_bin,
             input_tokens: ev.input_tokens,
             output_tokens: ev.output_tokens,
             created_hours: acc.created_ms.map(|c| c as f64 / 3_600_000.0),
