@@ -103,29 +103,30 @@ enum BulkVerdict {
 }
 
 /// An attribute value carried by the current event.
-struct Carried {
+struct Carried<'e> {
     kind: AttrKind,
     key: u64,
-    value: Value,
+    value: Value<'e>,
     added: bool,
     evicted: Option<u64>,
 }
 
-/// The readable form of a value, rendered only when the index first stores it.
-#[derive(Clone)]
-enum Value {
+/// The readable form of a value, rendered only when the index first stores it (no copy or
+/// formatting on the hot path).
+#[derive(Clone, Copy)]
+enum Value<'e> {
     Ip(std::net::IpAddr),
     Prefix(std::net::IpAddr),
-    Text(CompactString),
+    Text(&'e str),
     Template(u64),
 }
 
-impl Value {
+impl Value<'_> {
     fn render(&self) -> CompactString {
         match self {
             Value::Ip(ip) => compact_str::format_compact!("{ip}"),
             Value::Prefix(ip) => CompactString::from(attribute::prefix(ip)),
-            Value::Text(s) => s.clone(),
+            Value::Text(s) => CompactString::from(*s),
             Value::Template(t) => compact_str::format_compact!("tpl-{t:016x}"),
         }
     }
@@ -315,10 +316,8 @@ impl Engine {
                     .any(|l| matches!(l.1, AttrKind::Payment | AttrKind::Template)));
         let mut touched_clusters: Vec<u32> = Vec::new();
         if self.cfg.raw.cluster.enabled {
-            for (key, kind, value, existing) in links {
-                if let Some(root) =
-                    self.apply_link(key, kind, &value, existing, akey, eligible, now)
-                {
+            for (key, kind, existing) in links {
+                if let Some(root) = self.apply_link(key, kind, existing, akey, eligible, now) {
                     if !touched_clusters.contains(&root) {
                         touched_clusters.push(root);
                     }
@@ -338,12 +337,12 @@ impl Engine {
 
     /// Updates the account's windows and attribute slots. Returns the values the event
     /// carries, what it contributes to them, and whether the account may join clusters.
-    fn update_account(
+    fn update_account<'e>(
         &mut self,
-        ev: &Event,
+        ev: &'e Event,
         akey: u64,
         now: i64,
-    ) -> (Vec<Carried>, Touch, Profile) {
+    ) -> (Vec<Carried<'e>>, Touch, Profile) {
         let cfg = &self.cfg.raw;
         let model_first_seen = ev
             .model
@@ -445,7 +444,7 @@ impl Engine {
                 carried.push(Carried {
                     kind,
                     key,
-                    value: Value::Text(v.clone()),
+                    value: Value::Text(v.as_str()),
                     added,
                     evicted,
                 });
@@ -520,10 +519,10 @@ impl Engine {
         ts_ms: i64,
         now: i64,
         akey: u64,
-        carried: &[Carried],
+        carried: &[Carried<'_>],
         touch: &Touch,
         profile: &Profile,
-    ) -> (Vec<(u64, AttrKind, CompactString, u32)>, bool) {
+    ) -> (Vec<(u64, AttrKind, u32)>, bool) {
         let c = &self.cfg.raw.cluster;
         let horizon_ms = c.horizon_secs as f32 * 1000.0;
         let bin_ms = (c.sync_bin_secs * 1000) as i64;
@@ -588,7 +587,7 @@ impl Engine {
             in_burst |=
                 g.touch(ts_ms, touch, horizon_ms, bin_ms) && item.kind == AttrKind::Template;
             if c.enabled && cluster::link(&g, now, c).is_some() {
-                links.push((item.key, item.kind, g.value.clone(), g.cluster));
+                links.push((item.key, item.kind, g.cluster));
             }
         }
         (links, in_burst)
@@ -600,7 +599,6 @@ impl Engine {
         &mut self,
         key: u64,
         kind: AttrKind,
-        value: &CompactString,
         existing: u32,
         akey: u64,
         eligible: bool,
@@ -615,8 +613,8 @@ impl Engine {
             return Some(self.clusters.find(root));
         }
         // A new link: every eligible holder of the value joins, merging their clusters.
-        let members = match self.attributes.get(&key) {
-            Some(g) => g.members.sorted(),
+        let (members, value) = match self.attributes.get(&key) {
+            Some(g) => (g.members.sorted(), g.value.clone()),
             None => return None,
         };
         let mut joining = Vec::with_capacity(members.len());
@@ -634,7 +632,7 @@ impl Engine {
         if joining.is_empty() {
             return None;
         }
-        let mut root = self.clusters.create(kind, value, key, now);
+        let mut root = self.clusters.create(kind, &value, key, now);
         for p in prior {
             root = self.clusters.union(root, p);
         }
