@@ -213,10 +213,14 @@ impl Account {
     }
 
     /// Whether the account may be joined to a cluster through a link: extraction-like, and
-    /// either fresh or caught firing in step with others. An older account that merely
-    /// shares a popular template or network with attackers is not.
+    /// fresh, caught firing in step with others, or an API-only account with no chat history
+    /// at all (bought accounts are old but were never used by a person). An older account of a
+    /// person who merely shares a popular template or network with attackers is not.
     pub fn may_join(&self, now_ms: i64, fresh_days: f64) -> bool {
-        self.extraction_like && (self.sync_hits > 0 || self.is_fresh(now_ms, fresh_days))
+        self.extraction_like
+            && (self.sync_hits > 0
+                || self.is_fresh(now_ms, fresh_days)
+                || (self.multi_turn_ever == 0 && self.requests_ever >= 3))
     }
 
     /// Younger than `fresh_days`; of unknown age, fresh only while it is new to us (first

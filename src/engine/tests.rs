@@ -216,6 +216,22 @@ fn accounts_sharing_a_card_form_one_cluster_that_grows() {
 }
 
 #[test]
+fn bought_aged_accounts_that_never_chatted_still_cluster() {
+    let mut eng = engine();
+    let mut events = card_ring(20, T0, 30, 45_000, "aged_", 0);
+    for e in &mut events {
+        e.account_created_ms = Some(e.ts_ms - 400 * DAY);
+    }
+    let alerts = run(&mut eng, &events);
+    let c = alerts
+        .iter()
+        .rev()
+        .find(|a| a.kind == KIND_CLUSTER)
+        .expect("a cluster");
+    assert_eq!(c.accounts.len(), 20);
+}
+
+#[test]
 fn a_company_on_one_card_with_a_verified_org_is_not_a_cluster() {
     let mut eng = engine();
     let mut events = card_ring(40, T0, 60, 30_000, "corp_", 0);
