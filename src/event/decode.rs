@@ -108,7 +108,7 @@ impl Decoder {
             device_fingerprint: raw.device_fingerprint,
             payment_fingerprint: raw.payment_fingerprint,
             email_domain: raw.email_domain,
-            user_agent: raw.user_agent,
+            user_agent: raw.user_agent.as_deref().map(str::len),
             model: raw.model,
             endpoint: raw.endpoint,
             asn: raw.asn,
@@ -145,7 +145,7 @@ impl Decoder {
             device_fingerprint: s(raw.device_fingerprint),
             payment_fingerprint: s(raw.payment_fingerprint),
             email_domain: s(raw.email_domain),
-            user_agent: s(raw.user_agent),
+            user_agent: raw.user_agent.as_deref().map(str::len),
             model: s(raw.model),
             endpoint: s(raw.endpoint),
             asn: raw.asn.map(i64::from),
@@ -179,7 +179,9 @@ impl Decoder {
         let org_id = optional(f.org_id, "org_id")?;
         optional(f.api_key_id, "api_key_id")?;
         optional(f.country, "country")?;
-        optional(f.user_agent, "user_agent")?;
+        if f.user_agent.is_some_and(|n| n > MAX_SHORT_FIELD) {
+            return Err(DecodeError::TooLong("user_agent"));
+        }
         optional(f.endpoint, "endpoint")?;
         let device_fingerprint = optional(f.device_fingerprint, "device_fingerprint")?;
         let payment_fingerprint = optional(f.payment_fingerprint, "payment_fingerprint")?;
@@ -249,7 +251,8 @@ struct Fields {
     device_fingerprint: Option<CompactString>,
     payment_fingerprint: Option<CompactString>,
     email_domain: Option<CompactString>,
-    user_agent: Option<CompactString>,
+    /// Length only: nothing downstream reads it.
+    user_agent: Option<usize>,
     model: Option<CompactString>,
     endpoint: Option<CompactString>,
     asn: Option<i64>,
@@ -359,7 +362,7 @@ pub fn json_to_proto(raw: &RequestEventJson<'_>) -> Result<proto::RequestEvent, 
         device_fingerprint: s(&raw.device_fingerprint),
         payment_fingerprint: s(&raw.payment_fingerprint),
         email_domain: s(&raw.email_domain),
-        user_agent: s(&raw.user_agent),
+        user_agent: raw.user_agent.as_deref().map(str::to_string),
         model: s(&raw.model),
         endpoint: s(&raw.endpoint),
         input_tokens: u(raw.input_tokens, "input_tokens")?,

@@ -69,8 +69,9 @@ pub struct RequestEventJson<'a> {
     pub payment_fingerprint: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_domain: Option<CompactString>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<CompactString>,
+    /// Borrowed: long, and only length-checked (no detector reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    pub user_agent: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

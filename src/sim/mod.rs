@@ -399,7 +399,7 @@ fn render(mut w: World, seed: u64) -> Simulation {
             device_fingerprint: Some(dev.fp.clone()),
             payment_fingerprint: acct.payment.clone(),
             email_domain: Some(acct.email.clone()),
-            user_agent: Some(dev.ua.clone()),
+            user_agent: Some(dev.ua.to_string().into()),
             model: Some(CompactString::from(MODELS[e.model as usize])),
             endpoint: Some(CompactString::from("/v1/messages")),
             input_tokens: Some(e.input),

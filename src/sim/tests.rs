@@ -168,13 +168,13 @@ fn identifiers_do_not_leak_family() {
     let leaks = |s: &str| names.iter().any(|n| s.contains(n));
     for e in &sim.events {
         for s in [
-            &e.account_id,
-            &e.org_id,
-            &e.device_fingerprint,
-            &e.payment_fingerprint,
-            &e.ip,
-            &e.user_agent,
-            &e.email_domain,
+            e.account_id.as_deref(),
+            e.org_id.as_deref(),
+            e.device_fingerprint.as_deref(),
+            e.payment_fingerprint.as_deref(),
+            e.ip.as_deref(),
+            e.user_agent.as_deref(),
+            e.email_domain.as_deref(),
         ]
         .into_iter()
         .flatten()
