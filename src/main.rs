@@ -176,11 +176,11 @@ fn main() -> Result<()> {
             sim::write_jsonl(&simulation, &mut out, &mut lab)?;
             out.flush()?;
             lab.flush()?;
-            eprintln!(
-                "simulated {} events from {} accounts; labels in {}",
-                simulation.events.len(),
-                simulation.labels.len(),
-                labels.display()
+            tracing::info!(
+                events = simulation.events.len(),
+                accounts = simulation.labels.len(),
+                labels = %labels.display(),
+                "simulated"
             );
         }
         Command::Eval {
