@@ -4,6 +4,7 @@
 //! once at start-up and names the key and the fix when something is wrong.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -44,7 +45,93 @@ pub struct Config {
     pub alerts: AlertConfig,
     /// Accounts and orgs never named in alerts, each with a reason and an expiry.
     pub allowlist: Vec<AllowEntry>,
+    pub kafka: KafkaConfig,
+    pub service: ServiceConfig,
 }
+
+/// The Kafka service (`distillguard run`): topics, formats and client properties.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated.
+    pub brokers: String,
+    /// Consumer group; instances in one group share the input partitions.
+    pub group_id: String,
+    pub input_topic: String,
+    pub alerts_topic: String,
+    /// Malformed input records go here, with headers giving the reason and the source.
+    pub dlq_topic: String,
+    /// `protobuf` (distillguard.v1.RequestEvent) or `json`.
+    pub input_format: String,
+    /// `protobuf` (distillguard.v1.Alert) or `json`.
+    pub alerts_format: String,
+    /// Where a group with no committed offset starts: `latest` or `earliest`.
+    pub auto_offset_reset: String,
+    /// On start and on every rebalance, window state is rebuilt by re-reading this much of
+    /// the input (seconds, by record timestamp) before live processing resumes.
+    pub rebuild_secs: u64,
+    /// librdkafka properties for both clients (TLS, SASL, ...), passed through as given.
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only.
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for the alert and dead-letter producer only.
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".into(),
+            group_id: "distillguard".into(),
+            input_topic: "llm-requests".into(),
+            alerts_topic: "distillguard-alerts".into(),
+            dlq_topic: "distillguard-dlq".into(),
+            input_format: "protobuf".into(),
+            alerts_format: "protobuf".into(),
+            auto_offset_reset: "latest".into(),
+            rebuild_secs: 3600,
+            properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// The service process: HTTP endpoints, shutdown, back-pressure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Address serving `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_addr: String,
+    /// On SIGTERM/SIGINT, in-flight alerts are drained and offsets committed within this.
+    pub shutdown_deadline_secs: u64,
+    /// librdkafka statistics interval, the source of the consumer-lag gauges (ms).
+    pub statistics_interval_ms: u64,
+    /// Consumption pauses while this many alerts and dead-letter records await delivery.
+    pub max_pending_deliveries: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            metrics_addr: "0.0.0.0:9477".into(),
+            shutdown_deadline_secs: 10,
+            statistics_interval_ms: 5000,
+            max_pending_deliveries: 100_000,
+        }
+    }
+}
+
+/// librdkafka properties the service sets itself: its delivery guarantees depend on them.
+pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "acks",
+    "partition.assignment.strategy",
+    "enable.partition.eof",
+];
 
 /// State, windows and limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -322,22 +409,34 @@ pub struct ValidConfig {
 }
 
 impl Config {
-    /// Reads a TOML file (no file: the defaults).
+    /// Reads a TOML file (no file: the defaults), then applies `DISTILLGUARD__SECTION__KEY`
+    /// environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let Some(path) = path else {
-            return Ok(Config::default());
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// [`Config::load`] with the environment given (tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, name) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+                path.display().to_string(),
+            ),
+            None => (String::new(), "<defaults>".to_string()),
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                source,
-            },
-            other => other,
-        })
+        let parse_err = |source| ConfigError::Parse {
+            path: name.clone(),
+            source: Box::new(source),
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
+        apply_env(&mut table, env)?;
+        Config::deserialize(toml::Value::Table(table)).map_err(parse_err)
     }
 
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
@@ -503,7 +602,97 @@ impl Config {
                 expires_ms,
             });
         }
-        let hash = xxh3_64(serde_json::to_string(&self).unwrap_or_default().as_bytes());
+        let k = &self.kafka;
+        for (key, v) in [
+            ("kafka.brokers", &k.brokers),
+            ("kafka.group_id", &k.group_id),
+            ("kafka.input_topic", &k.input_topic),
+            ("kafka.alerts_topic", &k.alerts_topic),
+            ("kafka.dlq_topic", &k.dlq_topic),
+        ] {
+            if v.trim().is_empty() {
+                return Err(invalid(key, "must not be empty"));
+            }
+        }
+        if k.dlq_topic == k.input_topic || k.alerts_topic == k.input_topic {
+            return Err(invalid(
+                "kafka.dlq_topic",
+                "the alerts and dead-letter topics must differ from kafka.input_topic",
+            ));
+        }
+        for (key, v) in [
+            ("kafka.input_format", &k.input_format),
+            ("kafka.alerts_format", &k.alerts_format),
+        ] {
+            if v != "json" && v != "protobuf" {
+                return Err(invalid(key, format!("`{v}`: use `protobuf` or `json`")));
+            }
+        }
+        if k.auto_offset_reset != "latest" && k.auto_offset_reset != "earliest" {
+            return Err(invalid(
+                "kafka.auto_offset_reset",
+                format!("`{}`: use `latest` or `earliest`", k.auto_offset_reset),
+            ));
+        }
+        if k.rebuild_secs > e.account_idle_secs {
+            return Err(invalid(
+                "kafka.rebuild_secs",
+                "must be at most engine.account_idle_secs (state older than that is forgotten anyway)",
+            ));
+        }
+        for (table, props) in [
+            ("kafka.properties", &k.properties),
+            ("kafka.consumer_properties", &k.consumer_properties),
+            ("kafka.producer_properties", &k.producer_properties),
+        ] {
+            for name in props.keys() {
+                if RESERVED_KAFKA_PROPERTIES.contains(&name.as_str()) {
+                    return Err(invalid(
+                        &format!("{table}.\"{name}\""),
+                        "is set by distillguard (its delivery guarantees depend on it); use the [kafka] keys instead",
+                    ));
+                }
+            }
+        }
+        let sv = &self.service;
+        if sv.metrics_addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "service.metrics_addr",
+                format!("`{}` is not an address like 0.0.0.0:9477", sv.metrics_addr),
+            ));
+        }
+        if sv.shutdown_deadline_secs == 0 || sv.shutdown_deadline_secs > 25 {
+            return Err(invalid(
+                "service.shutdown_deadline_secs",
+                "must be between 1 and 25 (Kubernetes kills a pod 30 s after SIGTERM by default)",
+            ));
+        }
+        if sv.statistics_interval_ms < 100 {
+            return Err(invalid(
+                "service.statistics_interval_ms",
+                "must be at least 100",
+            ));
+        }
+        if sv.max_pending_deliveries < 100 {
+            return Err(invalid(
+                "service.max_pending_deliveries",
+                "must be at least 100",
+            ));
+        }
+        // The detector version covers what decides alerts, not where they are sent.
+        let detection = (
+            &self.engine,
+            &self.fingerprint,
+            &self.bulk,
+            &self.cluster,
+            &self.alerts,
+            &self.allowlist,
+        );
+        let hash = xxh3_64(
+            serde_json::to_string(&detection)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         Ok(ValidConfig {
             raw: self,
             allowlist,
@@ -515,6 +704,88 @@ impl Config {
     pub fn default_toml() -> &'static str {
         DEFAULT_TOML
     }
+}
+
+/// Prefix of environment overrides: `DISTILLGUARD__KAFKA__BROKERS=host:9092` sets
+/// `kafka.brokers`.
+pub const ENV_PREFIX: &str = "DISTILLGUARD__";
+
+/// Applies environment overrides to the parsed file. A value is read as a TOML value
+/// (`10`, `true`, `["a", "b"]`) and otherwise taken as a string. In the passthrough tables
+/// (`kafka.properties`, ...) the key's `_` stand for `.`: `DISTILLGUARD__KAFKA__PROPERTIES__SECURITY_PROTOCOL`
+/// sets `security.protocol`.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let defaults = toml::Table::try_from(Config::default())
+        .map_err(|e| invalid("<defaults>", format!("cannot render the defaults: {e}")))?;
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let path: Vec<String> = var[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        let unknown = || {
+            invalid(
+                &var,
+                format!(
+                    "names no configuration key (`{}`); see `distillguard config --print-default`",
+                    path.join(".")
+                ),
+            )
+        };
+        let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+            Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.clone())),
+            Err(_) => toml::Value::String(raw.clone()),
+        };
+        match path.as_slice() {
+            [section, table_name, prop]
+                if section == "kafka" && table_name.ends_with("properties") =>
+            {
+                if !defaults
+                    .get("kafka")
+                    .and_then(|k| k.get(table_name.as_str()))
+                    .is_some_and(|t| t.is_table())
+                {
+                    return Err(unknown());
+                }
+                let kafka = table
+                    .entry("kafka")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let props = kafka
+                    .as_table_mut()
+                    .ok_or_else(unknown)?
+                    .entry(table_name.as_str())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                props
+                    .as_table_mut()
+                    .ok_or_else(unknown)?
+                    .insert(prop.replace('_', "."), toml::Value::String(raw.clone()));
+            }
+            [section, key] => {
+                if defaults
+                    .get(section.as_str())
+                    .and_then(|s| s.get(key.as_str()))
+                    .is_none()
+                {
+                    return Err(unknown());
+                }
+                table
+                    .entry(section.as_str())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(unknown)?
+                    .insert(key.clone(), value);
+            }
+            _ => return Err(unknown()),
+        }
+    }
+    Ok(())
 }
 
 /// Kept equal to `Config::default()` by a test.
@@ -557,5 +828,84 @@ mod tests {
         let mut c = Config::default();
         c.bulk.alert_score = 0.7;
         assert_ne!(a, c.validate().expect("valid").hash);
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[kafka]\nbrokers = \"file:9092\"\ngroup_id = \"g\"\n",
+        )
+        .expect("write");
+        let c = Config::load_with_env(
+            Some(&path),
+            env(&[
+                ("DISTILLGUARD__KAFKA__BROKERS", "env:9092"),
+                ("DISTILLGUARD__SERVICE__SHUTDOWN_DEADLINE_SECS", "5"),
+                (
+                    "DISTILLGUARD__KAFKA__PROPERTIES__SECURITY_PROTOCOL",
+                    "SASL_SSL",
+                ),
+                ("OTHER", "x"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(c.kafka.brokers, "env:9092");
+        assert_eq!(c.kafka.group_id, "g");
+        assert_eq!(c.service.shutdown_deadline_secs, 5);
+        assert_eq!(
+            c.kafka
+                .properties
+                .get("security.protocol")
+                .map(String::as_str),
+            Some("SASL_SSL")
+        );
+        c.validate().expect("valid");
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable() {
+        let err = Config::load_with_env(None, env(&[("DISTILLGUARD__KAFKA__BROKRES", "x")]))
+            .expect_err("typo");
+        assert!(
+            err.to_string().contains("DISTILLGUARD__KAFKA__BROKRES"),
+            "{err}"
+        );
+        let err = Config::load_with_env(
+            None,
+            env(&[("DISTILLGUARD__SERVICE__SHUTDOWN_DEADLINE_SECS", "soon")]),
+        )
+        .expect_err("not a number");
+        assert!(err.to_string().contains("shutdown_deadline_secs"), "{err}");
+    }
+
+    #[test]
+    fn reserved_kafka_properties_are_rejected() {
+        let c = Config::from_toml(
+            "[kafka.consumer_properties]\n\"enable.auto.offset.store\" = \"true\"\n",
+        )
+        .expect("parses");
+        let err = c.validate().expect_err("reserved");
+        assert!(
+            err.to_string().contains("enable.auto.offset.store"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn detector_version_ignores_transport_settings() {
+        let a = Config::default().validate().expect("valid").hash;
+        let mut c = Config::default();
+        c.kafka.brokers = "elsewhere:9092".into();
+        assert_eq!(a, c.validate().expect("valid").hash);
     }
 }

@@ -11,6 +11,10 @@
 //! - [`config`]: the TOML configuration, its defaults and validation.
 //! - [`replay`]: the file pipeline (parallel parse, ordered engine, alerts out).
 //! - [`sim`] and [`eval`]: labelled traffic and scoring of alerts against labels.
+//! - [`kafka`]: the service (`distillguard run`): consumer group, at-least-once offsets,
+//!   dead letters, state rebuilt on rebalance, graceful shutdown.
+//! - [`telemetry`]: Prometheus metrics, `/healthz` and `/readyz`.
+//! - [`demo`]: the service on an embedded mock broker with simulated traffic.
 //!
 //! # Data flow
 //!
@@ -18,17 +22,22 @@
 //! bytes ─► event::Decoder (validate, fingerprint, drop text) ─► engine::Engine::process
 //!       ─► detect::{bulk, cluster} ─► alert::Alert ─► JSON Lines / protobuf
 //! ```
-//! `replay`, the benches and the tests all drive the same [`engine::Engine`].
+//! `replay`, `run`, `demo`, the benches and the tests all drive the same [`engine::Engine`].
+//! On Kafka the bytes come from the input topic; alerts go to the alerts topic, rejected
+//! records to the dead-letter topic, and an input offset is committed only after both.
 
 pub mod alert;
 pub mod config;
+pub mod demo;
 pub mod detect;
 pub mod engine;
 pub mod eval;
 pub mod event;
 pub mod fingerprint;
+pub mod kafka;
 pub mod replay;
 pub mod sim;
+pub mod telemetry;
 
 /// Generated from `proto/distillguard/v1/distillguard.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -90,6 +90,44 @@ enum Command {
         #[arg(long = "zero-fp-family")]
         zero_fp_families: Vec<String>,
     },
+    /// The Kafka service: consume request events, detect, produce alerts.
+    Run {
+        /// TOML configuration (defaults when absent); DISTILLGUARD__SECTION__KEY environment
+        /// variables override it, and these flags override both.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        kafka: KafkaFlags,
+        /// Serves /metrics, /healthz and /readyz.
+        #[arg(long)]
+        metrics_addr: Option<String>,
+    },
+    /// Everything on an embedded broker with simulated traffic: alerts print as they fire.
+    Demo {
+        /// TOML configuration for the detectors (defaults when absent).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Serves /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "127.0.0.1:9477")]
+        metrics_addr: String,
+        /// Simulator scenario: `all`, `attacks`, or a family name.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Multiplies the number of accounts in every family.
+        #[arg(long, default_value_t = 0.1)]
+        scale: f64,
+        /// Hours of simulated traffic.
+        #[arg(long, default_value_t = 2.0)]
+        hours: f64,
+        /// Event-time seconds per wall-clock second.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        /// Stop by itself after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<f64>,
+    },
     /// Configuration helpers.
     Config {
         /// Print the documented default configuration file.
@@ -99,6 +137,51 @@ enum Command {
         #[arg(long)]
         check: Option<PathBuf>,
     },
+}
+
+/// The contract's flags for `run`; each overrides the file and the environment.
+#[derive(clap::Args)]
+struct KafkaFlags {
+    #[arg(long)]
+    brokers: Option<String>,
+    #[arg(long)]
+    group_id: Option<String>,
+    #[arg(long)]
+    input_topic: Option<String>,
+    #[arg(long)]
+    alerts_topic: Option<String>,
+    #[arg(long)]
+    dlq_topic: Option<String>,
+    #[arg(long, value_parser = ["json", "protobuf"])]
+    input_format: Option<String>,
+    #[arg(long, value_parser = ["json", "protobuf"])]
+    alerts_format: Option<String>,
+}
+
+impl KafkaFlags {
+    fn apply(self, c: &mut Config) {
+        let k = &mut c.kafka;
+        let set = |dst: &mut String, v: Option<String>| {
+            if let Some(v) = v {
+                *dst = v;
+            }
+        };
+        set(&mut k.brokers, self.brokers);
+        set(&mut k.group_id, self.group_id);
+        set(&mut k.input_topic, self.input_topic);
+        set(&mut k.alerts_topic, self.alerts_topic);
+        set(&mut k.dlq_topic, self.dlq_topic);
+        set(&mut k.input_format, self.input_format);
+        set(&mut k.alerts_format, self.alerts_format);
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("dg-io")
+        .enable_all()
+        .build()?)
 }
 
 fn open_in(path: &str) -> Result<Box<dyn BufRead + Send>> {
@@ -217,6 +300,58 @@ fn main() -> Result<()> {
             if !failed.is_empty() {
                 bail!("requirements not met:\n  {}", failed.join("\n  "));
             }
+        }
+        Command::Run {
+            config,
+            kafka,
+            metrics_addr,
+        } => {
+            let mut c = Config::load(config.as_deref())?;
+            kafka.apply(&mut c);
+            if let Some(a) = metrics_addr {
+                c.service.metrics_addr = a;
+            }
+            let cfg = Arc::new(c.validate()?);
+            let result =
+                runtime()?.block_on(distillguard::kafka::run(cfg, distillguard::kafka::signal()));
+            match result {
+                Ok(()) => {
+                    tracing::info!("stopped cleanly");
+                    std::process::exit(0);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "distillguard stopped");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Demo {
+            config,
+            metrics_addr,
+            scenario,
+            seed,
+            scale,
+            hours,
+            speed,
+            duration,
+        } => {
+            let mut c = Config::load(config.as_deref())?;
+            c.service.metrics_addr = metrics_addr;
+            let opts = distillguard::demo::DemoOptions {
+                scenario,
+                seed,
+                scale,
+                hours,
+                speed,
+                duration_secs: duration,
+                ..Default::default()
+            };
+            runtime()?.block_on(distillguard::demo::run(
+                opts,
+                c,
+                distillguard::kafka::signal(),
+            ))?;
+            std::process::exit(0);
         }
         Command::Config {
             print_default,

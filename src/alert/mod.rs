@@ -138,6 +138,32 @@ impl Alert {
         }
     }
 
+    /// From the protobuf form (for consumers of the alerts topic: tests, the demo).
+    pub fn from_proto(p: proto::Alert) -> Alert {
+        let ts = |t: Option<prost_types::Timestamp>| {
+            t.map(|t| format_ms(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000))
+                .unwrap_or_default()
+        };
+        Alert {
+            alert_id: p.alert_id,
+            kind: p.kind,
+            subject: p.subject,
+            accounts: p.accounts,
+            severity: p.severity,
+            score: p.score,
+            recommended_action: p.recommended_action,
+            detected_at: ts(p.detected_at),
+            window_start: ts(p.window_start),
+            window_end: ts(p.window_end),
+            evidence: p.evidence.map_or(serde_json::Value::Null, |s| {
+                value_to_json(&prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StructValue(s)),
+                })
+            }),
+            detector_version: p.detector_version,
+        }
+    }
+
     /// One short line for people watching a terminal.
     pub fn one_line(&self) -> String {
         let summary = self
@@ -177,6 +203,26 @@ fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
         }),
     };
     prost_types::Value { kind: Some(kind) }
+}
+
+fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(value_to_json).collect())
+        }
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), value_to_json(v)))
+                .collect(),
+        ),
+    }
 }
 
 /// A readable signal: its value against the threshold it was compared with.

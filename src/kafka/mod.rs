@@ -1,0 +1,246 @@
+//! The Kafka service (`distillguard run`): an rdkafka consumer group on the input topic, the
+//! engine, alerts and dead letters out through an idempotent producer, at-least-once offsets,
+//! window state rebuilt on every assignment change, and `/metrics`, `/healthz`, `/readyz`.
+//!
+//! # Guarantees
+//!
+//! - An input offset is stored only after every alert (and dead-letter copy) its record caused
+//!   has a successful delivery report (`enable.auto.offset.store=false`); stored offsets are
+//!   committed in the background, and synchronously on revoke and at shutdown.
+//! - Failed deliveries are retried until they succeed; consumption pauses while too many are
+//!   outstanding. Nothing is dropped silently.
+//! - Alert ids are deterministic, so a redelivery after a crash repeats the same ids.
+//! - On start and on every rebalance the engine is rebuilt from the owned partitions' last
+//!   `kafka.rebuild_secs`, merged by event time, without re-sending alerts for records before
+//!   the committed offsets.
+
+mod context;
+mod offsets;
+mod outbox;
+mod pipeline;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::KafkaError;
+use rdkafka::ClientConfig;
+use tokio::sync::oneshot;
+
+pub use offsets::Tracker;
+
+use crate::config::ValidConfig;
+use crate::telemetry::{self, Health};
+use context::ConsumerCtx;
+use outbox::Outbox;
+use pipeline::Pipeline;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the consumer thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the consumer thread stopped unexpectedly")]
+    ThreadLost,
+    #[error("shutdown did not finish within {0:?}; uncommitted input will be re-read on restart")]
+    DrainTimeout(Duration),
+}
+
+/// librdkafka settings for the consumer: the service's defaults, then the passthrough
+/// tables, then the properties its guarantees depend on (which the config cannot override).
+pub fn consumer_config(cfg: &ValidConfig) -> ClientConfig {
+    let k = &cfg.raw.kafka;
+    let mut c = ClientConfig::new();
+    c.set("client.id", "distillguard")
+        // Low latency: the defaults wait up to 500 ms for data and back off 1 s when the
+        // local queue is full.
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.queue.backoff.ms", "10")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("auto.offset.reset", &k.auto_offset_reset)
+        .set(
+            "statistics.interval.ms",
+            cfg.raw.service.statistics_interval_ms.to_string(),
+        );
+    for (key, v) in k.properties.iter().chain(&k.consumer_properties) {
+        c.set(key, v);
+    }
+    c.set("bootstrap.servers", &k.brokers)
+        .set("group.id", &k.group_id)
+        .set("enable.auto.offset.store", "false")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.partition.eof", "true");
+    c
+}
+
+/// librdkafka settings for the alert and dead-letter producer.
+pub fn producer_config(cfg: &ValidConfig) -> ClientConfig {
+    let k = &cfg.raw.kafka;
+    let mut c = ClientConfig::new();
+    c.set("client.id", "distillguard")
+        .set("linger.ms", "2")
+        // Surface a failed delivery after 30 s (and retry it ourselves) rather than 5 min.
+        .set("message.timeout.ms", "30000");
+    for (key, v) in k.properties.iter().chain(&k.producer_properties) {
+        c.set(key, v);
+    }
+    c.set("bootstrap.servers", &k.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    c
+}
+
+/// A running service: the consumer thread and the HTTP endpoints.
+pub struct Service {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (resolved, if port 0 was asked).
+    pub metrics_addr: SocketAddr,
+    health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+    done: oneshot::Receiver<Result<(), ServiceError>>,
+    server_stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    deadline: Duration,
+}
+
+impl Service {
+    /// Connects, subscribes and starts consuming. Returns once the HTTP endpoints are bound.
+    pub async fn start(cfg: Arc<ValidConfig>) -> Result<Service, ServiceError> {
+        telemetry::install();
+        let health = Arc::new(Health::default());
+        health.beat();
+        let addr: SocketAddr = cfg
+            .raw
+            .service
+            .metrics_addr
+            .parse()
+            .map_err(|e| ServiceError::Config(format!("service.metrics_addr: {e}")))?;
+        let (server_stop, server_stop_rx) = oneshot::channel::<()>();
+        let (metrics_addr, server) = telemetry::serve(addr, health.clone(), async move {
+            let _ = server_stop_rx.await;
+        })
+        .await
+        .map_err(|source| ServiceError::Metrics {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let k = &cfg.raw.kafka;
+        let deadline = Duration::from_secs(cfg.raw.service.shutdown_deadline_secs);
+        let outbox = Outbox::new(&producer_config(&cfg), &k.alerts_topic, &k.dlq_topic)?;
+        let ctx = ConsumerCtx::new(
+            &k.input_topic,
+            k.rebuild_secs,
+            k.auto_offset_reset == "latest",
+            deadline / 2,
+            outbox.clone(),
+        );
+        let consumer: BaseConsumer<ConsumerCtx> = consumer_config(&cfg).create_with_context(ctx)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let pipeline = Pipeline::new(cfg.clone(), consumer, outbox, health.clone(), stop.clone())?;
+        let (done_tx, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("dg-consumer".into())
+            .spawn(move || {
+                let r = pipeline.run(deadline);
+                let _ = done_tx.send(r);
+            })
+            .map_err(ServiceError::Thread)?;
+        tracing::info!(
+            brokers = %k.brokers,
+            group = %k.group_id,
+            input = %k.input_topic,
+            alerts = %k.alerts_topic,
+            dlq = %k.dlq_topic,
+            metrics = %metrics_addr,
+            "distillguard running"
+        );
+        Ok(Service {
+            metrics_addr,
+            health,
+            stop,
+            done,
+            server_stop: Some(server_stop),
+            server,
+            deadline,
+        })
+    }
+
+    /// Assigned partitions caught up (what `/readyz` reports).
+    pub fn is_ready(&self) -> bool {
+        self.health.is_ready()
+    }
+
+    /// Resolves if the consumer thread ends on its own (a fatal error).
+    pub async fn failed(&mut self) -> ServiceError {
+        match (&mut self.done).await {
+            Ok(Err(e)) => e,
+            _ => ServiceError::ThreadLost,
+        }
+    }
+
+    /// Stops consuming, drains in-flight alerts and commits, all within the configured
+    /// deadline; then stops the HTTP endpoints.
+    pub async fn shutdown(mut self) -> Result<(), ServiceError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let r = match tokio::time::timeout(self.deadline, &mut self.done).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ServiceError::ThreadLost),
+            Err(_) => Err(ServiceError::DrainTimeout(self.deadline)),
+        };
+        if let Some(tx) = self.server_stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.server).await;
+        r
+    }
+}
+
+/// Runs the service until `shutdown` resolves (SIGTERM/SIGINT in `main`), then drains and
+/// commits under the deadline.
+pub async fn run(
+    cfg: Arc<ValidConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    let mut svc = Service::start(cfg).await?;
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutdown requested");
+        }
+        e = svc.failed() => return Err(e),
+    }
+    svc.shutdown().await
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,766 @@
+//! The consumer loop: poll, decode, run the engine, hand alerts and dead letters to the
+//! outbox, store offsets once their deliveries succeeded, rebuild state after rebalances.
+//!
+//! It runs on one dedicated thread because the engine is synchronous and owns its state.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Gauge, Histogram};
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::context::{Changes, ConsumerCtx};
+use super::outbox::{Dest, Outbox, Outgoing};
+use super::ServiceError;
+use crate::alert::Alert;
+use crate::config::ValidConfig;
+use crate::engine::{Engine, Outcome, Stats};
+use crate::event::{DecodeError, Decoder, Event};
+use crate::telemetry::{self, Health};
+
+/// Messages taken per turn of the loop before outbox and offsets are serviced.
+const BATCH: usize = 2048;
+/// A catching-up partition is paused when this many records are buffered for the merge.
+const CATCHUP_HIGH: usize = 20_000;
+const CATCHUP_LOW: usize = 5_000;
+/// One event in this many has its processing time recorded.
+const SAMPLE_EVERY: u64 = 32;
+
+/// One input record, decoded.
+struct Item {
+    partition: i32,
+    offset: i64,
+    /// Kafka timestamp (ms), for event-to-alert latency.
+    msg_ts: i64,
+    decoded: Result<Event, DecodeError>,
+    /// Original key and bytes, kept only for malformed records (the dead-letter copy).
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+}
+
+impl Item {
+    /// Merge key during catch-up: event time (malformed records go first, they carry none).
+    fn order(&self) -> i64 {
+        self.decoded.as_ref().map_or(i64::MIN, |e| e.ts_ms)
+    }
+}
+
+#[derive(Default)]
+struct CatchPart {
+    target: i64,
+    done: bool,
+    paused: bool,
+    buf: VecDeque<Item>,
+    /// Next offset expected from the broker (older ones are stale after a seek).
+    position: i64,
+}
+
+/// Rebuilding window state: owned partitions are re-read from one window back and merged by
+/// event time, alerts for records before the committed offset suppressed, until every
+/// partition reaches the offset where live processing resumes.
+struct CatchUp {
+    parts: BTreeMap<i32, CatchPart>,
+    started: Instant,
+}
+
+struct Counters {
+    ok: Counter,
+    duplicate: Counter,
+    late: Counter,
+    out_of_range: Counter,
+    malformed: Counter,
+    suppressed_catchup: Counter,
+    suppressed_allowlist: Counter,
+    catchup_events: Counter,
+    evicted_accounts: Counter,
+    evicted_values: Counter,
+    expired_accounts: Counter,
+    expired_values: Counter,
+    kafka_errors: Counter,
+    processing: Histogram,
+    catchup_duration: Histogram,
+    tracked_accounts: Gauge,
+    tracked_values: Gauge,
+    tracked_clusters: Gauge,
+    assigned: Gauge,
+    catchup_remaining: Gauge,
+    watermark: Gauge,
+}
+
+impl Counters {
+    fn new() -> Self {
+        use telemetry as t;
+        let ev = |r: &'static str| metrics::counter!(t::EVENTS, "result" => r);
+        Self {
+            ok: ev("ok"),
+            duplicate: ev("duplicate"),
+            late: ev("late"),
+            out_of_range: ev("out_of_range"),
+            malformed: ev("malformed"),
+            suppressed_catchup: metrics::counter!(t::ALERTS_SUPPRESSED, "reason" => "catchup"),
+            suppressed_allowlist: metrics::counter!(t::ALERTS_SUPPRESSED, "reason" => "allowlist"),
+            catchup_events: metrics::counter!(t::CATCHUP_EVENTS),
+            evicted_accounts: metrics::counter!(t::EVICTIONS, "state" => "accounts"),
+            evicted_values: metrics::counter!(t::EVICTIONS, "state" => "attribute_values"),
+            expired_accounts: metrics::counter!(t::EXPIRATIONS, "state" => "accounts"),
+            expired_values: metrics::counter!(t::EXPIRATIONS, "state" => "attribute_values"),
+            kafka_errors: metrics::counter!(t::KAFKA_ERRORS),
+            processing: metrics::histogram!(t::PROCESSING),
+            catchup_duration: metrics::histogram!(t::CATCHUP_DURATION),
+            tracked_accounts: metrics::gauge!(t::TRACKED_ACCOUNTS),
+            tracked_values: metrics::gauge!(t::TRACKED_ATTRIBUTE_VALUES),
+            tracked_clusters: metrics::gauge!(t::TRACKED_CLUSTERS),
+            assigned: metrics::gauge!(t::ASSIGNED_PARTITIONS),
+            catchup_remaining: metrics::gauge!(t::CATCHUP_REMAINING),
+            watermark: metrics::gauge!(t::WATERMARK),
+        }
+    }
+
+    /// Makes every labelled series visible from the start (at zero), so dashboards and rules
+    /// see them before the first occurrence.
+    fn touch() {
+        use telemetry as t;
+        for r in ["ok", "duplicate", "late", "out_of_range", "malformed"] {
+            metrics::counter!(t::EVENTS, "result" => r).increment(0);
+        }
+        for k in [crate::alert::KIND_BULK, crate::alert::KIND_CLUSTER] {
+            for s in ["low", "medium", "high", "critical"] {
+                metrics::counter!(t::ALERTS, "kind" => k, "severity" => s).increment(0);
+            }
+        }
+        for r in ["catchup", "allowlist"] {
+            metrics::counter!(t::ALERTS_SUPPRESSED, "reason" => r).increment(0);
+        }
+        for d in ["alerts", "dlq"] {
+            metrics::counter!(t::PRODUCER_ERRORS, "destination" => d).increment(0);
+        }
+        for k in ["assign", "revoke"] {
+            metrics::counter!(t::REBALANCES, "kind" => k).increment(0);
+        }
+        for r in ["ok", "error"] {
+            metrics::counter!(t::COMMITS, "result" => r).increment(0);
+        }
+        for s in ["accounts", "attribute_values"] {
+            metrics::counter!(t::EVICTIONS, "state" => s).increment(0);
+            metrics::counter!(t::EXPIRATIONS, "state" => s).increment(0);
+        }
+        metrics::counter!(t::DLQ_MESSAGES).increment(0);
+        metrics::counter!(t::KAFKA_ERRORS).increment(0);
+        metrics::counter!(t::CATCHUP_EVENTS).increment(0);
+        metrics::gauge!(t::PENDING_DELIVERIES).set(0.0);
+        metrics::gauge!(t::CATCHUP_REMAINING).set(0.0);
+        metrics::gauge!(t::READY).set(0.0);
+    }
+}
+
+pub struct Pipeline {
+    cfg: Arc<ValidConfig>,
+    consumer: Arc<BaseConsumer<ConsumerCtx>>,
+    outbox: Arc<Outbox>,
+    decoder: Decoder,
+    engine: Engine,
+    health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+    topic: String,
+    json_in: bool,
+    json_out: bool,
+    catchup: Option<CatchUp>,
+    owned: BTreeSet<i32>,
+    /// Partitions paused for back-pressure (too many deliveries outstanding).
+    backpressured: bool,
+    seen_assignment: bool,
+    alerts: Vec<Alert>,
+    c: Counters,
+    /// Engine counters already exported (the engine is replaced on every rebuild).
+    exported: Stats,
+    tick: u64,
+}
+
+impl Pipeline {
+    pub fn new(
+        cfg: Arc<ValidConfig>,
+        consumer: BaseConsumer<ConsumerCtx>,
+        outbox: Arc<Outbox>,
+        health: Arc<Health>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Self, ServiceError> {
+        let decoder =
+            crate::replay::decoder(&cfg).map_err(|e| ServiceError::Config(e.to_string()))?;
+        Counters::touch();
+        let k = &cfg.raw.kafka;
+        Ok(Self {
+            topic: k.input_topic.clone(),
+            json_in: k.input_format == "json",
+            json_out: k.alerts_format == "json",
+            engine: Engine::new(cfg.clone()),
+            decoder,
+            consumer: Arc::new(consumer),
+            outbox,
+            health,
+            stop,
+            catchup: None,
+            owned: BTreeSet::new(),
+            backpressured: false,
+            seen_assignment: false,
+            alerts: Vec::new(),
+            c: Counters::new(),
+            exported: Stats::default(),
+            tick: 0,
+            cfg,
+        })
+    }
+
+    /// Runs until the stop flag is set, then drains and commits within `deadline`.
+    pub fn run(mut self, deadline: Duration) -> Result<(), ServiceError> {
+        self.consumer
+            .subscribe(&[self.topic.as_str()])
+            .map_err(ServiceError::Kafka)?;
+        let mut last_store = Instant::now();
+        let mut last_gauges = Instant::now() - Duration::from_secs(10);
+        let mut last_error_log = Instant::now() - Duration::from_secs(60);
+        // Records borrow the consumer; poll through a handle of our own so `self` stays free.
+        let consumer = self.consumer.clone();
+        while !self.stop.load(Ordering::Relaxed) {
+            self.health.beat();
+            if let Some(ch) = self.consumer.context().take_changes() {
+                self.rebuild(ch);
+            }
+            let mut n = 0;
+            while n < BATCH {
+                let timeout = if n == 0 {
+                    Duration::from_millis(5)
+                } else {
+                    Duration::ZERO
+                };
+                match consumer.poll(timeout) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        n += 1;
+                        if self.consumer.context().has_changes() {
+                            // A rebalance ran inside this poll: rebuild first; the record
+                            // in hand is re-read if its partition is re-positioned.
+                            if let Some(ch) = self.consumer.context().take_changes() {
+                                let reread = self.rebuild(ch);
+                                if reread.contains(&m.partition()) {
+                                    continue;
+                                }
+                            }
+                        }
+                        self.on_message(&m);
+                    }
+                    Some(Err(KafkaError::PartitionEOF(p))) => self.on_eof(p),
+                    Some(Err(e)) => {
+                        self.c.kafka_errors.increment(1);
+                        if last_error_log.elapsed() > Duration::from_secs(10) {
+                            tracing::warn!(error = %e, "consumer poll error");
+                            last_error_log = Instant::now();
+                        }
+                        break;
+                    }
+                }
+            }
+            let pending = self.outbox.pump();
+            self.backpressure(pending);
+            if last_store.elapsed() >= Duration::from_millis(100) {
+                self.store_offsets();
+                last_store = Instant::now();
+            }
+            if last_gauges.elapsed() >= Duration::from_secs(1) {
+                self.export_gauges();
+                last_gauges = Instant::now();
+            }
+        }
+        self.shutdown(deadline);
+        Ok(())
+    }
+
+    fn shutdown(&mut self, deadline: Duration) {
+        let until = Instant::now() + deadline.saturating_sub(Duration::from_millis(500));
+        self.health.set_ready(false);
+        tracing::info!(pending = self.outbox.pending(), "draining in-flight alerts");
+        let clean = self.outbox.drain(None, until);
+        self.store_offsets();
+        let owned: Vec<i32> = self.owned.iter().copied().collect();
+        let mut offsets = TopicPartitionList::new();
+        self.outbox.with_tracker(|t| {
+            for p in owned {
+                if let Some(o) = t.storable(p) {
+                    let _ = offsets.add_partition_offset(&self.topic, p, Offset::Offset(o));
+                }
+            }
+        });
+        self.consumer
+            .context()
+            .commit_sync(&self.consumer, &offsets);
+        self.export_gauges();
+        tracing::info!(clean, "consumer stopped");
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        if self.json_in {
+            self.decoder.decode_json(bytes)
+        } else {
+            self.decoder.decode_protobuf(bytes)
+        }
+    }
+
+    fn item(&self, m: &BorrowedMessage<'_>) -> Item {
+        let bytes = m.payload().unwrap_or(&[]);
+        let decoded = self.decode(bytes);
+        let bad = decoded.is_err();
+        Item {
+            partition: m.partition(),
+            offset: m.offset(),
+            msg_ts: m.timestamp().to_millis().unwrap_or(0),
+            decoded,
+            key: if bad {
+                m.key().map(<[u8]>::to_vec)
+            } else {
+                None
+            },
+            payload: if bad { Some(bytes.to_vec()) } else { None },
+        }
+    }
+
+    fn on_message(&mut self, m: &BorrowedMessage<'_>) {
+        let p = m.partition();
+        if !self.owned.contains(&p) {
+            return;
+        }
+        let Some(cu) = self.catchup.as_mut() else {
+            let sample = self.tick % SAMPLE_EVERY == 0;
+            self.tick += 1;
+            let t0 = sample.then(Instant::now);
+            let item = self.item(m);
+            self.handle(item, true);
+            if let Some(t0) = t0 {
+                self.c.processing.record(t0.elapsed().as_secs_f64());
+            }
+            return;
+        };
+        let Some(part) = cu.parts.get_mut(&p) else {
+            return;
+        };
+        if m.offset() < part.position {
+            return; // fetched before a seek
+        }
+        part.position = m.offset() + 1;
+        let item = self.item(m);
+        let Some(cu) = self.catchup.as_mut() else {
+            return;
+        };
+        let Some(part) = cu.parts.get_mut(&p) else {
+            return;
+        };
+        part.buf.push_back(item);
+        if part.position >= part.target {
+            part.done = true;
+        }
+        let pause = (part.done || part.buf.len() >= CATCHUP_HIGH) && !part.paused;
+        if pause {
+            part.paused = true;
+            self.set_paused(&[p], true);
+        }
+        self.merge();
+    }
+
+    fn on_eof(&mut self, p: i32) {
+        let Some(cu) = self.catchup.as_mut() else {
+            return;
+        };
+        if let Some(part) = cu.parts.get_mut(&p) {
+            if !part.done {
+                part.done = true;
+                if !part.paused {
+                    part.paused = true;
+                    self.set_paused(&[p], true);
+                }
+                self.merge();
+            }
+        }
+    }
+
+    /// Processes buffered records in event-time order while that order is known, i.e. while
+    /// every partition still catching up has something buffered; finishes the catch-up when
+    /// all have reached their targets.
+    fn merge(&mut self) {
+        loop {
+            let Some(cu) = self.catchup.as_mut() else {
+                return;
+            };
+            let all_done = cu.parts.values().all(|p| p.done);
+            let blocked = cu.parts.values().any(|p| !p.done && p.buf.is_empty());
+            if blocked {
+                break;
+            }
+            let next = cu
+                .parts
+                .iter()
+                .filter_map(|(&p, part)| part.buf.front().map(|i| (i.order(), p)))
+                .min();
+            let Some((_, p)) = next else {
+                if all_done {
+                    self.finish_catchup();
+                }
+                return;
+            };
+            let part = cu.parts.get_mut(&p).expect("partition chosen from the map");
+            let item = part.buf.pop_front().expect("non-empty buffer");
+            let live = item.offset >= part.target;
+            let resume = part.paused && !part.done && part.buf.len() <= CATCHUP_LOW;
+            if resume {
+                part.paused = false;
+            }
+            if resume {
+                self.set_paused(&[p], false);
+            }
+            if !live {
+                self.c.catchup_events.increment(1);
+            }
+            self.handle(item, live);
+        }
+        self.export_catchup();
+    }
+
+    fn finish_catchup(&mut self) {
+        let Some(cu) = self.catchup.take() else {
+            return;
+        };
+        let secs = cu.started.elapsed().as_secs_f64();
+        self.c.catchup_duration.record(secs);
+        self.c.catchup_remaining.set(0.0);
+        let parts: Vec<i32> = cu.parts.keys().copied().collect();
+        self.set_paused(&parts, false);
+        self.health.set_ready(self.seen_assignment);
+        tracing::info!(
+            seconds = secs,
+            partitions = ?parts,
+            accounts = self.engine.gauges().accounts,
+            "window state rebuilt; processing live"
+        );
+    }
+
+    fn export_catchup(&self) {
+        if let Some(cu) = &self.catchup {
+            let remaining: i64 = cu
+                .parts
+                .values()
+                .filter(|p| !p.done)
+                .map(|p| (p.target - p.position).max(0))
+                .sum();
+            self.c.catchup_remaining.set(remaining as f64);
+        }
+    }
+
+    /// Runs one record through the engine. `live`: alerts and dead letters are sent and the
+    /// offset tracked; otherwise (re-read for a rebuild) they were sent before and are not.
+    fn handle(&mut self, item: Item, live: bool) {
+        match &item.decoded {
+            Ok(ev) => {
+                let allow_before = self.engine.stats().alerts_suppressed_allowlist;
+                let outcome = self.engine.process(ev, &mut self.alerts);
+                if live {
+                    match outcome {
+                        Outcome::Accepted => self.c.ok.increment(1),
+                        Outcome::Duplicate => self.c.duplicate.increment(1),
+                        Outcome::Late => self.c.late.increment(1),
+                        Outcome::OutOfRange => self.c.out_of_range.increment(1),
+                    }
+                    let allowed = self.engine.stats().alerts_suppressed_allowlist - allow_before;
+                    self.c.suppressed_allowlist.increment(allowed);
+                }
+                for alert in self.alerts.drain(..) {
+                    if !live {
+                        self.c.suppressed_catchup.increment(1);
+                        continue;
+                    }
+                    let payload = if self.json_out {
+                        serde_json::to_vec(&alert).unwrap_or_default()
+                    } else {
+                        alert.to_proto().encode_to_vec()
+                    };
+                    self.outbox.send(Outgoing {
+                        dest: Dest::Alerts,
+                        partition: item.partition,
+                        offset: item.offset,
+                        key: alert.subject.clone().into_bytes(),
+                        payload,
+                        headers: None,
+                        source_ts_ms: item.msg_ts,
+                        kind: if alert.kind == crate::alert::KIND_BULK {
+                            crate::alert::KIND_BULK
+                        } else {
+                            crate::alert::KIND_CLUSTER
+                        },
+                        severity: severity_label(&alert.severity),
+                        score: alert.score,
+                    });
+                }
+            }
+            Err(e) if live => {
+                let reason = e.reason();
+                self.c.malformed.increment(1);
+                metrics::counter!(telemetry::MALFORMED, "reason" => reason).increment(1);
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "distillguard.reason",
+                        value: Some(reason),
+                    })
+                    .insert(Header {
+                        key: "distillguard.error",
+                        value: Some(&e.to_string()),
+                    })
+                    .insert(Header {
+                        key: "distillguard.source.topic",
+                        value: Some(&self.topic),
+                    })
+                    .insert(Header {
+                        key: "distillguard.source.partition",
+                        value: Some(&item.partition.to_string()),
+                    })
+                    .insert(Header {
+                        key: "distillguard.source.offset",
+                        value: Some(&item.offset.to_string()),
+                    });
+                self.outbox.send(Outgoing {
+                    dest: Dest::Dlq,
+                    partition: item.partition,
+                    offset: item.offset,
+                    key: item.key.clone().unwrap_or_default(),
+                    payload: item.payload.clone().unwrap_or_default(),
+                    headers: Some(headers),
+                    source_ts_ms: item.msg_ts,
+                    kind: "",
+                    severity: "",
+                    score: 0.0,
+                });
+            }
+            Err(_) => {}
+        }
+        if live {
+            self.outbox
+                .with_tracker(|t| t.processed(item.partition, item.offset));
+        }
+    }
+
+    /// After any assignment change: a fresh engine, every owned partition re-read from one
+    /// window back. Returns the partitions re-positioned by a seek (records already fetched
+    /// for them are stale).
+    fn rebuild(&mut self, ch: Changes) -> BTreeSet<i32> {
+        self.seen_assignment |= ch.seen;
+        let assignment: BTreeSet<i32> = match self.consumer.assignment() {
+            Ok(tpl) => tpl
+                .elements()
+                .iter()
+                .filter(|e| e.topic() == self.topic)
+                .map(|e| e.partition())
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the assignment");
+                BTreeSet::new()
+            }
+        };
+        let previous = std::mem::replace(&mut self.owned, assignment.clone());
+        self.c.assigned.set(assignment.len() as f64);
+        self.health.set_ready(false);
+        self.engine = Engine::new(self.cfg.clone());
+        self.exported = Stats::default();
+        let rebuild_ms = (self.cfg.raw.kafka.rebuild_secs * 1000) as i64;
+        let mut parts = BTreeMap::new();
+        let mut seeked = BTreeSet::new();
+        for &p in &assignment {
+            let span = match ch.assigned.get(&p) {
+                Some(span) if !previous.contains(&p) => {
+                    self.outbox.with_tracker(|t| t.start(p, span.target));
+                    *span
+                }
+                _ => {
+                    // Owned before: re-read from one window back up to where we are.
+                    let target = self
+                        .outbox
+                        .with_tracker(|t| t.next(p))
+                        .or_else(|| ch.assigned.get(&p).map(|s| s.target))
+                        .unwrap_or(0);
+                    self.outbox.with_tracker(|t| t.start(p, target));
+                    let start = self.offset_for_time(p, telemetry::now_ms() - rebuild_ms, target);
+                    match self.consumer.seek(
+                        &self.topic,
+                        p,
+                        Offset::Offset(start),
+                        Duration::from_secs(5),
+                    ) {
+                        Ok(()) => {
+                            seeked.insert(p);
+                        }
+                        Err(e) => tracing::warn!(partition = p, error = %e, "seek failed"),
+                    }
+                    super::context::Span { start, target }
+                }
+            };
+            parts.insert(
+                p,
+                CatchPart {
+                    target: span.target,
+                    done: span.start >= span.target,
+                    paused: false,
+                    buf: VecDeque::new(),
+                    position: span.start,
+                },
+            );
+        }
+        let all: Vec<i32> = assignment.iter().copied().collect();
+        self.set_paused(&all, false);
+        let done: Vec<i32> = parts
+            .iter()
+            .filter(|(_, p)| p.done)
+            .map(|(&p, _)| p)
+            .collect();
+        for p in &done {
+            if let Some(part) = parts.get_mut(p) {
+                part.paused = true;
+            }
+        }
+        self.set_paused(&done, true);
+        tracing::info!(
+            owned = ?all,
+            revoked = ?ch.revoked,
+            rebuild_secs = self.cfg.raw.kafka.rebuild_secs,
+            "rebuilding window state"
+        );
+        self.catchup = Some(CatchUp {
+            parts,
+            started: Instant::now(),
+        });
+        self.export_catchup();
+        self.merge();
+        seeked
+    }
+
+    fn offset_for_time(&self, p: i32, ts_ms: i64, target: i64) -> i64 {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(ts_ms));
+        match self
+            .consumer
+            .offsets_for_times(tpl, Duration::from_secs(10))
+        {
+            Ok(r) => match r.find_partition(&self.topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => o.min(target),
+                _ => target,
+            },
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "offset lookup by time failed; not rebuilding it");
+                target
+            }
+        }
+    }
+
+    fn set_paused(&self, parts: &[i32], pause: bool) {
+        if parts.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in parts {
+            tpl.add_partition(&self.topic, p);
+        }
+        let r = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, pause, "pause/resume failed");
+        }
+    }
+
+    /// Pauses consumption while too many deliveries are outstanding (a slow or absent
+    /// broker), so memory stays bounded; resumes at half.
+    fn backpressure(&mut self, pending: usize) {
+        let max = self.cfg.raw.service.max_pending_deliveries;
+        if !self.backpressured && pending >= max {
+            self.backpressured = true;
+            tracing::warn!(
+                pending,
+                "too many deliveries outstanding; pausing consumption"
+            );
+            let all: Vec<i32> = self.owned.iter().copied().collect();
+            self.set_paused(&all, true);
+        } else if self.backpressured && pending <= max / 2 {
+            self.backpressured = false;
+            tracing::info!(pending, "deliveries caught up; resuming consumption");
+            let live: Vec<i32> = match &self.catchup {
+                None => self.owned.iter().copied().collect(),
+                Some(cu) => cu
+                    .parts
+                    .iter()
+                    .filter(|(_, p)| !p.paused)
+                    .map(|(&p, _)| p)
+                    .collect(),
+            };
+            self.set_paused(&live, false);
+        }
+    }
+
+    fn store_offsets(&self) {
+        let moved = self.outbox.with_tracker(|t| t.to_store());
+        if moved.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in moved {
+            if self.owned.contains(&p) {
+                let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(o));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.store_offsets(&tpl) {
+                tracing::debug!(error = %e, "offset store failed");
+            }
+        }
+    }
+
+    fn export_gauges(&mut self) {
+        let g = self.engine.gauges();
+        self.c.tracked_accounts.set(g.accounts as f64);
+        self.c.tracked_values.set(g.attribute_values as f64);
+        self.c.tracked_clusters.set(g.clusters as f64);
+        if let Some(w) = self.engine.watermark() {
+            self.c.watermark.set(w as f64 / 1000.0);
+        }
+        let s = self.engine.stats().clone();
+        let d = |now: u64, before: u64| now.saturating_sub(before);
+        self.c
+            .evicted_accounts
+            .increment(d(s.accounts_evicted, self.exported.accounts_evicted));
+        self.c
+            .evicted_values
+            .increment(d(s.attributes_evicted, self.exported.attributes_evicted));
+        self.c
+            .expired_accounts
+            .increment(d(s.accounts_expired, self.exported.accounts_expired));
+        self.c
+            .expired_values
+            .increment(d(s.attributes_expired, self.exported.attributes_expired));
+        self.exported = s;
+        metrics::gauge!(telemetry::BUILD_INFO,
+            "version" => env!("CARGO_PKG_VERSION"),
+            "detector_version" => crate::engine::DETECTOR_VERSION)
+        .set(1.0);
+        metrics::gauge!(telemetry::READY).set(if self.health.is_ready() { 1.0 } else { 0.0 });
+        self.export_catchup();
+    }
+}
+
+fn severity_label(s: &str) -> &'static str {
+    match s {
+        "low" => "low",
+        "medium" => "medium",
+        "high" => "high",
+        _ => "critical",
+    }
+}

@@ -1,0 +1,303 @@
+//! Metrics and health: every metric the service exports is declared here, with help text,
+//! base units and explicit histogram buckets, and served on `/metrics` next to `/healthz` and
+//! `/readyz`.
+//!
+//! No label ever takes an account id or any other unbounded value: labels are results,
+//! reasons, kinds, severities, topics and partition numbers.
+
+pub mod server;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub use server::serve;
+
+/// Events read, by `result`: ok, duplicate, late, out_of_range, malformed.
+pub const EVENTS: &str = "distillguard_events_total";
+/// Malformed records, by decode `reason`.
+pub const MALFORMED: &str = "distillguard_malformed_events_total";
+/// Alerts delivered to the alerts topic, by `kind` and `severity`.
+pub const ALERTS: &str = "distillguard_alerts_total";
+/// Alerts the engine decided but the service did not send, by `reason`: catchup (already
+/// emitted before a restart or rebalance), allowlist.
+pub const ALERTS_SUPPRESSED: &str = "distillguard_alerts_suppressed_total";
+/// Score of each delivered alert, by `kind`.
+pub const ALERT_SCORE: &str = "distillguard_alert_score";
+/// Decode plus engine time per event (sampled 1 in 32).
+pub const PROCESSING: &str = "distillguard_processing_seconds";
+/// From the input record's Kafka timestamp to the delivery report of the alert it caused.
+pub const EVENT_TO_ALERT: &str = "distillguard_event_to_alert_seconds";
+/// Consumer lag per owned partition, from librdkafka statistics, by `topic` and `partition`.
+pub const CONSUMER_LAG: &str = "distillguard_consumer_lag_messages";
+/// Partitions of the input topic this instance owns.
+pub const ASSIGNED_PARTITIONS: &str = "distillguard_assigned_partitions";
+/// Rebalance callbacks, by `kind`: assign, revoke.
+pub const REBALANCES: &str = "distillguard_rebalances_total";
+/// Failed deliveries (each is retried), by `destination`: alerts, dlq.
+pub const PRODUCER_ERRORS: &str = "distillguard_producer_errors_total";
+/// Records written to the dead-letter topic (delivered).
+pub const DLQ_MESSAGES: &str = "distillguard_dlq_messages_total";
+/// Alerts and DLQ records waiting for a delivery report.
+pub const PENDING_DELIVERIES: &str = "distillguard_pending_deliveries";
+/// Offset commits, by `result`: ok, error.
+pub const COMMITS: &str = "distillguard_offset_commits_total";
+/// Errors reported by the Kafka clients (connection loss, broker down, ...).
+pub const KAFKA_ERRORS: &str = "distillguard_kafka_errors_total";
+/// Tracked accounts in the engine.
+pub const TRACKED_ACCOUNTS: &str = "distillguard_tracked_accounts";
+/// Tracked attribute values (IPs, prefixes, fingerprints, templates).
+pub const TRACKED_ATTRIBUTE_VALUES: &str = "distillguard_tracked_attribute_values";
+/// Clusters being tracked.
+pub const TRACKED_CLUSTERS: &str = "distillguard_tracked_clusters";
+/// State evicted at the hard caps, by `state`: accounts, attribute_values.
+pub const EVICTIONS: &str = "distillguard_evictions_total";
+/// State that expired after idling out of the window, by `state`.
+pub const EXPIRATIONS: &str = "distillguard_expirations_total";
+/// Records re-read to rebuild window state after a start or rebalance.
+pub const CATCHUP_EVENTS: &str = "distillguard_catchup_events_total";
+/// Records still to re-read before live processing resumes.
+pub const CATCHUP_REMAINING: &str = "distillguard_catchup_remaining_messages";
+/// Wall-clock seconds the last rebuild took.
+pub const CATCHUP_DURATION: &str = "distillguard_catchup_duration_seconds";
+/// 1 when the instance owns partitions and has caught up on all of them.
+pub const READY: &str = "distillguard_ready";
+/// Newest event time processed, seconds since the epoch.
+pub const WATERMARK: &str = "distillguard_event_time_watermark_seconds";
+/// Constant 1, labelled with `version` and `detector_version`.
+pub const BUILD_INFO: &str = "distillguard_build_info";
+
+const PROCESSING_BUCKETS: &[f64] = &[
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2,
+];
+const EVENT_TO_ALERT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const SCORE_BUCKETS: &[f64] = &[0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0];
+const CATCHUP_BUCKETS: &[f64] = &[0.1, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+
+/// Every metric name the service exports (besides the `process_*` family), for tests and the
+/// deploy drift check.
+pub const ALL: &[&str] = &[
+    EVENTS,
+    MALFORMED,
+    ALERTS,
+    ALERTS_SUPPRESSED,
+    ALERT_SCORE,
+    PROCESSING,
+    EVENT_TO_ALERT,
+    CONSUMER_LAG,
+    ASSIGNED_PARTITIONS,
+    REBALANCES,
+    PRODUCER_ERRORS,
+    DLQ_MESSAGES,
+    PENDING_DELIVERIES,
+    COMMITS,
+    KAFKA_ERRORS,
+    TRACKED_ACCOUNTS,
+    TRACKED_ATTRIBUTE_VALUES,
+    TRACKED_CLUSTERS,
+    EVICTIONS,
+    EXPIRATIONS,
+    CATCHUP_EVENTS,
+    CATCHUP_REMAINING,
+    CATCHUP_DURATION,
+    READY,
+    WATERMARK,
+    BUILD_INFO,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global Prometheus recorder once (later calls return the same handle) and
+/// describes every metric.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            let builder = [
+                (PROCESSING, PROCESSING_BUCKETS),
+                (EVENT_TO_ALERT, EVENT_TO_ALERT_BUCKETS),
+                (ALERT_SCORE, SCORE_BUCKETS),
+                (CATCHUP_DURATION, CATCHUP_BUCKETS),
+            ]
+            .into_iter()
+            .fold(builder, |b, (name, buckets)| {
+                b.set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
+                    .expect("bucket lists are non-empty constants")
+            });
+            let handle = match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (e.g. by an embedding program): keep ours
+                // local so /metrics still renders.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            describe();
+            metrics::gauge!(BUILD_INFO,
+                "version" => env!("CARGO_PKG_VERSION"),
+                "detector_version" => crate::engine::DETECTOR_VERSION)
+            .set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        EVENTS,
+        Unit::Count,
+        "Input records read, by result: ok, duplicate, late, out_of_range, malformed."
+    );
+    describe_counter!(
+        MALFORMED,
+        Unit::Count,
+        "Malformed input records (sent to the dead-letter topic), by decode reason."
+    );
+    describe_counter!(
+        ALERTS,
+        Unit::Count,
+        "Alerts delivered to the alerts topic, by kind and severity."
+    );
+    describe_counter!(ALERTS_SUPPRESSED, Unit::Count, "Alerts decided but not sent, by reason: catchup (already emitted before a restart or rebalance), allowlist.");
+    describe_histogram!(
+        ALERT_SCORE,
+        Unit::Count,
+        "Score in [0, 1] of each delivered alert, by kind."
+    );
+    describe_histogram!(
+        PROCESSING,
+        Unit::Seconds,
+        "Decode and engine time per input record, in seconds (sampled 1 in 32)."
+    );
+    describe_histogram!(EVENT_TO_ALERT, Unit::Seconds, "Seconds from the Kafka timestamp of the record that caused an alert to the alert's delivery report.");
+    describe_gauge!(
+        CONSUMER_LAG,
+        Unit::Count,
+        "Consumer lag in messages per owned input partition, from librdkafka statistics."
+    );
+    describe_gauge!(
+        ASSIGNED_PARTITIONS,
+        Unit::Count,
+        "Input partitions this instance owns."
+    );
+    describe_counter!(
+        REBALANCES,
+        Unit::Count,
+        "Consumer group rebalance callbacks, by kind: assign, revoke."
+    );
+    describe_counter!(
+        PRODUCER_ERRORS,
+        Unit::Count,
+        "Failed deliveries, each retried until it succeeds, by destination: alerts, dlq."
+    );
+    describe_counter!(
+        DLQ_MESSAGES,
+        Unit::Count,
+        "Records delivered to the dead-letter topic."
+    );
+    describe_gauge!(
+        PENDING_DELIVERIES,
+        Unit::Count,
+        "Alerts and dead-letter records waiting for a delivery report."
+    );
+    describe_counter!(
+        COMMITS,
+        Unit::Count,
+        "Synchronous offset commits (revoke, shutdown), by result: ok, error."
+    );
+    describe_counter!(
+        KAFKA_ERRORS,
+        Unit::Count,
+        "Errors reported by the Kafka clients (broker down, connection lost, ...)."
+    );
+    describe_gauge!(
+        TRACKED_ACCOUNTS,
+        Unit::Count,
+        "Accounts held in the engine's windows."
+    );
+    describe_gauge!(TRACKED_ATTRIBUTE_VALUES, Unit::Count, "Shared attribute values (IPs, prefixes, fingerprints, templates) held in the engine's index.");
+    describe_gauge!(
+        TRACKED_CLUSTERS,
+        Unit::Count,
+        "Account clusters being tracked."
+    );
+    describe_counter!(
+        EVICTIONS,
+        Unit::Count,
+        "State evicted at the configured hard caps, by state: accounts, attribute_values."
+    );
+    describe_counter!(
+        EXPIRATIONS,
+        Unit::Count,
+        "State expired after idling out of the window, by state: accounts, attribute_values."
+    );
+    describe_counter!(
+        CATCHUP_EVENTS,
+        Unit::Count,
+        "Records re-read to rebuild window state after a start or a rebalance."
+    );
+    describe_gauge!(
+        CATCHUP_REMAINING,
+        Unit::Count,
+        "Records still to re-read before live processing resumes."
+    );
+    describe_histogram!(
+        CATCHUP_DURATION,
+        Unit::Seconds,
+        "Wall-clock seconds each rebuild of window state took."
+    );
+    describe_gauge!(
+        READY,
+        Unit::Count,
+        "1 when the instance owns partitions and has caught up on all of them, else 0."
+    );
+    describe_gauge!(
+        WATERMARK,
+        Unit::Seconds,
+        "Newest event time processed, in seconds since the Unix epoch."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        Unit::Count,
+        "Constant 1, labelled with the build version and detector version."
+    );
+}
+
+/// Liveness and readiness, shared between the consumer thread and the HTTP server.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    /// Wall-clock ms of the consumer loop's last turn.
+    heartbeat_ms: AtomicI64,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+        metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Live while the consumer loop has turned within `stall_ms`.
+    pub fn is_live(&self, stall_ms: i64) -> bool {
+        now_ms() - self.heartbeat_ms.load(Ordering::Relaxed) <= stall_ms
+    }
+}
+
+/// Wall-clock milliseconds since the epoch (service loop only; the engine uses event time).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
