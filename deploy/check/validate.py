@@ -101,6 +101,17 @@ def load_k8s() -> dict[str, dict]:
     return objs
 
 
+def check_kustomization() -> None:
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    listed = set(kust.get("resources", []))
+    for r in sorted(listed):
+        if not (K8S / r).exists():
+            fail(f"deploy/k8s/kustomization.yaml: resource {r} does not exist")
+    for p in sorted(K8S.glob("*.yaml")):
+        if p.name != "kustomization.yaml" and p.name not in listed:
+            fail(f"deploy/k8s/kustomization.yaml: {p.name} is not listed")
+
+
 def check_k8s_schemas(objs: dict[str, dict]) -> None:
     try:
         import kubernetes_validate
@@ -565,6 +576,7 @@ def main() -> int:
     objs: dict[str, dict] = {}
     guarded(check_parse)
     guarded(lambda: objs.update(load_k8s()))
+    guarded(check_kustomization)
     guarded(check_k8s_schemas, objs)
     guarded(check_k8s, objs, binary)
     guarded(check_prometheusrule, args.write_prometheusrule)

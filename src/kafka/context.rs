@@ -20,11 +20,15 @@ use rdkafka::types::RDKafkaRespErr;
 use super::outbox::Outbox;
 use crate::telemetry::{self, now_ms};
 
-/// Where a newly assigned partition starts re-reading and where live processing resumes.
+/// How a partition is caught up after an assignment: re-read from `start`; records before
+/// `target` (the committed offset) only rebuild state, their alerts were sent before; up to
+/// `end` (the log end when assigned) records are merged across partitions by event time, so a
+/// backlog is processed in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
     pub start: i64,
     pub target: i64,
+    pub end: i64,
 }
 
 /// Assignment changes since the consumer loop last looked.
@@ -147,7 +151,14 @@ impl ConsumerCtx {
                 Some(Offset::Offset(o)) if o >= 0 => o.max(low).min(target),
                 _ => target,
             };
-            plan.insert(p, Span { start, target });
+            plan.insert(
+                p,
+                Span {
+                    start,
+                    target,
+                    end: high.max(target),
+                },
+            );
         }
         plan
     }

@@ -53,7 +53,10 @@ impl Item {
 
 #[derive(Default)]
 struct CatchPart {
+    /// Below this offset alerts are suppressed (they were sent before).
     target: i64,
+    /// Caught up once `position` reaches this (the log end when assigned).
+    end: i64,
     done: bool,
     paused: bool,
     buf: VecDeque<Item>,
@@ -359,7 +362,7 @@ impl Pipeline {
             return;
         };
         part.buf.push_back(item);
-        if part.position >= part.target {
+        if part.position >= part.end {
             part.done = true;
         }
         let pause = (part.done || part.buf.len() >= CATCHUP_HIGH) && !part.paused;
@@ -452,7 +455,7 @@ impl Pipeline {
                 .parts
                 .values()
                 .filter(|p| !p.done)
-                .map(|p| (p.target - p.position).max(0))
+                .map(|p| (p.end - p.position).max(0))
                 .sum();
             self.c.catchup_remaining.set(remaining as f64);
         }
@@ -589,6 +592,10 @@ impl Pipeline {
                         .unwrap_or(0);
                     self.outbox.with_tracker(|t| t.start(p, target));
                     let start = self.offset_for_time(p, telemetry::now_ms() - rebuild_ms, target);
+                    let end = self
+                        .consumer
+                        .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                        .map_or(target, |(_, high)| high.max(target));
                     match self.consumer.seek(
                         &self.topic,
                         p,
@@ -600,14 +607,15 @@ impl Pipeline {
                         }
                         Err(e) => tracing::warn!(partition = p, error = %e, "seek failed"),
                     }
-                    super::context::Span { start, target }
+                    super::context::Span { start, target, end }
                 }
             };
             parts.insert(
                 p,
                 CatchPart {
                     target: span.target,
-                    done: span.start >= span.target,
+                    end: span.end,
+                    done: span.start >= span.end,
                     paused: false,
                     buf: VecDeque::new(),
                     position: span.start,

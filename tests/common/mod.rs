@@ -61,3 +61,4 @@ pub fn summary(out: &Output) -> serde_json::Value {
         .expect("summary line");
     serde_json::from_str(line).expect("summary is JSON")
 }
+pub mod kafka;

@@ -1,0 +1,295 @@
+//! Helpers for tests against librdkafka's in-process mock cluster: topics, a plain producer,
+//! a reader that sees everything on a topic, committed offsets, simulated traffic and the
+//! alerts `replay` gives for it.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+
+use distillguard::alert::Alert;
+use distillguard::config::{Config, ValidConfig};
+use distillguard::sim::{self, Label, SimOptions};
+
+pub const INPUT: &str = "llm-requests";
+pub const ALERTS: &str = "distillguard-alerts";
+pub const DLQ: &str = "distillguard-dlq";
+
+pub struct Mock {
+    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    pub brokers: String,
+}
+
+/// A one-broker mock cluster with the service's three topics.
+pub fn mock(input_partitions: i32) -> Mock {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster
+        .create_topic(INPUT, input_partitions, 1)
+        .expect("input topic");
+    cluster.create_topic(ALERTS, 1, 1).expect("alerts topic");
+    cluster.create_topic(DLQ, 1, 1).expect("dlq topic");
+    let brokers = cluster.bootstrap_servers();
+    Mock { cluster, brokers }
+}
+
+/// Service configuration for tests: JSON in and out, start from the beginning, ephemeral
+/// metrics port, short deadlines.
+pub fn config(brokers: &str, group: &str) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = brokers.to_string();
+    c.kafka.group_id = group.to_string();
+    c.kafka.input_format = "json".into();
+    c.kafka.alerts_format = "json".into();
+    c.kafka.auto_offset_reset = "earliest".into();
+    c.service.metrics_addr = "127.0.0.1:0".into();
+    c.service.shutdown_deadline_secs = 10;
+    c.service.statistics_interval_ms = 500;
+    c
+}
+
+pub fn valid(c: Config) -> Arc<ValidConfig> {
+    Arc::new(c.validate().expect("valid config"))
+}
+
+/// Labelled traffic as JSON lines (account id, bytes) in event-time order. Prompts travel as
+/// `prompt_simhash` only: the mock broker keeps just 5 MB per partition.
+pub fn traffic(
+    scenario: &str,
+    seed: u64,
+    scale: f64,
+    hours: f64,
+) -> (Vec<(String, Vec<u8>)>, Vec<Label>) {
+    let mut simulation = sim::generate(&SimOptions {
+        scenario: scenario.into(),
+        seed,
+        scale,
+        hours,
+        ..Default::default()
+    })
+    .expect("simulate");
+    let f = distillguard::fingerprint::Fingerprinter::new(
+        distillguard::fingerprint::DEFAULT_REASONING_LEXICON,
+    )
+    .expect("lexicon");
+    sim::strip_prompts(&mut simulation, &f);
+    let mut events = Vec::new();
+    let mut labels = Vec::new();
+    sim::write_jsonl(&simulation, &mut events, &mut labels).expect("render");
+    let lines = events
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).expect("json line");
+            let acct = v["account_id"].as_str().expect("account").to_string();
+            (acct, l.to_vec())
+        })
+        .collect();
+    (lines, simulation.labels)
+}
+
+/// The alerts `replay` writes for these lines, with the same detection configuration.
+pub fn replay_alerts(lines: &[(String, Vec<u8>)], cfg: Arc<ValidConfig>) -> Vec<Alert> {
+    let mut input = Vec::new();
+    for (_, l) in lines {
+        input.extend_from_slice(l);
+        input.push(b'\n');
+    }
+    let mut out = Vec::new();
+    distillguard::replay::replay(cfg, Box::new(std::io::Cursor::new(input)), &mut out)
+        .expect("replay");
+    out.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("alert json"))
+        .collect()
+}
+
+pub fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `(key, payload)` records in order and waits for them.
+pub fn produce(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) {
+    let p = producer(brokers);
+    for (k, v) in records {
+        let mut rec = BaseRecord::to(topic).key(k.as_bytes()).payload(v);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// A record read back: key, payload, headers.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads every record on `topic` (all partitions, from the beginning) until none arrives for
+/// `idle`, or `want` records were read.
+pub fn read_topic(brokers: &str, topic: &str, want: usize, idle: Duration) -> Vec<Record> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("reader");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("partition");
+        }
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < idle && out.len() < want {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            last = Instant::now();
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for i in 0..h.count() {
+                    let hd = h.get(i);
+                    headers.insert(
+                        hd.key.to_string(),
+                        String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+            out.push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+pub fn alerts_of(records: &[Record]) -> Vec<Alert> {
+    records
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).expect("alert json on the topic"))
+        .collect()
+}
+
+/// The group's committed offsets on the input topic, by partition (-1: none).
+pub fn committed(brokers: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(INPUT, p);
+    }
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    got.elements()
+        .iter()
+        .map(|e| {
+            (
+                e.partition(),
+                match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => -1,
+                },
+            )
+        })
+        .collect()
+}
+
+/// High watermarks of the input topic, by partition.
+pub fn log_ends(brokers: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            let (_, high) = c
+                .fetch_watermarks(INPUT, p, Duration::from_secs(10))
+                .expect("watermarks");
+            (p, high)
+        })
+        .collect()
+}
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+/// One sample from a Prometheus text scrape: the sum of every series of `name` whose labels
+/// contain `labels` (e.g. `result="ok"`).
+pub fn metric(scrape: &str, name: &str, labels: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name)
+                && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
+                && l.contains(labels)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// GET over plain HTTP/1.1 (status, body).
+pub fn http_get(addr: &std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
