@@ -37,7 +37,21 @@ BG, PANEL, TEXT, GRID, DIM = "#111217", "#181b1f", "#ccccdc", "#2c3235", "#8e8e9
 PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9",
            "#fade2a", "#96d98d", "#ffb357", "#ca95e5", "#ff7383"]
 COLORS = {"green": "#73bf69", "orange": "#ff9830", "red": "#f2495c", "yellow": "#fade2a",
-          "transparent": None}
+          "blue": "#5794f2", "dark-red": "#c4162a", "dark-orange": "#fa6400",
+          "dark-yellow": "#e0b400", "dark-blue": "#1f60c4", "transparent": None}
+
+
+def fixed_colors(panel) -> dict:
+    """Series name -> colour from the panel's byName colour overrides."""
+    out = {}
+    for o in panel.get("fieldConfig", {}).get("overrides", []):
+        if o.get("matcher", {}).get("id") != "byName":
+            continue
+        for prop in o.get("properties", []):
+            c = prop.get("value", {}).get("fixedColor") if prop.get("id") == "color" else None
+            if c:
+                out[o["matcher"]["options"]] = COLORS.get(c, c)
+    return out
 
 
 class Prometheus:
@@ -134,7 +148,13 @@ def style(ax):
 
 
 def time_axis(ax):
-    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=6))
+    lo, hi = ax.get_xlim()
+    minutes = (hi - lo) * 24 * 60
+    every = next((m for m in (1, 2, 5, 10, 15, 30, 60) if minutes / m <= 7), 120)
+    if every < 60:
+        ax.xaxis.set_major_locator(mdates.MinuteLocator(byminute=range(0, 60, every)))
+    else:
+        ax.xaxis.set_major_locator(mdates.HourLocator(interval=max(1, every // 60)))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
 
 
@@ -155,8 +175,9 @@ def draw_timeseries(ax, panel, prom, variables, start, end, step):
         ax.text(0.5, 0.5, "No data", color=DIM, ha="center", va="center", transform=ax.transAxes)
     bottoms: dict = {}
     width = step / 86400 * 0.8
+    fixed = fixed_colors(panel)
     for i, (name, xs, ys) in enumerate(sorted(series, key=lambda s: s[0])):
-        color = PALETTE[i % len(PALETTE)]
+        color = fixed.get(name, PALETTE[i % len(PALETTE)])
         ys = [0.0 if math.isnan(y) else y for y in ys] if bars else ys
         if bars:
             base = [bottoms.get(x, 0.0) for x in xs] if stacked else [0.0] * len(xs)
@@ -210,12 +231,15 @@ def draw_stat(ax, panel, prom, variables, end):
                 transform=ax.transAxes, wrap=True)
         return
     n = len(items)
+    fixed = fixed_colors(panel)
+    order = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+    items.sort(key=lambda kv: order.get(kv[0], 9))
     for i, (name, v) in enumerate(items):
         x = (i + 0.5) / n
         big = 20 if n == 1 else 14
         shown = fmt(unit, v) if d.get("decimals") is None or unit not in ("short", "none") \
             else f"{v:.{d['decimals']}f}"
-        ax.text(x, 0.5 if n == 1 else 0.55, shown, color=stat_color(d, v), ha="center",
+        ax.text(x, 0.5 if n == 1 else 0.55, shown, color=fixed.get(name) or stat_color(d, v), ha="center",
                 va="center", fontsize=big, fontweight="bold", transform=ax.transAxes)
         if n > 1 or t.get("legendFormat"):
             ax.text(x, 0.18, name, color=DIM, ha="center", va="center", fontsize=7,

@@ -42,6 +42,18 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every value [`DecodeError::reason`] can take.
+    pub const REASONS: &'static [&'static str] = &[
+        "invalid_json",
+        "invalid_protobuf",
+        "missing_field",
+        "bad_timestamp",
+        "too_long",
+        "negative_value",
+        "absurd_value",
+        "malformed_field",
+    ];
+
     /// Bounded label: `invalid_json`, `invalid_protobuf`, `missing_field`, `bad_timestamp`,
     /// `too_long`, `negative_value`, `absurd_value` or `malformed_field`.
     pub fn reason(&self) -> &'static str {
@@ -376,6 +388,22 @@ pub fn json_to_proto(raw: &RequestEventJson<'_>) -> Result<proto::RequestEvent, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_reason_is_listed() {
+        for e in [
+            DecodeError::InvalidJson(String::new()),
+            DecodeError::InvalidProtobuf(String::new()),
+            DecodeError::MissingField("x"),
+            DecodeError::BadTimestamp("x"),
+            DecodeError::TooLong("x"),
+            DecodeError::Negative("x"),
+            DecodeError::Absurd("x"),
+            DecodeError::Malformed("x"),
+        ] {
+            assert!(DecodeError::REASONS.contains(&e.reason()), "{}", e.reason());
+        }
+    }
+
     use super::*;
     use crate::fingerprint::DEFAULT_REASONING_LEXICON;
 

@@ -18,6 +18,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
 use super::outbox::Outbox;
+use super::seek::Reader;
+use crate::config::ValidConfig;
 use crate::telemetry::{self, now_ms};
 
 /// How a partition is caught up after an assignment: re-read from `start`; records before
@@ -41,6 +43,7 @@ pub struct Changes {
 }
 
 pub struct ConsumerCtx {
+    cfg: Arc<ValidConfig>,
     topic: String,
     rebuild_ms: i64,
     reset_latest: bool,
@@ -58,17 +61,13 @@ pub struct ConsumerCtx {
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ConsumerCtx {
-    pub fn new(
-        topic: &str,
-        rebuild_secs: u64,
-        reset_latest: bool,
-        drain_timeout: Duration,
-        outbox: Arc<Outbox>,
-    ) -> Self {
+    pub fn new(cfg: Arc<ValidConfig>, drain_timeout: Duration, outbox: Arc<Outbox>) -> Self {
+        let k = &cfg.raw.kafka;
         Self {
-            topic: topic.to_string(),
-            rebuild_ms: (rebuild_secs * 1000) as i64,
-            reset_latest,
+            topic: k.input_topic.clone(),
+            rebuild_ms: (k.rebuild_secs * 1000) as i64,
+            reset_latest: k.auto_offset_reset == "latest",
+            cfg: cfg.clone(),
             drain_timeout,
             outbox,
             changes: Mutex::new(Changes::default()),
@@ -116,19 +115,10 @@ impl ConsumerCtx {
             .committed_offsets(tpl.clone(), META_TIMEOUT)
             .map_err(|e| tracing::warn!(error = %e, "could not read committed offsets"))
             .ok();
-        let mut by_time = TopicPartitionList::new();
+        let reader = Reader::new(&self.cfg)
+            .map_err(|e| tracing::warn!(error = %e, "cannot create the rebuild reader"))
+            .ok();
         let since = now_ms() - self.rebuild_ms;
-        for el in tpl.elements() {
-            let _ = by_time.add_partition_offset(el.topic(), el.partition(), Offset::Offset(since));
-        }
-        let back = if self.rebuild_ms > 0 {
-            consumer
-                .offsets_for_times(by_time, META_TIMEOUT)
-                .map_err(|e| tracing::warn!(error = %e, "could not look up offsets by time"))
-                .ok()
-        } else {
-            None
-        };
         for el in tpl.elements() {
             let p = el.partition();
             let (low, high) = consumer
@@ -143,12 +133,8 @@ impl ConsumerCtx {
                 _ if self.reset_latest => high,
                 _ => low,
             };
-            let start = match back
-                .as_ref()
-                .and_then(|b| b.find_partition(el.topic(), p))
-                .map(|e| e.offset())
-            {
-                Some(Offset::Offset(o)) if o >= 0 => o.max(low).min(target),
+            let start = match &reader {
+                Some(r) if self.rebuild_ms > 0 => r.offset_at(el.topic(), p, since, low, target),
                 _ => target,
             };
             plan.insert(

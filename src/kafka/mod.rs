@@ -18,6 +18,7 @@ mod context;
 mod offsets;
 mod outbox;
 mod pipeline;
+mod seek;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -138,13 +139,7 @@ impl Service {
         let k = &cfg.raw.kafka;
         let deadline = Duration::from_secs(cfg.raw.service.shutdown_deadline_secs);
         let outbox = Outbox::new(&producer_config(&cfg), &k.alerts_topic, &k.dlq_topic)?;
-        let ctx = ConsumerCtx::new(
-            &k.input_topic,
-            k.rebuild_secs,
-            k.auto_offset_reset == "latest",
-            deadline / 2,
-            outbox.clone(),
-        );
+        let ctx = ConsumerCtx::new(cfg.clone(), deadline / 2, outbox.clone());
         let consumer: BaseConsumer<ConsumerCtx> = consumer_config(&cfg).create_with_context(ctx)?;
         let stop = Arc::new(AtomicBool::new(false));
         let pipeline = Pipeline::new(cfg.clone(), consumer, outbox, health.clone(), stop.clone())?;

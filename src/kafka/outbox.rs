@@ -83,6 +83,7 @@ struct Pending {
     dest: Dest,
     partition: i32,
     offset: i64,
+    track: bool,
     key: Vec<u8>,
     payload: Vec<u8>,
     headers: Option<OwnedHeaders>,
@@ -108,6 +109,9 @@ pub struct Outgoing {
     pub dest: Dest,
     pub partition: i32,
     pub offset: i64,
+    /// Hold the input offset until delivered (not for alerts re-sent during a rebuild,
+    /// whose offsets are already committed).
+    pub track: bool,
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
     pub headers: Option<OwnedHeaders>,
@@ -169,11 +173,14 @@ impl Outbox {
         let mut st = self.state();
         let id = st.next_id;
         st.next_id += 1;
-        st.tracker.hold(out.partition, out.offset);
+        if out.track {
+            st.tracker.hold(out.partition, out.offset);
+        }
         let mut p = Pending {
             dest: out.dest,
             partition: out.partition,
             offset: out.offset,
+            track: out.track,
             key: out.key,
             payload: out.payload,
             headers: out.headers,
@@ -285,7 +292,9 @@ impl Outbox {
         };
         match r.error {
             None => {
-                st.tracker.release(p.partition, p.offset);
+                if p.track {
+                    st.tracker.release(p.partition, p.offset);
+                }
                 match p.dest {
                     Dest::Alerts => {
                         metrics::counter!(telemetry::ALERTS,

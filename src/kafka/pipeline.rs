@@ -3,7 +3,7 @@
 //!
 //! It runs on one dedicated thread because the engine is synchronous and owns its state.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::context::{Changes, ConsumerCtx};
 use super::outbox::{Dest, Outbox, Outgoing};
+use super::seek::Reader;
 use super::ServiceError;
 use crate::alert::Alert;
 use crate::config::ValidConfig;
@@ -137,6 +138,9 @@ impl Counters {
                 metrics::counter!(t::ALERTS, "kind" => k, "severity" => s).increment(0);
             }
         }
+        for r in DecodeError::REASONS {
+            metrics::counter!(t::MALFORMED, "reason" => *r).increment(0);
+        }
         for r in ["catchup", "allowlist"] {
             metrics::counter!(t::ALERTS_SUPPRESSED, "reason" => r).increment(0);
         }
@@ -179,6 +183,9 @@ pub struct Pipeline {
     backpressured: bool,
     seen_assignment: bool,
     alerts: Vec<Alert>,
+    /// (kind, account) pairs already alerted within the rebuild span, read back from the
+    /// alerts topic: a re-read record's alert is sent again only if it names someone new.
+    emitted: HashSet<(String, String)>,
     c: Counters,
     /// Engine counters already exported (the engine is replaced on every rebuild).
     exported: Stats,
@@ -212,6 +219,7 @@ impl Pipeline {
             backpressured: false,
             seen_assignment: false,
             alerts: Vec::new(),
+            emitted: HashSet::new(),
             c: Counters::new(),
             exported: Stats::default(),
             tick: 0,
@@ -436,6 +444,7 @@ impl Pipeline {
             return;
         };
         let secs = cu.started.elapsed().as_secs_f64();
+        self.emitted = HashSet::new();
         self.c.catchup_duration.record(secs);
         self.c.catchup_remaining.set(0.0);
         let parts: Vec<i32> = cu.parts.keys().copied().collect();
@@ -478,32 +487,23 @@ impl Pipeline {
                     let allowed = self.engine.stats().alerts_suppressed_allowlist - allow_before;
                     self.c.suppressed_allowlist.increment(allowed);
                 }
-                for alert in self.alerts.drain(..) {
-                    if !live {
+                let alerts = std::mem::take(&mut self.alerts);
+                for alert in alerts {
+                    // Re-read for a rebuild: already sent before the restart or rebalance
+                    // unless it names an account not yet alerted for this kind.
+                    let resend = live || {
+                        let kind = alert.kind.clone();
+                        let mut new = false;
+                        for a in &alert.accounts {
+                            new |= self.emitted.insert((kind.clone(), a.clone()));
+                        }
+                        new
+                    };
+                    if !resend {
                         self.c.suppressed_catchup.increment(1);
                         continue;
                     }
-                    let payload = if self.json_out {
-                        serde_json::to_vec(&alert).unwrap_or_default()
-                    } else {
-                        alert.to_proto().encode_to_vec()
-                    };
-                    self.outbox.send(Outgoing {
-                        dest: Dest::Alerts,
-                        partition: item.partition,
-                        offset: item.offset,
-                        key: alert.subject.clone().into_bytes(),
-                        payload,
-                        headers: None,
-                        source_ts_ms: item.msg_ts,
-                        kind: if alert.kind == crate::alert::KIND_BULK {
-                            crate::alert::KIND_BULK
-                        } else {
-                            crate::alert::KIND_CLUSTER
-                        },
-                        severity: severity_label(&alert.severity),
-                        score: alert.score,
-                    });
+                    self.send_alert(&alert, &item, live);
                 }
             }
             Err(e) if live => {
@@ -535,6 +535,7 @@ impl Pipeline {
                     dest: Dest::Dlq,
                     partition: item.partition,
                     offset: item.offset,
+                    track: true,
                     key: item.key.clone().unwrap_or_default(),
                     payload: item.payload.clone().unwrap_or_default(),
                     headers: Some(headers),
@@ -550,6 +551,89 @@ impl Pipeline {
             self.outbox
                 .with_tracker(|t| t.processed(item.partition, item.offset));
         }
+    }
+
+    fn send_alert(&self, alert: &Alert, item: &Item, track: bool) {
+        let payload = if self.json_out {
+            serde_json::to_vec(alert).unwrap_or_default()
+        } else {
+            alert.to_proto().encode_to_vec()
+        };
+        self.outbox.send(Outgoing {
+            dest: Dest::Alerts,
+            partition: item.partition,
+            offset: item.offset,
+            track,
+            key: alert.subject.clone().into_bytes(),
+            payload,
+            headers: None,
+            source_ts_ms: item.msg_ts,
+            kind: if alert.kind == crate::alert::KIND_BULK {
+                crate::alert::KIND_BULK
+            } else {
+                crate::alert::KIND_CLUSTER
+            },
+            severity: severity_label(&alert.severity),
+            score: alert.score,
+        });
+    }
+
+    /// (kind, account) pairs on the alerts topic since `since_ms` (by record timestamp).
+    fn read_emitted(&self, reader: &Reader, since_ms: i64) -> HashSet<(String, String)> {
+        let mut out = HashSet::new();
+        let topic = &self.cfg.raw.kafka.alerts_topic;
+        let Ok(md) = reader
+            .consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+        else {
+            return out;
+        };
+        let mut starts = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for t in md.topics() {
+            for p in t.partitions() {
+                let Some((low, high)) = reader.watermarks(topic, p.id()) else {
+                    continue;
+                };
+                let start = reader.offset_at(topic, p.id(), since_ms, low, high);
+                if start < high {
+                    let _ = starts.add_partition_offset(topic, p.id(), Offset::Offset(start));
+                    ends.insert(p.id(), high);
+                }
+            }
+        }
+        if ends.is_empty() || reader.consumer.assign(&starts).is_err() {
+            return out;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ends.is_empty() && Instant::now() < deadline {
+            let Some(Ok(m)) = reader.consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            if m.topic() != topic.as_str() {
+                continue;
+            }
+            if ends
+                .get(&m.partition())
+                .is_some_and(|&end| m.offset() + 1 >= end)
+            {
+                ends.remove(&m.partition());
+            }
+            let Some(bytes) = m.payload() else { continue };
+            let alert = if self.json_out {
+                serde_json::from_slice::<Alert>(bytes).ok()
+            } else {
+                crate::proto::Alert::decode(bytes)
+                    .ok()
+                    .map(Alert::from_proto)
+            };
+            if let Some(a) = alert {
+                for acc in a.accounts {
+                    out.insert((a.kind.clone(), acc));
+                }
+            }
+        }
+        out
     }
 
     /// After any assignment change: a fresh engine, every owned partition re-read from one
@@ -575,6 +659,20 @@ impl Pipeline {
         self.engine = Engine::new(self.cfg.clone());
         self.exported = Stats::default();
         let rebuild_ms = (self.cfg.raw.kafka.rebuild_secs * 1000) as i64;
+        // What was already alerted in the span: our own in-flight alerts first, then the topic.
+        self.outbox
+            .drain(None, Instant::now() + Duration::from_secs(5));
+        let reader = if rebuild_ms > 0 {
+            Reader::new(&self.cfg)
+                .map_err(|e| tracing::warn!(error = %e, "cannot create the rebuild reader"))
+                .ok()
+        } else {
+            None
+        };
+        self.emitted = match &reader {
+            Some(r) => self.read_emitted(r, telemetry::now_ms() - rebuild_ms),
+            None => HashSet::new(),
+        };
         let mut parts = BTreeMap::new();
         let mut seeked = BTreeSet::new();
         for &p in &assignment {
@@ -591,7 +689,12 @@ impl Pipeline {
                         .or_else(|| ch.assigned.get(&p).map(|s| s.target))
                         .unwrap_or(0);
                     self.outbox.with_tracker(|t| t.start(p, target));
-                    let start = self.offset_for_time(p, telemetry::now_ms() - rebuild_ms, target);
+                    let start = self.offset_for_time(
+                        reader.as_ref(),
+                        p,
+                        telemetry::now_ms() - rebuild_ms,
+                        target,
+                    );
                     let end = self
                         .consumer
                         .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
@@ -641,6 +744,10 @@ impl Pipeline {
             rebuild_secs = self.cfg.raw.kafka.rebuild_secs,
             "rebuilding window state"
         );
+        tracing::info!(
+            alerted = self.emitted.len(),
+            "accounts already alerted in the span"
+        );
         self.catchup = Some(CatchUp {
             parts,
             started: Instant::now(),
@@ -650,22 +757,10 @@ impl Pipeline {
         seeked
     }
 
-    fn offset_for_time(&self, p: i32, ts_ms: i64, target: i64) -> i64 {
-        let mut tpl = TopicPartitionList::new();
-        let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(ts_ms));
-        match self
-            .consumer
-            .offsets_for_times(tpl, Duration::from_secs(10))
-        {
-            Ok(r) => match r.find_partition(&self.topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) if o >= 0 => o.min(target),
-                _ => target,
-            },
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "offset lookup by time failed; not rebuilding it");
-                target
-            }
-        }
+    fn offset_for_time(&self, reader: Option<&Reader>, p: i32, ts_ms: i64, target: i64) -> i64 {
+        let Some(r) = reader else { return target };
+        let low = r.watermarks(&self.topic, p).map_or(0, |(low, _)| low);
+        r.offset_at(&self.topic, p, ts_ms, low, target)
     }
 
     fn set_paused(&self, parts: &[i32], pause: bool) {
