@@ -70,6 +70,9 @@ pub struct KafkaConfig {
     /// On start and on every rebalance, window state is rebuilt by re-reading this much of
     /// the input (seconds, by record timestamp) before live processing resumes.
     pub rebuild_secs: u64,
+    /// Records of all owned partitions are merged by event time; a partition that has gone
+    /// silent holds the others back at most this long (ms).
+    pub idle_partition_ms: u64,
     /// librdkafka properties for both clients (TLS, SASL, ...), passed through as given.
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties for the consumer only.
@@ -90,6 +93,7 @@ impl Default for KafkaConfig {
             alerts_format: "protobuf".into(),
             auto_offset_reset: "latest".into(),
             rebuild_secs: 3600,
+            idle_partition_ms: 2000,
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
@@ -632,6 +636,12 @@ impl Config {
             return Err(invalid(
                 "kafka.auto_offset_reset",
                 format!("`{}`: use `latest` or `earliest`", k.auto_offset_reset),
+            ));
+        }
+        if k.idle_partition_ms > 60_000 {
+            return Err(invalid(
+                "kafka.idle_partition_ms",
+                "must be at most 60000: a silent partition delays alerts by up to this much",
             ));
         }
         if k.rebuild_secs > e.account_idle_secs {

@@ -28,6 +28,19 @@ async fn events_in_alerts_out_with_subject_keys_and_replay_ids() {
     })
     .await
     .expect("reader");
+    let addr = svc.metrics_addr;
+    let n = lines.len() as f64;
+    tokio::task::spawn_blocking(move || {
+        wait_for(Duration::from_secs(30), || {
+            metric(
+                &http_get(&addr, "/metrics").1,
+                "distillguard_events_total",
+                "result=",
+            ) >= n
+        })
+    })
+    .await
+    .expect("wait");
     svc.shutdown().await.expect("clean shutdown");
 
     for r in &got {
@@ -191,4 +204,57 @@ fn http_get_status_or_refused(addr: &std::net::SocketAddr) -> u16 {
         Ok(_) => http_get(addr, "/healthz").0,
         Err(_) => 0,
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_into_a_running_service_is_merged_by_event_time() {
+    // Partitions are fetched in chunks of many minutes of event time each; with a tight late
+    // allowance, processing them chunk by chunk would drop most events as late.
+    let m = mock(4);
+    let (lines, _) = traffic("attacks", 6, 0.1, 0.5);
+    let mut c = config(&m.brokers, "g-burst");
+    c.engine.late_allowance_secs = 30;
+    let cfg = valid(c);
+    let expected = replay_alerts(&lines, cfg.clone());
+    let svc = Service::start(cfg).await.expect("service starts");
+    let addr = svc.metrics_addr;
+    let ready = tokio::task::spawn_blocking(move || {
+        wait_for(Duration::from_secs(30), || {
+            http_get(&addr, "/readyz").0 == 200
+        })
+    })
+    .await
+    .expect("ready");
+    assert!(ready, "ready on an empty topic");
+    produce(&m.brokers, INPUT, &lines);
+    let n = lines.len() as f64;
+    let scrape = tokio::task::spawn_blocking(move || {
+        let mut s = String::new();
+        wait_for(Duration::from_secs(60), || {
+            s = http_get(&addr, "/metrics").1;
+            metric(&s, "distillguard_events_total", "result=") >= n
+        });
+        s
+    })
+    .await
+    .expect("scrape");
+    let brokers = m.brokers.clone();
+    let want = expected.len();
+    let got = tokio::task::spawn_blocking(move || {
+        alerts_of(&read_topic(&brokers, ALERTS, want, Duration::from_secs(10)))
+    })
+    .await
+    .expect("read");
+    svc.shutdown().await.expect("clean shutdown");
+    assert_eq!(
+        metric(&scrape, "distillguard_events_total", "result=\"late\""),
+        0.0
+    );
+    assert_eq!(
+        metric(&scrape, "distillguard_events_total", "result=\"ok\""),
+        n
+    );
+    let got: BTreeSet<String> = got.into_iter().map(|a| a.alert_id).collect();
+    let want: BTreeSet<String> = expected.into_iter().map(|a| a.alert_id).collect();
+    assert_eq!(got, want, "the same alerts as replay");
 }

@@ -82,7 +82,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The alert, with an id that depends only on what was decided: the same input and
+    /// The alert, with an id that depends only on what was decided (kind, subject, event time,
+    /// detector version, severity, score, accounts): the same input and
     /// configuration give the same id, so consumers can de-duplicate redeliveries.
     pub fn into_alert(self) -> Alert {
         let score = (self.score.clamp(0.0, 1.0) * 1000.0).round() / 1000.0;
@@ -94,6 +95,13 @@ impl Decision {
         key.push_str(&self.detected_at_ms.to_string());
         key.push('\0');
         key.push_str(&self.detector_version);
+        // Two decisions at the same event time (e.g. an escalation while the newest event
+        // time stands still) must not share an id: a consumer de-duplicating by id would drop
+        // the second.
+        key.push('\0');
+        key.push_str(self.tier.severity());
+        key.push('\0');
+        key.push_str(&format!("{score:.3}"));
         for a in &self.accounts {
             key.push('\0');
             key.push_str(a);

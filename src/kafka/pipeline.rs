@@ -3,7 +3,8 @@
 //!
 //! It runs on one dedicated thread because the engine is synchronous and owns its state.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +28,11 @@ use crate::telemetry::{self, Health};
 
 /// Messages taken per turn of the loop before outbox and offsets are serviced.
 const BATCH: usize = 2048;
-/// A catching-up partition is paused when this many records are buffered for the merge.
-const CATCHUP_HIGH: usize = 20_000;
-const CATCHUP_LOW: usize = 5_000;
+/// A partition is paused when this many of its records wait in the merge; resumed below LOW.
+const MERGE_HIGH: usize = 20_000;
+const MERGE_LOW: usize = 5_000;
+/// How long the merge waits for a silent partition that is still catching up.
+const CATCHUP_WAIT: Duration = Duration::from_secs(5);
 /// One event in this many has its processing time recorded.
 const SAMPLE_EVERY: u64 = 32;
 
@@ -39,6 +42,8 @@ struct Item {
     offset: i64,
     /// Kafka timestamp (ms), for event-to-alert latency.
     msg_ts: i64,
+    /// Decode time when this record's processing time is sampled.
+    sampled: Option<Duration>,
     decoded: Result<Event, DecodeError>,
     /// Original key and bytes, kept only for malformed records (the dead-letter copy).
     key: Option<Vec<u8>>,
@@ -53,24 +58,39 @@ impl Item {
 }
 
 #[derive(Default)]
-struct CatchPart {
-    /// Below this offset alerts are suppressed (they were sent before).
+struct Part {
+    /// Below this offset alerts are suppressed (they were sent before a restart/rebalance).
     target: i64,
     /// Caught up once `position` reaches this (the log end when assigned).
     end: i64,
     done: bool,
     paused: bool,
+    /// Newest event time received from this partition.
+    last_ts: i64,
+    /// When its last record arrived (wall clock).
+    last_arrival: Option<Instant>,
+    /// While its buffer is empty: the event time the merge had reached and the wall time when
+    /// that was noted. Cleared when a record arrives or the whole merge runs empty.
+    anchor: Option<(i64, Instant)>,
     buf: VecDeque<Item>,
     /// Next offset expected from the broker (older ones are stale after a seek).
     position: i64,
 }
 
-/// Rebuilding window state: owned partitions are re-read from one window back and merged by
-/// event time, alerts for records before the committed offset suppressed, until every
-/// partition reaches the offset where live processing resumes.
-struct CatchUp {
-    parts: BTreeMap<i32, CatchPart>,
-    started: Instant,
+/// Records of all owned partitions, merged by event time before they reach the engine.
+///
+/// Partitions are fetched in chunks, and a chunk can span minutes of event time; taken chunk by
+/// chunk, one partition would push the engine's newest event time so far ahead that the next
+/// partition's records count as late. So a record is taken only if no partition with nothing
+/// buffered could still deliver an older one: not past the newest event time of a partition
+/// still catching up, and not more than half the late allowance past the newest event time of
+/// any other partition. A partition silent for `kafka.idle_partition_ms` stops holding the
+/// others back.
+#[derive(Default)]
+struct Merge {
+    parts: BTreeMap<i32, Part>,
+    /// Set while window state is being rebuilt after a start or rebalance.
+    catchup_started: Option<Instant>,
 }
 
 struct Counters {
@@ -177,7 +197,11 @@ pub struct Pipeline {
     topic: String,
     json_in: bool,
     json_out: bool,
-    catchup: Option<CatchUp>,
+    merge: Merge,
+    /// A silent partition holds the merge back at most this long.
+    idle_wait: Duration,
+    /// Half the late allowance (ms): how far past a silent partition the merge may run.
+    slack_ms: i64,
     owned: BTreeSet<i32>,
     /// Partitions paused for back-pressure (too many deliveries outstanding).
     backpressured: bool,
@@ -214,7 +238,9 @@ impl Pipeline {
             outbox,
             health,
             stop,
-            catchup: None,
+            merge: Merge::default(),
+            idle_wait: Duration::from_millis(cfg.raw.kafka.idle_partition_ms),
+            slack_ms: (cfg.raw.engine.late_allowance_secs * 1000 / 2) as i64,
             owned: BTreeSet::new(),
             backpressured: false,
             seen_assignment: false,
@@ -276,6 +302,7 @@ impl Pipeline {
                     }
                 }
             }
+            self.drain();
             let pending = self.outbox.pump();
             self.backpressure(pending);
             if last_store.elapsed() >= Duration::from_millis(100) {
@@ -321,14 +348,19 @@ impl Pipeline {
         }
     }
 
-    fn item(&self, m: &BorrowedMessage<'_>) -> Item {
+    fn item(&mut self, m: &BorrowedMessage<'_>) -> Item {
         let bytes = m.payload().unwrap_or(&[]);
+        let sample = self.tick % SAMPLE_EVERY == 0;
+        self.tick += 1;
+        let t0 = sample.then(Instant::now);
         let decoded = self.decode(bytes);
+        let sampled = t0.map(|t| t.elapsed());
         let bad = decoded.is_err();
         Item {
             partition: m.partition(),
             offset: m.offset(),
             msg_ts: m.timestamp().to_millis().unwrap_or(0),
+            sampled,
             decoded,
             key: if bad {
                 m.key().map(<[u8]>::to_vec)
@@ -341,138 +373,146 @@ impl Pipeline {
 
     fn on_message(&mut self, m: &BorrowedMessage<'_>) {
         let p = m.partition();
-        if !self.owned.contains(&p) {
-            return;
+        match self.merge.parts.get(&p) {
+            Some(part) if m.offset() >= part.position => {}
+            _ => return, // not ours, or fetched before a seek
         }
-        let Some(cu) = self.catchup.as_mut() else {
-            let sample = self.tick % SAMPLE_EVERY == 0;
-            self.tick += 1;
-            let t0 = sample.then(Instant::now);
-            let item = self.item(m);
-            self.handle(item, true);
-            if let Some(t0) = t0 {
-                self.c.processing.record(t0.elapsed().as_secs_f64());
-            }
-            return;
-        };
-        let Some(part) = cu.parts.get_mut(&p) else {
-            return;
-        };
-        if m.offset() < part.position {
-            return; // fetched before a seek
-        }
-        part.position = m.offset() + 1;
         let item = self.item(m);
-        let Some(cu) = self.catchup.as_mut() else {
+        let Some(part) = self.merge.parts.get_mut(&p) else {
             return;
         };
-        let Some(part) = cu.parts.get_mut(&p) else {
-            return;
-        };
+        part.position = m.offset() + 1;
+        part.last_ts = part.last_ts.max(item.order());
+        part.last_arrival = Some(Instant::now());
+        part.anchor = None;
         part.buf.push_back(item);
         if part.position >= part.end {
             part.done = true;
         }
-        let pause = (part.done || part.buf.len() >= CATCHUP_HIGH) && !part.paused;
-        if pause {
+        if part.buf.len() >= MERGE_HIGH && !part.paused {
             part.paused = true;
             self.set_paused(&[p], true);
         }
-        self.merge();
     }
 
     fn on_eof(&mut self, p: i32) {
-        let Some(cu) = self.catchup.as_mut() else {
-            return;
-        };
-        if let Some(part) = cu.parts.get_mut(&p) {
-            if !part.done {
-                part.done = true;
-                if !part.paused {
-                    part.paused = true;
-                    self.set_paused(&[p], true);
-                }
-                self.merge();
-            }
+        if let Some(part) = self.merge.parts.get_mut(&p) {
+            part.done = true;
         }
     }
 
-    /// Processes buffered records in event-time order while that order is known, i.e. while
-    /// every partition still catching up has something buffered; finishes the catch-up when
-    /// all have reached their targets.
-    fn merge(&mut self) {
-        loop {
-            let Some(cu) = self.catchup.as_mut() else {
-                return;
-            };
-            let all_done = cu.parts.values().all(|p| p.done);
-            let blocked = cu.parts.values().any(|p| !p.done && p.buf.is_empty());
-            if blocked {
+    /// Feeds buffered records to the engine in event-time order (see [`Merge`]).
+    fn drain(&mut self) {
+        // Heads of the non-empty buffers, smallest event time first: O(log partitions) a record.
+        let mut heads: BinaryHeap<Reverse<(i64, i32)>> = self
+            .merge
+            .parts
+            .iter()
+            .filter_map(|(&p, part)| part.buf.front().map(|i| Reverse((i.order(), p))))
+            .collect();
+        let mut bound = self.bound(heads.peek().map(|h| h.0 .0));
+        while let Some(&Reverse((ts, p))) = heads.peek() {
+            if ts > bound {
                 break;
             }
-            let next = cu
+            heads.pop();
+            let part = self
+                .merge
                 .parts
-                .iter()
-                .filter_map(|(&p, part)| part.buf.front().map(|i| (i.order(), p)))
-                .min();
-            let Some((_, p)) = next else {
-                if all_done {
-                    self.finish_catchup();
-                }
-                return;
-            };
-            let part = cu.parts.get_mut(&p).expect("partition chosen from the map");
+                .get_mut(&p)
+                .expect("head of a known partition");
             let item = part.buf.pop_front().expect("non-empty buffer");
+            let emptied = match part.buf.front() {
+                Some(next) => {
+                    heads.push(Reverse((next.order(), p)));
+                    false
+                }
+                None => true,
+            };
             let live = item.offset >= part.target;
-            let resume = part.paused && !part.done && part.buf.len() <= CATCHUP_LOW;
-            if resume {
+            if part.paused && part.buf.len() <= MERGE_LOW && !self.backpressured {
                 part.paused = false;
-            }
-            if resume {
                 self.set_paused(&[p], false);
             }
             if !live {
                 self.c.catchup_events.increment(1);
             }
             self.handle(item, live);
+            if emptied {
+                bound = self.bound(heads.peek().map(|h| h.0 .0));
+            }
         }
-        self.export_catchup();
+        if heads.is_empty() {
+            // Nothing buffered anywhere: what the merge had reached says nothing about the
+            // next records to arrive.
+            for part in self.merge.parts.values_mut() {
+                part.anchor = None;
+            }
+        }
+        if self.merge.catchup_started.is_some() && self.merge.parts.values().all(|p| p.done) {
+            self.finish_catchup();
+        }
+    }
+
+    /// The newest event time the merge may take now (see [`Merge`]); `head` is the oldest
+    /// buffered record's.
+    fn bound(&mut self, head: Option<i64>) -> i64 {
+        let mut bound = i64::MAX;
+        let catchup = self.merge.catchup_started;
+        for part in self.merge.parts.values_mut() {
+            if !part.buf.is_empty() {
+                continue;
+            }
+            if !part.done {
+                // Still reading its backlog: nothing may pass its newest record.
+                let since = part.last_arrival.or(catchup);
+                if since.is_some_and(|t| t.elapsed() < CATCHUP_WAIT) {
+                    bound = bound.min(part.last_ts);
+                }
+                continue;
+            }
+            let Some(head) = head else { continue };
+            let anchor = *part.anchor.get_or_insert_with(|| (head, Instant::now()));
+            let quiet_since = part.last_arrival.map_or(anchor.1, |t| t.max(anchor.1));
+            if quiet_since.elapsed() < self.idle_wait {
+                bound = bound.min(part.last_ts.max(anchor.0).saturating_add(self.slack_ms));
+            }
+        }
+        bound
     }
 
     fn finish_catchup(&mut self) {
-        let Some(cu) = self.catchup.take() else {
+        let Some(started) = self.merge.catchup_started.take() else {
             return;
         };
-        let secs = cu.started.elapsed().as_secs_f64();
+        let secs = started.elapsed().as_secs_f64();
         self.emitted = HashSet::new();
         self.c.catchup_duration.record(secs);
         self.c.catchup_remaining.set(0.0);
-        let parts: Vec<i32> = cu.parts.keys().copied().collect();
-        self.set_paused(&parts, false);
         self.health.set_ready(self.seen_assignment);
         tracing::info!(
             seconds = secs,
-            partitions = ?parts,
+            partitions = ?self.owned,
             accounts = self.engine.gauges().accounts,
             "window state rebuilt; processing live"
         );
     }
 
     fn export_catchup(&self) {
-        if let Some(cu) = &self.catchup {
-            let remaining: i64 = cu
-                .parts
-                .values()
-                .filter(|p| !p.done)
-                .map(|p| (p.end - p.position).max(0))
-                .sum();
-            self.c.catchup_remaining.set(remaining as f64);
-        }
+        let remaining: i64 = self
+            .merge
+            .parts
+            .values()
+            .filter(|p| !p.done)
+            .map(|p| (p.end - p.position).max(0))
+            .sum();
+        self.c.catchup_remaining.set(remaining as f64);
     }
 
     /// Runs one record through the engine. `live`: alerts and dead letters are sent and the
     /// offset tracked; otherwise (re-read for a rebuild) they were sent before and are not.
     fn handle(&mut self, item: Item, live: bool) {
+        let t0 = item.sampled.map(|d| (Instant::now(), d));
         match &item.decoded {
             Ok(ev) => {
                 let allow_before = self.engine.stats().alerts_suppressed_allowlist;
@@ -550,6 +590,11 @@ impl Pipeline {
         if live {
             self.outbox
                 .with_tracker(|t| t.processed(item.partition, item.offset));
+        }
+        if let Some((t, decode)) = t0 {
+            self.c
+                .processing
+                .record((t.elapsed() + decode).as_secs_f64());
         }
     }
 
@@ -715,11 +760,14 @@ impl Pipeline {
             };
             parts.insert(
                 p,
-                CatchPart {
+                Part {
                     target: span.target,
                     end: span.end,
                     done: span.start >= span.end,
                     paused: false,
+                    last_ts: i64::MIN,
+                    last_arrival: None,
+                    anchor: None,
                     buf: VecDeque::new(),
                     position: span.start,
                 },
@@ -727,17 +775,7 @@ impl Pipeline {
         }
         let all: Vec<i32> = assignment.iter().copied().collect();
         self.set_paused(&all, false);
-        let done: Vec<i32> = parts
-            .iter()
-            .filter(|(_, p)| p.done)
-            .map(|(&p, _)| p)
-            .collect();
-        for p in &done {
-            if let Some(part) = parts.get_mut(p) {
-                part.paused = true;
-            }
-        }
-        self.set_paused(&done, true);
+        self.backpressured = false;
         tracing::info!(
             owned = ?all,
             revoked = ?ch.revoked,
@@ -748,12 +786,12 @@ impl Pipeline {
             alerted = self.emitted.len(),
             "accounts already alerted in the span"
         );
-        self.catchup = Some(CatchUp {
+        self.merge = Merge {
             parts,
-            started: Instant::now(),
-        });
+            catchup_started: Some(Instant::now()),
+        };
         self.export_catchup();
-        self.merge();
+        self.drain();
         seeked
     }
 
@@ -796,15 +834,13 @@ impl Pipeline {
         } else if self.backpressured && pending <= max / 2 {
             self.backpressured = false;
             tracing::info!(pending, "deliveries caught up; resuming consumption");
-            let live: Vec<i32> = match &self.catchup {
-                None => self.owned.iter().copied().collect(),
-                Some(cu) => cu
-                    .parts
-                    .iter()
-                    .filter(|(_, p)| !p.paused)
-                    .map(|(&p, _)| p)
-                    .collect(),
-            };
+            let live: Vec<i32> = self
+                .merge
+                .parts
+                .iter()
+                .filter(|(_, p)| !p.paused)
+                .map(|(&p, _)| p)
+                .collect();
             self.set_paused(&live, false);
         }
     }

@@ -12,14 +12,19 @@ Subcommands:
   wait-http URL SECS             wait until URL answers 200
   get URL                        print URL's body; exit 1 unless it answers 200
   metric URL NAME [LABEL=VALUE]  print one sample's value from a Prometheus endpoint
-  e2e ...                        produce the events and malformed records, check the
-                                 dead letters, collect the alerts (see `e2e --help`)
+  produce ...                    produce the events (paced by event time, or in a burst)
+                                 and the malformed records
+  collect ...                    wait until the service processed them; read back and check
+                                 the dead letters and alerts; write the alerts
+  e2e ...                        produce, then collect
 """
 
 import argparse
 import datetime
 import json
+import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -150,16 +155,24 @@ def event_seconds(ts):
 def produce(args, Producer):
     """Every line of the events file in file order (key = account_id), then the malformed
     records. Returns (number of events, {key: (partition, offset)} of the malformed ones)."""
-    p = Producer({
+    conf = {
         "bootstrap.servers": args.brokers,
         "client.id": "distillguard-e2e-producer",
-        "linger.ms": 50,
+        # Batches of up to 50 ms (E2E_LINGER_MS overrides, for experiments).
+        "linger.ms": float(os.environ.get("E2E_LINGER_MS", "50")),
         "batch.size": 1 << 20,
         # Idempotent: retries cannot reorder or duplicate records within a partition.
         "enable.idempotence": True,
         "acks": "all",
         "message.timeout.ms": 60000,
-    })
+    }
+    if args.one_record_batches:
+        # Tansu 0.6.0 answers a fetch from an offset inside a record batch with the batches
+        # after it only, and ListOffsets(latest) with the last batch's base offset + 1: a
+        # consumer that pauses, seeks or asks for the log end mid-batch misses records. With
+        # one record per batch every offset starts a batch.
+        conf["batch.num.messages"] = 1
+    p = Producer(conf)
     errors = []
     placed = {}
 
@@ -281,12 +294,31 @@ def check_alert(m):
     return a, problems
 
 
-def cmd_e2e(args):
-    from confluent_kafka import Consumer, KafkaError, Producer
+def cmd_produce(args):
+    """Produces, and records what the collect step needs to check in `--state`."""
+    from confluent_kafka import Producer
 
     n_events, placed = produce(args, Producer)
     if len(placed) != len(MALFORMED):
         fail(f"delivery reports for malformed records: {placed}")
+    state = {"events": n_events,
+             "malformed": {k.decode(): list(v) for k, v in placed.items()}}
+    if args.state:
+        with open(args.state, "w") as f:
+            json.dump(state, f)
+    return state
+
+
+def cmd_collect(args, state=None):
+    """Reads alerts and dead letters until the service has processed everything and the
+    alerts topic has been quiet for `--quiet` seconds; checks them; writes the alerts."""
+    from confluent_kafka import Consumer, KafkaError
+
+    if state is None:
+        with open(args.state) as f:
+            state = json.load(f)
+    n_events = state["events"]
+    placed = {k.encode(): tuple(v) for k, v in state["malformed"].items()}
 
     c = Consumer({
         "bootstrap.servers": args.brokers,
@@ -393,6 +425,9 @@ def cmd_e2e(args):
 
 
 def main():
+    # Stop at once on SIGINT/SIGTERM (librdkafka calls would otherwise hold the signal back).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: os._exit(128 + signum))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("free-port")
@@ -409,22 +444,31 @@ def main():
     s.add_argument("url")
     s.add_argument("name")
     s.add_argument("labels", nargs="*", help="LABEL=VALUE")
-    s = sub.add_parser("e2e")
-    s.add_argument("--brokers", required=True)
-    s.add_argument("--events", required=True, help="JSON Lines events to produce, in order")
-    s.add_argument("--input-topic", default="llm-requests")
-    s.add_argument("--alerts-topic", default="distillguard-alerts")
-    s.add_argument("--dlq-topic", default="distillguard-dlq")
-    s.add_argument("--metrics-url", required=True, help="the service's /metrics")
-    s.add_argument("--alerts-out", required=True, help="where to write the alerts (JSON Lines)")
-    s.add_argument("--stats-out", required=True, help="where to write counts (JSON)")
-    s.add_argument("--speedup", type=float, default=120.0,
-                   help="produce in event-time order at this multiple of real time "
-                        "(0: as fast as possible, a burst)")
-    s.add_argument("--quiet", type=float, default=10.0,
-                   help="stop after this many seconds without a new alert once all is processed")
-    s.add_argument("--timeout", type=float, default=180.0)
+    for name in ("produce", "collect", "e2e"):
+        s = sub.add_parser(name)
+        s.add_argument("--brokers", required=True)
+        s.add_argument("--input-topic", default="llm-requests")
+        s.add_argument("--state", help="produce writes, collect reads: events produced and "
+                                       "where the malformed records went (JSON)")
+        if name in ("produce", "e2e"):
+            s.add_argument("--events", required=True, help="JSON Lines events to produce, in order")
+            s.add_argument("--speedup", type=float, default=120.0,
+                           help="produce in event-time order at this multiple of real time "
+                                "(0: as fast as possible, a burst)")
+            s.add_argument("--one-record-batches", action="store_true",
+                           help="one record per batch (works around Tansu's mid-batch fetches)")
+        if name in ("collect", "e2e"):
+            s.add_argument("--alerts-topic", default="distillguard-alerts")
+            s.add_argument("--dlq-topic", default="distillguard-dlq")
+            s.add_argument("--metrics-url", required=True, help="the service's /metrics")
+            s.add_argument("--alerts-out", required=True, help="where to write the alerts (JSON Lines)")
+            s.add_argument("--stats-out", required=True, help="where to write counts (JSON)")
+            s.add_argument("--quiet", type=float, default=10.0,
+                           help="stop after this many seconds without a new alert once all is processed")
+            s.add_argument("--timeout", type=float, default=180.0)
     args = ap.parse_args()
+    if args.cmd == "collect" and not args.state:
+        ap.error("collect needs --state (written by produce)")
 
     if args.cmd == "free-port":
         print(free_port())
@@ -440,8 +484,12 @@ def main():
             sys.exit(1)
     elif args.cmd == "metric":
         cmd_metric(args)
+    elif args.cmd == "produce":
+        cmd_produce(args)
+    elif args.cmd == "collect":
+        cmd_collect(args)
     else:
-        cmd_e2e(args)
+        cmd_collect(args, cmd_produce(args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,285 @@
+//! The Kafka service end to end, broker in process (librdkafka's mock cluster), both
+//! detectors on, default (low-latency) configuration, protobuf events with `prompt_simhash`:
+//!
+//! 1. **throughput**: a backlog of events on 32 partitions (100k accounts), consumed from a
+//!    standing start; events/s from the first processed event to the last.
+//! 2. **latency**: a producer paced at 100,000 events/s for 10 s, 10% of them from 300
+//!    harvesting accounts that trip `bulk_extraction`; event-to-alert latency quantiles from
+//!    the service's own histogram (input record's Kafka timestamp to the alert's delivery
+//!    report), read from `/metrics`.
+//!
+//! `cargo bench --bench kafka` (env `DG_BENCH_EVENTS`, `DG_BENCH_RATE`, `DG_BENCH_SECS` to
+//! change the sizes). Prints one JSON object per part.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use distillguard::config::Config;
+use distillguard::kafka::Service;
+use distillguard::proto;
+use prost::Message as _;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const INPUT: &str = "llm-requests";
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer")
+}
+
+fn send(p: &ThreadedProducer<DefaultProducerContext>, key: &str, bytes: &[u8]) {
+    let mut rec = BaseRecord::to(INPUT).key(key).payload(bytes);
+    loop {
+        match p.send(rec) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                rec = r;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+}
+
+/// A harvesting account's request: fresh, single-turn, output-heavy.
+fn harvester(i: u64, k: u64, rate: u64) -> proto::RequestEvent {
+    let mut e = support::event(i, 100_000, rate);
+    e.event_id = format!("hv-{i}");
+    e.account_id = format!("harv_{k:05}");
+    e.org_id = None;
+    e.account_created_at = Some(prost_types::Timestamp {
+        seconds: support::T0 / 1000 - 86_400,
+        nanos: 0,
+    });
+    e.ip = Some(format!("198.51.{}.{}", k / 250, k % 250 + 1));
+    e.device_fingerprint = Some(format!("t13d_h{k}"));
+    e.payment_fingerprint = Some(format!("pm_h{k}"));
+    e.input_tokens = Some(150);
+    e.output_tokens = Some(1400);
+    e.conversation_turns = Some(1);
+    e
+}
+
+fn config(brokers: &str) -> Arc<distillguard::config::ValidConfig> {
+    let mut c = Config::default();
+    c.kafka.brokers = brokers.to_string();
+    c.kafka.auto_offset_reset = "earliest".into();
+    c.service.metrics_addr = "127.0.0.1:0".into();
+    c.service.statistics_interval_ms = 1000;
+    Arc::new(c.validate().expect("valid"))
+}
+
+fn scrape(addr: &std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf
+}
+
+fn value(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn events_ok(addr: &std::net::SocketAddr) -> f64 {
+    value(&scrape(addr), "distillguard_events_total{result=\"ok\"}")
+}
+
+/// Upper bound of the bucket holding quantile `q` of a Prometheus histogram.
+fn quantile(scrape: &str, name: &str, q: f64) -> Option<f64> {
+    let buckets: Vec<(f64, f64)> = scrape
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.iter().map(|b| b.1).fold(0.0, f64::max);
+    if total == 0.0 {
+        return None;
+    }
+    let mut sorted = buckets;
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    sorted
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(le, _)| *le)
+}
+
+async fn throughput() {
+    let n = env_u64("DG_BENCH_EVENTS", 400_000);
+    let partitions = 32;
+    let cluster = MockCluster::new(1).expect("mock");
+    cluster.create_topic(INPUT, partitions, 1).expect("topic");
+    cluster
+        .create_topic("distillguard-alerts", 1, 1)
+        .expect("topic");
+    cluster
+        .create_topic("distillguard-dlq", 1, 1)
+        .expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let p = producer(&brokers);
+    for i in 0..n {
+        let e = support::event(i, 100_000, 10_000);
+        send(&p, &e.account_id, &e.encode_to_vec());
+    }
+    p.flush(Duration::from_secs(60)).expect("flush");
+
+    let rss0 = support::rss_bytes();
+    let t0 = Instant::now();
+    let svc = Service::start(config(&brokers)).await.expect("service");
+    let addr = svc.metrics_addr;
+    let (first, last) = tokio::task::spawn_blocking(move || {
+        let mut first = None;
+        loop {
+            let done = events_ok(&addr);
+            if done > 0.0 && first.is_none() {
+                first = Some((Instant::now(), done));
+            }
+            if done >= n as f64 || t0.elapsed() > Duration::from_secs(300) {
+                return (first, (Instant::now(), done));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("poll");
+    let rss1 = support::rss_bytes();
+    svc.shutdown().await.expect("shutdown");
+    let (t_first, n_first) = first.unwrap_or((t0, 0.0));
+    let secs = last.0.duration_since(t_first).as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "part": "throughput",
+            "events": last.1,
+            "partitions": partitions,
+            "accounts": 100_000,
+            "seconds_from_first_event": secs,
+            "events_per_sec": (last.1 - n_first) / secs,
+            "startup_seconds": t_first.duration_since(t0).as_secs_f64(),
+            "rss_growth_mib": (rss1.saturating_sub(rss0)) as f64 / 1048576.0,
+        })
+    );
+}
+
+async fn latency() {
+    let rate = env_u64("DG_BENCH_RATE", 100_000);
+    let secs = env_u64("DG_BENCH_SECS", 10);
+    let cluster = MockCluster::new(1).expect("mock");
+    cluster.create_topic(INPUT, 8, 1).expect("topic");
+    cluster
+        .create_topic("distillguard-alerts", 1, 1)
+        .expect("topic");
+    cluster
+        .create_topic("distillguard-dlq", 1, 1)
+        .expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let svc = Service::start(config(&brokers)).await.expect("service");
+    let addr = svc.metrics_addr;
+    while !svc.is_ready() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = brokers.clone();
+    let sent = tokio::task::spawn_blocking(move || {
+        let p = producer(&b);
+        let t0 = Instant::now();
+        let total = rate * secs;
+        let mut i = 0;
+        // Paced in 1 ms slices.
+        while i < total {
+            let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
+            if i >= due {
+                std::thread::sleep(Duration::from_micros(500));
+                continue;
+            }
+            while i < due.min(total) {
+                let e = if i % 10 == 0 {
+                    harvester(i, (i / 10) % 300, rate)
+                } else {
+                    support::event(i, 100_000, rate)
+                };
+                send(&p, &e.account_id, &e.encode_to_vec());
+                i += 1;
+            }
+        }
+        let _ = p.flush(Duration::from_secs(30));
+        (i, t0.elapsed().as_secs_f64())
+    })
+    .await
+    .expect("producer");
+    let wait = Instant::now();
+    while events_ok(&addr) < sent.0 as f64 && wait.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = scrape(&addr);
+    svc.shutdown().await.expect("shutdown");
+    let h = "distillguard_event_to_alert_seconds";
+    let alerts = value(&s, &format!("{h}_count"));
+    println!(
+        "{}",
+        serde_json::json!({
+            "part": "latency",
+            "offered_events_per_sec": sent.0 as f64 / sent.1,
+            "events": value(&s, "distillguard_events_total{result=\"ok\"}"),
+            "alerts": alerts,
+            "event_to_alert_mean_ms": 1000.0 * value(&s, &format!("{h}_sum")) / alerts.max(1.0),
+            "event_to_alert_p50_ms_at_most": quantile(&s, h, 0.5).map(|v| v * 1000.0),
+            "event_to_alert_p99_ms_at_most": quantile(&s, h, 0.99).map(|v| v * 1000.0),
+            "processing_p99_us_at_most": quantile(&s, "distillguard_processing_seconds", 0.99).map(|v| v * 1e6),
+        })
+    );
+}
+
+fn main() {
+    let part = std::env::args()
+        .skip(1)
+        .find(|a| a == "throughput" || a == "latency");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if part.as_deref() != Some("latency") {
+        rt.block_on(throughput());
+    }
+    if part.as_deref() != Some("throughput") {
+        rt.block_on(latency());
+    }
+}
