@@ -1,8 +1,9 @@
 //! The Kafka service end to end, broker in process (librdkafka's mock cluster), both
 //! detectors on, default (low-latency) configuration, protobuf events with `prompt_simhash`:
 //!
-//! 1. **throughput**: a backlog of events on 32 partitions (100k accounts), consumed from a
-//!    standing start; events/s from the first processed event to the last.
+//! 1. **throughput**: a backlog of 1M events on 64 partitions (100k accounts), consumed from
+//!    a standing start; sustained events/s over the last 70% (after the engine has seen every
+//!    account and its memory is warm), and over the whole run from the first event.
 //! 2. **latency**: a producer paced at 100,000 events/s for 10 s, 10% of them from 300
 //!    harvesting accounts that trip `bulk_extraction`; event-to-alert latency quantiles from
 //!    the service's own histogram (input record's Kafka timestamp to the alert's delivery
@@ -142,8 +143,9 @@ fn quantile(scrape: &str, name: &str, q: f64) -> Option<f64> {
 }
 
 async fn throughput() {
-    let n = env_u64("DG_BENCH_EVENTS", 400_000);
-    let partitions = 32;
+    let n = env_u64("DG_BENCH_EVENTS", 1_000_000);
+    // The mock broker keeps 5 MB a partition: 64 keep 1M events of ~200 B.
+    let partitions = 64;
     let cluster = MockCluster::new(1).expect("mock");
     cluster.create_topic(INPUT, partitions, 1).expect("topic");
     cluster
@@ -164,15 +166,19 @@ async fn throughput() {
     let t0 = Instant::now();
     let svc = Service::start(config(&brokers)).await.expect("service");
     let addr = svc.metrics_addr;
-    let (first, last) = tokio::task::spawn_blocking(move || {
+    let (first, warm, last) = tokio::task::spawn_blocking(move || {
         let mut first = None;
+        let mut warm = None;
         loop {
             let done = events_ok(&addr);
             if done > 0.0 && first.is_none() {
                 first = Some((Instant::now(), done));
             }
+            if done >= 0.3 * n as f64 && warm.is_none() {
+                warm = Some((Instant::now(), done));
+            }
             if done >= n as f64 || t0.elapsed() > Duration::from_secs(300) {
-                return (first, (Instant::now(), done));
+                return (first, warm, (Instant::now(), done));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -182,7 +188,9 @@ async fn throughput() {
     let rss1 = support::rss_bytes();
     svc.shutdown().await.expect("shutdown");
     let (t_first, n_first) = first.unwrap_or((t0, 0.0));
+    let (t_warm, n_warm) = warm.unwrap_or((t_first, n_first));
     let secs = last.0.duration_since(t_first).as_secs_f64();
+    let warm_secs = last.0.duration_since(t_warm).as_secs_f64();
     println!(
         "{}",
         serde_json::json!({
@@ -191,7 +199,8 @@ async fn throughput() {
             "partitions": partitions,
             "accounts": 100_000,
             "seconds_from_first_event": secs,
-            "events_per_sec": (last.1 - n_first) / secs,
+            "events_per_sec_sustained": (last.1 - n_warm) / warm_secs,
+            "events_per_sec_from_first_event": (last.1 - n_first) / secs,
             "startup_seconds": t_first.duration_since(t0).as_secs_f64(),
             "rss_growth_mib": (rss1.saturating_sub(rss0)) as f64 / 1048576.0,
         })

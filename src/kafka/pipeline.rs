@@ -198,6 +198,8 @@ pub struct Pipeline {
     json_in: bool,
     json_out: bool,
     merge: Merge,
+    /// Wall clock at the start of this turn of the loop (one clock read per batch).
+    turn: Instant,
     /// A silent partition holds the merge back at most this long.
     idle_wait: Duration,
     /// Half the late allowance (ms): how far past a silent partition the merge may run.
@@ -239,6 +241,7 @@ impl Pipeline {
             health,
             stop,
             merge: Merge::default(),
+            turn: Instant::now(),
             idle_wait: Duration::from_millis(cfg.raw.kafka.idle_partition_ms),
             slack_ms: (cfg.raw.engine.late_allowance_secs * 1000 / 2) as i64,
             owned: BTreeSet::new(),
@@ -264,6 +267,7 @@ impl Pipeline {
         // Records borrow the consumer; poll through a handle of our own so `self` stays free.
         let consumer = self.consumer.clone();
         while !self.stop.load(Ordering::Relaxed) {
+            self.turn = Instant::now();
             self.health.beat();
             if let Some(ch) = self.consumer.context().take_changes() {
                 self.rebuild(ch);
@@ -383,7 +387,7 @@ impl Pipeline {
         };
         part.position = m.offset() + 1;
         part.last_ts = part.last_ts.max(item.order());
-        part.last_arrival = Some(Instant::now());
+        part.last_arrival = Some(self.turn);
         part.anchor = None;
         part.buf.push_back(item);
         if part.position >= part.end {
