@@ -677,10 +677,10 @@ impl Config {
                 "must be between 1 and 25 (Kubernetes kills a pod 30 s after SIGTERM by default)",
             ));
         }
-        if sv.statistics_interval_ms < 100 {
+        if !(100..=20_000).contains(&sv.statistics_interval_ms) {
             return Err(invalid(
                 "service.statistics_interval_ms",
-                "must be at least 100",
+                "must be between 100 and 20000 (lag gauges not refreshed for a minute disappear)",
             ));
         }
         if sv.max_pending_deliveries < 100 {

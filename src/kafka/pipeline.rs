@@ -868,6 +868,7 @@ impl Pipeline {
     }
 
     fn export_gauges(&mut self) {
+        self.c.assigned.set(self.owned.len() as f64);
         let g = self.engine.gauges();
         self.c.tracked_accounts.set(g.accounts as f64);
         self.c.tracked_values.set(g.attribute_values as f64);

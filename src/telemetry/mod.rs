@@ -117,7 +117,12 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new();
+            // Gauges not set for a minute disappear: the lag of a partition this instance no
+            // longer owns must not linger. Every other gauge is refreshed each second.
+            let builder = PrometheusBuilder::new().idle_timeout(
+                metrics_util::MetricKindMask::GAUGE,
+                Some(std::time::Duration::from_secs(60)),
+            );
             let builder = [
                 (PROCESSING, PROCESSING_BUCKETS),
                 (EVENT_TO_ALERT, EVENT_TO_ALERT_BUCKETS),
