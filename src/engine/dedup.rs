@@ -3,15 +3,15 @@
 //! Two generations of id hashes: ids go into the current one and are looked up in both; the
 //! current one becomes the previous one when it is a window old or half the cap full, so every
 //! id is remembered for at least one window (unless the cap forces faster rotation).
-
-use std::collections::HashSet;
-
-use nohash_hasher::BuildNoHashHasher;
+//!
+//! Each generation is a flat open-addressing table of the 64-bit hashes themselves (linear
+//! probing, at most half full): a lookup costs one cache line, where a general hash set costs
+//! one for its control bytes and another for its slots.
 
 #[derive(Debug)]
 pub struct Dedup {
-    current: HashSet<u64, BuildNoHashHasher<u64>>,
-    previous: HashSet<u64, BuildNoHashHasher<u64>>,
+    current: IdSet,
+    previous: IdSet,
     started_ms: i64,
     window_ms: i64,
     half_cap: usize,
@@ -20,8 +20,8 @@ pub struct Dedup {
 impl Dedup {
     pub fn new(window_ms: i64, max_ids: usize) -> Self {
         Self {
-            current: HashSet::default(),
-            previous: HashSet::default(),
+            current: IdSet::default(),
+            previous: IdSet::default(),
             started_ms: i64::MIN,
             window_ms,
             half_cap: (max_ids / 2).max(1),
@@ -40,7 +40,7 @@ impl Dedup {
             self.current.clear();
             self.started_ms = ts_ms;
         }
-        if self.previous.contains(&id) {
+        if self.previous.contains(id) {
             return true;
         }
         !self.current.insert(id)
@@ -52,6 +52,100 @@ impl Dedup {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A set of 64-bit hashes: open addressing, linear probing, 0 marks an empty slot (the id 0
+/// itself is kept aside). Grows by doubling to stay at most half full.
+#[derive(Debug, Default)]
+struct IdSet {
+    slots: Vec<u64>,
+    /// `64 - log2(slots.len())`: the slot of an id is the top bits of its Fibonacci product.
+    shift: u32,
+    len: usize,
+    has_zero: bool,
+}
+
+impl IdSet {
+    const MIN_SLOTS: usize = 1024;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn home(&self, id: u64) -> usize {
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        if id == 0 {
+            return self.has_zero;
+        }
+        if self.slots.is_empty() {
+            return false;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(id);
+        loop {
+            let s = self.slots[i];
+            if s == id {
+                return true;
+            }
+            if s == 0 {
+                return false;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds `id`; true if it was not there.
+    fn insert(&mut self, id: u64) -> bool {
+        if id == 0 {
+            let new = !self.has_zero;
+            self.has_zero = true;
+            self.len += usize::from(new);
+            return new;
+        }
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(id);
+        loop {
+            let s = self.slots[i];
+            if s == id {
+                return false;
+            }
+            if s == 0 {
+                self.slots[i] = id;
+                self.len += 1;
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let n = (self.slots.len() * 2).max(Self::MIN_SLOTS);
+        let old = std::mem::replace(&mut self.slots, vec![0; n]);
+        self.shift = 64 - n.trailing_zeros();
+        let mask = n - 1;
+        for id in old.into_iter().filter(|&id| id != 0) {
+            let mut i = self.home(id);
+            while self.slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = id;
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.len > 0 {
+            self.slots.fill(0);
+        }
+        self.len = 0;
+        self.has_zero = false;
     }
 }
 
@@ -71,5 +165,26 @@ mod tests {
             d.seen(i + 100, 62_000);
         }
         assert!(d.len() <= 1000);
+    }
+
+    #[test]
+    fn id_set_matches_a_hash_set() {
+        let mut s = IdSet::default();
+        let mut r = std::collections::HashSet::new();
+        let mut x: u64 = 1;
+        for i in 0..50_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Small values collide often; 0 is a valid id too.
+            let id = if i % 3 == 0 { x % 5000 } else { x };
+            assert_eq!(s.contains(id), r.contains(&id));
+            assert_eq!(s.insert(id), r.insert(id));
+            assert_eq!(s.len(), r.len());
+            if i == 30_000 {
+                s.clear();
+                r.clear();
+            }
+        }
     }
 }
