@@ -17,6 +17,7 @@ pub mod window;
 use compact_str::CompactString;
 use dashmap::DashMap;
 use nohash_hasher::{BuildNoHashHasher, IntMap};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
@@ -157,12 +158,37 @@ fn ip_keys(ip: &std::net::IpAddr) -> (u64, u64) {
 
 const SWEEP_EVERY_MS: i64 = 60_000;
 
+/// An attribute value in the index. A value held by one account only is a bare (value,
+/// account) pair: aggregates start when a second account shows up. Most IPs, cards and
+/// devices stay solo. Both live in one table so that a value costs one lookup.
+enum Held {
+    Solo(u64),
+    Shared(Box<Attribute>),
+}
+
+impl Held {
+    fn shared(&self) -> Option<&Attribute> {
+        match self {
+            Held::Shared(g) => Some(g),
+            Held::Solo(_) => None,
+        }
+    }
+
+    fn shared_mut(&mut self) -> Option<&mut Attribute> {
+        match self {
+            Held::Shared(g) => Some(g),
+            Held::Solo(_) => None,
+        }
+    }
+}
+
 pub struct Engine {
     cfg: Arc<ValidConfig>,
     accounts: DashMap<u64, Box<Account>, NoHash>,
-    attributes: DashMap<u64, Box<Attribute>, NoHash>,
-    /// Values seen with exactly one account so far: value key -> account key.
-    solo: IntMap<u64, u64>,
+    /// Attribute values by key: held by one account so far, or shared (aggregated).
+    values: HashMap<u64, Held, NoHash>,
+    /// Entries of `values` that are [`Held::Shared`].
+    shared_values: usize,
     clusters: cluster::Clusters,
     dedup: Dedup,
     /// Template keys seen in the last hour (doorkeeper for the template index).
@@ -210,8 +236,8 @@ impl Engine {
             dedup: Dedup::new((e.dedup_window_secs * 1000) as i64, e.max_dedup_ids),
             templates_seen: Dedup::new(3_600_000, e.max_attribute_values),
             accounts: DashMap::with_hasher(NoHash::default()),
-            attributes: DashMap::with_hasher(NoHash::default()),
-            solo: IntMap::default(),
+            values: HashMap::with_hasher(NoHash::default()),
+            shared_values: 0,
             clusters: cluster::Clusters::default(),
             models: IntMap::default(),
             allow_accounts,
@@ -237,7 +263,7 @@ impl Engine {
     pub fn gauges(&self) -> Gauges {
         Gauges {
             accounts: self.accounts.len(),
-            attribute_values: self.attributes.len() + self.solo.len(),
+            attribute_values: self.values.len(),
             clusters: self.clusters.len(),
             dedup_ids: self.dedup.len(),
         }
@@ -534,59 +560,54 @@ impl Engine {
                 if carried.iter().any(|c| c.key == k && c.added) {
                     continue;
                 }
-                if let Some(mut g) = self.attributes.get_mut(&k) {
+                if let Some(g) = self.values.get_mut(&k).and_then(Held::shared_mut) {
                     g.member_flipped(profile.is);
                 }
             }
         }
         for item in carried {
             if let Some(old) = item.evicted {
-                if let Some(mut g) = self.attributes.get_mut(&old) {
-                    g.remove_member(akey, profile.was);
-                } else if self.solo.get(&old) == Some(&akey) {
-                    self.solo.remove(&old);
-                }
+                release_value(&mut self.values, old, akey, profile.was);
             }
-            // A value held by one account only is a bare (value, account) pair: aggregates
-            // start when a second account shows up. Most IPs, cards and devices stay solo.
+            // A solo value stays a bare pair until a second account shows up.
             let mut created = false;
-            let other = match self.solo.get(&item.key) {
-                Some(&a) if a == akey => continue,
-                Some(&a) => {
-                    self.solo.remove(&item.key);
-                    Some((
-                        a,
-                        self.accounts.get(&a).is_some_and(|acc| acc.extraction_like),
-                    ))
+            let g = match self.values.entry(item.key) {
+                Entry::Vacant(v) => {
+                    v.insert(Held::Solo(akey));
+                    continue;
                 }
-                None => None,
-            };
-            let mut g = match other {
-                Some((o, flag)) => {
-                    let mut g = self.attributes.entry(item.key).or_insert_with(|| {
-                        created = true;
-                        Box::new(Attribute::new(item.kind, item.value.render(), ts_ms))
-                    });
-                    g.add_member(o, flag);
-                    g
-                }
-                None => match self.attributes.get_mut(&item.key) {
-                    Some(g) => g,
-                    None => {
-                        self.solo.insert(item.key, akey);
-                        continue;
+                Entry::Occupied(o) => {
+                    let held = o.into_mut();
+                    match held {
+                        Held::Solo(a) if *a == akey => continue,
+                        Held::Solo(a) => {
+                            let other = *a;
+                            let flag = self
+                                .accounts
+                                .get(&other)
+                                .is_some_and(|acc| acc.extraction_like);
+                            let mut g =
+                                Box::new(Attribute::new(item.kind, item.value.render(), ts_ms));
+                            g.add_member(other, flag);
+                            *held = Held::Shared(g);
+                            created = true;
+                            self.shared_values += 1;
+                            self.stats.attributes_created += 1;
+                            match held {
+                                Held::Shared(g) => &mut **g,
+                                Held::Solo(_) => unreachable!("just made shared"),
+                            }
+                        }
+                        Held::Shared(g) => &mut **g,
                     }
-                },
+                }
             };
-            if created {
-                self.stats.attributes_created += 1;
-            }
             if item.added || created {
                 g.add_member(akey, profile.is);
             }
             in_burst |=
                 g.touch(ts_ms, touch, horizon_ms, bin_ms) && item.kind == AttrKind::Template;
-            if c.enabled && cluster::link(&g, now, c).is_some() {
+            if c.enabled && cluster::link(g, now, c).is_some() {
                 links.push((item.key, item.kind, g.cluster));
             }
         }
@@ -613,7 +634,7 @@ impl Engine {
             return Some(self.clusters.find(root));
         }
         // A new link: every eligible holder of the value joins, merging their clusters.
-        let (members, value) = match self.attributes.get(&key) {
+        let (members, value) = match self.attribute(key) {
             Some(g) => (g.members.sorted(), g.value.clone()),
             None => return None,
         };
@@ -637,7 +658,7 @@ impl Engine {
             root = self.clusters.union(root, p);
         }
         self.clusters.add_link(root, key);
-        if let Some(mut g) = self.attributes.get_mut(&key) {
+        if let Some(g) = self.attribute_mut(key) {
             g.cluster = root;
         }
         for m in joining {
@@ -791,8 +812,8 @@ impl Engine {
         let mut links = Vec::new();
         let mut shared = Vec::new();
         for k in &link_keys {
-            if let Some(g) = self.attributes.get(k) {
-                let link = cluster::evidence(&g, now, &cfg.cluster);
+            if let Some(g) = self.attribute(*k) {
+                let link = cluster::evidence(g, now, &cfg.cluster);
                 shared.push(link.to_json(&g.value));
                 links.push(link);
             }
@@ -888,10 +909,13 @@ impl Engine {
             self.remove_account(k);
         }
         let attr_idle = now - 600_000;
-        let before = self.attributes.len();
-        self.attributes
-            .retain(|_, g| !(g.members.is_empty() && g.last_ms < attr_idle));
-        self.stats.attributes_expired += (before - self.attributes.len()) as u64;
+        let before = self.shared_values;
+        self.values.retain(|_, h| match h {
+            Held::Shared(g) => !(g.members.is_empty() && g.last_ms < attr_idle),
+            Held::Solo(_) => true,
+        });
+        self.shared_values = self.count_shared();
+        self.stats.attributes_expired += (before - self.shared_values) as u64;
         self.enforce_caps();
         self.clusters.compact();
     }
@@ -919,21 +943,28 @@ impl Engine {
                 self.remove_account(k);
             }
         }
-        if self.attributes.len() > e.max_attribute_values {
+        if self.shared_values > e.max_attribute_values {
             let target = e.max_attribute_values - e.max_attribute_values / 10;
             let cutoff = nth_oldest(
-                self.attributes.iter().map(|g| g.last_ms),
-                self.attributes.len() - target,
+                self.values
+                    .values()
+                    .filter_map(Held::shared)
+                    .map(|g| g.last_ms),
+                self.shared_values - target,
             );
-            let before = self.attributes.len();
-            self.attributes.retain(|_, g| g.last_ms > cutoff);
-            self.stats.attributes_evicted += (before - self.attributes.len()) as u64;
+            let before = self.shared_values;
+            self.values.retain(|_, h| match h {
+                Held::Shared(g) => g.last_ms > cutoff,
+                Held::Solo(_) => true,
+            });
+            self.shared_values = self.count_shared();
+            self.stats.attributes_evicted += (before - self.shared_values) as u64;
         }
         let slack_a = (e.max_accounts / 10) as u64;
         let room_a = e.max_accounts.saturating_sub(self.accounts.len()) as u64;
         self.cap_check_accounts = self.stats.accounts_created + room_a.max(slack_a / 10).max(1);
         let slack_v = (e.max_attribute_values / 10) as u64;
-        let room_v = e.max_attribute_values.saturating_sub(self.attributes.len()) as u64;
+        let room_v = e.max_attribute_values.saturating_sub(self.shared_values) as u64;
         self.cap_check_attributes = self.stats.attributes_created + room_v.max(slack_v / 10).max(1);
     }
 
@@ -943,11 +974,7 @@ impl Engine {
         };
         for slot in acc.slots {
             if slot != 0 {
-                if let Some(mut g) = self.attributes.get_mut(&slot) {
-                    g.remove_member(key, acc.extraction_like);
-                } else if self.solo.get(&slot) == Some(&key) {
-                    self.solo.remove(&slot);
-                }
+                release_value(&mut self.values, slot, key, acc.extraction_like);
             }
         }
         if acc.cluster != 0 {
@@ -955,10 +982,46 @@ impl Engine {
         }
     }
 
+    fn attribute(&self, key: u64) -> Option<&Attribute> {
+        self.values.get(&key).and_then(Held::shared)
+    }
+
+    fn attribute_mut(&mut self, key: u64) -> Option<&mut Attribute> {
+        self.values.get_mut(&key).and_then(Held::shared_mut)
+    }
+
+    fn count_shared(&self) -> usize {
+        self.values
+            .values()
+            .filter(|h| matches!(h, Held::Shared(_)))
+            .count()
+    }
+
     /// Forgets the given accounts (e.g. their partition was revoked).
     pub fn forget_accounts(&mut self, account_ids: &[String]) {
         for id in account_ids {
             self.remove_account(account_key(id));
+        }
+    }
+}
+
+/// Account `akey` no longer holds value `key`.
+fn release_value(
+    values: &mut HashMap<u64, Held, NoHash>,
+    key: u64,
+    akey: u64,
+    extraction_like: bool,
+) {
+    if let Entry::Occupied(mut o) = values.entry(key) {
+        match o.get_mut() {
+            Held::Shared(g) => {
+                g.remove_member(akey, extraction_like);
+            }
+            Held::Solo(a) => {
+                if *a == akey {
+                    o.remove();
+                }
+            }
         }
     }
 }
