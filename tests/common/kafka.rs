@@ -28,6 +28,19 @@ pub struct Mock {
     pub brokers: String,
 }
 
+/// Serialises the tests of one binary that run a service: the Prometheus recorder is global to
+/// the process, so two services running at once would count each other's events.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
+}
+
+/// The process's metrics as `/metrics` would serve them now (a baseline for deltas: counters
+/// accumulate over every service a test binary has run).
+pub fn scrape_now() -> String {
+    distillguard::telemetry::install().render()
+}
+
 /// A one-broker mock cluster with the service's three topics.
 pub fn mock(input_partitions: i32) -> Mock {
     let cluster = MockCluster::new(1).expect("mock cluster");
