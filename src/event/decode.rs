@@ -4,7 +4,7 @@ use compact_str::CompactString;
 use prost::Message;
 use std::net::IpAddr;
 
-use super::json::{JsonTime, RequestEventJson};
+use super::json::{JsonStr, JsonTime, RequestEventJson};
 use super::time::{in_range, parse_rfc3339_ms};
 use super::Event;
 use crate::fingerprint::{parse_simhash, Fingerprinter, PromptFingerprint};
@@ -146,7 +146,7 @@ impl Decoder {
             .as_ref()
             .map(|t| proto_time(t, "account_created_at"))
             .transpose()?;
-        let s = |v: Option<String>| v.map(CompactString::from);
+        let s = |v: Option<String>| v.map(JsonStr::from);
         let fields = Fields {
             event_id: Some(raw.event_id.into()),
             account_id: Some(raw.account_id.into()),
@@ -188,17 +188,18 @@ impl Decoder {
     ) -> Result<Event, DecodeError> {
         let event_id = required(f.event_id, "event_id")?;
         let account_id = required(f.account_id, "account_id")?;
-        let org_id = optional(f.org_id, "org_id")?;
+        let compact = |v: Option<JsonStr<'_>>| v.map(|s| s.to_compact());
+        let org_id = compact(optional(f.org_id, "org_id")?);
         optional(f.api_key_id, "api_key_id")?;
         optional(f.country, "country")?;
         if f.user_agent.is_some_and(|n| n > MAX_SHORT_FIELD) {
             return Err(DecodeError::TooLong("user_agent"));
         }
         optional(f.endpoint, "endpoint")?;
-        let device_fingerprint = optional(f.device_fingerprint, "device_fingerprint")?;
-        let payment_fingerprint = optional(f.payment_fingerprint, "payment_fingerprint")?;
-        let email_domain = optional(f.email_domain, "email_domain")?;
-        let model = optional(f.model, "model")?;
+        let device_fingerprint = compact(optional(f.device_fingerprint, "device_fingerprint")?);
+        let payment_fingerprint = compact(optional(f.payment_fingerprint, "payment_fingerprint")?);
+        let email_domain = compact(optional(f.email_domain, "email_domain")?);
+        let model = compact(optional(f.model, "model")?);
         let ip = match optional(f.ip, "ip")? {
             Some(s) => Some(
                 s.parse::<IpAddr>()
@@ -253,40 +254,40 @@ impl Decoder {
 }
 
 /// The fields both wire forms share, before validation.
-struct Fields {
-    event_id: Option<CompactString>,
-    account_id: Option<CompactString>,
-    org_id: Option<CompactString>,
-    api_key_id: Option<CompactString>,
-    ip: Option<CompactString>,
-    country: Option<CompactString>,
-    device_fingerprint: Option<CompactString>,
-    payment_fingerprint: Option<CompactString>,
-    email_domain: Option<CompactString>,
+struct Fields<'a> {
+    event_id: Option<JsonStr<'a>>,
+    account_id: Option<JsonStr<'a>>,
+    org_id: Option<JsonStr<'a>>,
+    api_key_id: Option<JsonStr<'a>>,
+    ip: Option<JsonStr<'a>>,
+    country: Option<JsonStr<'a>>,
+    device_fingerprint: Option<JsonStr<'a>>,
+    payment_fingerprint: Option<JsonStr<'a>>,
+    email_domain: Option<JsonStr<'a>>,
     /// Length only: nothing downstream reads it.
     user_agent: Option<usize>,
-    model: Option<CompactString>,
-    endpoint: Option<CompactString>,
+    model: Option<JsonStr<'a>>,
+    endpoint: Option<JsonStr<'a>>,
     asn: Option<i64>,
     input_tokens: Option<i64>,
     output_tokens: Option<i64>,
     conversation_turns: Option<i64>,
     status: Option<i64>,
-    prompt_simhash: Option<CompactString>,
+    prompt_simhash: Option<JsonStr<'a>>,
 }
 
-fn required(v: Option<CompactString>, name: &'static str) -> Result<CompactString, DecodeError> {
+fn required(v: Option<JsonStr<'_>>, name: &'static str) -> Result<CompactString, DecodeError> {
     match optional(v, name)? {
-        Some(s) => Ok(s),
+        Some(s) => Ok(s.to_compact()),
         None => Err(DecodeError::MissingField(name)),
     }
 }
 
 /// Empty strings count as absent: protobuf cannot tell them apart.
-fn optional(
-    v: Option<CompactString>,
+fn optional<'a>(
+    v: Option<JsonStr<'a>>,
     name: &'static str,
-) -> Result<Option<CompactString>, DecodeError> {
+) -> Result<Option<JsonStr<'a>>, DecodeError> {
     match v {
         Some(s) if s.len() > MAX_SHORT_FIELD => Err(DecodeError::TooLong(name)),
         Some(s) if s.is_empty() => Ok(None),
@@ -352,7 +353,7 @@ pub fn json_to_proto(raw: &RequestEventJson<'_>) -> Result<proto::RequestEvent, 
         .as_ref()
         .map(|t| json_time(t, "account_created_at").map(ms_to_proto))
         .transpose()?;
-    let s = |v: &Option<CompactString>| v.as_ref().map(|s| s.to_string());
+    let s = |v: &Option<JsonStr<'_>>| v.as_deref().map(str::to_string);
     let u = |v: Option<i64>, name| -> Result<Option<u64>, DecodeError> {
         v.map(|x| u64::try_from(x).map_err(|_| DecodeError::Negative(name)))
             .transpose()

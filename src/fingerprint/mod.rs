@@ -171,6 +171,8 @@ pub enum LexiconError {
     Empty(String),
     #[error("reasoning phrase `{0}` has more than {MAX_PHRASE_WORDS} words")]
     TooLong(String),
+    #[error("the reasoning lexicon has too many distinct phrase endings ({0} words in all)")]
+    TooMany(usize),
 }
 
 /// Computes [`PromptFingerprint`]s in one pass over the words of a prompt. Cheap to share
@@ -179,7 +181,49 @@ pub enum LexiconError {
 pub struct Fingerprinter {
     /// Reasoning phrases as word-hash sequences, keyed by their last word.
     phrases: IntMap<u64, Vec<Vec<u64>>>,
-    classes: IntMap<u64, ClassBits>,
+    classes: ClassTable,
+}
+
+/// Word hash -> class bits for the few hundred words that have any: an open-addressing table
+/// small enough to stay in L1 cache. Each slot holds the hash with its low three bits replaced
+/// by the class bits (never zero, so zero marks an empty slot); most words have no class and
+/// miss on the first probe.
+#[derive(Debug, Clone)]
+struct ClassTable {
+    slots: Vec<u64>,
+}
+
+impl ClassTable {
+    const SLOTS: usize = 1024;
+    const SHIFT: u32 = 64 - Self::SLOTS.trailing_zeros();
+
+    fn new(words: &IntMap<u64, ClassBits>) -> Self {
+        assert!(words.len() * 2 < Self::SLOTS, "class table too full");
+        let mut slots = vec![0u64; Self::SLOTS];
+        for (&h, &bits) in words {
+            let mut i = (h >> Self::SHIFT) as usize;
+            while slots[i] != 0 {
+                i = (i + 1) % Self::SLOTS;
+            }
+            slots[i] = (h & !7) | u64::from(bits & 7);
+        }
+        Self { slots }
+    }
+
+    #[inline]
+    fn get(&self, h: u64) -> ClassBits {
+        let mut i = (h >> Self::SHIFT) as usize;
+        loop {
+            let v = self.slots[i];
+            if v == 0 {
+                return 0;
+            }
+            if (v ^ h) & !7 == 0 {
+                return (v & 7) as ClassBits;
+            }
+            i = (i + 1) % Self::SLOTS;
+        }
+    }
 }
 
 /// Bit 0: struct word, bit 1: stop word, bit 2: last word of a reasoning phrase. One lookup
@@ -187,7 +231,8 @@ pub struct Fingerprinter {
 type ClassBits = u8;
 const ENDS_PHRASE: ClassBits = 4;
 
-/// FNV-1a over the lowercased bytes, then a finaliser so every bit is usable by SimHash.
+/// The murmur3 64-bit finaliser: a bijection that spreads every input bit over the output, so
+/// every bit of a word hash is usable by SimHash.
 #[inline]
 fn word_hash(h: u64) -> u64 {
     let mut x = h;
@@ -201,47 +246,156 @@ fn word_hash(h: u64) -> u64 {
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
+/// Word bytes: ASCII letters and digits, and every byte of a multi-byte UTF-8 character (so
+/// any language tokenises). The reference definition; [`Words`] computes it eight bytes at a
+/// time.
 #[inline]
 fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b >= 0x80
 }
 
-/// Words of a text: (hash of the lowercased word, all digits). Bytes of multi-byte UTF-8
-/// characters are word bytes, so any language tokenises.
+// Eight bytes at a time (SWAR): each byte of a u64 is a lane; a predicate's result is the
+// lane's high bit.
+const LANES_LO: u64 = 0x0101_0101_0101_0101;
+const LANES_HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each lane whose 7-bit value `v` (high bits clear) is within `lo..=hi`.
+#[inline]
+fn lanes_in(v: u64, lo: u8, hi: u8) -> u64 {
+    let ge = v.wrapping_add(LANES_LO * u64::from(0x80 - lo));
+    let gt = v.wrapping_add(LANES_LO * u64::from(0x7f - hi));
+    ge & !gt & LANES_HI
+}
+
+/// Lanes holding a word byte, as lane high bits.
+#[inline]
+fn word_lanes(x: u64) -> u64 {
+    let v = x & !LANES_HI;
+    let ascii = !x & LANES_HI;
+    let alnum = lanes_in(v | (LANES_LO * 0x20), b'a', b'z') | lanes_in(v, b'0', b'9');
+    (x & LANES_HI) | (alnum & ascii)
+}
+
+/// Lane high bits gathered into the low eight bits (lane k to bit k).
+#[inline]
+fn gather(lanes: u64) -> u64 {
+    ((lanes >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+}
+
+/// Eight bytes of `b` from `at`, zero past its end (zero is not a word byte).
+#[inline]
+fn load8(b: &[u8], at: usize) -> u64 {
+    match b.get(at..at + 8) {
+        Some(w) => u64::from_le_bytes(w.try_into().expect("eight bytes")),
+        None => {
+            let mut buf = [0u8; 8];
+            let tail = b.get(at..).unwrap_or(&[]);
+            buf[..tail.len()].copy_from_slice(tail);
+            u64::from_le_bytes(buf)
+        }
+    }
+}
+
+/// Bit k set when byte `base + k` of `b` is a word byte.
+#[inline]
+fn block_mask(b: &[u8], base: usize) -> u64 {
+    let mut m = 0u64;
+    for k in 0..8 {
+        m |= gather(word_lanes(load8(b, base + 8 * k))) << (8 * k);
+    }
+    m
+}
+
+/// Hash of the word `b[start..end]` with ASCII letters lowercased, and whether it is all
+/// ASCII digits. Eight bytes per step.
+#[inline]
+fn hash_range(b: &[u8], start: usize, end: usize) -> (u64, bool) {
+    let mut h = FNV_OFFSET ^ (end - start) as u64;
+    let mut numeric = true;
+    let mut k = start;
+    loop {
+        // 1..=8 bytes of the word in this step; `valid` keeps just those lanes.
+        let n = (end - k).min(8);
+        let valid = u64::MAX >> (64 - 8 * n);
+        let x = load8(b, k) & valid;
+        let v = x & !LANES_HI;
+        let ascii = !x & LANES_HI;
+        let upper = lanes_in(v, b'A', b'Z') & ascii;
+        let digits = lanes_in(v, b'0', b'9') & ascii;
+        numeric &= (digits & valid) == (LANES_HI & valid);
+        h = (h ^ x ^ (upper >> 2)).wrapping_mul(FNV_PRIME);
+        k += 8;
+        if k >= end {
+            break;
+        }
+        h = h.rotate_left(29);
+    }
+    (word_hash(h), numeric)
+}
+
+/// Words of a text: (hash of the lowercased word, all digits). Word boundaries come from a
+/// bit mask of word bytes computed 64 bytes at a time.
 struct Words<'a> {
     b: &'a [u8],
+    /// Start of the 64-byte block `mask` describes.
+    base: usize,
+    /// Word bytes of that block not yet returned (bit k: byte `base + k`).
+    mask: u64,
+    /// Just past the last word returned (the end of the text once exhausted).
     i: usize,
 }
 
 impl Iterator for Words<'_> {
     type Item = (u64, bool);
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<(u64, bool)> {
-        let b = self.b;
-        let mut i = self.i;
-        while i < b.len() && !is_word_byte(b[i]) {
-            i += 1;
+        let len = self.b.len();
+        while self.mask == 0 {
+            let next = self.base + 64;
+            if next >= len {
+                self.i = len;
+                return None;
+            }
+            self.base = next;
+            self.mask = block_mask(self.b, next);
         }
-        if i >= b.len() {
-            self.i = i;
-            return None;
+        let tz = self.mask.trailing_zeros();
+        let start = self.base + tz as usize;
+        let run = (!(self.mask >> tz)).trailing_zeros();
+        let mut end = start + run as usize;
+        if tz + run < 64 {
+            self.mask &= u64::MAX << (tz + run);
+        } else {
+            // The word reaches the end of the block: follow it into the next ones.
+            loop {
+                let next = self.base + 64;
+                if next >= len {
+                    self.mask = 0;
+                    break;
+                }
+                self.base = next;
+                self.mask = block_mask(self.b, next);
+                let run = (!self.mask).trailing_zeros();
+                end += run as usize;
+                if run < 64 {
+                    self.mask &= u64::MAX << run;
+                    break;
+                }
+            }
         }
-        let mut h = FNV_OFFSET;
-        let mut numeric = true;
-        while i < b.len() && is_word_byte(b[i]) {
-            let c = b[i];
-            numeric &= c.is_ascii_digit();
-            h = (h ^ u64::from(c.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
-            i += 1;
-        }
-        self.i = i;
-        Some((word_hash(h), numeric))
+        self.i = end;
+        Some(hash_range(self.b, start, end))
     }
 }
 
 fn words(text: &[u8]) -> Words<'_> {
-    Words { b: text, i: 0 }
+    Words {
+        b: text,
+        base: 0,
+        mask: block_mask(text, 0),
+        i: 0,
+    }
 }
 
 fn hash_word(w: &str) -> u64 {
@@ -274,12 +428,18 @@ impl Fingerprinter {
         for w in STOP_WORDS {
             *classes.entry(hash_word(w)).or_default() |= 2;
         }
-        Ok(Self { phrases, classes })
+        if classes.len() * 2 >= ClassTable::SLOTS {
+            return Err(LexiconError::TooMany(classes.len()));
+        }
+        Ok(Self {
+            phrases,
+            classes: ClassTable::new(&classes),
+        })
     }
 
     #[inline]
     fn bits(&self, h: u64) -> ClassBits {
-        self.classes.get(&h).copied().unwrap_or(0)
+        self.classes.get(h)
     }
 
     fn class(bits: ClassBits) -> Option<Class> {
@@ -408,6 +568,7 @@ struct Skeleton {
 }
 
 impl Skeleton {
+    #[inline]
     fn emit(&mut self, sym: u64, is_struct: bool) {
         if self.first_len < SKELETON_END {
             self.first[self.first_len] = sym;
@@ -419,6 +580,7 @@ impl Skeleton {
         self.total += 1;
     }
 
+    #[inline]
     fn push(&mut self, h: u64, class: Option<Class>) {
         match class {
             Some(Class::Struct) => {
@@ -654,6 +816,74 @@ mod tests {
         );
         assert!(Fingerprinter::new(&["one two three four five six seven eight nine"]).is_err());
         assert!(Fingerprinter::new(&["  "]).is_err());
+    }
+
+    /// The plain byte-by-byte definition of the words of a text.
+    fn reference_words(b: &[u8]) -> Vec<(u64, bool, usize)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if !is_word_byte(b[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && is_word_byte(b[i]) {
+                i += 1;
+            }
+            let lower: Vec<u8> = b[start..i].iter().map(u8::to_ascii_lowercase).collect();
+            let (h, numeric) = hash_range(&lower, 0, lower.len());
+            assert_eq!(numeric, b[start..i].iter().all(u8::is_ascii_digit));
+            out.push((h, numeric, i));
+        }
+        out
+    }
+
+    fn fast_words(b: &[u8]) -> Vec<(u64, bool, usize)> {
+        let mut it = words(b);
+        let mut out = Vec::new();
+        while let Some((h, numeric)) = it.next() {
+            out.push((h, numeric, it.i));
+        }
+        assert_eq!(it.i, b.len());
+        out
+    }
+
+    #[test]
+    fn words_match_the_byte_by_byte_definition() {
+        for t in [
+            "",
+            " ",
+            "a",
+            "Hello, World! 123 abc123 ÉCOLE école",
+            &"x".repeat(64),
+            &"x".repeat(65),
+            &format!("{} {}", "y".repeat(63), "z".repeat(200)),
+            &format!("{}!", "w".repeat(127)),
+            "@[`{ AZ az 09 /:",
+        ] {
+            assert_eq!(
+                fast_words(t.as_bytes()),
+                reference_words(t.as_bytes()),
+                "{t:?}"
+            );
+        }
+        for b in 0..=255u8 {
+            let text = [b'a', b, b'z'];
+            assert_eq!(fast_words(&text), reference_words(&text), "byte {b:#x}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn words_match_the_definition_on_any_bytes(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            proptest::prop_assert_eq!(fast_words(&b), reference_words(&b));
+        }
+
+        #[test]
+        fn words_match_the_definition_on_wordy_text(s in "[a-zA-Z0-9 .\\n]{0,400}") {
+            proptest::prop_assert_eq!(fast_words(s.as_bytes()), reference_words(s.as_bytes()));
+        }
     }
 
     #[test]

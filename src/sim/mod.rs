@@ -10,7 +10,7 @@ mod prompts;
 mod rng;
 mod words;
 
-use crate::event::json::{JsonTime, RequestEventJson};
+use crate::event::json::{JsonStr, JsonTime, RequestEventJson};
 use compact_str::CompactString;
 use infra::{Device, Net};
 use rand::SeedableRng;
@@ -387,21 +387,21 @@ fn render(mut w: World, seed: u64) -> Simulation {
         let net = &w.nets[e.net as usize];
         let dev = &w.devices[e.dev as usize];
         events.push(RequestEventJson {
-            event_id: Some(compact_str::format_compact!("e-{seed}-{:09}", i + 1)),
+            event_id: Some(compact_str::format_compact!("e-{seed}-{:09}", i + 1).into()),
             ts: Some(JsonTime::Text(fmt_ts(e.ts))),
-            account_id: Some(acct.id.clone()),
-            org_id: acct.org.clone(),
+            account_id: Some(acct.id.clone().into()),
+            org_id: acct.org.clone().map(Into::into),
             api_key_id: None,
             account_created_at: Some(JsonTime::Text(created)),
-            ip: Some(net.ip.clone()),
+            ip: Some(net.ip.clone().into()),
             asn: Some(net.asn),
-            country: Some(net.country.clone()),
-            device_fingerprint: Some(dev.fp.clone()),
-            payment_fingerprint: acct.payment.clone(),
-            email_domain: Some(acct.email.clone()),
+            country: Some(net.country.clone().into()),
+            device_fingerprint: Some(dev.fp.clone().into()),
+            payment_fingerprint: acct.payment.clone().map(Into::into),
+            email_domain: Some(acct.email.clone().into()),
             user_agent: Some(dev.ua.to_string().into()),
-            model: Some(CompactString::from(MODELS[e.model as usize])),
-            endpoint: Some(CompactString::from("/v1/messages")),
+            model: Some(JsonStr::Borrowed(MODELS[e.model as usize])),
+            endpoint: Some(JsonStr::Borrowed("/v1/messages")),
             input_tokens: Some(e.input),
             output_tokens: Some(e.output),
             conversation_turns: Some(i64::from(e.turns)),
@@ -491,7 +491,7 @@ pub fn strip_prompts(sim: &mut Simulation, fingerprinter: &crate::fingerprint::F
     for e in &mut sim.events {
         if let Some(text) = e.prompt_text.take() {
             let h = fingerprinter.fingerprint(&text).simhash;
-            e.prompt_simhash = Some(compact_str::format_compact!("{h:016x}"));
+            e.prompt_simhash = Some(compact_str::format_compact!("{h:016x}").into());
         }
     }
 }
