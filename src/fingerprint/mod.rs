@@ -638,78 +638,45 @@ impl Skeleton {
     }
 }
 
-/// SimHash bit votes, counted eight bit positions at a time: each byte of a hash selects a
-/// precomputed word holding 0 or 1 in each of eight byte lanes (SWAR), so one hash costs
-/// eight table lookups and additions instead of 64 bit tests. Lanes are flushed into wide
-/// counters before they can overflow.
+/// SimHash bit votes as bit-sliced counters: plane k holds bit k of the count of every bit
+/// position, so adding a hash is a seven-step ripple carry over whole words (no per-bit loop,
+/// no table), and the majority test is one bit-sliced comparison. Counts up to
+/// [`BitVotes::MAX`] votes; a fingerprint casts at most [`MAX_TOKENS`].
+#[derive(Default)]
 struct BitVotes {
-    lanes: [u64; 8],
-    wide: [u32; 64],
-    pending: u32,
+    planes: [u64; 7],
     total: u32,
 }
 
-/// `SPREAD[b]` has byte lane `i` set to bit `i` of `b`.
-const SPREAD: [u64; 256] = {
-    let mut t = [0u64; 256];
-    let mut b = 0;
-    while b < 256 {
-        let mut i = 0;
-        while i < 8 {
-            if b & (1 << i) != 0 {
-                t[b] |= 1 << (8 * i);
-            }
-            i += 1;
-        }
-        b += 1;
-    }
-    t
-};
-
-impl Default for BitVotes {
-    fn default() -> Self {
-        Self {
-            lanes: [0; 8],
-            wide: [0; 64],
-            pending: 0,
-            total: 0,
-        }
-    }
-}
+const _: () = assert!(MAX_TOKENS as u32 <= BitVotes::MAX);
 
 impl BitVotes {
+    const MAX: u32 = (1 << 7) - 1;
+
     #[inline]
     fn add(&mut self, h: u64) {
-        for (k, lane) in self.lanes.iter_mut().enumerate() {
-            *lane += SPREAD[((h >> (8 * k)) & 0xff) as usize];
+        debug_assert!(self.total < Self::MAX, "too many votes");
+        let mut carry = h;
+        for plane in &mut self.planes {
+            let c = *plane & carry;
+            *plane ^= carry;
+            carry = c;
         }
-        self.pending += 1;
         self.total += 1;
-        if self.pending == 255 {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        for (k, lane) in self.lanes.iter_mut().enumerate() {
-            for i in 0..8 {
-                self.wide[8 * k + i] += ((*lane >> (8 * i)) & 0xff) as u32;
-            }
-            *lane = 0;
-        }
-        self.pending = 0;
     }
 
     /// Bit `b` is set when more than half of the hashes had it set.
-    fn finish(mut self) -> u64 {
-        self.flush();
-        let mut out = 0u64;
-        for (bit, &c) in self.wide.iter().enumerate() {
-            if 2 * c > self.total {
-                out |= 1 << bit;
-            }
+    fn finish(self) -> u64 {
+        // count > total / 2 (rounded down), compared plane by plane from the top.
+        let half = self.total / 2;
+        let mut greater = 0u64;
+        let mut equal = u64::MAX;
+        for k in (0..self.planes.len()).rev() {
+            let t = if (half >> k) & 1 == 1 { u64::MAX } else { 0 };
+            greater |= equal & self.planes[k] & !t;
+            equal &= !(self.planes[k] ^ t);
         }
-        out
+        greater
     }
 }
 
@@ -785,7 +752,7 @@ mod tests {
     #[test]
     fn bit_votes_match_the_plain_definition() {
         let hashes: Vec<u64> = (0..1000u64).map(word_hash).collect();
-        for n in [1usize, 2, 3, 254, 255, 256, 600, 1000] {
+        for n in [1usize, 2, 3, 4, 63, 64, 100, 126, 127] {
             let mut v = BitVotes::default();
             let mut counts = [0i32; 64];
             for &h in &hashes[..n] {
