@@ -4,8 +4,9 @@
 //! events in the same order and the same configuration it returns the same alerts; `replay`,
 //! the Kafka service, the benches and the tests all drive it.
 //!
-//! State lives in two dashmaps (accounts, attribute values) so that other threads (metrics,
-//! partition revocation) can read and prune it; the engine itself is single-writer. Memory is
+//! State lives in plain hash maps keyed by 64-bit hashes (accounts, attribute values): the
+//! engine is single-writer and owned by one thread (the pipeline reports its gauges and forgets
+//! revoked partitions through it), so no concurrent map or locking is needed. Memory is
 //! bounded: idle accounts and values expire with the window, and hard caps evict the least
 //! recently active, counted in [`Stats`].
 
@@ -15,7 +16,6 @@ pub mod dedup;
 pub mod window;
 
 use compact_str::CompactString;
-use dashmap::DashMap;
 use nohash_hasher::{BuildNoHashHasher, IntMap};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -182,9 +182,19 @@ impl Held {
     }
 }
 
+/// What decides whether and how an alert is raised: read-only after construction, kept apart
+/// from the state so that it can be consulted while an account is borrowed.
+struct Policy {
+    allow_accounts: HashMap<String, i64>,
+    allow_orgs: HashMap<String, i64>,
+    bulk_version: String,
+    cluster_version: String,
+}
+
 pub struct Engine {
     cfg: Arc<ValidConfig>,
-    accounts: DashMap<u64, Box<Account>, NoHash>,
+    /// Accounts by key (an xxh3 hash of the id, used as is).
+    accounts: HashMap<u64, Box<Account>, NoHash>,
     /// Attribute values by key: held by one account so far, or shared (aggregated).
     values: HashMap<u64, Held, NoHash>,
     /// Entries of `values` that are [`Held::Shared`].
@@ -196,16 +206,13 @@ pub struct Engine {
     models: IntMap<u64, i64>,
     /// Attribute kinds tracked for linking, indexed by `AttrKind as usize`.
     kinds: [bool; 6],
-    allow_accounts: HashMap<String, i64>,
-    allow_orgs: HashMap<String, i64>,
+    policy: Policy,
     watermark: i64,
     next_sweep_ms: i64,
     /// Creation counts at which the caps are next checked (between sweeps).
     cap_check_accounts: u64,
     cap_check_attributes: u64,
     stats: Stats,
-    bulk_version: String,
-    cluster_version: String,
 }
 
 fn account_key(id: &str) -> u64 {
@@ -235,23 +242,25 @@ impl Engine {
             kinds,
             dedup: Dedup::new((e.dedup_window_secs * 1000) as i64, e.max_dedup_ids),
             templates_seen: Dedup::new(3_600_000, e.max_attribute_values),
-            accounts: DashMap::with_hasher(NoHash::default()),
+            accounts: HashMap::with_hasher(NoHash::default()),
             values: HashMap::with_hasher(NoHash::default()),
             shared_values: 0,
             clusters: cluster::Clusters::default(),
             models: IntMap::default(),
-            allow_accounts,
-            allow_orgs,
+            policy: Policy {
+                allow_accounts,
+                allow_orgs,
+                bulk_version: format!("{KIND_BULK}/{DETECTOR_VERSION}+cfg.{:08x}", cfg.hash as u32),
+                cluster_version: format!(
+                    "{KIND_CLUSTER}/{DETECTOR_VERSION}+cfg.{:08x}",
+                    cfg.hash as u32
+                ),
+            },
             watermark: i64::MIN,
             next_sweep_ms: i64::MIN,
             cap_check_accounts: 0,
             cap_check_attributes: 0,
             stats: Stats::default(),
-            bulk_version: format!("{KIND_BULK}/{DETECTOR_VERSION}+cfg.{:08x}", cfg.hash as u32),
-            cluster_version: format!(
-                "{KIND_CLUSTER}/{DETECTOR_VERSION}+cfg.{:08x}",
-                cfg.hash as u32
-            ),
             cfg,
         }
     }
@@ -310,12 +319,12 @@ impl Engine {
         // One more look at the account: burst participation, join eligibility, its cluster,
         // and the bulk_extraction verdict.
         let (may_join, own_cluster) = match self.accounts.get_mut(&akey) {
-            Some(mut acc) => {
+            Some(acc) => {
                 if in_burst {
                     acc.sync_hits = acc.sync_hits.saturating_add(1);
                 }
                 if self.cfg.raw.bulk.enabled {
-                    match self.judge_bulk(&mut acc, now) {
+                    match self.policy.judge_bulk(&self.cfg.raw, acc, now) {
                         BulkVerdict::Alert(a) => {
                             self.stats.alerts_bulk += 1;
                             out.push(*a);
@@ -375,7 +384,7 @@ impl Engine {
             .as_ref()
             .map(|m| *self.models.entry(xxh3_64(m.as_bytes())).or_insert(ev.ts_ms));
         let mut created = false;
-        let mut acc = self.accounts.entry(akey).or_insert_with(|| {
+        let acc = self.accounts.entry(akey).or_insert_with(|| {
             created = true;
             Box::new(Account::new(ev.account_id.clone(), ev.ts_ms))
         });
@@ -668,7 +677,7 @@ impl Engine {
     }
 
     fn join(&mut self, root: u32, akey: u64) {
-        let Some(mut acc) = self.accounts.get_mut(&akey) else {
+        let Some(acc) = self.accounts.get_mut(&akey) else {
             return;
         };
         let current = self.clusters.find(acc.cluster);
@@ -681,63 +690,7 @@ impl Engine {
             root
         };
         acc.cluster = root;
-        drop(acc);
         self.clusters.add_member(root, akey);
-    }
-
-    fn allowlisted(&self, account: &str, org: Option<&str>, now: i64) -> bool {
-        self.allow_accounts
-            .get(account)
-            .is_some_and(|&exp| now < exp)
-            || org.is_some_and(|o| self.allow_orgs.get(o).is_some_and(|&exp| now < exp))
-    }
-
-    fn judge_bulk(&self, acc: &mut Account, now: i64) -> BulkVerdict {
-        let cfg = &self.cfg.raw;
-        let Some(a) = bulk::assess(acc, now, cfg) else {
-            return BulkVerdict::Nothing;
-        };
-        if a.score < cfg.bulk.alert_score {
-            return BulkVerdict::Nothing;
-        }
-        let tier = Tier::from_score(a.score, a.crossed(), &cfg.alerts);
-        let rank = tier as u8 + 1;
-        let repeat_due = cfg.alerts.repeat_secs > 0
-            && acc.bulk_alert_ms != 0
-            && now - acc.bulk_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
-        if rank <= acc.bulk_alert_rank && !repeat_due {
-            return BulkVerdict::Nothing;
-        }
-        if self.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
-            return BulkVerdict::Suppressed;
-        }
-        acc.bulk_alert_rank = rank.max(acc.bulk_alert_rank);
-        acc.bulk_alert_ms = now;
-        let mut examples = acc.example_ids();
-        examples.truncate(cfg.alerts.example_events);
-        let evidence = serde_json::json!({
-            "summary": a.summary,
-            "signals": a.signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
-            "signals_crossed": a.crossed(),
-            "account_age_days": a.age_days.map(|d| (d * 10.0).round() / 10.0),
-            "org_id": acc.org_id.as_deref(),
-            "example_event_ids": examples,
-        });
-        BulkVerdict::Alert(Box::new(
-            Decision {
-                kind: KIND_BULK,
-                subject: acc.id.to_string(),
-                accounts: vec![acc.id.to_string()],
-                tier,
-                score: a.score,
-                detected_at_ms: now,
-                window_start_ms: a.window_start_ms,
-                window_end_ms: now,
-                evidence,
-                detector_version: self.bulk_version.clone(),
-            }
-            .into_alert(),
-        ))
     }
 
     fn check_cluster(&mut self, root: u32, now: i64, out: &mut Vec<Alert>) {
@@ -781,10 +734,10 @@ impl Engine {
         let mut examples = Vec::new();
         let mut suppressed = 0u64;
         for m in &members {
-            let Some(mut acc) = self.accounts.get_mut(m) else {
+            let Some(acc) = self.accounts.get_mut(m) else {
                 continue;
             };
-            if self.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
+            if self.policy.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
                 suppressed += 1;
                 continue;
             }
@@ -880,7 +833,7 @@ impl Engine {
                 .max(now - (cfg.engine.account_idle_secs * 1000) as i64),
             window_end_ms: now,
             evidence,
-            detector_version: self.cluster_version.clone(),
+            detector_version: self.policy.cluster_version.clone(),
         };
         if let Some(c) = self.clusters.get_mut(root) {
             c.dirty = false;
@@ -898,9 +851,9 @@ impl Engine {
         let e = &cfg.raw.engine;
         let idle_cutoff = now - (e.account_idle_secs * 1000) as i64;
         let mut expired: Vec<u64> = Vec::new();
-        for a in self.accounts.iter() {
+        for (&k, a) in &self.accounts {
             if a.last_seen_ms < idle_cutoff {
-                expired.push(*a.key());
+                expired.push(k);
             }
         }
         expired.sort_unstable();
@@ -928,14 +881,14 @@ impl Engine {
         if self.accounts.len() > e.max_accounts {
             let target = e.max_accounts - e.max_accounts / 10;
             let cutoff = nth_oldest(
-                self.accounts.iter().map(|a| a.last_seen_ms),
+                self.accounts.values().map(|a| a.last_seen_ms),
                 self.accounts.len() - target,
             );
             let mut victims: Vec<u64> = self
                 .accounts
                 .iter()
-                .filter(|a| a.last_seen_ms <= cutoff)
-                .map(|a| *a.key())
+                .filter(|(_, a)| a.last_seen_ms <= cutoff)
+                .map(|(&k, _)| k)
                 .collect();
             victims.sort_unstable();
             self.stats.accounts_evicted += victims.len() as u64;
@@ -969,7 +922,7 @@ impl Engine {
     }
 
     fn remove_account(&mut self, key: u64) {
-        let Some((_, acc)) = self.accounts.remove(&key) else {
+        let Some(acc) = self.accounts.remove(&key) else {
             return;
         };
         for slot in acc.slots {
@@ -1002,6 +955,62 @@ impl Engine {
         for id in account_ids {
             self.remove_account(account_key(id));
         }
+    }
+}
+
+impl Policy {
+    fn allowlisted(&self, account: &str, org: Option<&str>, now: i64) -> bool {
+        self.allow_accounts
+            .get(account)
+            .is_some_and(|&exp| now < exp)
+            || org.is_some_and(|o| self.allow_orgs.get(o).is_some_and(|&exp| now < exp))
+    }
+
+    fn judge_bulk(&self, cfg: &crate::config::Config, acc: &mut Account, now: i64) -> BulkVerdict {
+        let Some(a) = bulk::assess(acc, now, cfg) else {
+            return BulkVerdict::Nothing;
+        };
+        if a.score < cfg.bulk.alert_score {
+            return BulkVerdict::Nothing;
+        }
+        let tier = Tier::from_score(a.score, a.crossed(), &cfg.alerts);
+        let rank = tier as u8 + 1;
+        let repeat_due = cfg.alerts.repeat_secs > 0
+            && acc.bulk_alert_ms != 0
+            && now - acc.bulk_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
+        if rank <= acc.bulk_alert_rank && !repeat_due {
+            return BulkVerdict::Nothing;
+        }
+        if self.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
+            return BulkVerdict::Suppressed;
+        }
+        acc.bulk_alert_rank = rank.max(acc.bulk_alert_rank);
+        acc.bulk_alert_ms = now;
+        let mut examples = acc.example_ids();
+        examples.truncate(cfg.alerts.example_events);
+        let evidence = serde_json::json!({
+            "summary": a.summary,
+            "signals": a.signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+            "signals_crossed": a.crossed(),
+            "account_age_days": a.age_days.map(|d| (d * 10.0).round() / 10.0),
+            "org_id": acc.org_id.as_deref(),
+            "example_event_ids": examples,
+        });
+        BulkVerdict::Alert(Box::new(
+            Decision {
+                kind: KIND_BULK,
+                subject: acc.id.to_string(),
+                accounts: vec![acc.id.to_string()],
+                tier,
+                score: a.score,
+                detected_at_ms: now,
+                window_start_ms: a.window_start_ms,
+                window_end_ms: now,
+                evidence,
+                detector_version: self.bulk_version.clone(),
+            }
+            .into_alert(),
+        ))
     }
 }
 
