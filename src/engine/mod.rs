@@ -103,31 +103,41 @@ enum BulkVerdict {
     Alert(Box<Alert>),
 }
 
+/// A value that links accounts after an event: (key, kind, cluster it already links into).
+type Link = (u64, AttrKind, u32);
+
 /// An attribute value carried by the current event.
-struct Carried<'e> {
+struct Carried {
     kind: AttrKind,
     key: u64,
-    value: Value<'e>,
+    value: Value,
     added: bool,
     evicted: Option<u64>,
 }
 
 /// The readable form of a value, rendered only when the index first stores it (no copy or
-/// formatting on the hot path).
+/// formatting on the hot path). Text values stay in the event: `Text` names the field.
 #[derive(Clone, Copy)]
-enum Value<'e> {
+enum Value {
     Ip(std::net::IpAddr),
     Prefix(std::net::IpAddr),
-    Text(&'e str),
+    Text(AttrKind),
     Template(u64),
 }
 
-impl Value<'_> {
-    fn render(&self) -> CompactString {
+impl Value {
+    fn render(&self, ev: &Event) -> CompactString {
         match self {
             Value::Ip(ip) => compact_str::format_compact!("{ip}"),
             Value::Prefix(ip) => CompactString::from(attribute::prefix(ip)),
-            Value::Text(s) => CompactString::from(*s),
+            Value::Text(kind) => {
+                let field = match kind {
+                    AttrKind::Device => &ev.device_fingerprint,
+                    AttrKind::Payment => &ev.payment_fingerprint,
+                    _ => &ev.email_domain,
+                };
+                field.clone().unwrap_or_default()
+            }
             Value::Template(t) => compact_str::format_compact!("tpl-{t:016x}"),
         }
     }
@@ -199,6 +209,9 @@ pub struct Engine {
     values: HashMap<u64, Held, NoHash>,
     /// Entries of `values` that are [`Held::Shared`].
     shared_values: usize,
+    /// Per-event buffers, kept to avoid an allocation per event.
+    carried_buf: Vec<Carried>,
+    links_buf: Vec<Link>,
     clusters: cluster::Clusters,
     dedup: Dedup,
     /// Template keys seen in the last hour (doorkeeper for the template index).
@@ -245,6 +258,8 @@ impl Engine {
             accounts: HashMap::with_hasher(NoHash::default()),
             values: HashMap::with_hasher(NoHash::default()),
             shared_values: 0,
+            carried_buf: Vec::with_capacity(8),
+            links_buf: Vec::new(),
             clusters: cluster::Clusters::default(),
             models: IntMap::default(),
             policy: Policy {
@@ -313,9 +328,14 @@ impl Engine {
         }
 
         let akey = account_key(&ev.account_id);
-        let (carried, touch, profile) = self.update_account(ev, akey, now);
-        let (links, in_burst) =
-            self.update_attributes(ev.ts_ms, now, akey, &carried, &touch, &profile);
+        let mut carried = std::mem::take(&mut self.carried_buf);
+        carried.clear();
+        let (touch, profile) = self.update_account(ev, akey, now, &mut carried);
+        let mut links = std::mem::take(&mut self.links_buf);
+        links.clear();
+        let in_burst =
+            self.update_attributes(ev, now, akey, &carried, &touch, &profile, &mut links);
+        self.carried_buf = carried;
         // One more look at the account: burst participation, join eligibility, its cluster,
         // and the bulk_extraction verdict.
         let (may_join, own_cluster) = match self.accounts.get_mut(&akey) {
@@ -351,7 +371,7 @@ impl Engine {
                     .any(|l| matches!(l.1, AttrKind::Payment | AttrKind::Template)));
         let mut touched_clusters: Vec<u32> = Vec::new();
         if self.cfg.raw.cluster.enabled {
-            for (key, kind, existing) in links {
+            for &(key, kind, existing) in &links {
                 if let Some(root) = self.apply_link(key, kind, existing, akey, eligible, now) {
                     if !touched_clusters.contains(&root) {
                         touched_clusters.push(root);
@@ -364,6 +384,7 @@ impl Engine {
                 touched_clusters.push(root);
             }
         }
+        self.links_buf = links;
         for root in touched_clusters {
             self.check_cluster(root, now, out);
         }
@@ -372,12 +393,13 @@ impl Engine {
 
     /// Updates the account's windows and attribute slots. Returns the values the event
     /// carries, what it contributes to them, and whether the account may join clusters.
-    fn update_account<'e>(
+    fn update_account(
         &mut self,
-        ev: &'e Event,
+        ev: &Event,
         akey: u64,
         now: i64,
-    ) -> (Vec<Carried<'e>>, Touch, Profile) {
+        carried: &mut Vec<Carried>,
+    ) -> (Touch, Profile) {
         let cfg = &self.cfg.raw;
         let model_first_seen = ev
             .model
@@ -440,7 +462,6 @@ impl Engine {
         acc.last_coarse_bin = coarse_bin;
         let fresh = acc.is_fresh(now, cfg.engine.fresh_account_days);
 
-        let mut carried = Vec::with_capacity(7);
         let kinds = self.kinds;
         let has_history = acc.requests_ever > 20 && now - acc.first_seen_ms > 3_600_000;
         let mut infra_changed = false;
@@ -479,7 +500,7 @@ impl Engine {
                 carried.push(Carried {
                     kind,
                     key,
-                    value: Value::Text(v.as_str()),
+                    value: Value::Text(kind),
                     added,
                     evicted,
                 });
@@ -544,24 +565,26 @@ impl Engine {
                 .find(|c| c.kind == AttrKind::IpPrefix)
                 .map_or(0, |c| c.key),
         };
-        (carried, touch, profile)
+        (touch, profile)
     }
 
-    /// Feeds the event to the values it carries. Returns the values that link accounts now:
-    /// (key, kind, value, cluster it already links into).
+    /// Feeds the event to the values it carries. Appends the values that link accounts now to
+    /// `links`; returns whether the event took part in a synchronised burst.
+    #[allow(clippy::too_many_arguments)]
     fn update_attributes(
         &mut self,
-        ts_ms: i64,
+        ev: &Event,
         now: i64,
         akey: u64,
-        carried: &[Carried<'_>],
+        carried: &[Carried],
         touch: &Touch,
         profile: &Profile,
-    ) -> (Vec<(u64, AttrKind, u32)>, bool) {
+        links: &mut Vec<Link>,
+    ) -> bool {
+        let ts_ms = ev.ts_ms;
         let c = &self.cfg.raw.cluster;
         let horizon_ms = c.horizon_secs as f32 * 1000.0;
         let bin_ms = (c.sync_bin_secs * 1000) as i64;
-        let mut links = Vec::new();
         let mut in_burst = false;
         if profile.was != profile.is {
             // Values held before this event (and still held) see the flip.
@@ -596,7 +619,7 @@ impl Engine {
                                 .get(&other)
                                 .is_some_and(|acc| acc.extraction_like);
                             let mut g =
-                                Box::new(Attribute::new(item.kind, item.value.render(), ts_ms));
+                                Box::new(Attribute::new(item.kind, item.value.render(ev), ts_ms));
                             g.add_member(other, flag);
                             *held = Held::Shared(g);
                             created = true;
@@ -620,7 +643,7 @@ impl Engine {
                 links.push((item.key, item.kind, g.cluster));
             }
         }
-        (links, in_burst)
+        in_burst
     }
 
     /// Joins the accounts linked by attribute `key` into a cluster. Returns the cluster root.
