@@ -13,11 +13,11 @@
 pub mod account;
 pub mod attribute;
 pub mod dedup;
+pub mod flat;
 pub mod window;
 
 use compact_str::CompactString;
 use nohash_hasher::{BuildNoHashHasher, IntMap};
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
@@ -31,6 +31,7 @@ use account::{
 };
 use attribute::{AttrKind, Attribute, Touch};
 use dedup::Dedup;
+use flat::FlatMap;
 use window::Sample;
 
 /// Version of the detection logic; with the config hash it forms `detector_version`.
@@ -170,10 +171,18 @@ const SWEEP_EVERY_MS: i64 = 60_000;
 
 /// An attribute value in the index. A value held by one account only is a bare (value,
 /// account) pair: aggregates start when a second account shows up. Most IPs, cards and
-/// devices stay solo. Both live in one table so that a value costs one lookup.
+/// devices stay solo. Both live in one flat table (key and value in the same slot) so that a
+/// value costs one lookup, usually one cache line.
 enum Held {
     Solo(u64),
     Shared(Box<Attribute>),
+}
+
+impl Default for Held {
+    /// The filler of an empty slot in the index.
+    fn default() -> Self {
+        Held::Solo(0)
+    }
 }
 
 impl Held {
@@ -206,7 +215,7 @@ pub struct Engine {
     /// Accounts by key (an xxh3 hash of the id, used as is).
     accounts: HashMap<u64, Box<Account>, NoHash>,
     /// Attribute values by key: held by one account so far, or shared (aggregated).
-    values: HashMap<u64, Held, NoHash>,
+    values: FlatMap<Held>,
     /// Entries of `values` that are [`Held::Shared`].
     shared_values: usize,
     /// Per-event buffers, kept to avoid an allocation per event.
@@ -256,7 +265,7 @@ impl Engine {
             dedup: Dedup::new((e.dedup_window_secs * 1000) as i64, e.max_dedup_ids),
             templates_seen: Dedup::new(3_600_000, e.max_attribute_values),
             accounts: HashMap::with_hasher(NoHash::default()),
-            values: HashMap::with_hasher(NoHash::default()),
+            values: FlatMap::default(),
             shared_values: 0,
             carried_buf: Vec::with_capacity(8),
             links_buf: Vec::new(),
@@ -592,7 +601,7 @@ impl Engine {
                 if carried.iter().any(|c| c.key == k && c.added) {
                     continue;
                 }
-                if let Some(g) = self.values.get_mut(&k).and_then(Held::shared_mut) {
+                if let Some(g) = self.values.get_mut(k).and_then(Held::shared_mut) {
                     g.member_flipped(profile.is);
                 }
             }
@@ -603,36 +612,32 @@ impl Engine {
             }
             // A solo value stays a bare pair until a second account shows up.
             let mut created = false;
-            let g = match self.values.entry(item.key) {
-                Entry::Vacant(v) => {
-                    v.insert(Held::Solo(akey));
-                    continue;
-                }
-                Entry::Occupied(o) => {
-                    let held = o.into_mut();
+            let (held, inserted) = self
+                .values
+                .get_or_insert_with(item.key, || Held::Solo(akey));
+            if inserted {
+                continue;
+            }
+            let g = match held {
+                Held::Solo(a) if *a == akey => continue,
+                Held::Solo(a) => {
+                    let other = *a;
+                    let flag = self
+                        .accounts
+                        .get(&other)
+                        .is_some_and(|acc| acc.extraction_like);
+                    let mut g = Box::new(Attribute::new(item.kind, item.value.render(ev), ts_ms));
+                    g.add_member(other, flag);
+                    *held = Held::Shared(g);
+                    created = true;
+                    self.shared_values += 1;
+                    self.stats.attributes_created += 1;
                     match held {
-                        Held::Solo(a) if *a == akey => continue,
-                        Held::Solo(a) => {
-                            let other = *a;
-                            let flag = self
-                                .accounts
-                                .get(&other)
-                                .is_some_and(|acc| acc.extraction_like);
-                            let mut g =
-                                Box::new(Attribute::new(item.kind, item.value.render(ev), ts_ms));
-                            g.add_member(other, flag);
-                            *held = Held::Shared(g);
-                            created = true;
-                            self.shared_values += 1;
-                            self.stats.attributes_created += 1;
-                            match held {
-                                Held::Shared(g) => &mut **g,
-                                Held::Solo(_) => unreachable!("just made shared"),
-                            }
-                        }
                         Held::Shared(g) => &mut **g,
+                        Held::Solo(_) => unreachable!("just made shared"),
                     }
                 }
+                Held::Shared(g) => &mut **g,
             };
             if item.added || created {
                 g.add_member(akey, profile.is);
@@ -959,11 +964,11 @@ impl Engine {
     }
 
     fn attribute(&self, key: u64) -> Option<&Attribute> {
-        self.values.get(&key).and_then(Held::shared)
+        self.values.get(key).and_then(Held::shared)
     }
 
     fn attribute_mut(&mut self, key: u64) -> Option<&mut Attribute> {
-        self.values.get_mut(&key).and_then(Held::shared_mut)
+        self.values.get_mut(key).and_then(Held::shared_mut)
     }
 
     fn count_shared(&self) -> usize {
@@ -1038,24 +1043,14 @@ impl Policy {
 }
 
 /// Account `akey` no longer holds value `key`.
-fn release_value(
-    values: &mut HashMap<u64, Held, NoHash>,
-    key: u64,
-    akey: u64,
-    extraction_like: bool,
-) {
-    if let Entry::Occupied(mut o) = values.entry(key) {
-        match o.get_mut() {
-            Held::Shared(g) => {
-                g.remove_member(akey, extraction_like);
-            }
-            Held::Solo(a) => {
-                if *a == akey {
-                    o.remove();
-                }
-            }
+fn release_value(values: &mut FlatMap<Held>, key: u64, akey: u64, extraction_like: bool) {
+    values.remove_if(key, |held| match held {
+        Held::Shared(g) => {
+            g.remove_member(akey, extraction_like);
+            true
         }
-    }
+        Held::Solo(a) => *a != akey,
+    });
 }
 
 /// The `n`-th smallest value (1-based) of `values`.
