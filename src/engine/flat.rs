@@ -148,6 +148,13 @@ impl<V: Default> FlatMap<V> {
         }
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &V)> {
+        self.slots
+            .iter()
+            .filter(|(k, _)| *k != 0)
+            .map(|(k, v)| (k, v))
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.slots.iter().filter(|(k, _)| *k != 0).map(|(_, v)| v)
     }

@@ -17,7 +17,7 @@ pub mod flat;
 pub mod window;
 
 use compact_str::CompactString;
-use nohash_hasher::{BuildNoHashHasher, IntMap};
+use nohash_hasher::IntMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
@@ -36,8 +36,6 @@ use window::Sample;
 
 /// Version of the detection logic; with the config hash it forms `detector_version`.
 pub const DETECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-type NoHash = BuildNoHashHasher<u64>;
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,8 +210,8 @@ struct Policy {
 
 pub struct Engine {
     cfg: Arc<ValidConfig>,
-    /// Accounts by key (an xxh3 hash of the id, used as is).
-    accounts: HashMap<u64, Box<Account>, NoHash>,
+    /// Accounts by key (an xxh3 hash of the id).
+    accounts: Accounts,
     /// Attribute values by key: held by one account so far, or shared (aggregated).
     values: FlatMap<Held>,
     /// Entries of `values` that are [`Held::Shared`].
@@ -264,7 +262,7 @@ impl Engine {
             kinds,
             dedup: Dedup::new((e.dedup_window_secs * 1000) as i64, e.max_dedup_ids),
             templates_seen: Dedup::new(3_600_000, e.max_attribute_values),
-            accounts: HashMap::with_hasher(NoHash::default()),
+            accounts: Accounts::default(),
             values: FlatMap::default(),
             shared_values: 0,
             carried_buf: Vec::with_capacity(8),
@@ -414,11 +412,9 @@ impl Engine {
             .model
             .as_ref()
             .map(|m| *self.models.entry(xxh3_64(m.as_bytes())).or_insert(ev.ts_ms));
-        let mut created = false;
-        let acc = self.accounts.entry(akey).or_insert_with(|| {
-            created = true;
-            Box::new(Account::new(ev.account_id.clone(), ev.ts_ms))
-        });
+        let (acc, created) = self
+            .accounts
+            .get_or_insert_with(akey, || Account::new(ev.account_id.clone(), ev.ts_ms));
         if created {
             self.stats.accounts_created += 1;
         }
@@ -879,7 +875,7 @@ impl Engine {
         let e = &cfg.raw.engine;
         let idle_cutoff = now - (e.account_idle_secs * 1000) as i64;
         let mut expired: Vec<u64> = Vec::new();
-        for (&k, a) in &self.accounts {
+        for (&k, a) in self.accounts.iter() {
             if a.last_seen_ms < idle_cutoff {
                 expired.push(k);
             }
@@ -1039,6 +1035,50 @@ impl Policy {
             }
             .into_alert(),
         ))
+    }
+}
+
+/// Accounts by key, in a [`FlatMap`] (one cache line per lookup, usually) of boxes: the
+/// table stays small (16-byte slots) and an account never moves.
+#[derive(Default)]
+struct Accounts(FlatMap<Option<Box<Account>>>);
+
+impl Accounts {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn get(&self, key: &u64) -> Option<&Account> {
+        self.0.get(*key).and_then(|a| a.as_deref())
+    }
+
+    fn get_mut(&mut self, key: &u64) -> Option<&mut Account> {
+        self.0.get_mut(*key).and_then(|a| a.as_deref_mut())
+    }
+
+    /// The account of `key`, made by `make` if absent; the flag is true if it was made.
+    fn get_or_insert_with(
+        &mut self,
+        key: u64,
+        make: impl FnOnce() -> Account,
+    ) -> (&mut Account, bool) {
+        let (slot, _) = self.0.get_or_insert_with(key, || None);
+        let created = slot.is_none();
+        (slot.get_or_insert_with(|| Box::new(make())), created)
+    }
+
+    fn remove(&mut self, key: &u64) -> Option<Box<Account>> {
+        self.0.remove(*key).flatten()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&u64, &Account)> {
+        self.0
+            .iter()
+            .filter_map(|(k, a)| a.as_deref().map(|a| (k, a)))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Account> {
+        self.0.values().filter_map(|a| a.as_deref())
     }
 }
 
