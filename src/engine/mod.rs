@@ -4,20 +4,20 @@
 //! events in the same order and the same configuration it returns the same alerts; `replay`,
 //! the Kafka service, the benches and the tests all drive it.
 //!
-//! State lives in two dashmaps (accounts, attribute values) so that other threads (metrics,
-//! partition revocation) can read and prune it; the engine itself is single-writer. Memory is
+//! State lives in plain hash maps keyed by 64-bit hashes (accounts, attribute values): the
+//! engine is single-writer and owned by one thread (the pipeline reports its gauges and forgets
+//! revoked partitions through it), so no concurrent map or locking is needed. Memory is
 //! bounded: idle accounts and values expire with the window, and hard caps evict the least
 //! recently active, counted in [`Stats`].
 
 pub mod account;
 pub mod attribute;
 pub mod dedup;
+pub mod flat;
 pub mod window;
 
 use compact_str::CompactString;
-use dashmap::DashMap;
-use nohash_hasher::{BuildNoHashHasher, IntMap};
-use std::collections::hash_map::Entry;
+use nohash_hasher::IntMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
@@ -31,12 +31,11 @@ use account::{
 };
 use attribute::{AttrKind, Attribute, Touch};
 use dedup::Dedup;
+use flat::FlatMap;
 use window::Sample;
 
 /// Version of the detection logic; with the config hash it forms `detector_version`.
 pub const DETECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-type NoHash = BuildNoHashHasher<u64>;
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,31 +102,41 @@ enum BulkVerdict {
     Alert(Box<Alert>),
 }
 
+/// A value that links accounts after an event: (key, kind, cluster it already links into).
+type Link = (u64, AttrKind, u32);
+
 /// An attribute value carried by the current event.
-struct Carried<'e> {
+struct Carried {
     kind: AttrKind,
     key: u64,
-    value: Value<'e>,
+    value: Value,
     added: bool,
     evicted: Option<u64>,
 }
 
 /// The readable form of a value, rendered only when the index first stores it (no copy or
-/// formatting on the hot path).
+/// formatting on the hot path). Text values stay in the event: `Text` names the field.
 #[derive(Clone, Copy)]
-enum Value<'e> {
+enum Value {
     Ip(std::net::IpAddr),
     Prefix(std::net::IpAddr),
-    Text(&'e str),
+    Text(AttrKind),
     Template(u64),
 }
 
-impl Value<'_> {
-    fn render(&self) -> CompactString {
+impl Value {
+    fn render(&self, ev: &Event) -> CompactString {
         match self {
             Value::Ip(ip) => compact_str::format_compact!("{ip}"),
             Value::Prefix(ip) => CompactString::from(attribute::prefix(ip)),
-            Value::Text(s) => CompactString::from(*s),
+            Value::Text(kind) => {
+                let field = match kind {
+                    AttrKind::Device => &ev.device_fingerprint,
+                    AttrKind::Payment => &ev.payment_fingerprint,
+                    _ => &ev.email_domain,
+                };
+                field.clone().unwrap_or_default()
+            }
             Value::Template(t) => compact_str::format_compact!("tpl-{t:016x}"),
         }
     }
@@ -160,10 +169,18 @@ const SWEEP_EVERY_MS: i64 = 60_000;
 
 /// An attribute value in the index. A value held by one account only is a bare (value,
 /// account) pair: aggregates start when a second account shows up. Most IPs, cards and
-/// devices stay solo. Both live in one table so that a value costs one lookup.
+/// devices stay solo. Both live in one flat table (key and value in the same slot) so that a
+/// value costs one lookup, usually one cache line.
 enum Held {
     Solo(u64),
     Shared(Box<Attribute>),
+}
+
+impl Default for Held {
+    /// The filler of an empty slot in the index.
+    fn default() -> Self {
+        Held::Solo(0)
+    }
 }
 
 impl Held {
@@ -182,13 +199,26 @@ impl Held {
     }
 }
 
+/// What decides whether and how an alert is raised: read-only after construction, kept apart
+/// from the state so that it can be consulted while an account is borrowed.
+struct Policy {
+    allow_accounts: HashMap<String, i64>,
+    allow_orgs: HashMap<String, i64>,
+    bulk_version: String,
+    cluster_version: String,
+}
+
 pub struct Engine {
     cfg: Arc<ValidConfig>,
-    accounts: DashMap<u64, Box<Account>, NoHash>,
+    /// Accounts by key (an xxh3 hash of the id).
+    accounts: Accounts,
     /// Attribute values by key: held by one account so far, or shared (aggregated).
-    values: HashMap<u64, Held, NoHash>,
+    values: FlatMap<Held>,
     /// Entries of `values` that are [`Held::Shared`].
     shared_values: usize,
+    /// Per-event buffers, kept to avoid an allocation per event.
+    carried_buf: Vec<Carried>,
+    links_buf: Vec<Link>,
     clusters: cluster::Clusters,
     dedup: Dedup,
     /// Template keys seen in the last hour (doorkeeper for the template index).
@@ -196,16 +226,13 @@ pub struct Engine {
     models: IntMap<u64, i64>,
     /// Attribute kinds tracked for linking, indexed by `AttrKind as usize`.
     kinds: [bool; 6],
-    allow_accounts: HashMap<String, i64>,
-    allow_orgs: HashMap<String, i64>,
+    policy: Policy,
     watermark: i64,
     next_sweep_ms: i64,
     /// Creation counts at which the caps are next checked (between sweeps).
     cap_check_accounts: u64,
     cap_check_attributes: u64,
     stats: Stats,
-    bulk_version: String,
-    cluster_version: String,
 }
 
 fn account_key(id: &str) -> u64 {
@@ -235,23 +262,27 @@ impl Engine {
             kinds,
             dedup: Dedup::new((e.dedup_window_secs * 1000) as i64, e.max_dedup_ids),
             templates_seen: Dedup::new(3_600_000, e.max_attribute_values),
-            accounts: DashMap::with_hasher(NoHash::default()),
-            values: HashMap::with_hasher(NoHash::default()),
+            accounts: Accounts::default(),
+            values: FlatMap::default(),
             shared_values: 0,
+            carried_buf: Vec::with_capacity(8),
+            links_buf: Vec::new(),
             clusters: cluster::Clusters::default(),
             models: IntMap::default(),
-            allow_accounts,
-            allow_orgs,
+            policy: Policy {
+                allow_accounts,
+                allow_orgs,
+                bulk_version: format!("{KIND_BULK}/{DETECTOR_VERSION}+cfg.{:08x}", cfg.hash as u32),
+                cluster_version: format!(
+                    "{KIND_CLUSTER}/{DETECTOR_VERSION}+cfg.{:08x}",
+                    cfg.hash as u32
+                ),
+            },
             watermark: i64::MIN,
             next_sweep_ms: i64::MIN,
             cap_check_accounts: 0,
             cap_check_attributes: 0,
             stats: Stats::default(),
-            bulk_version: format!("{KIND_BULK}/{DETECTOR_VERSION}+cfg.{:08x}", cfg.hash as u32),
-            cluster_version: format!(
-                "{KIND_CLUSTER}/{DETECTOR_VERSION}+cfg.{:08x}",
-                cfg.hash as u32
-            ),
             cfg,
         }
     }
@@ -304,18 +335,23 @@ impl Engine {
         }
 
         let akey = account_key(&ev.account_id);
-        let (carried, touch, profile) = self.update_account(ev, akey, now);
-        let (links, in_burst) =
-            self.update_attributes(ev.ts_ms, now, akey, &carried, &touch, &profile);
+        let mut carried = std::mem::take(&mut self.carried_buf);
+        carried.clear();
+        let (touch, profile) = self.update_account(ev, akey, now, &mut carried);
+        let mut links = std::mem::take(&mut self.links_buf);
+        links.clear();
+        let in_burst =
+            self.update_attributes(ev, now, akey, &carried, &touch, &profile, &mut links);
+        self.carried_buf = carried;
         // One more look at the account: burst participation, join eligibility, its cluster,
         // and the bulk_extraction verdict.
         let (may_join, own_cluster) = match self.accounts.get_mut(&akey) {
-            Some(mut acc) => {
+            Some(acc) => {
                 if in_burst {
                     acc.sync_hits = acc.sync_hits.saturating_add(1);
                 }
                 if self.cfg.raw.bulk.enabled {
-                    match self.judge_bulk(&mut acc, now) {
+                    match self.policy.judge_bulk(&self.cfg.raw, acc, now) {
                         BulkVerdict::Alert(a) => {
                             self.stats.alerts_bulk += 1;
                             out.push(*a);
@@ -342,7 +378,7 @@ impl Engine {
                     .any(|l| matches!(l.1, AttrKind::Payment | AttrKind::Template)));
         let mut touched_clusters: Vec<u32> = Vec::new();
         if self.cfg.raw.cluster.enabled {
-            for (key, kind, existing) in links {
+            for &(key, kind, existing) in &links {
                 if let Some(root) = self.apply_link(key, kind, existing, akey, eligible, now) {
                     if !touched_clusters.contains(&root) {
                         touched_clusters.push(root);
@@ -355,6 +391,7 @@ impl Engine {
                 touched_clusters.push(root);
             }
         }
+        self.links_buf = links;
         for root in touched_clusters {
             self.check_cluster(root, now, out);
         }
@@ -363,22 +400,21 @@ impl Engine {
 
     /// Updates the account's windows and attribute slots. Returns the values the event
     /// carries, what it contributes to them, and whether the account may join clusters.
-    fn update_account<'e>(
+    fn update_account(
         &mut self,
-        ev: &'e Event,
+        ev: &Event,
         akey: u64,
         now: i64,
-    ) -> (Vec<Carried<'e>>, Touch, Profile) {
+        carried: &mut Vec<Carried>,
+    ) -> (Touch, Profile) {
         let cfg = &self.cfg.raw;
         let model_first_seen = ev
             .model
             .as_ref()
             .map(|m| *self.models.entry(xxh3_64(m.as_bytes())).or_insert(ev.ts_ms));
-        let mut created = false;
-        let mut acc = self.accounts.entry(akey).or_insert_with(|| {
-            created = true;
-            Box::new(Account::new(ev.account_id.clone(), ev.ts_ms))
-        });
+        let (acc, created) = self
+            .accounts
+            .get_or_insert_with(akey, || Account::new(ev.account_id.clone(), ev.ts_ms));
         if created {
             self.stats.accounts_created += 1;
         }
@@ -431,7 +467,6 @@ impl Engine {
         acc.last_coarse_bin = coarse_bin;
         let fresh = acc.is_fresh(now, cfg.engine.fresh_account_days);
 
-        let mut carried = Vec::with_capacity(7);
         let kinds = self.kinds;
         let has_history = acc.requests_ever > 20 && now - acc.first_seen_ms > 3_600_000;
         let mut infra_changed = false;
@@ -470,7 +505,7 @@ impl Engine {
                 carried.push(Carried {
                     kind,
                     key,
-                    value: Value::Text(v.as_str()),
+                    value: Value::Text(kind),
                     added,
                     evicted,
                 });
@@ -535,24 +570,26 @@ impl Engine {
                 .find(|c| c.kind == AttrKind::IpPrefix)
                 .map_or(0, |c| c.key),
         };
-        (carried, touch, profile)
+        (touch, profile)
     }
 
-    /// Feeds the event to the values it carries. Returns the values that link accounts now:
-    /// (key, kind, value, cluster it already links into).
+    /// Feeds the event to the values it carries. Appends the values that link accounts now to
+    /// `links`; returns whether the event took part in a synchronised burst.
+    #[allow(clippy::too_many_arguments)]
     fn update_attributes(
         &mut self,
-        ts_ms: i64,
+        ev: &Event,
         now: i64,
         akey: u64,
-        carried: &[Carried<'_>],
+        carried: &[Carried],
         touch: &Touch,
         profile: &Profile,
-    ) -> (Vec<(u64, AttrKind, u32)>, bool) {
+        links: &mut Vec<Link>,
+    ) -> bool {
+        let ts_ms = ev.ts_ms;
         let c = &self.cfg.raw.cluster;
         let horizon_ms = c.horizon_secs as f32 * 1000.0;
         let bin_ms = (c.sync_bin_secs * 1000) as i64;
-        let mut links = Vec::new();
         let mut in_burst = false;
         if profile.was != profile.is {
             // Values held before this event (and still held) see the flip.
@@ -560,7 +597,7 @@ impl Engine {
                 if carried.iter().any(|c| c.key == k && c.added) {
                     continue;
                 }
-                if let Some(g) = self.values.get_mut(&k).and_then(Held::shared_mut) {
+                if let Some(g) = self.values.get_mut(k).and_then(Held::shared_mut) {
                     g.member_flipped(profile.is);
                 }
             }
@@ -571,36 +608,32 @@ impl Engine {
             }
             // A solo value stays a bare pair until a second account shows up.
             let mut created = false;
-            let g = match self.values.entry(item.key) {
-                Entry::Vacant(v) => {
-                    v.insert(Held::Solo(akey));
-                    continue;
-                }
-                Entry::Occupied(o) => {
-                    let held = o.into_mut();
+            let (held, inserted) = self
+                .values
+                .get_or_insert_with(item.key, || Held::Solo(akey));
+            if inserted {
+                continue;
+            }
+            let g = match held {
+                Held::Solo(a) if *a == akey => continue,
+                Held::Solo(a) => {
+                    let other = *a;
+                    let flag = self
+                        .accounts
+                        .get(&other)
+                        .is_some_and(|acc| acc.extraction_like);
+                    let mut g = Box::new(Attribute::new(item.kind, item.value.render(ev), ts_ms));
+                    g.add_member(other, flag);
+                    *held = Held::Shared(g);
+                    created = true;
+                    self.shared_values += 1;
+                    self.stats.attributes_created += 1;
                     match held {
-                        Held::Solo(a) if *a == akey => continue,
-                        Held::Solo(a) => {
-                            let other = *a;
-                            let flag = self
-                                .accounts
-                                .get(&other)
-                                .is_some_and(|acc| acc.extraction_like);
-                            let mut g =
-                                Box::new(Attribute::new(item.kind, item.value.render(), ts_ms));
-                            g.add_member(other, flag);
-                            *held = Held::Shared(g);
-                            created = true;
-                            self.shared_values += 1;
-                            self.stats.attributes_created += 1;
-                            match held {
-                                Held::Shared(g) => &mut **g,
-                                Held::Solo(_) => unreachable!("just made shared"),
-                            }
-                        }
                         Held::Shared(g) => &mut **g,
+                        Held::Solo(_) => unreachable!("just made shared"),
                     }
                 }
+                Held::Shared(g) => &mut **g,
             };
             if item.added || created {
                 g.add_member(akey, profile.is);
@@ -611,7 +644,7 @@ impl Engine {
                 links.push((item.key, item.kind, g.cluster));
             }
         }
-        (links, in_burst)
+        in_burst
     }
 
     /// Joins the accounts linked by attribute `key` into a cluster. Returns the cluster root.
@@ -668,7 +701,7 @@ impl Engine {
     }
 
     fn join(&mut self, root: u32, akey: u64) {
-        let Some(mut acc) = self.accounts.get_mut(&akey) else {
+        let Some(acc) = self.accounts.get_mut(&akey) else {
             return;
         };
         let current = self.clusters.find(acc.cluster);
@@ -681,63 +714,7 @@ impl Engine {
             root
         };
         acc.cluster = root;
-        drop(acc);
         self.clusters.add_member(root, akey);
-    }
-
-    fn allowlisted(&self, account: &str, org: Option<&str>, now: i64) -> bool {
-        self.allow_accounts
-            .get(account)
-            .is_some_and(|&exp| now < exp)
-            || org.is_some_and(|o| self.allow_orgs.get(o).is_some_and(|&exp| now < exp))
-    }
-
-    fn judge_bulk(&self, acc: &mut Account, now: i64) -> BulkVerdict {
-        let cfg = &self.cfg.raw;
-        let Some(a) = bulk::assess(acc, now, cfg) else {
-            return BulkVerdict::Nothing;
-        };
-        if a.score < cfg.bulk.alert_score {
-            return BulkVerdict::Nothing;
-        }
-        let tier = Tier::from_score(a.score, a.crossed(), &cfg.alerts);
-        let rank = tier as u8 + 1;
-        let repeat_due = cfg.alerts.repeat_secs > 0
-            && acc.bulk_alert_ms != 0
-            && now - acc.bulk_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
-        if rank <= acc.bulk_alert_rank && !repeat_due {
-            return BulkVerdict::Nothing;
-        }
-        if self.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
-            return BulkVerdict::Suppressed;
-        }
-        acc.bulk_alert_rank = rank.max(acc.bulk_alert_rank);
-        acc.bulk_alert_ms = now;
-        let mut examples = acc.example_ids();
-        examples.truncate(cfg.alerts.example_events);
-        let evidence = serde_json::json!({
-            "summary": a.summary,
-            "signals": a.signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
-            "signals_crossed": a.crossed(),
-            "account_age_days": a.age_days.map(|d| (d * 10.0).round() / 10.0),
-            "org_id": acc.org_id.as_deref(),
-            "example_event_ids": examples,
-        });
-        BulkVerdict::Alert(Box::new(
-            Decision {
-                kind: KIND_BULK,
-                subject: acc.id.to_string(),
-                accounts: vec![acc.id.to_string()],
-                tier,
-                score: a.score,
-                detected_at_ms: now,
-                window_start_ms: a.window_start_ms,
-                window_end_ms: now,
-                evidence,
-                detector_version: self.bulk_version.clone(),
-            }
-            .into_alert(),
-        ))
     }
 
     fn check_cluster(&mut self, root: u32, now: i64, out: &mut Vec<Alert>) {
@@ -781,10 +758,10 @@ impl Engine {
         let mut examples = Vec::new();
         let mut suppressed = 0u64;
         for m in &members {
-            let Some(mut acc) = self.accounts.get_mut(m) else {
+            let Some(acc) = self.accounts.get_mut(m) else {
                 continue;
             };
-            if self.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
+            if self.policy.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
                 suppressed += 1;
                 continue;
             }
@@ -880,7 +857,7 @@ impl Engine {
                 .max(now - (cfg.engine.account_idle_secs * 1000) as i64),
             window_end_ms: now,
             evidence,
-            detector_version: self.cluster_version.clone(),
+            detector_version: self.policy.cluster_version.clone(),
         };
         if let Some(c) = self.clusters.get_mut(root) {
             c.dirty = false;
@@ -898,9 +875,9 @@ impl Engine {
         let e = &cfg.raw.engine;
         let idle_cutoff = now - (e.account_idle_secs * 1000) as i64;
         let mut expired: Vec<u64> = Vec::new();
-        for a in self.accounts.iter() {
+        for (&k, a) in self.accounts.iter() {
             if a.last_seen_ms < idle_cutoff {
-                expired.push(*a.key());
+                expired.push(k);
             }
         }
         expired.sort_unstable();
@@ -928,14 +905,14 @@ impl Engine {
         if self.accounts.len() > e.max_accounts {
             let target = e.max_accounts - e.max_accounts / 10;
             let cutoff = nth_oldest(
-                self.accounts.iter().map(|a| a.last_seen_ms),
+                self.accounts.values().map(|a| a.last_seen_ms),
                 self.accounts.len() - target,
             );
             let mut victims: Vec<u64> = self
                 .accounts
                 .iter()
-                .filter(|a| a.last_seen_ms <= cutoff)
-                .map(|a| *a.key())
+                .filter(|(_, a)| a.last_seen_ms <= cutoff)
+                .map(|(&k, _)| k)
                 .collect();
             victims.sort_unstable();
             self.stats.accounts_evicted += victims.len() as u64;
@@ -969,7 +946,7 @@ impl Engine {
     }
 
     fn remove_account(&mut self, key: u64) {
-        let Some((_, acc)) = self.accounts.remove(&key) else {
+        let Some(acc) = self.accounts.remove(&key) else {
             return;
         };
         for slot in acc.slots {
@@ -983,11 +960,11 @@ impl Engine {
     }
 
     fn attribute(&self, key: u64) -> Option<&Attribute> {
-        self.values.get(&key).and_then(Held::shared)
+        self.values.get(key).and_then(Held::shared)
     }
 
     fn attribute_mut(&mut self, key: u64) -> Option<&mut Attribute> {
-        self.values.get_mut(&key).and_then(Held::shared_mut)
+        self.values.get_mut(key).and_then(Held::shared_mut)
     }
 
     fn count_shared(&self) -> usize {
@@ -1005,25 +982,115 @@ impl Engine {
     }
 }
 
-/// Account `akey` no longer holds value `key`.
-fn release_value(
-    values: &mut HashMap<u64, Held, NoHash>,
-    key: u64,
-    akey: u64,
-    extraction_like: bool,
-) {
-    if let Entry::Occupied(mut o) = values.entry(key) {
-        match o.get_mut() {
-            Held::Shared(g) => {
-                g.remove_member(akey, extraction_like);
-            }
-            Held::Solo(a) => {
-                if *a == akey {
-                    o.remove();
-                }
-            }
-        }
+impl Policy {
+    fn allowlisted(&self, account: &str, org: Option<&str>, now: i64) -> bool {
+        self.allow_accounts
+            .get(account)
+            .is_some_and(|&exp| now < exp)
+            || org.is_some_and(|o| self.allow_orgs.get(o).is_some_and(|&exp| now < exp))
     }
+
+    fn judge_bulk(&self, cfg: &crate::config::Config, acc: &mut Account, now: i64) -> BulkVerdict {
+        let Some(a) = bulk::assess(acc, now, cfg) else {
+            return BulkVerdict::Nothing;
+        };
+        if a.score < cfg.bulk.alert_score {
+            return BulkVerdict::Nothing;
+        }
+        let tier = Tier::from_score(a.score, a.crossed(), &cfg.alerts);
+        let rank = tier as u8 + 1;
+        let repeat_due = cfg.alerts.repeat_secs > 0
+            && acc.bulk_alert_ms != 0
+            && now - acc.bulk_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
+        if rank <= acc.bulk_alert_rank && !repeat_due {
+            return BulkVerdict::Nothing;
+        }
+        if self.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
+            return BulkVerdict::Suppressed;
+        }
+        acc.bulk_alert_rank = rank.max(acc.bulk_alert_rank);
+        acc.bulk_alert_ms = now;
+        let mut examples = acc.example_ids();
+        examples.truncate(cfg.alerts.example_events);
+        let evidence = serde_json::json!({
+            "summary": a.summary,
+            "signals": a.signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+            "signals_crossed": a.crossed(),
+            "account_age_days": a.age_days.map(|d| (d * 10.0).round() / 10.0),
+            "org_id": acc.org_id.as_deref(),
+            "example_event_ids": examples,
+        });
+        BulkVerdict::Alert(Box::new(
+            Decision {
+                kind: KIND_BULK,
+                subject: acc.id.to_string(),
+                accounts: vec![acc.id.to_string()],
+                tier,
+                score: a.score,
+                detected_at_ms: now,
+                window_start_ms: a.window_start_ms,
+                window_end_ms: now,
+                evidence,
+                detector_version: self.bulk_version.clone(),
+            }
+            .into_alert(),
+        ))
+    }
+}
+
+/// Accounts by key, in a [`FlatMap`] (one cache line per lookup, usually) of boxes: the
+/// table stays small (16-byte slots) and an account never moves.
+#[derive(Default)]
+struct Accounts(FlatMap<Option<Box<Account>>>);
+
+impl Accounts {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn get(&self, key: &u64) -> Option<&Account> {
+        self.0.get(*key).and_then(|a| a.as_deref())
+    }
+
+    fn get_mut(&mut self, key: &u64) -> Option<&mut Account> {
+        self.0.get_mut(*key).and_then(|a| a.as_deref_mut())
+    }
+
+    /// The account of `key`, made by `make` if absent; the flag is true if it was made.
+    fn get_or_insert_with(
+        &mut self,
+        key: u64,
+        make: impl FnOnce() -> Account,
+    ) -> (&mut Account, bool) {
+        let (slot, _) = self.0.get_or_insert_with(key, || None);
+        let created = slot.is_none();
+        (slot.get_or_insert_with(|| Box::new(make())), created)
+    }
+
+    fn remove(&mut self, key: &u64) -> Option<Box<Account>> {
+        self.0.remove(*key).flatten()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&u64, &Account)> {
+        self.0
+            .iter()
+            .filter_map(|(k, a)| a.as_deref().map(|a| (k, a)))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Account> {
+        self.0.values().filter_map(|a| a.as_deref())
+    }
+}
+
+/// Account `akey` no longer holds value `key`.
+fn release_value(values: &mut FlatMap<Held>, key: u64, akey: u64, extraction_like: bool) {
+    values.remove_if(key, |held| match held {
+        Held::Shared(g) => {
+            g.remove_member(akey, extraction_like);
+            true
+        }
+        Held::Solo(a) => *a != akey,
+    });
 }
 
 /// The `n`-th smallest value (1-based) of `values`.

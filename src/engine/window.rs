@@ -135,13 +135,15 @@ pub struct Sample {
     pub output_tokens: u32,
 }
 
-/// The trailing hour in 5-minute buckets.
+/// The trailing hour in 5-minute buckets. Head and totals first: every event reads them and
+/// touches only one bucket.
 #[derive(Debug, Clone, Default)]
+#[repr(C)]
 pub struct HourWindow {
-    buckets: [Bucket; BUCKETS],
-    totals: Counts,
     /// Bucket number (ts / BUCKET_MS) of the newest bucket; 0 before the first sample.
     head: i64,
+    totals: Counts,
+    buckets: [Bucket; BUCKETS],
 }
 
 impl HourWindow {
@@ -210,11 +212,13 @@ impl HourWindow {
     }
 }
 
-/// The trailing 24 hours in hourly request counts, for round-the-clock activity.
+/// The trailing 24 hours in hourly request counts, for round-the-clock activity. Only
+/// whether an hour had any request is ever read, so a count saturating at 255 is enough.
 #[derive(Debug, Clone, Default)]
+#[repr(C)]
 pub struct DayWindow {
-    hours: [u16; 24],
     head: i64,
+    hours: [u8; 24],
 }
 
 impl DayWindow {

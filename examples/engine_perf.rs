@@ -1,0 +1,74 @@
+//! Fixed workload for profiling `Engine::process` (the bench's traffic): warm up with three
+//! events per account, then time `MEASURE` pre-decoded events. Instruction counts under
+//! callgrind: `valgrind --tool=callgrind --toggle-collect='engine_perf::measured' ...`.
+//! Env: ACCOUNTS (default 100000), MEASURE (default 1000000).
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+
+use distillguard::config::Config;
+use distillguard::engine::Engine;
+use distillguard::event::{Decoder, Event};
+use distillguard::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let accounts = env("ACCOUNTS", 100_000);
+    eprintln!(
+        "size_of Account={} Attribute={}",
+        std::mem::size_of::<distillguard::engine::account::Account>(),
+        std::mem::size_of::<distillguard::engine::attribute::Attribute>()
+    );
+    let measure = env("MEASURE", 1_000_000);
+    let rate = 20_000;
+    let decoder = Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
+    let cfg = Arc::new(Config::default().validate().expect("defaults"));
+    let mut engine = Engine::new(cfg);
+    let mut out = Vec::new();
+    let warm = accounts * 3;
+    let chunk = 500_000;
+    for start in (0..warm).step_by(chunk as usize) {
+        for b in support::encoded(start, chunk.min(warm - start), accounts, rate) {
+            if let Ok(e) = decoder.decode_protobuf(&b) {
+                engine.process(&e, &mut out);
+            }
+        }
+        out.clear();
+    }
+    let pool: Vec<Event> = support::encoded(warm, measure, accounts, rate)
+        .iter()
+        .filter_map(|b| decoder.decode_protobuf(b).ok())
+        .collect();
+    let start = std::time::Instant::now();
+    let alerts = measured(&mut engine, &pool);
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "accounts={accounts} events={measure} secs={secs:.3} events_per_sec={:.0} alerts={alerts} gauges={:?}",
+        measure as f64 / secs,
+        engine.gauges()
+    );
+}
+
+/// The measured phase (a separate function so that callgrind can collect it alone).
+#[inline(never)]
+fn measured(engine: &mut Engine, pool: &[Event]) -> usize {
+    let mut out = Vec::new();
+    let mut alerts = 0;
+    for e in pool {
+        engine.process(e, &mut out);
+        alerts += out.len();
+        out.clear();
+    }
+    alerts
+}
