@@ -4,11 +4,12 @@
 //! events in the same order and the same configuration it returns the same alerts; `replay`,
 //! the Kafka service, the benches and the tests all drive it.
 //!
-//! State lives in plain hash maps keyed by 64-bit hashes (accounts, attribute values): the
-//! engine is single-writer and owned by one thread (the pipeline reports its gauges and forgets
-//! revoked partitions through it), so no concurrent map or locking is needed. Memory is
-//! bounded: idle accounts and values expire with the window, and hard caps evict the least
-//! recently active, counted in [`Stats`].
+//! State is keyed by 64-bit hashes: accounts in a DashMap of boxed per-account windows,
+//! attribute values in a flat open-addressing table ([`flat::FlatMap`], one cache line per
+//! lookup, which matters at millions of values and several lookups per event). The engine is
+//! single-writer and owned by one thread (the pipeline reports its gauges and forgets revoked
+//! partitions through it). Memory is bounded: idle accounts and values expire with the window,
+//! and hard caps evict the least recently active, counted in [`Stats`].
 
 pub mod account;
 pub mod attribute;
@@ -17,7 +18,8 @@ pub mod flat;
 pub mod window;
 
 use compact_str::CompactString;
-use nohash_hasher::IntMap;
+use dashmap::DashMap;
+use nohash_hasher::{BuildNoHashHasher, IntMap};
 use std::collections::HashMap;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
@@ -346,12 +348,12 @@ impl Engine {
         // One more look at the account: burst participation, join eligibility, its cluster,
         // and the bulk_extraction verdict.
         let (may_join, own_cluster) = match self.accounts.get_mut(&akey) {
-            Some(acc) => {
+            Some(mut acc) => {
                 if in_burst {
                     acc.sync_hits = acc.sync_hits.saturating_add(1);
                 }
                 if self.cfg.raw.bulk.enabled {
-                    match self.policy.judge_bulk(&self.cfg.raw, acc, now) {
+                    match self.policy.judge_bulk(&self.cfg.raw, &mut acc, now) {
                         BulkVerdict::Alert(a) => {
                             self.stats.alerts_bulk += 1;
                             out.push(*a);
@@ -412,7 +414,7 @@ impl Engine {
             .model
             .as_ref()
             .map(|m| *self.models.entry(xxh3_64(m.as_bytes())).or_insert(ev.ts_ms));
-        let (acc, created) = self
+        let (mut acc, created) = self
             .accounts
             .get_or_insert_with(akey, || Account::new(ev.account_id.clone(), ev.ts_ms));
         if created {
@@ -701,7 +703,7 @@ impl Engine {
     }
 
     fn join(&mut self, root: u32, akey: u64) {
-        let Some(acc) = self.accounts.get_mut(&akey) else {
+        let Some(mut acc) = self.accounts.get_mut(&akey) else {
             return;
         };
         let current = self.clusters.find(acc.cluster);
@@ -758,7 +760,7 @@ impl Engine {
         let mut examples = Vec::new();
         let mut suppressed = 0u64;
         for m in &members {
-            let Some(acc) = self.accounts.get_mut(m) else {
+            let Some(mut acc) = self.accounts.get_mut(m) else {
                 continue;
             };
             if self.policy.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
@@ -874,12 +876,7 @@ impl Engine {
         let cfg = Arc::clone(&self.cfg);
         let e = &cfg.raw.engine;
         let idle_cutoff = now - (e.account_idle_secs * 1000) as i64;
-        let mut expired: Vec<u64> = Vec::new();
-        for (&k, a) in self.accounts.iter() {
-            if a.last_seen_ms < idle_cutoff {
-                expired.push(k);
-            }
-        }
+        let mut expired = self.accounts.keys_where(|a| a.last_seen_ms < idle_cutoff);
         expired.sort_unstable();
         self.stats.accounts_expired += expired.len() as u64;
         for k in expired {
@@ -905,15 +902,10 @@ impl Engine {
         if self.accounts.len() > e.max_accounts {
             let target = e.max_accounts - e.max_accounts / 10;
             let cutoff = nth_oldest(
-                self.accounts.values().map(|a| a.last_seen_ms),
+                self.accounts.last_seen().into_iter(),
                 self.accounts.len() - target,
             );
-            let mut victims: Vec<u64> = self
-                .accounts
-                .iter()
-                .filter(|(_, a)| a.last_seen_ms <= cutoff)
-                .map(|(&k, _)| k)
-                .collect();
+            let mut victims = self.accounts.keys_where(|a| a.last_seen_ms <= cutoff);
             victims.sort_unstable();
             self.stats.accounts_evicted += victims.len() as u64;
             for k in victims {
@@ -1038,22 +1030,27 @@ impl Policy {
     }
 }
 
-/// Accounts by key, in a [`FlatMap`] (one cache line per lookup, usually) of boxes: the
-/// table stays small (16-byte slots) and an account never moves.
+/// Accounts by key (an xxh3 hash of the account id, used as is: no rehash), in a DashMap of
+/// boxes so that an account never moves. The engine is the only writer; methods that hand out
+/// a writable account take `&mut self`, so the borrow checker rules out holding two shard
+/// guards at once (no deadlock by construction).
 #[derive(Default)]
-struct Accounts(FlatMap<Option<Box<Account>>>);
+struct Accounts(DashMap<u64, Box<Account>, BuildNoHashHasher<u64>>);
 
 impl Accounts {
     fn len(&self) -> usize {
         self.0.len()
     }
 
-    fn get(&self, key: &u64) -> Option<&Account> {
-        self.0.get(*key).and_then(|a| a.as_deref())
+    fn get(&self, key: &u64) -> Option<dashmap::mapref::one::Ref<'_, u64, Box<Account>>> {
+        self.0.get(key)
     }
 
-    fn get_mut(&mut self, key: &u64) -> Option<&mut Account> {
-        self.0.get_mut(*key).and_then(|a| a.as_deref_mut())
+    fn get_mut(
+        &mut self,
+        key: &u64,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, u64, Box<Account>>> {
+        self.0.get_mut(key)
     }
 
     /// The account of `key`, made by `make` if absent; the flag is true if it was made.
@@ -1061,24 +1058,30 @@ impl Accounts {
         &mut self,
         key: u64,
         make: impl FnOnce() -> Account,
-    ) -> (&mut Account, bool) {
-        let (slot, _) = self.0.get_or_insert_with(key, || None);
-        let created = slot.is_none();
-        (slot.get_or_insert_with(|| Box::new(make())), created)
+    ) -> (dashmap::mapref::one::RefMut<'_, u64, Box<Account>>, bool) {
+        let mut created = false;
+        let acc = self.0.entry(key).or_insert_with(|| {
+            created = true;
+            Box::new(make())
+        });
+        (acc, created)
     }
 
     fn remove(&mut self, key: &u64) -> Option<Box<Account>> {
-        self.0.remove(*key).flatten()
+        self.0.remove(key).map(|(_, a)| a)
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&u64, &Account)> {
+    /// Keys of the accounts `keep` selects (a snapshot: the map is not borrowed afterwards).
+    fn keys_where(&self, keep: impl Fn(&Account) -> bool) -> Vec<u64> {
         self.0
             .iter()
-            .filter_map(|(k, a)| a.as_deref().map(|a| (k, a)))
+            .filter(|e| keep(e.value()))
+            .map(|e| *e.key())
+            .collect()
     }
 
-    fn values(&self) -> impl Iterator<Item = &Account> {
-        self.0.values().filter_map(|a| a.as_deref())
+    fn last_seen(&self) -> Vec<i64> {
+        self.0.iter().map(|e| e.value().last_seen_ms).collect()
     }
 }
 

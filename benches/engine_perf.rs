@@ -1,12 +1,13 @@
 //! Fixed workload for profiling `Engine::process` (the bench's traffic): warm up with three
-//! events per account, then time `MEASURE` pre-decoded events. Instruction counts under
-//! callgrind: `valgrind --tool=callgrind --toggle-collect='engine_perf::measured' ...`.
+//! events per account, then time `MEASURE` pre-decoded events. This VM has no hardware
+//! counters, so instruction counts come from callgrind:
+//! `cargo bench --bench engine_perf --no-run`, then
+//! `MEASURE=200000 valgrind --tool=callgrind --toggle-collect='engine_perf::measured' target/release/deps/engine_perf-*`.
 //! Env: ACCOUNTS (default 100000), MEASURE (default 1000000).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[path = "../benches/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;
