@@ -1,15 +1,13 @@
 //! `distillguard replay`: the detectors over a JSON Lines file, in file order.
 //!
-//! Lines are read in batches; each batch is parsed and fingerprinted in parallel (rayon) while
-//! the engine, on its own thread, processes the previous batch strictly in order. The output
-//! is therefore the same, byte for byte, whatever the parallelism.
+//! Lines are read in batches; batches are parsed and fingerprinted on one thread per core
+//! while the engine, on the calling thread, takes the parsed batches back strictly in file
+//! order. The output is therefore the same, byte for byte, whatever the parallelism.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
-
-use rayon::prelude::*;
 
 use crate::alert::Alert;
 use crate::config::ValidConfig;
@@ -179,42 +177,85 @@ pub fn replay(
 ) -> Result<Summary, ReplayError> {
     let started = Instant::now();
     let decoder = decoder(&cfg)?;
-    let mut engine = Engine::new(cfg);
-    let mut summary = Summary::default();
-    let (tx, rx) = crossbeam_channel::bounded::<std::io::Result<Vec<Line>>>(4);
-
-    let pool = rayon::ThreadPoolBuilder::new()
-        .thread_name(|i| format!("dg-parse-{i}"))
-        .build()
-        .map_err(|e| ReplayError::Read(std::io::Error::other(e)))?;
-    let reader = std::thread::Builder::new()
-        .name("dg-reader".into())
-        .spawn(move || {
-            let mut lines = LineReader::new(input);
-            loop {
-                let batch = match lines.next_batch() {
-                    Ok(Some(b)) => b,
-                    Ok(None) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
+    let engine = Engine::new(cfg);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Batches numbered in file order go to the first free parser; the engine (this thread)
+    // takes the parsed batches back in that order. No batch waits for another to be parsed,
+    // and idle threads block on a channel rather than spin. On an error the threads are left
+    // to stop by themselves as the channels close (the reader may be blocked on stdin).
+    let (batch_tx, batch_rx) = crossbeam_channel::bounded::<(u64, std::io::Result<Batch>)>(2);
+    let (parsed_tx, parsed_rx) =
+        crossbeam_channel::bounded::<(u64, std::io::Result<Vec<Line>>)>(workers + 2);
+    let mut threads = Vec::with_capacity(workers + 1);
+    threads.push(
+        std::thread::Builder::new()
+            .name("dg-reader".into())
+            .spawn(move || {
+                let mut lines = LineReader::new(input);
+                for seq in 0u64.. {
+                    let next = match lines.next_batch() {
+                        Ok(Some(b)) => Ok(b),
+                        Ok(None) => return,
+                        Err(e) => Err(e),
+                    };
+                    let failed = next.is_err();
+                    if batch_tx.send((seq, next)).is_err() || failed {
                         return;
                     }
-                };
-                let parsed: Vec<Line> = pool.install(|| {
-                    batch
-                        .lines
-                        .par_iter()
-                        .with_min_len(256)
-                        .map(|&l| parse(&decoder, &batch.bytes, l))
-                        .collect()
-                });
-                if tx.send(Ok(parsed)).is_err() {
-                    return;
                 }
-            }
-        })
-        .map_err(ReplayError::Read)?;
+            })
+            .map_err(ReplayError::Read)?,
+    );
+    for i in 0..workers {
+        let batches = batch_rx.clone();
+        let parsed = parsed_tx.clone();
+        let decoder = decoder.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("dg-parse-{i}"))
+                .spawn(move || {
+                    for (seq, batch) in batches {
+                        let out = batch.map(|b| {
+                            b.lines
+                                .iter()
+                                .map(|&l| parse(&decoder, &b.bytes, l))
+                                .collect()
+                        });
+                        if parsed.send((seq, out)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(ReplayError::Read)?,
+        );
+    }
+    drop(batch_rx);
+    drop(parsed_tx);
+    let summary = run_engine(engine, parsed_rx, output, started)?;
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(summary)
+}
 
+/// The engine side of [`replay`]: parsed batches, put back in file order, through the engine.
+fn run_engine(
+    mut engine: Engine,
+    parsed: crossbeam_channel::Receiver<(u64, std::io::Result<Vec<Line>>)>,
+    output: &mut dyn Write,
+    started: Instant,
+) -> Result<Summary, ReplayError> {
+    let mut summary = Summary::default();
+    let mut waiting: BTreeMap<u64, std::io::Result<Vec<Line>>> = BTreeMap::new();
+    let mut next = 0u64;
+    let in_order = std::iter::from_fn(|| loop {
+        if let Some(b) = waiting.remove(&next) {
+            next += 1;
+            return Some(b);
+        }
+        let (seq, b) = parsed.recv().ok()?;
+        waiting.insert(seq, b);
+    });
     let mut alerts: Vec<Alert> = Vec::new();
     let mut buf = Vec::with_capacity(1 << 16);
     // Per-outcome counts in a flat array (the map is filled once, at the end).
@@ -225,7 +266,7 @@ pub fn replay(
         Outcome::OutOfRange,
     ];
     let mut counts = [0u64; 4];
-    for batch in rx {
+    for batch in in_order {
         let batch = batch.map_err(ReplayError::Read)?;
         for line in batch {
             match line {
@@ -250,7 +291,6 @@ pub fn replay(
             }
         }
     }
-    let _ = reader.join();
     for o in outcomes {
         let n = counts[o as usize];
         if n > 0 {
