@@ -16,6 +16,9 @@ use crate::event::decode::MAX_PROMPT_BYTES;
 use crate::event::{DecodeError, Decoder, Event};
 use crate::fingerprint::Fingerprinter;
 
+/// Parser threads at most (the engine takes about a third of the CPU a parser does per line).
+const MAX_PARSERS: usize = 8;
+
 /// Longest line read; longer lines are skipped as `too_long` without being held in memory.
 pub const MAX_LINE: usize = MAX_PROMPT_BYTES + 64 * 1024;
 
@@ -178,7 +181,8 @@ pub fn replay(
     let started = Instant::now();
     let decoder = decoder(&cfg)?;
     let engine = Engine::new(cfg);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // One parser per core; more than a few cannot outrun the one engine thread.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(MAX_PARSERS));
     // Batches numbered in file order go to the first free parser; the engine (this thread)
     // takes the parsed batches back in that order. No batch waits for another to be parsed,
     // and idle threads block on a channel rather than spin. On an error the threads are left
@@ -233,7 +237,12 @@ pub fn replay(
     drop(parsed_tx);
     let summary = run_engine(engine, parsed_rx, output, started)?;
     for t in threads {
-        let _ = t.join();
+        if t.join().is_err() {
+            // Its batches never arrived: the alerts written stop short of the input's end.
+            return Err(ReplayError::Read(std::io::Error::other(
+                "a reader or parser thread panicked",
+            )));
+        }
     }
     Ok(summary)
 }
