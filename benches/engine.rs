@@ -1,6 +1,8 @@
 //! Engine throughput on one core: protobuf events carrying `prompt_simhash`, with 100k and 1M
-//! active accounts. `process` is the engine alone on decoded events; `decode+process` adds
-//! protobuf decoding and validation, as the Kafka service does per message.
+//! active accounts. `process` is the engine alone on decoded events, through `process_all`
+//! (which prefetches the state of the next events, as `replay` runs it); `process_each` calls
+//! `process` per event, without prefetching; `decode+process` adds protobuf decoding and
+//! validation, 1024 messages at a time.
 
 /// The same allocator as the service binary.
 #[global_allocator]
@@ -8,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod support;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -61,6 +64,32 @@ fn bench_engine(c: &mut Criterion) {
                     }
                     let n = (left as usize).min(pool.len() - pos);
                     let start = std::time::Instant::now();
+                    let _ = engine.process_all(&pool[pos..pos + n], &mut out, |_, out| {
+                        out.clear();
+                        Ok::<(), Infallible>(())
+                    });
+                    total += start.elapsed();
+                    pos += n;
+                    left -= n as u64;
+                }
+                total
+            })
+        });
+        group.bench_function("process_each", |b| {
+            b.iter_custom(|iters| {
+                let mut total = std::time::Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    if pos >= pool.len() {
+                        pool = support::encoded(next, POOL, accounts, rate)
+                            .iter()
+                            .filter_map(|b| decoder.decode_protobuf(b).ok())
+                            .collect();
+                        next += POOL;
+                        pos = 0;
+                    }
+                    let n = (left as usize).min(pool.len() - pos);
+                    let start = std::time::Instant::now();
                     for e in &pool[pos..pos + n] {
                         engine.process(e, &mut out);
                         out.clear();
@@ -75,6 +104,7 @@ fn bench_engine(c: &mut Criterion) {
 
         let mut bytes: Vec<Vec<u8>> = Vec::new();
         let mut bpos = 0usize;
+        let mut decoded: Vec<Event> = Vec::with_capacity(1024);
         group.bench_function("decode+process", |b| {
             b.iter_custom(|iters| {
                 let mut total = std::time::Duration::ZERO;
@@ -87,11 +117,14 @@ fn bench_engine(c: &mut Criterion) {
                     }
                     let n = (left as usize).min(bytes.len() - bpos);
                     let start = std::time::Instant::now();
-                    for m in &bytes[bpos..bpos + n] {
-                        if let Ok(e) = decoder.decode_protobuf(m) {
-                            engine.process(&e, &mut out);
-                        }
-                        out.clear();
+                    for chunk in bytes[bpos..bpos + n].chunks(1024) {
+                        decoded.clear();
+                        decoded
+                            .extend(chunk.iter().filter_map(|m| decoder.decode_protobuf(m).ok()));
+                        let _ = engine.process_all(&decoded, &mut out, |_, out| {
+                            out.clear();
+                            Ok::<(), Infallible>(())
+                        });
                     }
                     total += start.elapsed();
                     bpos += n;

@@ -3,7 +3,8 @@
 //! counters, so instruction counts come from callgrind:
 //! `cargo bench --bench engine_perf --no-run`, then
 //! `MEASURE=200000 valgrind --tool=callgrind --toggle-collect='engine_perf::measured' target/release/deps/engine_perf-*`.
-//! Env: ACCOUNTS (default 100000), MEASURE (default 1000000).
+//! Env: ACCOUNTS (default 100000), MEASURE (default 1000000), PER_EVENT=1 (`process` per
+//! event instead of `process_all`, which prefetches ahead).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -66,10 +67,19 @@ fn main() {
 fn measured(engine: &mut Engine, pool: &[Event]) -> usize {
     let mut out = Vec::new();
     let mut alerts = 0;
-    for e in pool {
-        engine.process(e, &mut out);
+    if env("PER_EVENT", 0) == 1 {
+        // One `process` call per event, without prefetching ahead (for comparison).
+        for e in pool {
+            engine.process(e, &mut out);
+            alerts += out.len();
+            out.clear();
+        }
+        return alerts;
+    }
+    let _ = engine.process_all(pool, &mut out, |_, out| {
         alerts += out.len();
         out.clear();
-    }
+        Ok::<(), std::convert::Infallible>(())
+    });
     alerts
 }

@@ -277,28 +277,31 @@ fn run_engine(
     let mut counts = [0u64; 4];
     for batch in in_order {
         let batch = batch.map_err(ReplayError::Read)?;
-        for line in batch {
+        for line in &batch {
             match line {
                 Line::Blank => {}
                 Line::Rejected(reason) => {
                     summary.lines += 1;
                     *summary.rejected.entry(reason).or_default() += 1;
                 }
-                Line::Event(ev) => {
-                    summary.lines += 1;
-                    let outcome: Outcome = engine.process(&ev, &mut alerts);
-                    counts[outcome as usize] += 1;
-                    for a in alerts.drain(..) {
-                        buf.clear();
-                        serde_json::to_writer(&mut buf, &a)
-                            .map_err(|e| ReplayError::Write(e.into()))?;
-                        buf.push(b'\n');
-                        output.write_all(&buf).map_err(ReplayError::Write)?;
-                        summary.alerts += 1;
-                    }
-                }
+                Line::Event(_) => summary.lines += 1,
             }
         }
+        let events = batch.iter().filter_map(|line| match line {
+            Line::Event(ev) => Some(ev),
+            _ => None,
+        });
+        engine.process_all(events, &mut alerts, |outcome, alerts| {
+            counts[outcome as usize] += 1;
+            for a in alerts.drain(..) {
+                buf.clear();
+                serde_json::to_writer(&mut buf, &a).map_err(|e| ReplayError::Write(e.into()))?;
+                buf.push(b'\n');
+                output.write_all(&buf).map_err(ReplayError::Write)?;
+                summary.alerts += 1;
+            }
+            Ok::<(), ReplayError>(())
+        })?;
     }
     for o in outcomes {
         let n = counts[o as usize];

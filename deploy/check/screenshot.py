@@ -3,11 +3,11 @@
 through a Prometheus server's HTTP API and draws them with matplotlib, on the dashboard's grid.
 
     python3 deploy/check/screenshot.py --prometheus http://127.0.0.1:9090 --minutes 10 \
-        [--output docs/dashboard.png] [--instance REGEX] [--subtitle TEXT]
+        [--output deploy/grafana/dashboard.png] [--instance REGEX] [--subtitle TEXT]
 
 Needs matplotlib, e.g. in a throwaway venv:
     python3 -m venv /tmp/shot-venv && /tmp/shot-venv/bin/pip install matplotlib
-Used to make docs/dashboard.png for the README; see README.md ("Operate").
+Used to make deploy/grafana/dashboard.png for the README; see README.md ("Operate").
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def main() -> int:
     ap.add_argument("--prometheus", default="http://127.0.0.1:9090")
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--dashboard", type=Path, default=ROOT / "deploy/grafana/dashboards/distillguard.json")
-    ap.add_argument("--output", type=Path, default=ROOT / "docs/dashboard.png")
+    ap.add_argument("--output", type=Path, default=ROOT / "deploy/grafana/dashboard.png")
     ap.add_argument("--instance", default=".*", help="value for $instance (a regex)")
     ap.add_argument("--subtitle", default="", help="what traffic the picture shows")
     args = ap.parse_args()

@@ -46,6 +46,13 @@ impl Dedup {
         !self.current.insert(id)
     }
 
+    /// Prefetches the slots `seen(id)` will probe first.
+    #[inline]
+    pub fn prefetch(&self, id: u64) {
+        self.current.prefetch(id);
+        self.previous.prefetch(id);
+    }
+
     pub fn len(&self) -> usize {
         self.current.len() + self.previous.len()
     }
@@ -76,6 +83,13 @@ impl IdSet {
     #[inline]
     fn home(&self, id: u64) -> usize {
         (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn prefetch(&self, id: u64) {
+        if !self.slots.is_empty() {
+            crate::engine::prefetch::line(&self.slots[self.home(id)]);
+        }
     }
 
     fn contains(&self, id: u64) -> bool {

@@ -60,6 +60,14 @@ impl<V: Default> FlatMap<V> {
         }
     }
 
+    /// Prefetches the home slot of `key`.
+    #[inline]
+    pub fn prefetch(&self, key: u64) {
+        if !self.slots.is_empty() {
+            super::prefetch::line(&self.slots[self.home(key)]);
+        }
+    }
+
     pub fn get(&self, key: u64) -> Option<&V> {
         if self.len == 0 {
             return None;

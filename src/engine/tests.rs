@@ -375,3 +375,58 @@ fn allowlisted_accounts_are_not_alerted_until_expiry() {
     let first = alerts.first().expect("alerted after expiry");
     assert!(crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts") >= T0 + 30 * MIN);
 }
+
+/// `process_all` (prefetching ahead) and `process` per event are the same engine: same
+/// alerts, outcomes and counts on every simulated family, duplicates and late events included.
+#[test]
+fn process_all_matches_process_per_event() {
+    use crate::event::Decoder;
+    use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
+    let sim = crate::sim::generate(&crate::sim::SimOptions {
+        scale: 0.2,
+        hours: 2.0,
+        ..Default::default()
+    })
+    .expect("simulation");
+    let decoder = Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
+    let mut events: Vec<Event> = Vec::new();
+    for (i, raw) in sim.events.into_iter().enumerate() {
+        let e = decoder.from_json(raw).expect("simulated events are valid");
+        // Replays and stragglers: every outcome shows up.
+        if i % 97 == 0 {
+            events.push(e.clone());
+        }
+        events.push(e);
+    }
+    let mut late = events[events.len() / 2].clone();
+    late.event_id = "late".into();
+    late.ts_ms -= 3_600_000;
+    events.push(late);
+    assert!(events.len() > 10_000, "{}", events.len());
+
+    let mut each = engine();
+    let mut want = Vec::new();
+    let mut want_outcomes = Vec::new();
+    for e in &events {
+        want_outcomes.push(each.process(e, &mut want));
+    }
+    let mut all = engine();
+    let mut got = Vec::new();
+    let mut got_outcomes = Vec::new();
+    let mut out = Vec::new();
+    // In uneven chunks, as batches arrive.
+    for chunk in events.chunks(1000 + 7) {
+        all.process_all(chunk, &mut out, |o, out| {
+            got_outcomes.push(o);
+            got.append(out);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .expect("infallible");
+    }
+    assert!(!want.is_empty());
+    assert!(want_outcomes.contains(&Outcome::Duplicate));
+    assert!(want_outcomes.contains(&Outcome::Late));
+    assert_eq!(got_outcomes, want_outcomes);
+    assert_eq!(got, want);
+    assert_eq!(all.stats(), each.stats());
+}
