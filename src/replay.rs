@@ -63,6 +63,9 @@ enum Line {
 struct LineReader<R> {
     input: R,
     buf: Vec<u8>,
+    /// Batch buffers the parsers are done with, for reuse: a fresh 4 MiB buffer per batch
+    /// would be zeroed and page-faulted in again each time.
+    spare: crossbeam_channel::Receiver<Vec<u8>>,
     /// Skipping the rest of an over-long line.
     skipping: bool,
     eof: bool,
@@ -77,10 +80,11 @@ struct Batch {
 impl<R: Read> LineReader<R> {
     const CHUNK: usize = 4 << 20;
 
-    fn new(input: R) -> Self {
+    fn new(input: R, spare: crossbeam_channel::Receiver<Vec<u8>>) -> Self {
         Self {
             input,
             buf: Vec::with_capacity(Self::CHUNK),
+            spare,
             skipping: false,
             eof: false,
         }
@@ -95,16 +99,13 @@ impl<R: Read> LineReader<R> {
             if !self.eof
                 && (self.buf.len() < Self::CHUNK || memchr::memchr(b'\n', &self.buf).is_none())
             {
+                // Read into the spare capacity (no zeroing first) until the chunk is full or
+                // the input ends.
                 let start = self.buf.len();
-                let want = Self::CHUNK.max(start + (1 << 20));
-                self.buf.resize(want, 0);
-                let n = self.input.read(&mut self.buf[start..])?;
-                self.buf.truncate(start + n);
-                if n == 0 {
+                let want = (Self::CHUNK.max(start + (1 << 20)) - start) as u64;
+                let n = (&mut self.input).take(want).read_to_end(&mut self.buf)?;
+                if (n as u64) < want {
                     self.eof = true;
-                }
-                if n > 0 && self.buf.len() < Self::CHUNK && !self.eof {
-                    continue;
                 }
             }
             // Take everything up to the last newline (all of it at the end of input).
@@ -126,8 +127,15 @@ impl<R: Read> LineReader<R> {
                     continue;
                 }
             };
-            let rest = self.buf.split_off(cut);
-            let bytes = std::mem::replace(&mut self.buf, rest);
+            // The partial line after the cut starts the next buffer.
+            let mut next = self
+                .spare
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(Self::CHUNK));
+            next.clear();
+            next.extend_from_slice(&self.buf[cut..]);
+            self.buf.truncate(cut);
+            let bytes = std::mem::replace(&mut self.buf, next);
             let mut lines = Vec::with_capacity(bytes.len() / 256 + 1);
             let mut start = 0;
             for end in memchr::memchr_iter(b'\n', &bytes) {
@@ -190,12 +198,14 @@ pub fn replay(
     let (batch_tx, batch_rx) = crossbeam_channel::bounded::<(u64, std::io::Result<Batch>)>(2);
     let (parsed_tx, parsed_rx) =
         crossbeam_channel::bounded::<(u64, std::io::Result<Vec<Line>>)>(workers + 2);
+    // Parsed batches' buffers go back to the reader (dropped when it has enough).
+    let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Vec<u8>>(workers + 2);
     let mut threads = Vec::with_capacity(workers + 1);
     threads.push(
         std::thread::Builder::new()
             .name("dg-reader".into())
             .spawn(move || {
-                let mut lines = LineReader::new(input);
+                let mut lines = LineReader::new(input, spare_rx);
                 for seq in 0u64.. {
                     let next = match lines.next_batch() {
                         Ok(Some(b)) => Ok(b),
@@ -214,16 +224,20 @@ pub fn replay(
         let batches = batch_rx.clone();
         let parsed = parsed_tx.clone();
         let decoder = decoder.clone();
+        let spare = spare_tx.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("dg-parse-{i}"))
                 .spawn(move || {
                     for (seq, batch) in batches {
                         let out = batch.map(|b| {
-                            b.lines
+                            let lines = b
+                                .lines
                                 .iter()
                                 .map(|&l| parse(&decoder, &b.bytes, l))
-                                .collect()
+                                .collect();
+                            let _ = spare.try_send(b.bytes);
+                            lines
                         });
                         if parsed.send((seq, out)).is_err() {
                             return;
@@ -235,6 +249,7 @@ pub fn replay(
     }
     drop(batch_rx);
     drop(parsed_tx);
+    drop(spare_tx);
     let summary = run_engine(engine, parsed_rx, output, started)?;
     for t in threads {
         if t.join().is_err() {

@@ -151,7 +151,12 @@ impl Networks {
     /// Estimated number of distinct networks.
     pub fn estimate(&self) -> f64 {
         let m = 64.0;
-        let sum: f64 = self.0.iter().map(|&r| 2f64.powi(-i32::from(r))).sum();
+        // 2^-r, built from its exponent bits (exact; `powi` is a libcall with a loop).
+        let sum: f64 = self
+            .0
+            .iter()
+            .map(|&r| f64::from_bits((1023 - u64::from(r)) << 52))
+            .sum();
         let zeros = self.0.iter().filter(|&&r| r == 0).count();
         let e = 0.709 * m * m / sum;
         if e < 2.5 * m && zeros > 0 {
@@ -427,6 +432,14 @@ impl Attribute {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn register_weights_are_exact_powers_of_two() {
+        for r in 0u8..=64 {
+            let w = f64::from_bits((1023 - u64::from(r)) << 52);
+            assert_eq!(w, 2f64.powi(-i32::from(r)), "{r}");
+        }
+    }
 
     const H: f32 = 3_600_000.0;
 
