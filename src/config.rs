@@ -206,8 +206,11 @@ pub struct BulkConfig {
     pub min_requests_fresh: u32,
     /// Requests in the last hour needed before an established account is judged at all.
     pub min_requests_established: u32,
-    /// Requests in the last hour needed from an established account that also pivoted to a
-    /// newly released model or appeared from a new device or network.
+    /// Output tokens in the last hour an established account must also have received at
+    /// `min_requests_established` (a one-off evaluation run's answers rarely add up to this).
+    pub min_output_tokens_established: u64,
+    /// Requests in the last hour needed from an established account that appeared from a new
+    /// device or network (after some history with its old ones).
     pub min_requests_corroborated: u32,
     /// Requests in the last hour that, with an extraction profile, are decisive on their own.
     pub high_volume_requests: u32,
@@ -243,6 +246,7 @@ impl Default for BulkConfig {
             enabled: true,
             min_requests_fresh: 150,
             min_requests_established: 300,
+            min_output_tokens_established: 400_000,
             min_requests_corroborated: 200,
             high_volume_requests: 1200,
             high_volume_output_tokens: 1_500_000,

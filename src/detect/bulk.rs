@@ -3,9 +3,9 @@
 //! An account is judged only when its trailing hour looks like API harvesting (mostly
 //! single-turn requests) of extraction-worthy content (reasoning-eliciting prompts, or
 //! templated prompts with outputs far larger than inputs) at a volume a person does not reach.
-//! Established accounts need more volume, or corroboration (a pivot to a newly
-//! released model, new infrastructure) than fresh ones: one-off evaluation runs of a few
-//! hundred prompts are normal for established customers.
+//! Established accounts need more volume (requests and output tokens), or corroboration (a new
+//! device or network), than fresh ones: one-off evaluation runs of a few hundred prompts are
+//! normal for established customers, on newly released models as much as on old ones.
 
 use super::{pct, Signal};
 use crate::config::Config;
@@ -68,8 +68,9 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
         || if fresh {
             req >= cfg.min_requests_fresh
         } else {
-            req >= cfg.min_requests_established
-                || ((pivot || infra_change) && req >= cfg.min_requests_corroborated)
+            (req >= cfg.min_requests_established
+                && t.output_tokens >= cfg.min_output_tokens_established)
+                || (infra_change && req >= cfg.min_requests_corroborated)
         };
     if !volume_ok {
         return None;

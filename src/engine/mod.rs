@@ -585,7 +585,9 @@ impl Engine {
         let fresh = acc.is_fresh(now, cfg.engine.fresh_account_days);
 
         let kinds = self.kinds;
-        let has_history = acc.requests_ever > 20 && now - acc.first_seen_ms > 3_600_000;
+        // A new device or network means something once the account has been seen before,
+        // from elsewhere, at least an hour earlier.
+        let has_history = acc.requests_ever > 1;
         let mut infra_changed = false;
         if let Some(ip) = &ev.ip {
             let (ip_key, prefix_key) = (keys.ip, keys.prefix);

@@ -128,6 +128,79 @@ fn a_short_evaluation_run_by_an_established_account_is_not_flagged() {
     assert!(run(&mut eng, &events).is_empty());
 }
 
+/// A benchmark run of a few hundred reasoning prompts with ordinary-length answers, on a
+/// newly released model: what a customer does when a model comes out. Above the request bar
+/// for established accounts, below the output-token bar.
+#[test]
+fn an_established_accounts_evaluation_of_a_new_model_is_not_flagged() {
+    let mut eng = engine();
+    let mut events: Vec<Event> = (0..40)
+        .map(|i| {
+            let mut e = chat(i, T0 + i as i64 * 60_000, "acct_eval", 2);
+            e.model = Some("model-old".into());
+            e
+        })
+        .collect();
+    // The new model appears (another customer uses it first).
+    let mut first = chat(5_000, T0 + 50 * MIN, "someone_else", 1);
+    first.model = Some("model-new".into());
+    events.push(first);
+    for i in 0..500u64 {
+        let mut e = extraction(10_000 + i, T0 + 60 * MIN + i as i64 * 4_000, "acct_eval");
+        e.account_created_ms = Some(T0 - 500 * DAY);
+        e.model = Some("model-new".into());
+        e.input_tokens = 150;
+        e.output_tokens = 700;
+        e.prompt.template = mix(i) | 1;
+        events.push(e);
+    }
+    let alerts = run(&mut eng, &events);
+    assert!(
+        alerts.is_empty(),
+        "{:?}",
+        alerts.first().map(|a| &a.evidence)
+    );
+}
+
+/// A bought or taken-over account: a little human use, then harvesting from a new client at
+/// a modest 0.3 requests/s. The new device stands in for the volume it has not reached yet.
+#[test]
+fn a_taken_over_account_on_a_new_device_is_caught_within_fifteen_minutes() {
+    let mut eng = engine();
+    let mut events: Vec<Event> = (0..3)
+        .map(|i| {
+            let mut e = chat(i, T0 + i as i64 * 5 * MIN, "acct_old", 3);
+            e.device_fingerprint = Some("laptop".into());
+            e
+        })
+        .collect();
+    let start = T0 + 40 * MIN;
+    for i in 0..1200u64 {
+        let mut e = extraction(20_000 + i, start + i as i64 * 3_300, "acct_old");
+        e.account_created_ms = Some(T0 - 900 * DAY);
+        e.device_fingerprint = Some("custom-client".into());
+        events.push(e);
+    }
+    let alerts = run(&mut eng, &events);
+    let first = alerts
+        .iter()
+        .find(|a| a.kind == KIND_BULK)
+        .expect("a bulk alert");
+    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
+    assert!(
+        detected - start <= 15 * MIN,
+        "took {} min",
+        (detected - start) / MIN
+    );
+    let signals = first.evidence["signals"].as_array().expect("signals");
+    assert!(
+        signals
+            .iter()
+            .any(|s| s["name"] == "new_device_or_network_hours_ago"),
+        "{signals:?}"
+    );
+}
+
 #[test]
 fn duplicates_and_late_events_are_counted_and_skipped() {
     let mut eng = engine();
