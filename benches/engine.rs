@@ -12,6 +12,7 @@ mod support;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use distillguard::config::Config;
@@ -39,75 +40,50 @@ fn bench_engine(c: &mut Criterion) {
             }
             out.clear();
         }
-        let mut next = warm;
+        let next = warm;
         let mut group = c.benchmark_group(format!("engine/{}k_accounts", accounts / 1000));
         group.throughput(Throughput::Elements(1));
         // Long samples (hundreds of thousands of events each) so that periodic sweeps and
         // cache refills after a pool is regenerated average out.
         group.sample_size(10);
-        group.measurement_time(std::time::Duration::from_secs(15));
+        group.measurement_time(Duration::from_secs(15));
 
-        let mut pool: Vec<Event> = Vec::new();
-        let mut pos = 0usize;
+        let mut pool = Pool {
+            decoder: &decoder,
+            accounts,
+            rate,
+            next,
+            events: Vec::new(),
+            pos: 0,
+        };
         group.bench_function("process", |b| {
             b.iter_custom(|iters| {
-                let mut total = std::time::Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    if pos >= pool.len() {
-                        pool = support::encoded(next, POOL, accounts, rate)
-                            .iter()
-                            .filter_map(|b| decoder.decode_protobuf(b).ok())
-                            .collect();
-                        next += POOL;
-                        pos = 0;
-                    }
-                    let n = (left as usize).min(pool.len() - pos);
-                    let start = std::time::Instant::now();
-                    let _ = engine.process_all(&pool[pos..pos + n], &mut out, |_, out| {
+                timed(iters, &mut pool, |events| {
+                    let _ = engine.process_all(events, &mut out, |_, out| {
                         out.clear();
                         Ok::<(), Infallible>(())
                     });
-                    total += start.elapsed();
-                    pos += n;
-                    left -= n as u64;
-                }
-                total
+                })
             })
         });
         group.bench_function("process_each", |b| {
             b.iter_custom(|iters| {
-                let mut total = std::time::Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    if pos >= pool.len() {
-                        pool = support::encoded(next, POOL, accounts, rate)
-                            .iter()
-                            .filter_map(|b| decoder.decode_protobuf(b).ok())
-                            .collect();
-                        next += POOL;
-                        pos = 0;
-                    }
-                    let n = (left as usize).min(pool.len() - pos);
-                    let start = std::time::Instant::now();
-                    for e in &pool[pos..pos + n] {
+                timed(iters, &mut pool, |events| {
+                    for e in events {
                         engine.process(e, &mut out);
                         out.clear();
                     }
-                    total += start.elapsed();
-                    pos += n;
-                    left -= n as u64;
-                }
-                total
+                })
             })
         });
+        let mut next = pool.next;
 
         let mut bytes: Vec<Vec<u8>> = Vec::new();
         let mut bpos = 0usize;
         let mut decoded: Vec<Event> = Vec::with_capacity(1024);
         group.bench_function("decode+process", |b| {
             b.iter_custom(|iters| {
-                let mut total = std::time::Duration::ZERO;
+                let mut total = Duration::ZERO;
                 let mut left = iters;
                 while left > 0 {
                     if bpos >= bytes.len() {
@@ -116,7 +92,7 @@ fn bench_engine(c: &mut Criterion) {
                         bpos = 0;
                     }
                     let n = (left as usize).min(bytes.len() - bpos);
-                    let start = std::time::Instant::now();
+                    let start = Instant::now();
                     for chunk in bytes[bpos..bpos + n].chunks(1024) {
                         decoded.clear();
                         decoded
@@ -135,6 +111,49 @@ fn bench_engine(c: &mut Criterion) {
         });
         group.finish();
     }
+}
+
+/// Decoded events, generated a million at a time as the benches consume them.
+struct Pool<'d> {
+    decoder: &'d Decoder,
+    accounts: u64,
+    rate: u64,
+    /// Index of the next event to generate.
+    next: u64,
+    events: Vec<Event>,
+    pos: usize,
+}
+
+impl Pool<'_> {
+    /// The next events, at most `n` (at least one).
+    fn take(&mut self, n: u64) -> &[Event] {
+        if self.pos >= self.events.len() {
+            self.events = support::encoded(self.next, POOL, self.accounts, self.rate)
+                .iter()
+                .filter_map(|b| self.decoder.decode_protobuf(b).ok())
+                .collect();
+            self.next += POOL;
+            self.pos = 0;
+        }
+        let k = (n as usize).min(self.events.len() - self.pos);
+        self.pos += k;
+        &self.events[self.pos - k..self.pos]
+    }
+}
+
+/// Time `run` takes over `iters` events of `pool`, generation excluded.
+fn timed(iters: u64, pool: &mut Pool<'_>, mut run: impl FnMut(&[Event])) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let events = pool.take(left);
+        let n = events.len() as u64;
+        let start = Instant::now();
+        run(events);
+        total += start.elapsed();
+        left -= n;
+    }
+    total
 }
 
 criterion_group!(benches, bench_engine);
