@@ -78,7 +78,9 @@ struct Batch {
 }
 
 impl<R: Read> LineReader<R> {
-    const CHUNK: usize = 4 << 20;
+    /// Batch size: small enough that filling and draining the pipeline at the start and end
+    /// costs little, large enough that per-batch overhead does not show.
+    const CHUNK: usize = 1 << 20;
 
     fn new(input: R, spare: crossbeam_channel::Receiver<Vec<u8>>) -> Self {
         Self {
@@ -198,8 +200,11 @@ pub fn replay(
     let (batch_tx, batch_rx) = crossbeam_channel::bounded::<(u64, std::io::Result<Batch>)>(2);
     let (parsed_tx, parsed_rx) =
         crossbeam_channel::bounded::<(u64, std::io::Result<Vec<Line>>)>(workers + 2);
-    // Parsed batches' buffers go back to the reader (dropped when it has enough).
+    // Parsed batches' buffers go back to the reader, and the engine's emptied line vectors
+    // to the parsers (dropped when they have enough): fresh multi-megabyte allocations would
+    // be page-faulted and zeroed by the kernel, batch after batch.
     let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Vec<u8>>(workers + 2);
+    let (spare_lines_tx, spare_lines_rx) = crossbeam_channel::bounded::<Vec<Line>>(workers + 4);
     let mut threads = Vec::with_capacity(workers + 1);
     threads.push(
         std::thread::Builder::new()
@@ -225,17 +230,16 @@ pub fn replay(
         let parsed = parsed_tx.clone();
         let decoder = decoder.clone();
         let spare = spare_tx.clone();
+        let spare_lines = spare_lines_rx.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("dg-parse-{i}"))
                 .spawn(move || {
                     for (seq, batch) in batches {
                         let out = batch.map(|b| {
-                            let lines = b
-                                .lines
-                                .iter()
-                                .map(|&l| parse(&decoder, &b.bytes, l))
-                                .collect();
+                            let mut lines = spare_lines.try_recv().unwrap_or_default();
+                            lines.clear();
+                            lines.extend(b.lines.iter().map(|&l| parse(&decoder, &b.bytes, l)));
                             let _ = spare.try_send(b.bytes);
                             lines
                         });
@@ -250,7 +254,8 @@ pub fn replay(
     drop(batch_rx);
     drop(parsed_tx);
     drop(spare_tx);
-    let summary = run_engine(engine, parsed_rx, output, started)?;
+    drop(spare_lines_rx);
+    let summary = run_engine(engine, parsed_rx, spare_lines_tx, output, started)?;
     for t in threads {
         if t.join().is_err() {
             // Its batches never arrived: the alerts written stop short of the input's end.
@@ -266,6 +271,7 @@ pub fn replay(
 fn run_engine(
     mut engine: Engine,
     parsed: crossbeam_channel::Receiver<(u64, std::io::Result<Vec<Line>>)>,
+    spare_lines: crossbeam_channel::Sender<Vec<Line>>,
     output: &mut dyn Write,
     started: Instant,
 ) -> Result<Summary, ReplayError> {
@@ -317,6 +323,9 @@ fn run_engine(
             }
             Ok::<(), ReplayError>(())
         })?;
+        let mut batch = batch;
+        batch.clear();
+        let _ = spare_lines.try_send(batch);
     }
     for o in outcomes {
         let n = counts[o as usize];

@@ -17,13 +17,42 @@ use crate::engine::window::BUCKET_MS;
 pub struct Assessment {
     pub score: f64,
     pub signals: Vec<Signal>,
-    pub summary: String,
+    /// What the one-line summary says (formatted only for an alert: see [`Assessment::summary`]).
+    said: Said,
     pub window_start_ms: i64,
     pub requests: u32,
     pub age_days: Option<f64>,
 }
 
+/// The figures the summary line quotes.
+#[derive(Debug, Clone)]
+struct Said {
+    single: f64,
+    reasoning: f64,
+    templated: f64,
+    output_tokens: u64,
+    ratio: f64,
+}
+
 impl Assessment {
+    /// One line a person can read: age, volume, shares, output.
+    pub fn summary(&self) -> String {
+        let s = &self.said;
+        let age = match self.age_days {
+            Some(d) => format!("{d:.1}-day-old account"),
+            None => "account of unknown age".to_string(),
+        };
+        format!(
+            "{age} sent {} requests in the last hour ({} single-turn, {} reasoning-eliciting, {} on its templates), {:.0}k output tokens at {:.1}x its input",
+            self.requests,
+            pct(s.single),
+            pct(s.reasoning),
+            pct(s.templated),
+            s.output_tokens as f64 / 1000.0,
+            s.ratio
+        )
+    }
+
     pub fn crossed(&self) -> u32 {
         self.signals.iter().filter(|s| s.crossed).count() as u32
     }
@@ -144,22 +173,16 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
         score -= 0.2;
     }
     let score = score.clamp(0.0, 1.0);
-    let age = match age_days {
-        Some(d) => format!("{d:.1}-day-old account"),
-        None => "account of unknown age".to_string(),
-    };
-    let summary = format!(
-        "{age} sent {req} requests in the last hour ({} single-turn, {} reasoning-eliciting, {} on its templates), {:.0}k output tokens at {:.1}x its input",
-        pct(single),
-        pct(reasoning),
-        pct(templated),
-        t.output_tokens as f64 / 1000.0,
-        ratio
-    );
     Some(Assessment {
         score,
         signals,
-        summary,
+        said: Said {
+            single,
+            reasoning,
+            templated,
+            output_tokens: t.output_tokens,
+            ratio,
+        },
         window_start_ms: acc.hour.start_ms().max(acc.first_seen_ms),
         requests: req,
         age_days,

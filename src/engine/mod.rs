@@ -1123,7 +1123,7 @@ impl Policy {
         let mut examples = acc.example_ids();
         examples.truncate(cfg.alerts.example_events);
         let evidence = serde_json::json!({
-            "summary": a.summary,
+            "summary": a.summary(),
             "signals": a.signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
             "signals_crossed": a.crossed(),
             "account_age_days": a.age_days.map(|d| (d * 10.0).round() / 10.0),
