@@ -1,11 +1,11 @@
 //! Decoding and validation of request events from JSON or protobuf bytes.
 
 use compact_str::CompactString;
-use prost::Message;
 use std::net::IpAddr;
 
 use super::json::{JsonStr, JsonTime, RequestEventJson};
 use super::time::{in_range, parse_rfc3339_ms};
+use super::wire::{RequestEventRef, Timestamp};
 use super::Event;
 use crate::fingerprint::{parse_simhash, Fingerprinter, PromptFingerprint};
 use crate::proto;
@@ -133,9 +133,10 @@ impl Decoder {
         self.build(fields, ts_ms, account_created_ms, prompt_text)
     }
 
-    /// Decodes one protobuf `distillguard.v1.RequestEvent`.
+    /// Decodes one protobuf `distillguard.v1.RequestEvent`. String fields are borrowed from
+    /// `bytes` (see [`super::wire`]); the prompt is fingerprinted in place.
     pub fn decode_protobuf(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
-        let raw = proto::RequestEvent::decode(bytes)
+        let raw = RequestEventRef::decode(bytes)
             .map_err(|e| DecodeError::InvalidProtobuf(e.to_string()))?;
         let ts_ms = match &raw.ts {
             Some(t) => proto_time(t, "ts")?,
@@ -146,10 +147,12 @@ impl Decoder {
             .as_ref()
             .map(|t| proto_time(t, "account_created_at"))
             .transpose()?;
-        let s = |v: Option<String>| v.map(JsonStr::from);
+        fn s(v: Option<&str>) -> Option<JsonStr<'_>> {
+            v.map(JsonStr::Borrowed)
+        }
         let fields = Fields {
-            event_id: Some(raw.event_id.into()),
-            account_id: Some(raw.account_id.into()),
+            event_id: Some(JsonStr::Borrowed(raw.event_id)),
+            account_id: Some(JsonStr::Borrowed(raw.account_id)),
             org_id: s(raw.org_id),
             api_key_id: s(raw.api_key_id),
             ip: s(raw.ip),
@@ -157,7 +160,7 @@ impl Decoder {
             device_fingerprint: s(raw.device_fingerprint),
             payment_fingerprint: s(raw.payment_fingerprint),
             email_domain: s(raw.email_domain),
-            user_agent: raw.user_agent.as_deref().map(str::len),
+            user_agent: raw.user_agent.map(str::len),
             model: s(raw.model),
             endpoint: s(raw.endpoint),
             asn: raw.asn.map(i64::from),
@@ -171,12 +174,7 @@ impl Decoder {
             status: raw.status.map(i64::from),
             prompt_simhash: s(raw.prompt_simhash),
         };
-        self.build(
-            fields,
-            ts_ms,
-            account_created_ms,
-            raw.prompt_text.as_deref(),
-        )
+        self.build(fields, ts_ms, account_created_ms, raw.prompt_text)
     }
 
     fn build(
@@ -317,7 +315,7 @@ fn json_time(t: &JsonTime, name: &'static str) -> Result<i64, DecodeError> {
     }
 }
 
-fn proto_time(t: &prost_types::Timestamp, name: &'static str) -> Result<i64, DecodeError> {
+fn proto_time(t: &Timestamp, name: &'static str) -> Result<i64, DecodeError> {
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(DecodeError::BadTimestamp(name));
     }
@@ -389,6 +387,8 @@ pub fn json_to_proto(raw: &RequestEventJson<'_>) -> Result<proto::RequestEvent, 
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     #[test]
     fn every_reason_is_listed() {
         for e in [

@@ -6,6 +6,7 @@
 pub mod decode;
 pub mod json;
 pub mod time;
+pub mod wire;
 
 use compact_str::CompactString;
 use std::net::IpAddr;
