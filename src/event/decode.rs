@@ -4,6 +4,7 @@ use compact_str::CompactString;
 use std::net::IpAddr;
 
 use super::json::{JsonStr, JsonTime, RequestEventJson};
+use super::scan::{self, PromptAt};
 use super::time::{in_range, parse_rfc3339_ms};
 use super::wire::{RequestEventRef, Timestamp};
 use super::Event;
@@ -18,6 +19,14 @@ pub const MAX_PROMPT_BYTES: usize = 1 << 20;
 pub const MAX_TOKENS: i64 = 10_000_000;
 /// Largest plausible number of conversation turns.
 pub const MAX_TURNS: i64 = 100_000;
+
+thread_local! {
+    /// Where escaped prompts are unescaped, reused from line to line.
+    static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Scratch capacity kept between lines (a rare huge prompt's buffer is let go).
+const SCRATCH_KEEP: usize = 64 * 1024;
 
 /// Why a record was rejected. [`DecodeError::reason`] is a bounded label for metrics and DLQ
 /// headers; `Display` adds the field.
@@ -84,10 +93,25 @@ impl Decoder {
     /// Decodes one JSON object (one line of a JSON Lines file). The prompt is borrowed from
     /// the input where it has no escapes: it is fingerprinted in place, never copied.
     pub fn decode_json(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
-        // sonic-rs: SIMD JSON parsing, about twice serde_json's speed on prompt-sized lines.
-        let raw: RequestEventJson<'_> =
-            sonic_rs::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
-        self.from_json(raw)
+        SCRATCH.with_borrow_mut(|scratch| {
+            // The usual flat line: scanned in one pass, an escaped prompt unescaped into this
+            // thread's buffer (see [`super::scan`]).
+            if let Some(s) = scan::scan(bytes, scratch) {
+                let prompt = s.prompt.map(|p| match p {
+                    PromptAt::Line(l) => l,
+                    PromptAt::Scratch => scratch.as_str(),
+                });
+                let out = self.validate_parts(s.raw, prompt);
+                if scratch.capacity() > SCRATCH_KEEP {
+                    *scratch = String::new();
+                }
+                return out;
+            }
+            // Anything else: sonic-rs (SIMD JSON, about twice serde_json's speed) decides.
+            let raw: RequestEventJson<'_> =
+                sonic_rs::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+            self.from_json(raw)
+        })
     }
 
     /// Validates an already parsed JSON event.

@@ -5,6 +5,7 @@
 
 pub mod decode;
 pub mod json;
+pub mod scan;
 pub mod time;
 pub mod wire;
 
