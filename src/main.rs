@@ -1,7 +1,7 @@
 //! Command line: parse, load config, start. Everything else lives in the library.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -184,14 +184,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn open_in(path: &str) -> Result<Box<dyn BufRead + Send>> {
+/// Replay's input, unbuffered: replay reads it in megabyte batches itself (a `BufReader`
+/// would only add a copy).
+fn open_in(path: &str) -> Result<Box<dyn Read + Send>> {
     Ok(if path == "-" {
-        Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()))
+        Box::new(std::io::stdin())
     } else {
-        Box::new(BufReader::with_capacity(
-            1 << 20,
-            File::open(path).with_context(|| format!("opening {path}"))?,
-        ))
+        Box::new(File::open(path).with_context(|| format!("opening {path}"))?)
     })
 }
 

@@ -5,7 +5,7 @@
 //! order. The output is therefore the same, byte for byte, whatever the parallelism.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -81,11 +81,14 @@ impl<R: Read> LineReader<R> {
     /// Batch size: small enough that filling and draining the pipeline at the start and end
     /// costs little, large enough that per-batch overhead does not show.
     const CHUNK: usize = 1 << 20;
+    /// A buffer holds a chunk after the partial line carried over from the last one, so
+    /// that it never grows (a grown buffer is a fresh allocation, zeroed by the kernel).
+    const CAPACITY: usize = 2 * Self::CHUNK;
 
     fn new(input: R, spare: crossbeam_channel::Receiver<Vec<u8>>) -> Self {
         Self {
             input,
-            buf: Vec::with_capacity(Self::CHUNK),
+            buf: Vec::with_capacity(Self::CAPACITY),
             spare,
             skipping: false,
             eof: false,
@@ -133,7 +136,7 @@ impl<R: Read> LineReader<R> {
             let mut next = self
                 .spare
                 .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(Self::CHUNK));
+                .unwrap_or_else(|_| Vec::with_capacity(Self::CAPACITY));
             next.clear();
             next.extend_from_slice(&self.buf[cut..]);
             self.buf.truncate(cut);
@@ -185,7 +188,7 @@ fn parse(decoder: &Decoder, bytes: &[u8], line: Option<(usize, usize)>) -> Line 
 /// Replays `input` through a fresh engine, writing every alert as a JSON line to `output`.
 pub fn replay(
     cfg: Arc<ValidConfig>,
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Read + Send>,
     output: &mut dyn Write,
 ) -> Result<Summary, ReplayError> {
     let started = Instant::now();
