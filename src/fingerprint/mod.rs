@@ -184,10 +184,11 @@ pub struct Fingerprinter {
     classes: ClassTable,
 }
 
-/// Word hash -> class bits for the few hundred words that have any: an open-addressing table
-/// small enough to stay in L1 cache. Each slot holds the hash with its low three bits replaced
-/// by the class bits (never zero, so zero marks an empty slot); most words have no class and
-/// miss on the first probe.
+/// Word hash -> class bits for the few hundred words that have any: a two-choice (cuckoo)
+/// table small enough to stay in L1 cache. A word is in one of two slots, both read on every
+/// lookup and compared without a branch, so the lookup never stalls the word loop on a
+/// mispredicted probe. Each slot holds the hash with its low three bits replaced by the class
+/// bits (never zero, so zero marks an empty slot).
 #[derive(Debug, Clone)]
 struct ClassTable {
     slots: Vec<u64>,
@@ -195,34 +196,51 @@ struct ClassTable {
 
 impl ClassTable {
     const SLOTS: usize = 1024;
-    const SHIFT: u32 = 64 - Self::SLOTS.trailing_zeros();
+    const MASK: u64 = Self::SLOTS as u64 - 1;
 
-    fn new(words: &IntMap<u64, ClassBits>) -> Self {
-        assert!(words.len() * 2 < Self::SLOTS, "class table too full");
+    #[inline]
+    fn first(h: u64) -> usize {
+        (h >> 54) as usize
+    }
+
+    #[inline]
+    fn second(h: u64) -> usize {
+        ((h >> 20) & Self::MASK) as usize
+    }
+
+    /// `None`: the words do not fit (far more than a lexicon holds).
+    fn new(words: &IntMap<u64, ClassBits>) -> Option<Self> {
         let mut slots = vec![0u64; Self::SLOTS];
-        for (&h, &bits) in words {
-            let mut i = (h >> Self::SHIFT) as usize;
-            while slots[i] != 0 {
-                i = (i + 1) % Self::SLOTS;
+        let mut sorted: Vec<(u64, ClassBits)> = words.iter().map(|(&h, &b)| (h, b)).collect();
+        sorted.sort_unstable();
+        for (h, bits) in sorted {
+            let mut entry = (h & !7) | u64::from(bits & 7);
+            let mut at = Self::first(h);
+            // Standard cuckoo insertion: take the slot, move its occupant to its other one.
+            for _ in 0..Self::SLOTS {
+                std::mem::swap(&mut slots[at], &mut entry);
+                if entry == 0 {
+                    break;
+                }
+                at = if Self::first(entry) == at {
+                    Self::second(entry)
+                } else {
+                    Self::first(entry)
+                };
             }
-            slots[i] = (h & !7) | u64::from(bits & 7);
+            if entry != 0 {
+                return None;
+            }
         }
-        Self { slots }
+        Some(Self { slots })
     }
 
     #[inline]
     fn get(&self, h: u64) -> ClassBits {
-        let mut i = (h >> Self::SHIFT) as usize;
-        loop {
-            let v = self.slots[i];
-            if v == 0 {
-                return 0;
-            }
-            if (v ^ h) & !7 == 0 {
-                return (v & 7) as ClassBits;
-            }
-            i = (i + 1) % Self::SLOTS;
-        }
+        let a = self.slots[Self::first(h)];
+        let b = self.slots[Self::second(h)];
+        let pick = |v: u64| if (v ^ h) & !7 == 0 { v & 7 } else { 0 };
+        (pick(a) | pick(b)) as ClassBits
     }
 }
 
@@ -300,8 +318,16 @@ fn load8(b: &[u8], at: usize) -> u64 {
 #[inline]
 fn block_mask(b: &[u8], base: usize) -> u64 {
     let mut m = 0u64;
-    for k in 0..8 {
-        m |= gather(word_lanes(load8(b, base + 8 * k))) << (8 * k);
+    if let Some(block) = b.get(base..base + 64) {
+        // A whole block: no bounds to check per word.
+        for (k, w) in block.chunks_exact(8).enumerate() {
+            let x = u64::from_le_bytes(w.try_into().expect("eight bytes"));
+            m |= gather(word_lanes(x)) << (8 * k);
+        }
+    } else {
+        for k in 0..8 {
+            m |= gather(word_lanes(load8(b, base + 8 * k))) << (8 * k);
+        }
     }
     m
 }
@@ -428,12 +454,10 @@ impl Fingerprinter {
         for w in STOP_WORDS {
             *classes.entry(hash_word(w)).or_default() |= 2;
         }
-        if classes.len() * 2 >= ClassTable::SLOTS {
-            return Err(LexiconError::TooMany(classes.len()));
-        }
+        let table = ClassTable::new(&classes).ok_or(LexiconError::TooMany(classes.len()))?;
         Ok(Self {
             phrases,
-            classes: ClassTable::new(&classes),
+            classes: table,
         })
     }
 
@@ -469,26 +493,49 @@ impl Fingerprinter {
         })
     }
 
+    /// Whether the words ending at `words.last()` complete a phrase.
+    #[inline]
+    fn ends_phrase(&self, words: &[u64]) -> bool {
+        let Some(cands) = words.last().and_then(|h| self.phrases.get(h)) else {
+            return false;
+        };
+        cands.iter().any(|p| words.ends_with(p))
+    }
+
     /// Fingerprints a prompt text.
     pub fn fingerprint(&self, text: &str) -> PromptFingerprint {
         let bytes = text.as_bytes();
-        let mut votes = BitVotes::default();
-        let mut prev_hash = 0u64;
+        // First the words' hashes and classes, in a loop without data-dependent branches (the
+        // hashing of one word overlaps the next); then the votes and the skeleton.
+        let mut raw = [0u64; MAX_TOKENS];
+        let mut sym = [0u64; MAX_TOKENS];
+        let mut class = [0 as ClassBits; MAX_TOKENS];
         let mut n_tokens = 0usize;
+        let mut it = words(bytes);
+        while n_tokens < MAX_TOKENS {
+            let Some((h, numeric)) = it.next() else {
+                break;
+            };
+            raw[n_tokens] = h;
+            // Numbers have no class and vote as one symbol.
+            sym[n_tokens] = if numeric { SLOT } else { h };
+            class[n_tokens] = self.bits(h) & ClassBits::from(!numeric).wrapping_neg();
+            n_tokens += 1;
+        }
+        let mut votes = BitVotes::default();
         let mut head = Skeleton::default();
         let mut reasoning = false;
-        let mut recent = [0u64; MAX_PHRASE_WORDS];
-
-        let mut it = words(bytes);
-        for (h, numeric) in it.by_ref() {
-            recent[n_tokens % MAX_PHRASE_WORDS] = h;
-            n_tokens += 1;
-            let bits = if numeric { 0 } else { self.bits(h) };
-            if bits & ENDS_PHRASE != 0 {
-                reasoning = reasoning || self.completes_phrase(&recent, n_tokens, h);
+        let mut prev_hash = 0u64;
+        // With a tail to read, the head skeleton is wanted only for its opening symbols;
+        // past them only instruction words are counted.
+        let has_tail = it.i < bytes.len();
+        let mut more_struct = 0u8;
+        for k in 0..n_tokens {
+            let bits = class[k];
+            if bits & ENDS_PHRASE != 0 && !reasoning {
+                reasoning = self.ends_phrase(&raw[..=k]);
             }
-            let h = if numeric { SLOT } else { h };
-
+            let h = sym[k];
             // SimHash over word bigrams (the first word alone).
             votes.add(if prev_hash == 0 {
                 h
@@ -496,13 +543,14 @@ impl Fingerprinter {
                 h.rotate_left(17) ^ prev_hash.wrapping_mul(0x2545_f491_4f6c_dd1d)
             });
             prev_hash = h;
-            head.push(h, Self::class(bits));
-            if n_tokens >= MAX_TOKENS {
-                break;
+            if has_tail && head.first_len == SKELETON_END {
+                more_struct += u8::from(Self::class(bits) == Some(Class::Struct));
+            } else {
+                head.push(h, Self::class(bits));
             }
         }
         // A long prompt's closing instructions are past the words read: read its tail too.
-        let tail = if it.i < bytes.len() {
+        let tail = if has_tail {
             let mut start = it.i.max(bytes.len().saturating_sub(TAIL_BYTES));
             while start < bytes.len() && start > it.i && is_word_byte(bytes[start - 1]) {
                 start += 1;
@@ -529,7 +577,7 @@ impl Fingerprinter {
             template: head.head_hash(),
             template_tail: tail.tail_hash(),
             reasoning,
-            scaffold: head.struct_words,
+            scaffold: head.struct_words.saturating_add(more_struct),
             text: true,
         }
     }
@@ -850,6 +898,22 @@ mod tests {
         #[test]
         fn words_match_the_definition_on_wordy_text(s in "[a-zA-Z0-9 .\\n]{0,400}") {
             proptest::prop_assert_eq!(fast_words(s.as_bytes()), reference_words(s.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn class_table_finds_exactly_its_words() {
+        let mut words: IntMap<u64, ClassBits> = IntMap::default();
+        for k in 0..400u64 {
+            words.insert(word_hash(k) & !7, (k % 7 + 1) as ClassBits);
+        }
+        let table = ClassTable::new(&words).expect("fits");
+        for (&h, &bits) in &words {
+            assert_eq!(table.get(h), bits);
+            assert_eq!(table.get(h | 5), bits, "the low bits are not compared");
+        }
+        for k in 400..100_000u64 {
+            assert_eq!(table.get(word_hash(k) & !7), 0);
         }
     }
 
