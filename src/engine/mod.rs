@@ -21,7 +21,8 @@ pub mod window;
 use compact_str::CompactString;
 use dashmap::DashMap;
 use nohash_hasher::{BuildNoHashHasher, IntMap};
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -269,6 +270,11 @@ pub struct Engine {
     cfg: Arc<ValidConfig>,
     /// Accounts by key (an xxh3 hash of the id).
     accounts: Accounts,
+    /// When each account may next be idle long enough to expire: (due time, key), earliest
+    /// first. An account's entry is at or before its true due time (`last_seen_ms` plus the
+    /// idle time), so a sweep looks only at the accounts that may be due instead of all of
+    /// them; entries of accounts seen since are pushed again at their new due time.
+    expiry: BinaryHeap<Reverse<(i64, u64)>>,
     /// Attribute values by key: held by one account so far, or shared (aggregated).
     values: FlatMap<Held>,
     /// Entries of `values` that are [`Held::Shared`].
@@ -320,6 +326,7 @@ impl Engine {
             dedup: Dedup::new((e.dedup_window_secs * 1000) as i64, e.max_dedup_ids),
             templates_seen: Dedup::new(3_600_000, e.max_attribute_values),
             accounts: Accounts::default(),
+            expiry: BinaryHeap::new(),
             values: FlatMap::default(),
             shared_values: 0,
             carried_buf: Vec::with_capacity(8),
@@ -534,6 +541,9 @@ impl Engine {
         });
         if created {
             self.stats.accounts_created += 1;
+            let idle = (cfg.engine.account_idle_secs * 1000) as i64;
+            self.expiry
+                .push(Reverse((acc.last_seen_ms + idle, keys.account)));
         }
         if ev.org_id.is_some() {
             acc.org_id.clone_from(&ev.org_id);
@@ -993,21 +1003,42 @@ impl Engine {
     fn sweep(&mut self, now: i64) {
         let cfg = Arc::clone(&self.cfg);
         let e = &cfg.raw.engine;
-        let idle_cutoff = now - (e.account_idle_secs * 1000) as i64;
-        let mut expired = self.accounts.keys_where(|a| a.last_seen_ms < idle_cutoff);
+        let idle = (e.account_idle_secs * 1000) as i64;
+        // Idle longer than `idle`: last seen before `now - idle`.
+        let mut expired = Vec::new();
+        while let Some(&Reverse((due, key))) = self.expiry.peek() {
+            if due >= now {
+                break;
+            }
+            self.expiry.pop();
+            if let Some(acc) = self.accounts.get(&key) {
+                let due = acc.last_seen_ms + idle;
+                if due < now {
+                    expired.push(key);
+                } else {
+                    self.expiry.push(Reverse((due, key)));
+                }
+            }
+        }
         expired.sort_unstable();
+        expired.dedup();
         self.stats.accounts_expired += expired.len() as u64;
         for k in expired {
             self.remove_account(k);
         }
         let attr_idle = now - 600_000;
-        let before = self.shared_values;
+        let mut gone = 0;
         self.values.retain(|_, h| match h {
-            Held::Shared(g) => !(g.members.is_empty() && g.last_ms < attr_idle),
+            Held::Shared(g) => {
+                let keep = !(g.members.is_empty() && g.last_ms < attr_idle);
+                gone += usize::from(!keep);
+                keep
+            }
             Held::Solo(_) => true,
         });
-        self.shared_values = self.count_shared();
-        self.stats.attributes_expired += (before - self.shared_values) as u64;
+        self.shared_values -= gone;
+        debug_assert_eq!(self.shared_values, self.count_shared());
+        self.stats.attributes_expired += gone as u64;
         self.enforce_caps();
         self.clusters.compact();
     }
@@ -1017,6 +1048,7 @@ impl Engine {
     fn enforce_caps(&mut self) {
         let cfg = Arc::clone(&self.cfg);
         let e = &cfg.raw.engine;
+        self.compact_expiry((e.account_idle_secs * 1000) as i64);
         if self.accounts.len() > e.max_accounts {
             let target = e.max_accounts - e.max_accounts / 10;
             let cutoff = nth_oldest(
@@ -1053,6 +1085,22 @@ impl Engine {
         let slack_v = (e.max_attribute_values / 10) as u64;
         let room_v = e.max_attribute_values.saturating_sub(self.shared_values) as u64;
         self.cap_check_attributes = self.stats.attributes_created + room_v.max(slack_v / 10).max(1);
+    }
+
+    /// Rebuilds the expiry queue, one entry per account, once evicted and forgotten accounts'
+    /// entries make up half of it (so it stays within twice the accounts held, whatever the
+    /// churn; the O(n) rebuild is paid once per n entries).
+    fn compact_expiry(&mut self, idle: i64) {
+        if self.expiry.len() <= 2 * self.accounts.len() + 1024 {
+            return;
+        }
+        let entries: Vec<Reverse<(i64, u64)>> = self
+            .accounts
+            .0
+            .iter()
+            .map(|e| Reverse((e.value().last_seen_ms + idle, *e.key())))
+            .collect();
+        self.expiry = BinaryHeap::from(entries);
     }
 
     fn remove_account(&mut self, key: u64) {

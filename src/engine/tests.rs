@@ -416,6 +416,12 @@ fn id_rotation_is_held_at_the_cap() {
     assert!(g.accounts <= 5_000 + 6_000, "{g:?}");
     assert!(g.attribute_values <= 5_000 + 18_000, "{g:?}");
     assert!(eng.stats().accounts_evicted > 80_000, "{:?}", eng.stats());
+    assert!(
+        eng.expiry.len() <= 2 * g.accounts + 1024,
+        "expiry queue {} for {} accounts",
+        eng.expiry.len(),
+        g.accounts
+    );
 }
 
 #[test]
@@ -428,6 +434,28 @@ fn idle_accounts_expire() {
     eng.process(&extraction(2, T0 + 2 * 3_600_000, "new"), &mut out);
     assert_eq!(eng.gauges().accounts, 1);
     assert_eq!(eng.stats().accounts_expired, 1);
+}
+
+#[test]
+fn active_accounts_do_not_expire_and_idle_ones_do_on_time() {
+    let mut cfg = Config::default();
+    cfg.engine.account_idle_secs = 3600;
+    let mut eng = engine_with(cfg);
+    let mut out = Vec::new();
+    eng.process(&extraction(0, T0, "idle"), &mut out);
+    // "busy" is seen every ten minutes for five hours; "late" shows up half an hour in.
+    for i in 0..30 {
+        let t = T0 + i * 10 * MIN;
+        eng.process(&extraction(1 + i as u64, t, "busy"), &mut out);
+        if i == 3 {
+            eng.process(&extraction(100, t, "late"), &mut out);
+        }
+        let stats = eng.stats();
+        // "idle" goes at the first sweep more than an hour after it was seen, "late" likewise.
+        let want = u64::from(t > T0 + 61 * MIN) + u64::from(t > T0 + 91 * MIN);
+        assert_eq!(stats.accounts_expired, want, "at minute {}", i * 10);
+    }
+    assert_eq!(eng.gauges().accounts, 1);
 }
 
 #[test]
