@@ -805,7 +805,10 @@ impl Engine {
         let mut prior = Vec::new();
         for m in members {
             if let Some(acc) = self.accounts.get(&m) {
-                if acc.may_join(now, self.cfg.raw.engine.fresh_account_days) {
+                // A network prefix is shared by a whole provider's subscribers in places: on
+                // its own it names an account only after more than one request.
+                let enough = kind != AttrKind::IpPrefix || acc.requests_ever >= 2;
+                if enough && acc.may_join(now, self.cfg.raw.engine.fresh_account_days) {
                     joining.push(m);
                     if acc.cluster != 0 {
                         prior.push(acc.cluster);

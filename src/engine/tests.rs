@@ -343,6 +343,42 @@ fn a_carrier_nat_of_humans_is_not_a_cluster() {
     assert!(run(&mut eng, &events).is_empty());
 }
 
+/// A person whose one request so far happens to look like extraction, on the same IPv6 /64
+/// as a swarm's proxy exit (an ISP that puts its subscribers in one /64), is not named with the
+/// swarm: a network prefix alone names an account only after more than one request.
+#[test]
+fn one_request_on_a_swarms_network_prefix_names_nobody() {
+    let mut eng = engine();
+    let mut events = Vec::new();
+    let mut person = extraction(1, T0 + MIN, "person");
+    person.account_created_ms = Some(T0 - 5 * DAY);
+    person.ip = Some("2001:db8::beef".parse().expect("ip"));
+    person.prompt.template = 0x77;
+    events.push(person);
+    let mut id = 10;
+    for minute in 2..40 {
+        for a in 0..20 {
+            let mut e = extraction(id, T0 + minute * MIN + a * 500, &format!("swarm_{a}"));
+            e.ip = Some(format!("2001:db8::{}", 1 + a % 4).parse().expect("ip"));
+            e.account_created_ms = Some(T0 - 60 * MIN);
+            id += 1;
+            events.push(e);
+        }
+    }
+    let alerts = run(&mut eng, &events);
+    assert!(
+        alerts.iter().any(|a| a.kind == KIND_CLUSTER),
+        "the swarm is clustered"
+    );
+    for a in &alerts {
+        assert!(
+            !a.accounts.iter().any(|x| x == "person"),
+            "named in {}",
+            a.alert_id
+        );
+    }
+}
+
 #[test]
 fn lockstep_accounts_sharing_only_a_template_are_clustered() {
     let mut eng = engine();
