@@ -247,7 +247,7 @@ impl Default for BulkConfig {
             min_requests_fresh: 150,
             min_requests_established: 300,
             min_output_tokens_established: 400_000,
-            min_requests_corroborated: 200,
+            min_requests_corroborated: 120,
             high_volume_requests: 1200,
             high_volume_output_tokens: 1_500_000,
             min_single_turn_share: 0.85,

@@ -62,6 +62,17 @@ impl TopTemplates {
     }
 }
 
+/// Why an extraction-like account may be named in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinGround {
+    No,
+    /// Fresh, or caught firing in step with others.
+    FreshOrInStep,
+    /// Old, but never used for a conversation: a bought account, or a person who only ever
+    /// sends one-off questions. Shared infrastructure can name it; a shared template cannot.
+    NeverChatted,
+}
+
 /// Fields are laid out by hand (`repr(C)`), in the order an event touches them: the per-event
 /// fields first, packed into the first six cache lines, then the hour window (its head and
 /// totals, then the buckets, of which an event touches one), then what only alerts read. With
@@ -225,10 +236,20 @@ impl Account {
     /// at all (bought accounts are old but were never used by a person). An older account of a
     /// person who merely shares a popular template or network with attackers is not.
     pub fn may_join(&self, now_ms: i64, fresh_days: f64) -> bool {
-        self.extraction_like
-            && (self.sync_hits > 0
-                || self.is_fresh(now_ms, fresh_days)
-                || (self.multi_turn_ever == 0 && self.requests_ever >= 3))
+        self.join_ground(now_ms, fresh_days) != JoinGround::No
+    }
+
+    /// On what ground the account may be joined to a cluster (see [`Account::may_join`]).
+    pub fn join_ground(&self, now_ms: i64, fresh_days: f64) -> JoinGround {
+        if !self.extraction_like {
+            JoinGround::No
+        } else if self.sync_hits > 0 || self.is_fresh(now_ms, fresh_days) {
+            JoinGround::FreshOrInStep
+        } else if self.multi_turn_ever == 0 && self.requests_ever >= 3 {
+            JoinGround::NeverChatted
+        } else {
+            JoinGround::No
+        }
     }
 
     /// Younger than `fresh_days`; of unknown age, fresh only while it is new to us (first

@@ -31,7 +31,7 @@ use crate::config::ValidConfig;
 use crate::detect::{bulk, cluster};
 use crate::event::Event;
 use account::{
-    Account, SLOT_DEVICE, SLOT_EMAIL, SLOT_IP, SLOT_PAYMENT, SLOT_PREFIX, SLOT_TEMPLATE,
+    Account, JoinGround, SLOT_DEVICE, SLOT_EMAIL, SLOT_IP, SLOT_PAYMENT, SLOT_PREFIX, SLOT_TEMPLATE,
 };
 use attribute::{AttrKind, Attribute, Touch};
 use dedup::Dedup;
@@ -469,7 +469,7 @@ impl Engine {
         self.carried_buf = carried;
         // One more look at the account: burst participation, join eligibility, its cluster,
         // and the bulk_extraction verdict.
-        let (may_join, own_cluster) = match self.accounts.get_mut(&akey) {
+        let (ground, own_cluster) = match self.accounts.get_mut(&akey) {
             Some(mut acc) => {
                 if in_burst {
                     acc.sync_hits = acc.sync_hits.saturating_add(1);
@@ -485,21 +485,27 @@ impl Engine {
                     }
                 }
                 (
-                    acc.may_join(now, self.cfg.raw.engine.fresh_account_days),
+                    acc.join_ground(now, self.cfg.raw.engine.fresh_account_days),
                     acc.cluster,
                 )
             }
-            None => (false, 0),
+            None => (JoinGround::No, 0),
         };
         // Joining an existing cluster through network or client values needs two of them: one
         // popular fingerprint or address in common with a swarm is not enough to name an
         // account. A shared card or a linking template (itself pure, coordinated and used by
         // the account's own extraction traffic) is.
-        let eligible = may_join
-            && (links.len() >= 2
-                || links
-                    .iter()
-                    .any(|l| matches!(l.1, AttrKind::Payment | AttrKind::Template)));
+        // An old account that merely never chatted is named by infrastructure only: a person
+        // who only ever sends one-off questions ("... Please explain step by step.") can match
+        // a campaign's template.
+        let infra = links.iter().filter(|l| l.1 != AttrKind::Template).count();
+        let payment = links.iter().any(|l| l.1 == AttrKind::Payment);
+        let template = links.iter().any(|l| l.1 == AttrKind::Template);
+        let eligible = match ground {
+            JoinGround::No => false,
+            JoinGround::FreshOrInStep => links.len() >= 2 || payment || template,
+            JoinGround::NeverChatted => infra >= 2 || payment,
+        };
         let mut touched_clusters: Vec<u32> = Vec::new();
         if self.cfg.raw.cluster.enabled {
             for &(key, kind, existing) in &links {
@@ -808,7 +814,15 @@ impl Engine {
                 // A network prefix is shared by a whole provider's subscribers in places: on
                 // its own it names an account only after more than one request.
                 let enough = kind != AttrKind::IpPrefix || acc.requests_ever >= 2;
-                if enough && acc.may_join(now, self.cfg.raw.engine.fresh_account_days) {
+                let ground = acc.join_ground(now, self.cfg.raw.engine.fresh_account_days);
+                let may = match ground {
+                    JoinGround::No => false,
+                    JoinGround::FreshOrInStep => true,
+                    // One shared value names such an account only if it is a card (see
+                    // `process_keyed`).
+                    JoinGround::NeverChatted => kind == AttrKind::Payment,
+                };
+                if enough && may {
                     joining.push(m);
                     if acc.cluster != 0 {
                         prior.push(acc.cluster);

@@ -379,6 +379,50 @@ fn one_request_on_a_swarms_network_prefix_names_nobody() {
     }
 }
 
+/// An old account that only ever sends one-off questions (no conversation, so it looks like
+/// a bought account that never chatted), on a popular browser fingerprint that a swarm of
+/// fresh accounts also uses, and sometimes on the swarm's template, is not named with it.
+#[test]
+fn an_old_one_off_asker_sharing_a_popular_fingerprint_with_a_swarm_is_not_named() {
+    let mut eng = engine();
+    let mut events = Vec::new();
+    let mut id = 0;
+    for minute in 0..40 {
+        for a in 0..30 {
+            let mut e = extraction(id, T0 + minute * MIN + a * 700, &format!("swarm_{a}"));
+            e.ip = Some(format!("198.51.100.{}", a % 5).parse().expect("ip"));
+            e.device_fingerprint = Some("popular_browser".into());
+            e.account_created_ms = Some(T0 - 60 * MIN);
+            id += 1;
+            events.push(e);
+        }
+        if minute % 6 == 0 {
+            let mut e = extraction(id, T0 + minute * MIN + 30_000, "asker");
+            e.account_created_ms = Some(T0 - 400 * DAY);
+            e.ip = Some("192.0.2.77".parse().expect("ip"));
+            e.device_fingerprint = Some("popular_browser".into());
+            e.output_tokens = 600;
+            if minute % 12 != 0 {
+                e.prompt.template = 0x99;
+            }
+            id += 1;
+            events.push(e);
+        }
+    }
+    let alerts = run(&mut eng, &events);
+    assert!(
+        alerts.iter().any(|a| a.kind == KIND_CLUSTER),
+        "the swarm is clustered"
+    );
+    for a in &alerts {
+        assert!(
+            !a.accounts.iter().any(|x| x == "asker"),
+            "named in {}",
+            a.alert_id
+        );
+    }
+}
+
 #[test]
 fn lockstep_accounts_sharing_only_a_template_are_clustered() {
     let mut eng = engine();
