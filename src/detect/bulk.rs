@@ -63,7 +63,10 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
     let cfg = &config.bulk;
     let fresh_days = config.engine.fresh_account_days;
     let t = acc.hour.totals(now_ms);
-    let floor = cfg.min_requests_fresh.min(cfg.min_requests_established);
+    let floor = cfg
+        .min_requests_fresh
+        .min(cfg.min_requests_established)
+        .min(cfg.min_requests_corroborated);
     if t.requests < floor {
         return None;
     }

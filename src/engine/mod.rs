@@ -811,9 +811,13 @@ impl Engine {
         let mut prior = Vec::new();
         for m in members {
             if let Some(acc) = self.accounts.get(&m) {
-                // A network prefix is shared by a whole provider's subscribers in places: on
-                // its own it names an account only after more than one request.
-                let enough = kind != AttrKind::IpPrefix || acc.requests_ever >= 2;
+                // A client fingerprint or a network prefix can be everyday (a browser's TLS
+                // fingerprint, a provider that puts its subscribers in one /64) and still
+                // look pure while a swarm dominates it: on its own it names no one new. It
+                // merges clusters its holders are already in; others need a second value
+                // (see `process_keyed`).
+                let enough =
+                    !matches!(kind, AttrKind::Device | AttrKind::IpPrefix) || acc.cluster != 0;
                 let ground = acc.join_ground(now, self.cfg.raw.engine.fresh_account_days);
                 let may = match ground {
                     JoinGround::No => false,
