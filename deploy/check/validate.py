@@ -57,7 +57,7 @@ ENV_PREFIX = "DISTILLGUARD__"
 
 # Measured memory (README "Measured"): bytes per tracked account / attribute value, and the
 # rest of the process, plus librdkafka's prefetch queue and the pending-delivery buffer.
-BYTES_PER_ACCOUNT = 914
+BYTES_PER_ACCOUNT = 929
 BYTES_PER_ATTRIBUTE_VALUE = 242
 BASELINE_BYTES = 330 * 2**20 + 64 * 2**20
 BYTES_PER_PENDING_DELIVERY = 1536
