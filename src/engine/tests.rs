@@ -367,15 +367,19 @@ fn one_request_on_a_swarms_network_prefix_names_nobody() {
             events.push(e);
         }
     }
-    let alerts = run(&mut eng, &events);
+    assert_swarm_clustered_without(&run(&mut eng, &events), "person");
+}
+
+/// The swarm of a test is in a cluster alert, and `who` is in none.
+fn assert_swarm_clustered_without(alerts: &[Alert], who: &str) {
     assert!(
         alerts.iter().any(|a| a.kind == KIND_CLUSTER),
         "the swarm is clustered"
     );
-    for a in &alerts {
+    for a in alerts {
         assert!(
-            !a.accounts.iter().any(|x| x == "person"),
-            "named in {}",
+            !a.accounts.iter().any(|x| x == who),
+            "{who} named in {}",
             a.alert_id
         );
     }
@@ -416,18 +420,7 @@ fn a_one_off_asker_sharing_a_popular_fingerprint_with_a_swarm_is_not_named() {
                 events.push(e);
             }
         }
-        let alerts = run(&mut eng, &events);
-        assert!(
-            alerts.iter().any(|a| a.kind == KIND_CLUSTER),
-            "the swarm is clustered"
-        );
-        for a in &alerts {
-            assert!(
-                !a.accounts.iter().any(|x| x == "asker"),
-                "a {age_days}-day-old asker named in {}",
-                a.alert_id
-            );
-        }
+        assert_swarm_clustered_without(&run(&mut eng, &events), "asker");
     }
 }
 
