@@ -212,11 +212,11 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         let mut v: i64 = 0;
         while let Some(d @ b'0'..=b'9') = self.peek() {
-            v = v * 10 + i64::from(d - b'0');
-            self.i += 1;
-            if self.i - start > 18 {
+            if self.i - start == 18 {
                 return None;
             }
+            v = v * 10 + i64::from(d - b'0');
+            self.i += 1;
         }
         let digits = &self.b[start..self.i];
         match digits {
