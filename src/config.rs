@@ -40,6 +40,7 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
 pub struct Config {
     pub engine: EngineConfig,
     pub fingerprint: FingerprintConfig,
+    pub harvest: HarvestConfig,
     pub bulk: BulkConfig,
     pub cluster: ClusterConfig,
     pub alerts: AlertConfig,
@@ -196,33 +197,73 @@ impl Default for FingerprintConfig {
     }
 }
 
+/// What counts as harvesting: a request whose answer is new and worth training on. Both
+/// detectors count harvest, not requests, so that copies of one prompt (a documentation
+/// example, a class's assignment) and chat mixed in as cover neither make nor hide a harvest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HarvestConfig {
+    /// A single-turn request without a reasoning phrase still harvests when its answer is at
+    /// least this many times its prompt (distillation wants long answers to short prompts)...
+    pub min_output_ratio: f64,
+    /// ...and at least this many output tokens long.
+    pub min_output_tokens: u32,
+    /// A prompt sent by more than this many accounts within one to two
+    /// `copies_window_secs` harvests nothing new: everyone has its answer.
+    pub max_prompt_copies: u32,
+    /// Generation length of the prompt-copies sketch (seconds).
+    pub copies_window_secs: u64,
+    /// An account's trailing hour is extraction-like when at least one request harvested and
+    /// harvest is at least this share of its requests. Cover traffic that pushes the share
+    /// below it costs the attacker several times the harvest it hides.
+    pub min_profile_share: f64,
+}
+
+impl Default for HarvestConfig {
+    fn default() -> Self {
+        Self {
+            min_output_ratio: 2.0,
+            min_output_tokens: 300,
+            max_prompt_copies: 3,
+            copies_window_secs: 3600,
+            min_profile_share: 0.3,
+        }
+    }
+}
+
 /// `bulk_extraction`: one account systematically harvesting outputs. Signals are computed over
 /// the trailing hour of the account's traffic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BulkConfig {
     pub enabled: bool,
-    /// Requests in the last hour needed before a fresh account is judged at all.
-    pub min_requests_fresh: u32,
-    /// Requests in the last hour needed before an established account is judged at all.
-    pub min_requests_established: u32,
-    /// Output tokens in the last hour an established account must also have received at
-    /// `min_requests_established` (a one-off evaluation run's answers rarely add up to this).
+    /// Harvesting requests an hour (actual or projected) that a fresh account must reach to
+    /// be judged: more new reasoning prompts than a person writes by hand.
+    pub min_harvest_fresh: u32,
+    /// Harvesting requests in the trailing hour before an established account is judged (one-off
+    /// evaluation runs of a few hundred prompts are normal for established customers)...
+    pub min_harvest_established: u32,
+    /// ...with at least this many output tokens in that hour (an evaluation run's answers
+    /// rarely add up to this; a harvest of reasoning traces soon does).
     pub min_output_tokens_established: u64,
-    /// Requests in the last hour needed from an established account that appeared from a new
-    /// device or network (after some history with its old ones).
-    pub min_requests_corroborated: u32,
-    /// Requests in the last hour that, with an extraction profile, are decisive on their own.
-    pub high_volume_requests: u32,
+    /// Harvesting requests an hour (actual or projected) from an established account that
+    /// appeared from a new device or network since it was last seen.
+    pub min_harvest_corroborated: u32,
+    /// Harvesting requests in the last hour that are decisive whatever the account.
+    pub high_volume_harvest: u32,
     /// Output tokens in the last hour counted as high volume.
     pub high_volume_output_tokens: u64,
-    /// Share of single-turn requests that marks API harvesting rather than chat.
+    /// A run of activity this many minutes long is judged on its rate projected to an hour...
+    pub projection_minutes: u32,
+    /// ...once it holds at least this many harvesting requests.
+    pub projection_min_harvest: u32,
+    /// Score signal (never a gate: cover traffic controls it): share of single-turn requests.
     pub min_single_turn_share: f64,
-    /// Share of reasoning-eliciting prompts.
+    /// Score signal: share of reasoning-eliciting prompts.
     pub min_reasoning_share: f64,
-    /// Share of requests on the account's dominant prompt template.
+    /// Score signal: share of requests on the account's dominant prompt template.
     pub min_template_share: f64,
-    /// Output tokens per input token.
+    /// Score signal: output tokens per input token.
     pub min_output_ratio: f64,
     /// Coefficient of variation of inter-arrival gaps below which timing is machine-like.
     pub max_gap_cv: f64,
@@ -244,12 +285,14 @@ impl Default for BulkConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            min_requests_fresh: 150,
-            min_requests_established: 300,
+            min_harvest_fresh: 100,
+            min_harvest_established: 300,
             min_output_tokens_established: 400_000,
-            min_requests_corroborated: 120,
-            high_volume_requests: 1200,
+            min_harvest_corroborated: 120,
+            high_volume_harvest: 1200,
             high_volume_output_tokens: 1_500_000,
+            projection_minutes: 10,
+            projection_min_harvest: 25,
             min_single_turn_share: 0.85,
             min_reasoning_share: 0.5,
             min_template_share: 0.6,
@@ -311,6 +354,12 @@ pub struct ClusterConfig {
     pub sync_bin_secs: u64,
     /// Fewest accounts in a cluster before it is alerted.
     pub min_cluster_size: u32,
+    /// Harvesting requests an account must have sent itself before any link names it: one
+    /// request on a campus network or a popular fingerprint is no evidence.
+    pub min_member_harvest: u32,
+    /// Harvesting requests a cluster's members must have sent between them before it is
+    /// alerted: the harvest must be material.
+    pub min_cluster_harvest: u32,
     /// Score at or above which a cluster is alerted.
     pub alert_score: f64,
     /// Time constant of the decayed per-value aggregates (seconds).
@@ -347,6 +396,8 @@ impl Default for ClusterConfig {
             min_synchrony: 3.0,
             sync_bin_secs: 5,
             min_cluster_size: 5,
+            min_member_harvest: 2,
+            min_cluster_harvest: 40,
             alert_score: 0.6,
             horizon_secs: 3600,
         }
@@ -507,6 +558,13 @@ impl Config {
             "fingerprint.output_ratio_without_text",
             self.fingerprint.output_ratio_without_text,
         )?;
+        let h = &self.harvest;
+        positive("harvest.min_output_ratio", h.min_output_ratio)?;
+        positive("harvest.copies_window_secs", h.copies_window_secs as f64)?;
+        share("harvest.min_profile_share", h.min_profile_share)?;
+        if h.max_prompt_copies < 1 {
+            return Err(invalid("harvest.max_prompt_copies", "must be at least 1"));
+        }
         let b = &self.bulk;
         share("bulk.min_single_turn_share", b.min_single_turn_share)?;
         share("bulk.min_reasoning_share", b.min_reasoning_share)?;
@@ -516,10 +574,16 @@ impl Config {
         positive("bulk.min_output_ratio", b.min_output_ratio)?;
         positive("bulk.max_gap_cv", b.max_gap_cv)?;
         positive("bulk.new_model_hours", b.new_model_hours)?;
-        if b.min_requests_corroborated > b.min_requests_established {
+        if b.min_harvest_corroborated > b.min_harvest_established {
             return Err(invalid(
-                "bulk.min_requests_corroborated",
-                "must be at most bulk.min_requests_established",
+                "bulk.min_harvest_corroborated",
+                "must be at most bulk.min_harvest_established",
+            ));
+        }
+        if !(1..=60).contains(&b.projection_minutes) {
+            return Err(invalid(
+                "bulk.projection_minutes",
+                "must be between 1 and 60 (the window)",
             ));
         }
         if b.min_active_hours > 24 {
@@ -697,6 +761,7 @@ impl Config {
         let detection = (
             &self.engine,
             &self.fingerprint,
+            &self.harvest,
             &self.bulk,
             &self.cluster,
             &self.alerts,

@@ -8,8 +8,8 @@
 //! normal for established customers, on newly released models as much as on old ones.
 
 use super::{pct, Signal};
-use crate::config::Config;
-use crate::engine::account::{extraction_content, Account, ProfileThresholds};
+use crate::config::{BulkConfig, Config};
+use crate::engine::account::Account;
 use crate::engine::window::BUCKET_MS;
 
 /// The outcome of judging one account.
@@ -21,6 +21,7 @@ pub struct Assessment {
     said: Said,
     pub window_start_ms: i64,
     pub requests: u32,
+    pub harvest: u32,
     pub age_days: Option<f64>,
 }
 
@@ -43,8 +44,9 @@ impl Assessment {
             None => "account of unknown age".to_string(),
         };
         format!(
-            "{age} sent {} requests in the last hour ({} single-turn, {} reasoning-eliciting, {} on its templates), {:.0}k output tokens at {:.1}x its input",
+            "{age} sent {} requests in the last hour, {} of them harvesting (new single-turn prompts eliciting reasoning or long answers; {} single-turn, {} reasoning-eliciting, {} on its templates), {:.0}k output tokens at {:.1}x its input",
             self.requests,
+            self.harvest,
             pct(s.single),
             pct(s.reasoning),
             pct(s.templated),
@@ -58,35 +60,38 @@ impl Assessment {
     }
 }
 
+/// The hourly harvest rate an account is judged on: its trailing hour, or, once the current
+/// run of activity spans `projection_minutes` with `projection_min_harvest` harvesting
+/// requests in it, that run's rate over an hour (a steady harvest is judged ten minutes in,
+/// not an hour in). The run is measured from the start of its first 5-minute bucket, which
+/// can only understate the rate.
+pub fn harvest_rate(acc: &Account, hour_harvest: u32, now_ms: i64, cfg: &BulkConfig) -> u32 {
+    let (run_start, run_harvest) = acc.hour.harvest_run();
+    let minutes = (now_ms - run_start) as f64 / 60_000.0;
+    if minutes < f64::from(cfg.projection_minutes) || run_harvest < cfg.projection_min_harvest {
+        return hour_harvest;
+    }
+    let projected = (f64::from(run_harvest) * 60.0 / minutes.max(1.0)) as u32;
+    hour_harvest.max(projected)
+}
+
 /// Judges an account at event time `now_ms`. `None`: not a candidate at all.
 pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessment> {
     let cfg = &config.bulk;
     let fresh_days = config.engine.fresh_account_days;
     let t = acc.hour.totals(now_ms);
     let floor = cfg
-        .min_requests_fresh
-        .min(cfg.min_requests_established)
-        .min(cfg.min_requests_corroborated);
-    if t.requests < floor {
+        .min_harvest_fresh
+        .min(cfg.min_harvest_established)
+        .min(cfg.min_harvest_corroborated);
+    // Cheap rejection first: this runs for every event.
+    if t.harvest.saturating_mul(60 / cfg.projection_minutes.clamp(1, 60)) < floor {
         return None;
     }
     let single = t.share(t.single_turn);
-    if single < cfg.min_single_turn_share {
-        return None;
-    }
     let reasoning = t.reasoning_share();
     let templated = t.share(t.templated);
     let ratio = t.output_ratio();
-    let thresholds = ProfileThresholds {
-        min_single: cfg.min_single_turn_share,
-        min_reasoning: cfg.min_reasoning_share,
-        min_ratio: cfg.min_output_ratio,
-        min_templated: cfg.min_template_share,
-        ratio_without_text: config.fingerprint.output_ratio_without_text,
-    };
-    if !extraction_content(&t, &thresholds) {
-        return None;
-    }
     let age_days = acc.age_days(now_ms);
     let fresh = acc.is_fresh(now_ms, fresh_days);
     let new_model = t.share(t.new_model);
@@ -94,15 +99,18 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
     let infra_change = acc.changed_infra_ms > 0 && now_ms - acc.changed_infra_ms < 2 * 3_600_000;
     let streak_minutes = acc.hour.active_streak() * (BUCKET_MS / 60_000) as u32;
     let sustained = streak_minutes >= cfg.sustained_minutes;
-    let req = t.requests;
-    let volume_ok = req >= cfg.high_volume_requests
-        || (t.output_tokens >= cfg.high_volume_output_tokens && req >= cfg.min_requests_fresh)
+    let harvest = t.harvest;
+    // Fresh and newly corroborated accounts are judged on a projected rate; an established
+    // account on its actual hour (customers' evaluation runs are steady too).
+    let projected = harvest_rate(acc, harvest, now_ms, cfg);
+    let volume_ok = harvest >= cfg.high_volume_harvest
+        || (t.output_tokens >= cfg.high_volume_output_tokens && harvest >= cfg.min_harvest_fresh)
         || if fresh {
-            req >= cfg.min_requests_fresh
+            projected >= cfg.min_harvest_fresh
         } else {
-            (req >= cfg.min_requests_established
+            (harvest >= cfg.min_harvest_established
                 && t.output_tokens >= cfg.min_output_tokens_established)
-                || (infra_change && req >= cfg.min_requests_corroborated)
+                || (infra_change && projected >= cfg.min_harvest_corroborated)
         };
     if !volume_ok {
         return None;
@@ -111,12 +119,23 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
     let active_hours = acc.day.active_hours(now_ms);
 
     let vol_threshold = if fresh {
-        cfg.min_requests_fresh
+        cfg.min_harvest_fresh
+    } else if infra_change {
+        cfg.min_harvest_corroborated
     } else {
-        cfg.min_requests_established
+        cfg.min_harvest_established
     };
     let mut signals = vec![
-        Signal::at_least("requests_1h", f64::from(req), f64::from(vol_threshold)),
+        Signal::at_least(
+            "harvest_requests_1h",
+            f64::from(harvest),
+            f64::from(vol_threshold),
+        ),
+        Signal::at_least(
+            "projected_harvest_per_hour",
+            f64::from(projected),
+            f64::from(vol_threshold),
+        ),
         Signal::at_least(
             "output_tokens_1h",
             t.output_tokens as f64,
@@ -162,9 +181,9 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
 
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let mut score = 0.5
-        + 0.15 * (f64::from(req) / f64::from(cfg.high_volume_requests.max(1))).min(1.0)
+        + 0.15 * (f64::from(projected) / f64::from(cfg.high_volume_harvest.max(1))).min(1.0)
         + 0.10 * (t.output_tokens as f64 / cfg.high_volume_output_tokens.max(1) as f64).min(1.0)
-        + 0.05 * flag(reasoning >= cfg.min_reasoning_share)
+        + 0.05 * flag(reasoning >= cfg.min_reasoning_share || single >= cfg.min_single_turn_share)
         + 0.05 * flag(ratio >= cfg.min_output_ratio)
         + 0.05 * flag(templated >= cfg.min_template_share)
         + 0.05 * flag(cv.is_some_and(|c| c <= cfg.max_gap_cv))
@@ -187,7 +206,8 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
             ratio,
         },
         window_start_ms: acc.hour.start_ms().max(acc.first_seen_ms),
-        requests: req,
+        requests: t.requests,
+        harvest,
         age_days,
     })
 }

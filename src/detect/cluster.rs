@@ -92,11 +92,13 @@ pub fn link(attr: &Attribute, now_ms: i64, cfg: &ClusterConfig) -> Option<Link> 
     if members < min || attr.requests < min as f32 || attr.purity() < cfg.min_member_purity {
         return None;
     }
-    let l = evidence(attr, now_ms, cfg);
-    if l.single_turn < cfg.min_single_turn_share || l.org > cfg.max_org_share {
+    // About one harvesting request per holder within the horizon: judged on absolute
+    // harvest, so chat mixed in as cover neither opens nor closes the link.
+    if attr.harvest < members as f32 {
         return None;
     }
-    if l.reasoning < cfg.min_reasoning_share && l.output_ratio < cfg.min_output_ratio {
+    let l = evidence(attr, now_ms, cfg);
+    if l.org > cfg.max_org_share {
         return None;
     }
     if matches!(attr.kind, AttrKind::Device | AttrKind::EmailDomain)
@@ -333,6 +335,8 @@ pub struct MemberStats {
     pub reasoning: u64,
     pub output_tokens: u64,
     pub input_tokens: u64,
+    /// Harvesting requests the members sent while tracked.
+    pub harvest: u64,
     pub first_seen_ms: i64,
 }
 
@@ -395,7 +399,7 @@ pub fn score(m: &MemberStats, links: &[Link], cfg: &ClusterConfig) -> (f64, Vec<
         + 0.10 * fresh
         + 0.10 * (kinds.len() as f64 / 3.0).min(1.0)
         + 0.10 * (max_sync / (2.0 * cfg.min_synchrony)).min(1.0)
-        - 0.30 * (1.0 - single).max(0.0);
+        - 0.15 * (1.0 - single).max(0.0);
     (score.clamp(0.0, 1.0), signals)
 }
 
@@ -422,11 +426,24 @@ mod tests {
         let cfg = ClusterConfig::default();
         let t = Touch {
             single_turn: true,
+            harvest: true,
             reasoning: true,
             fresh: true,
             new_account_bin: true,
             ..Default::default()
         };
+        let a = attr_with(AttrKind::Payment, 5, t);
+        assert!(link(&a, T0 + 200_000, &cfg).is_some());
+        // The same card carrying no harvest (copies of one prompt) links nobody.
+        let a = attr_with(
+            AttrKind::Payment,
+            5,
+            Touch {
+                harvest: false,
+                ..t
+            },
+        );
+        assert!(link(&a, T0 + 200_000, &cfg).is_none());
         let a = attr_with(AttrKind::Payment, 5, t);
         assert!(link(&a, T0 + 200_000, &cfg).is_some());
     }

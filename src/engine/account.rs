@@ -2,7 +2,7 @@
 
 use compact_str::CompactString;
 
-use super::window::{Counts, DayWindow, GapStats, HourWindow};
+use super::window::{DayWindow, GapStats, HourWindow};
 use crate::fingerprint::hamming;
 
 /// Attribute slots an account holds: two recent IPs, two recent prefixes, one device, one
@@ -14,27 +14,6 @@ pub const SLOT_DEVICE: usize = 4;
 pub const SLOT_PAYMENT: usize = 5;
 pub const SLOT_EMAIL: usize = 6;
 pub const SLOT_TEMPLATE: usize = 7;
-
-/// Thresholds for an extraction-like profile.
-#[derive(Debug, Clone, Copy)]
-pub struct ProfileThresholds {
-    pub min_single: f64,
-    pub min_reasoning: f64,
-    pub min_ratio: f64,
-    pub min_templated: f64,
-    pub ratio_without_text: f64,
-}
-
-/// Extraction-worthy content: reasoning-eliciting prompts, or templated prompts returning far
-/// more than they send; without prompt text, a high output ratio alone.
-pub fn extraction_content(t: &Counts, p: &ProfileThresholds) -> bool {
-    if t.text_known() {
-        t.reasoning_share() >= p.min_reasoning
-            || (t.output_ratio() >= p.min_ratio && t.share(t.templated) >= p.min_templated)
-    } else {
-        t.output_ratio() >= p.ratio_without_text
-    }
-}
 
 /// Misra-Gries summary of an account's most used templates.
 #[derive(Debug, Clone, Copy, Default)]
@@ -96,6 +75,8 @@ pub struct Account {
     /// Multi-turn requests ever seen: human chat history.
     pub multi_turn_ever: u32,
     pub requests_ever: u32,
+    /// Harvesting requests while tracked (see `Sample::harvest`): the account's own evidence.
+    pub harvest_ever: u32,
     /// Cluster (0: none).
     pub cluster: u32,
     /// Requests that landed in a synchronised burst on a shared template.
@@ -137,6 +118,7 @@ impl Account {
             slot_lru: 0,
             multi_turn_ever: 0,
             requests_ever: 0,
+            harvest_ever: 0,
             changed_infra_ms: 0,
             last_bin: i64::MIN,
             last_coarse_bin: i64::MIN,
@@ -219,29 +201,20 @@ impl Account {
         (true, (old != 0).then_some(old))
     }
 
-    /// Whether the account's trailing hour is extraction-like: API-style (single-turn) traffic
-    /// that elicits reasoning, or that runs templated prompts for far more output than input,
-    /// from no verified org. A chatty API user whose answers happen to be long is not. When
-    /// prompts arrive without text, a high output ratio (`ratio_without_text`) stands in.
-    pub fn profile(&mut self, now_ms: i64, p: &ProfileThresholds) -> bool {
+    /// Whether the account's trailing hour is extraction-like: it harvested, harvest is at
+    /// least `min_share` of its requests, and no verified org stands behind it.
+    pub fn profile(&mut self, now_ms: i64, min_share: f64) -> bool {
         let t = self.hour.totals(now_ms);
-        self.org_id.is_none()
-            && t.requests > 0
-            && t.share(t.single_turn) >= p.min_single
-            && extraction_content(&t, p)
+        self.org_id.is_none() && t.harvest >= 1 && t.share(t.harvest) >= min_share
     }
 
-    /// Whether the account may be joined to a cluster through a link: extraction-like, and
-    /// fresh, caught firing in step with others, or an API-only account with no chat history
-    /// at all (bought accounts are old but were never used by a person). An older account of a
-    /// person who merely shares a popular template or network with attackers is not.
-    pub fn may_join(&self, now_ms: i64, fresh_days: f64) -> bool {
-        self.join_ground(now_ms, fresh_days) != JoinGround::No
-    }
-
-    /// On what ground the account may be joined to a cluster (see [`Account::may_join`]).
-    pub fn join_ground(&self, now_ms: i64, fresh_days: f64) -> JoinGround {
-        if !self.extraction_like {
+    /// On what ground an extraction-like account may be named in a cluster: fresh, or caught
+    /// firing in step with others, or an API-only account with no chat history at all (bought
+    /// accounts are old but were never used by a person). It must carry evidence of its own:
+    /// at least `min_harvest` harvesting requests. An older account of a person who merely
+    /// shares a popular template or network with attackers is not named.
+    pub fn join_ground(&self, now_ms: i64, fresh_days: f64, min_harvest: u32) -> JoinGround {
+        if !self.extraction_like || self.harvest_ever < min_harvest {
             JoinGround::No
         } else if self.sync_hits > 0 || self.is_fresh(now_ms, fresh_days) {
             JoinGround::FreshOrInStep

@@ -193,6 +193,8 @@ fn burstiness(
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Touch {
     pub single_turn: bool,
+    /// The request harvested (see `Sample::harvest`).
+    pub harvest: bool,
     pub reasoning: bool,
     pub fresh: bool,
     pub org: bool,
@@ -221,6 +223,8 @@ pub struct Attribute {
     pub first_ms: i64,
     pub last_ms: i64,
     pub requests: f32,
+    /// Harvesting requests through the value.
+    pub harvest: f32,
     pub single_turn: f32,
     pub reasoning: f32,
     pub fresh: f32,
@@ -257,6 +261,7 @@ impl Attribute {
             first_ms: ts_ms,
             last_ms: ts_ms,
             requests: 0.0,
+            harvest: 0.0,
             single_turn: 0.0,
             reasoning: 0.0,
             fresh: 0.0,
@@ -321,6 +326,7 @@ impl Attribute {
         if ts_ms > self.last_ms {
             let f = (-((ts_ms - self.last_ms) as f32) / horizon_ms).exp();
             self.requests *= f;
+            self.harvest *= f;
             self.single_turn *= f;
             self.reasoning *= f;
             self.fresh *= f;
@@ -335,6 +341,7 @@ impl Attribute {
             self.last_ms = ts_ms;
         }
         self.requests += 1.0;
+        self.harvest += f32::from(u8::from(t.harvest));
         self.single_turn += f32::from(u8::from(t.single_turn));
         self.reasoning += f32::from(u8::from(t.reasoning));
         self.fresh += f32::from(u8::from(t.fresh));

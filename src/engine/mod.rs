@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod attribute;
+pub mod copies;
 pub mod dedup;
 pub mod flat;
 mod prefetch;
@@ -287,6 +288,8 @@ pub struct Engine {
     /// Template keys seen in the last hour (doorkeeper for the template index).
     templates_seen: Dedup,
     models: IntMap<u64, i64>,
+    /// How many accounts sent each prompt lately: copies harvest nothing new.
+    copies: copies::PromptCopies,
     /// Attribute kinds tracked for linking, indexed by `AttrKind as usize`.
     kinds: [bool; 6],
     policy: Policy,
@@ -333,6 +336,7 @@ impl Engine {
             links_buf: Vec::new(),
             clusters: cluster::Clusters::default(),
             models: IntMap::default(),
+            copies: copies::PromptCopies::new((cfg.raw.harvest.copies_window_secs * 1000) as i64),
             policy: Policy {
                 allow_accounts,
                 allow_orgs,
@@ -485,7 +489,11 @@ impl Engine {
                     }
                 }
                 (
-                    acc.join_ground(now, self.cfg.raw.engine.fresh_account_days),
+                    acc.join_ground(
+                        now,
+                        self.cfg.raw.engine.fresh_account_days,
+                        self.cfg.raw.cluster.min_member_harvest,
+                    ),
                     acc.cluster,
                 )
             }
@@ -567,6 +575,25 @@ impl Engine {
             && ev.prompt.scaffold >= 4
             && acc.templates.add(ev.prompt.template);
         let novel = acc.novel_prompt(ev.prompt.simhash);
+        let h = &cfg.harvest;
+        let ratio = if ev.prompt.text {
+            h.min_output_ratio
+        } else {
+            cfg.fingerprint.output_ratio_without_text
+        };
+        let output_heavy = ev.output_tokens >= h.min_output_tokens
+            && f64::from(ev.output_tokens) >= ratio * f64::from(ev.input_tokens.max(1));
+        let extractive = single_turn && (ev.prompt.reasoning || output_heavy);
+        // Counted once per account and prompt: the sketch approximates distinct senders.
+        let copies = if novel && extractive {
+            self.copies.add(ev.prompt.simhash, now)
+        } else {
+            0
+        };
+        let harvest = extractive && novel && copies <= h.max_prompt_copies;
+        if harvest {
+            acc.harvest_ever = acc.harvest_ever.saturating_add(1);
+        }
         let new_model = model_first_seen.is_some_and(|first| {
             first > acc.first_seen_ms
                 && (now - first) as f64 <= cfg.bulk.new_model_hours * 3_600_000.0
@@ -576,6 +603,7 @@ impl Engine {
             reasoning: ev.prompt.reasoning,
             templated,
             novel,
+            harvest,
             new_model,
             with_text: ev.prompt.text,
             input_tokens: ev.input_tokens,
@@ -673,18 +701,8 @@ impl Engine {
         if infra_changed && has_history {
             acc.changed_infra_ms = now;
         }
-        let c = &cfg.cluster;
         let was = acc.extraction_like;
-        let is = acc.profile(
-            now,
-            &account::ProfileThresholds {
-                min_single: c.min_single_turn_share,
-                min_reasoning: c.min_reasoning_share,
-                min_ratio: c.min_output_ratio,
-                min_templated: 0.5,
-                ratio_without_text: cfg.fingerprint.output_ratio_without_text,
-            },
-        );
+        let is = acc.profile(now, cfg.harvest.min_profile_share);
         acc.extraction_like = is;
         let profile = Profile {
             was,
@@ -693,6 +711,7 @@ impl Engine {
         };
         let touch = Touch {
             single_turn,
+            harvest,
             reasoning: ev.prompt.reasoning,
             fresh,
             org: acc.org_id.is_some(),
@@ -811,14 +830,16 @@ impl Engine {
         let mut prior = Vec::new();
         for m in members {
             if let Some(acc) = self.accounts.get(&m) {
-                // A client fingerprint or a network prefix can be everyday (a browser's TLS
-                // fingerprint, a provider that puts its subscribers in one /64) and still
-                // look pure while a swarm dominates it: on its own it names no one new. It
-                // merges clusters its holders are already in; others need a second value
+                // A client fingerprint can be everyday (a browser's TLS fingerprint) and
+                // still look pure while a swarm dominates it: on its own it names no one new.
+                // It merges clusters its holders are already in; others need a second value
                 // (see `process_keyed`).
-                let enough =
-                    !matches!(kind, AttrKind::Device | AttrKind::IpPrefix) || acc.cluster != 0;
-                let ground = acc.join_ground(now, self.cfg.raw.engine.fresh_account_days);
+                let enough = kind != AttrKind::Device || acc.cluster != 0;
+                let ground = acc.join_ground(
+                    now,
+                    self.cfg.raw.engine.fresh_account_days,
+                    self.cfg.raw.cluster.min_member_harvest,
+                );
                 let may = match ground {
                     JoinGround::No => false,
                     JoinGround::FreshOrInStep => true,
@@ -928,6 +949,7 @@ impl Engine {
             stats.single_turn += u64::from(t.single_turn);
             stats.reasoning += u64::from(t.reasoning);
             stats.output_tokens += t.output_tokens;
+            stats.harvest += u64::from(acc.harvest_ever);
             stats.input_tokens += t.input_tokens;
             stats.first_seen_ms = stats.first_seen_ms.min(acc.first_seen_ms);
             if examples.len() < cfg.alerts.example_events {
@@ -953,7 +975,9 @@ impl Engine {
             c.last_eval_size = c.members.len();
         }
         self.stats.alerts_suppressed_allowlist += suppressed;
-        if stats.accounts < cfg.cluster.min_cluster_size as usize || score < cfg.cluster.alert_score
+        if stats.accounts < cfg.cluster.min_cluster_size as usize
+            || score < cfg.cluster.alert_score
+            || stats.harvest < u64::from(cfg.cluster.min_cluster_harvest)
         {
             return;
         }

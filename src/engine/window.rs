@@ -18,6 +18,9 @@ pub struct Counts {
     pub reasoning: u32,
     pub templated: u32,
     pub novel: u32,
+    /// Harvesting requests: single-turn, extraction-worthy, and new both to the account and
+    /// to the population (see `Sample::harvest`).
+    pub harvest: u32,
     pub new_model: u32,
     /// Requests whose prompt text was seen (reasoning elicitation known).
     pub with_text: u32,
@@ -32,6 +35,7 @@ impl Counts {
         self.reasoning = self.reasoning.saturating_add(o.reasoning);
         self.templated = self.templated.saturating_add(o.templated);
         self.novel = self.novel.saturating_add(o.novel);
+        self.harvest = self.harvest.saturating_add(o.harvest);
         self.new_model = self.new_model.saturating_add(o.new_model);
         self.with_text = self.with_text.saturating_add(o.with_text);
         self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
@@ -44,6 +48,7 @@ impl Counts {
         self.reasoning = self.reasoning.saturating_sub(o.reasoning);
         self.templated = self.templated.saturating_sub(o.templated);
         self.novel = self.novel.saturating_sub(o.novel);
+        self.harvest = self.harvest.saturating_sub(o.harvest);
         self.new_model = self.new_model.saturating_sub(o.new_model);
         self.with_text = self.with_text.saturating_sub(o.with_text);
         self.input_tokens = self.input_tokens.saturating_sub(o.input_tokens);
@@ -88,6 +93,7 @@ struct Bucket {
     reasoning: u16,
     templated: u16,
     novel: u16,
+    harvest: u16,
     new_model: u16,
     input_tokens: u32,
     output_tokens: u32,
@@ -101,6 +107,7 @@ impl Bucket {
         inc(&mut self.reasoning, s.reasoning);
         inc(&mut self.templated, s.templated);
         inc(&mut self.novel, s.novel);
+        inc(&mut self.harvest, s.harvest);
         inc(&mut self.new_model, s.new_model);
         inc(&mut self.with_text, s.with_text);
         self.input_tokens = self.input_tokens.saturating_add(s.input_tokens);
@@ -114,6 +121,7 @@ impl Bucket {
             reasoning: u32::from(self.reasoning),
             templated: u32::from(self.templated),
             novel: u32::from(self.novel),
+            harvest: u32::from(self.harvest),
             new_model: u32::from(self.new_model),
             with_text: u32::from(self.with_text),
             input_tokens: u64::from(self.input_tokens),
@@ -129,6 +137,9 @@ pub struct Sample {
     pub reasoning: bool,
     pub templated: bool,
     pub novel: bool,
+    /// Single-turn, extraction-worthy (reasoning-eliciting or output-heavy), new to the
+    /// account and rare in the population: a request that harvests something.
+    pub harvest: bool,
     pub new_model: bool,
     pub with_text: bool,
     pub input_tokens: u32,
@@ -204,6 +215,22 @@ impl HourWindow {
             n += 1;
         }
         n
+    }
+
+    /// The current run of consecutive non-empty buckets ending at the newest one: where it
+    /// started (event time of its first bucket) and the harvesting requests in it.
+    pub fn harvest_run(&self) -> (i64, u32) {
+        let mut harvest = 0u32;
+        let mut first = self.head;
+        for k in 0..BUCKETS as i64 {
+            let slot = (self.head - k).rem_euclid(BUCKETS as i64) as usize;
+            if self.buckets[slot].requests == 0 {
+                break;
+            }
+            harvest += u32::from(self.buckets[slot].harvest);
+            first = self.head - k;
+        }
+        (first * BUCKET_MS, harvest)
     }
 
     /// Start of the span the totals cover.
