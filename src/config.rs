@@ -43,6 +43,7 @@ pub struct Config {
     pub harvest: HarvestConfig,
     pub bulk: BulkConfig,
     pub cluster: ClusterConfig,
+    pub cohort: CohortConfig,
     pub alerts: AlertConfig,
     /// Accounts and orgs never named in alerts, each with a reason and an expiry.
     pub allowlist: Vec<AllowEntry>,
@@ -404,6 +405,42 @@ impl Default for ClusterConfig {
     }
 }
 
+/// Behavioural links: accounts harvesting in synchronised waves with nothing else in common
+/// (see `src/detect/cohort.rs`). Linked accounts join `fake_account_cluster` clusters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CohortConfig {
+    pub enabled: bool,
+    /// Width of the co-activity time bins (seconds): a campaign's wave fires within it.
+    pub bin_secs: u64,
+    /// How long waves are remembered, for the share of bins that are waves and for linking
+    /// (seconds).
+    pub baseline_secs: u64,
+    /// A bin is a wave when its count of harvesting accounts is this improbable (Poisson
+    /// tail) under the baseline...
+    pub max_wave_p: f64,
+    /// ...and at least this many accounts took part.
+    pub min_wave_accounts: u32,
+    /// An account is in step after at least this many waves...
+    pub min_waves: u32,
+    /// ...when that many waves among its active bins is this improbable by chance.
+    pub max_account_p: f64,
+}
+
+impl Default for CohortConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bin_secs: 15,
+            baseline_secs: 3600,
+            max_wave_p: 1e-6,
+            min_wave_accounts: 8,
+            min_waves: 3,
+            max_account_p: 1e-4,
+        }
+    }
+}
+
 /// Severity tiers, actions and repeat suppression.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -564,6 +601,22 @@ impl Config {
         share("harvest.min_profile_share", h.min_profile_share)?;
         if h.max_prompt_copies < 1 {
             return Err(invalid("harvest.max_prompt_copies", "must be at least 1"));
+        }
+        let co = &self.cohort;
+        positive("cohort.bin_secs", co.bin_secs as f64)?;
+        share("cohort.max_wave_p", co.max_wave_p)?;
+        share("cohort.max_account_p", co.max_account_p)?;
+        if co.baseline_secs < 60 * co.bin_secs {
+            return Err(invalid(
+                "cohort.baseline_secs",
+                "must be at least 60 bins (60 x cohort.bin_secs)",
+            ));
+        }
+        if co.min_wave_accounts < 2 || co.min_waves < 1 {
+            return Err(invalid(
+                "cohort.min_wave_accounts",
+                "a wave needs at least 2 accounts and an account at least 1 wave (cohort.min_waves)",
+            ));
         }
         let b = &self.bulk;
         share("bulk.min_single_turn_share", b.min_single_turn_share)?;
@@ -764,6 +817,7 @@ impl Config {
             &self.harvest,
             &self.bulk,
             &self.cluster,
+            &self.cohort,
             &self.alerts,
             &self.allowlist,
         );

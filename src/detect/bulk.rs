@@ -85,7 +85,10 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
         .min(cfg.min_harvest_established)
         .min(cfg.min_harvest_corroborated);
     // Cheap rejection first: this runs for every event.
-    if t.harvest.saturating_mul(60 / cfg.projection_minutes.clamp(1, 60)) < floor {
+    if t.harvest
+        .saturating_mul(60 / cfg.projection_minutes.clamp(1, 60))
+        < floor
+    {
         return None;
     }
     let single = t.share(t.single_turn);

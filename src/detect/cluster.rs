@@ -199,10 +199,15 @@ impl Clusters {
         link_key: u64,
         now_ms: i64,
     ) -> u32 {
+        let h = xxh3_64(value.as_bytes()) ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.create_seeded(h, link_key, now_ms)
+    }
+
+    /// A new cluster founded by link `link_key`, its public id derived from `seed`.
+    pub fn create_seeded(&mut self, seed: u64, link_key: u64, now_ms: i64) -> u32 {
         self.next_id += 1;
         let id = self.next_id;
-        let mut h = xxh3_64(value.as_bytes()) ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^= now_ms as u64;
+        let h = seed ^ now_ms as u64;
         self.parent.insert(id, id);
         self.roots.insert(
             id,
@@ -337,6 +342,11 @@ pub struct MemberStats {
     pub input_tokens: u64,
     /// Harvesting requests the members sent while tracked.
     pub harvest: u64,
+    /// Co-activity waves among the cluster's links, members in step, and the largest
+    /// chance probability among those members.
+    pub waves: usize,
+    pub in_step: usize,
+    pub in_step_max_p: f64,
     pub first_seen_ms: i64,
 }
 
@@ -365,7 +375,13 @@ pub fn score(m: &MemberStats, links: &[Link], cfg: &ClusterConfig) -> (f64, Vec<
         .collect();
     kinds.sort_unstable();
     kinds.dedup();
-    let max_sync = links.iter().map(|l| l.synchrony).fold(1.0, f64::max);
+    // Accounts in step through co-activity waves are lockstep by construction.
+    let co_activity = m.waves > 0 && m.in_step > 0;
+    let n_kinds = kinds.len() + usize::from(co_activity);
+    let mut max_sync = links.iter().map(|l| l.synchrony).fold(1.0, f64::max);
+    if co_activity {
+        max_sync = max_sync.max(2.0 * cfg.min_synchrony);
+    }
     let tight_creation = links
         .iter()
         .filter_map(|l| l.creation_spread_hours)
@@ -381,8 +397,15 @@ pub fn score(m: &MemberStats, links: &[Link], cfg: &ClusterConfig) -> (f64, Vec<
         Signal::at_least("reasoning_prompt_share", reasoning, cfg.min_reasoning_share),
         Signal::at_least("fresh_account_share", fresh, cfg.min_fresh_share),
         Signal::at_least("synchrony", max_sync, cfg.min_synchrony),
-        Signal::at_least("distinct_link_kinds", kinds.len() as f64, 2.0),
+        Signal::at_least("distinct_link_kinds", n_kinds as f64, 2.0),
     ];
+    if co_activity {
+        signals.push(Signal::at_least(
+            "members_in_step",
+            m.in_step as f64,
+            f64::from(cfg.min_cluster_size),
+        ));
+    }
     if tight_creation.is_finite() {
         signals.push(Signal::at_most(
             "creation_spread_hours",
@@ -397,7 +420,7 @@ pub fn score(m: &MemberStats, links: &[Link], cfg: &ClusterConfig) -> (f64, Vec<
         + 0.15 * (m.accounts as f64 / 20.0).min(1.0)
         + 0.10 * reasoning
         + 0.10 * fresh
-        + 0.10 * (kinds.len() as f64 / 3.0).min(1.0)
+        + 0.10 * (n_kinds as f64 / 3.0).min(1.0)
         + 0.10 * (max_sync / (2.0 * cfg.min_synchrony)).min(1.0)
         - 0.15 * (1.0 - single).max(0.0);
     (score.clamp(0.0, 1.0), signals)

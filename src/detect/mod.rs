@@ -3,6 +3,7 @@
 
 pub mod bulk;
 pub mod cluster;
+pub mod cohort;
 
 use crate::alert::signal;
 

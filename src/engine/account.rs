@@ -88,6 +88,8 @@ pub struct Account {
     slot_lru: u8,
     examples_pos: u8,
     pub bulk_alert_rank: u8,
+    /// Co-activity: bins and waves the account took part in.
+    pub presence: crate::detect::cohort::Presence,
     /// Keys of the attribute values this account holds (0: empty).
     pub slots: [u64; SLOTS],
     recent_simhash: [u64; 4],
@@ -124,6 +126,7 @@ impl Account {
             last_coarse_bin: i64::MIN,
             extraction_like: false,
             sync_hits: 0,
+            presence: Default::default(),
             cluster: 0,
             examples: Default::default(),
             examples_pos: 0,

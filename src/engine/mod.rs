@@ -29,7 +29,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::alert::{Alert, Decision, Tier, KIND_BULK, KIND_CLUSTER};
 use crate::config::ValidConfig;
-use crate::detect::{bulk, cluster};
+use crate::detect::{bulk, cluster, cohort};
 use crate::event::Event;
 use account::{
     Account, JoinGround, SLOT_DEVICE, SLOT_EMAIL, SLOT_IP, SLOT_PAYMENT, SLOT_PREFIX, SLOT_TEMPLATE,
@@ -172,6 +172,17 @@ fn ip_keys(ip: &std::net::IpAddr) -> (u64, u64) {
 
 const SWEEP_EVERY_MS: i64 = 60_000;
 
+/// Tag of a cluster link that is a co-activity wave rather than an attribute value.
+const WAVE_LINK: u64 = 0xc0ac_0000_0000_0000;
+
+fn wave_link(wave: u32) -> u64 {
+    WAVE_LINK | u64::from(wave)
+}
+
+fn as_wave(link: u64) -> Option<u32> {
+    (link & 0xffff_ffff_0000_0000 == WAVE_LINK).then_some(link as u32)
+}
+
 /// How many events ahead [`Engine::process_all`] prefetches hash-table slots.
 const AHEAD: usize = 3;
 
@@ -288,6 +299,9 @@ pub struct Engine {
     /// Template keys seen in the last hour (doorkeeper for the template index).
     templates_seen: Dedup,
     models: IntMap<u64, i64>,
+    /// Co-activity waves (behavioural links).
+    cohort: cohort::Cohort,
+    credited_buf: Vec<u64>,
     /// How many accounts sent each prompt lately: copies harvest nothing new.
     copies: copies::PromptCopies,
     /// Attribute kinds tracked for linking, indexed by `AttrKind as usize`.
@@ -336,6 +350,8 @@ impl Engine {
             links_buf: Vec::new(),
             clusters: cluster::Clusters::default(),
             models: IntMap::default(),
+            cohort: cohort::Cohort::new(cfg.raw.cohort.clone()),
+            credited_buf: Vec::new(),
             copies: copies::PromptCopies::new((cfg.raw.harvest.copies_window_secs * 1000) as i64),
             policy: Policy {
                 allow_accounts,
@@ -530,10 +546,84 @@ impl Engine {
             }
         }
         self.links_buf = links;
+        if self.cfg.raw.cohort.enabled && self.cfg.raw.cluster.enabled && touch.harvest {
+            self.observe_cohort(ev, akey, now, &mut touched_clusters);
+        }
         for root in touched_clusters {
             self.check_cluster(root, now, out);
         }
         Outcome::Accepted
+    }
+
+    /// Counts a harvesting request in its co-activity bin; links the accounts a wave puts in
+    /// step. Appends the clusters that changed to `touched`.
+    fn observe_cohort(&mut self, ev: &Event, akey: u64, now: i64, touched: &mut Vec<u32>) {
+        let model = ev.model.as_ref().map_or(0, |m| xxh3_64(m.as_bytes()));
+        let mut credited = std::mem::take(&mut self.credited_buf);
+        credited.clear();
+        let wave = match self.accounts.get_mut(&akey) {
+            Some(mut acc) => {
+                self.cohort
+                    .observe(model, ev.ts_ms, akey, &mut acc.presence, &mut credited)
+            }
+            None => 0,
+        };
+        for &other in &credited {
+            if let Some(mut acc) = self.accounts.get_mut(&other) {
+                cohort::Cohort::credit(&mut acc.presence, wave);
+            }
+        }
+        credited.push(akey);
+        for &k in &credited {
+            if let Some(root) = self.cohort_join(k, now) {
+                if !touched.contains(&root) {
+                    touched.push(root);
+                }
+            }
+        }
+        self.credited_buf = credited;
+    }
+
+    /// Joins an in-step account to the cluster of the waves it took part in (creating it).
+    fn cohort_join(&mut self, akey: u64, now: i64) -> Option<u32> {
+        let cfg = &self.cfg.raw;
+        let waves = {
+            let mut acc = self.accounts.get_mut(&akey)?;
+            let (_, in_step) = self.cohort.step(&acc.presence);
+            if !in_step || !acc.extraction_like || acc.harvest_ever < cfg.cluster.min_member_harvest
+            {
+                return None;
+            }
+            acc.sync_hits = acc.sync_hits.saturating_add(1);
+            acc.presence.waves
+        };
+        let mut root = 0;
+        for &w in waves.iter().filter(|&&w| w != 0) {
+            if let Some(c) = self.cohort.wave(w).map(|w| w.cluster) {
+                let r = self.clusters.find(c);
+                if r != 0 {
+                    root = if root == 0 {
+                        r
+                    } else {
+                        self.clusters.union(root, r)
+                    };
+                }
+            }
+        }
+        if root == 0 {
+            let first = waves.iter().copied().find(|&w| w != 0)?;
+            root =
+                self.clusters
+                    .create_seeded(u64::from(first) ^ 0xc0ac_7171, wave_link(first), now);
+        }
+        for &w in waves.iter().filter(|&&w| w != 0) {
+            if let Some(wave) = self.cohort.wave_mut(w) {
+                wave.cluster = root;
+                self.clusters.add_link(root, wave_link(w));
+            }
+        }
+        self.join(root, akey);
+        Some(self.clusters.find(root))
     }
 
     /// Updates the account's windows and attribute slots. Returns the values the event
@@ -945,6 +1035,11 @@ impl Engine {
                     stats.fresh += 1;
                 }
             }
+            let (step, in_step) = self.cohort.step(&acc.presence);
+            if in_step {
+                stats.in_step += 1;
+                stats.in_step_max_p = stats.in_step_max_p.max(step.p_value);
+            }
             stats.requests += u64::from(t.requests);
             stats.single_turn += u64::from(t.single_turn);
             stats.reasoning += u64::from(t.reasoning);
@@ -961,7 +1056,21 @@ impl Engine {
         }
         let mut links = Vec::new();
         let mut shared = Vec::new();
+        let mut waves = Vec::new();
         for k in &link_keys {
+            if let Some(w) = as_wave(*k) {
+                if let Some(wave) = self.cohort.wave(w) {
+                    stats.waves += 1;
+                    waves.push(serde_json::json!({
+                        "bin_start": crate::event::time::format_ms(wave.start_ms),
+                        "bin_secs": cfg.cohort.bin_secs,
+                        "harvesting_accounts": wave.accounts,
+                        "expected_by_baseline": (wave.expected * 100.0).round() / 100.0,
+                        "chance_p": wave.p_value,
+                    }));
+                }
+                continue;
+            }
             if let Some(g) = self.attribute(*k) {
                 let link = cluster::evidence(g, now, &cfg.cluster);
                 shared.push(link.to_json(&g.value));
@@ -1016,6 +1125,11 @@ impl Engine {
             "signals": signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
             "signals_crossed": crossed,
             "shared_attributes": shared,
+            "co_activity": if waves.is_empty() { serde_json::Value::Null } else { serde_json::json!({
+                "waves": waves,
+                "members_in_step": stats.in_step,
+                "largest_member_chance_p": stats.in_step_max_p,
+            }) },
             "linking_values": link_count,
             "output_tokens_1h": stats.output_tokens,
             "example_event_ids": examples,

@@ -612,3 +612,190 @@ fn process_all_matches_process_per_event() {
     assert_eq!(got, want);
     assert_eq!(all.stats(), each.stats());
 }
+
+/// A fresh account's single-turn request with its own reworded prompt: no template, no
+/// reasoning phrase, a long answer.
+fn paraphrased(id: u64, ts: i64, account: &str) -> Event {
+    let mut e = extraction(id, ts, account);
+    e.prompt.template = 0;
+    e.prompt.reasoning = false;
+    e.prompt.scaffold = 0;
+    e.input_tokens = 120;
+    e.output_tokens = 900;
+    e
+}
+
+#[test]
+fn a_docs_quickstart_crowd_sending_the_same_example_is_not_flagged() {
+    let mut eng = engine();
+    let mut events = Vec::new();
+    for a in 0..320u64 {
+        for k in 0..(1 + a % 6) {
+            let mut e = extraction(
+                a * 10 + k,
+                T0 + (mix(a) % 3_600_000) as i64,
+                &format!("qs_{a}"),
+            );
+            // The documentation's example: one prompt, the same for everyone.
+            e.prompt.simhash = 0x5eed_0000_d0c5;
+            e.ip = Some(format!("81.{}.{}.9", a % 200, a / 200).parse().expect("ip"));
+            e.device_fingerprint = Some("python-sdk/1.2".into());
+            events.push(e);
+        }
+    }
+    events.sort_by_key(|e| e.ts_ms);
+    let alerts = run(&mut eng, &events);
+    assert!(
+        alerts.is_empty(),
+        "{:?}",
+        alerts.first().map(|a| a.one_line())
+    );
+}
+
+#[test]
+fn chat_mixed_in_as_cover_does_not_hide_a_harvest() {
+    let mut eng = engine();
+    let mut events = Vec::new();
+    // 400 requests an hour from a fresh account, 40% of them multi-turn chat.
+    for i in 0..800u64 {
+        let ts = T0 + i as i64 * 9_000;
+        let e = if mix(i) % 10 < 4 {
+            let mut c = chat(i, ts, "cover", 3);
+            c.account_created_ms = Some(T0 - DAY);
+            c
+        } else {
+            paraphrased(i, ts, "cover")
+        };
+        events.push(e);
+    }
+    let alerts = run(&mut eng, &events);
+    let first = alerts
+        .iter()
+        .find(|a| a.kind == KIND_BULK)
+        .expect("a bulk alert despite the cover traffic");
+    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
+    assert!(
+        detected - T0 <= 20 * MIN,
+        "took {} min",
+        (detected - T0) / MIN
+    );
+    assert!(first.evidence["summary"]
+        .as_str()
+        .expect("summary")
+        .contains("harvesting"));
+}
+
+#[test]
+fn a_steady_harvest_is_judged_on_its_rate_ten_minutes_in() {
+    let mut eng = engine();
+    // 0.2 requests/s: 100 harvests take 8.3 minutes, the projection needs 10.
+    let events: Vec<Event> = (0..1200)
+        .map(|i| paraphrased(i, T0 + i as i64 * 5_000, "steady"))
+        .collect();
+    let alerts = run(&mut eng, &events);
+    let first = alerts.iter().find(|a| a.kind == KIND_BULK).expect("alert");
+    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
+    assert!(
+        detected - T0 <= 12 * MIN,
+        "took {} min",
+        (detected - T0) / MIN
+    );
+}
+
+#[test]
+fn a_class_on_one_campus_ip_sharing_an_assignment_is_not_a_cluster() {
+    let mut eng = engine();
+    let mut events = Vec::new();
+    let mut id = 0;
+    for s in 0..60u64 {
+        let acct = format!("student_{s}");
+        let start = T0 + (mix(s) % (10 * MIN as u64)) as i64;
+        // The assignment, word for word, asking for a step-by-step explanation...
+        let mut e = extraction(id, start, &acct);
+        e.prompt.simhash = 0xa551_9a3e;
+        e.account_created_ms = Some(T0 - 3_600_000);
+        e.ip = Some("128.32.10.5".parse().expect("ip"));
+        events.push(e);
+        id += 1;
+        // ...then a conversation about it.
+        for turn in 2..6u32 {
+            let mut c = chat(id, start + i64::from(turn) * 90_000, &acct, turn);
+            c.account_created_ms = Some(T0 - 3_600_000);
+            c.ip = Some("128.32.10.5".parse().expect("ip"));
+            events.push(c);
+            id += 1;
+        }
+    }
+    events.sort_by_key(|e| e.ts_ms);
+    let alerts = run(&mut eng, &events);
+    assert!(
+        alerts.is_empty(),
+        "{:?}",
+        alerts.first().map(|a| a.one_line())
+    );
+}
+
+#[test]
+fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_waves() {
+    let mut eng = engine();
+    let mut events = Vec::new();
+    let mut id = 0u64;
+    // Background: 400 independent harvesting users at random times.
+    for i in 0..6000u64 {
+        let mut e = paraphrased(
+            900_000 + i,
+            T0 + (mix(i) % (3 * 3_600_000)) as i64,
+            &format!("bg_{}", i % 400),
+        );
+        e.ip = Some(
+            format!("90.{}.{}.{}", i % 200, (i / 200) % 200, 3)
+                .parse()
+                .expect("ip"),
+        );
+        events.push(e);
+    }
+    // 40 accounts, each on its own residential IP, reworded prompts, firing within a few
+    // seconds of each other every 6 minutes (70% of them each time).
+    for wave in 0..30i64 {
+        for a in 0..40u64 {
+            if mix(a ^ (wave as u64) << 16) % 10 < 3 {
+                continue;
+            }
+            let mut e = paraphrased(
+                id,
+                T0 + 600_000 + wave * 360_000 + (mix(id) % 4_000) as i64,
+                &format!("lock_{a}"),
+            );
+            e.ip = Some(
+                format!("73.{}.{}.{}", (id * 7) % 250, (id * 13) % 250, id % 250)
+                    .parse()
+                    .expect("ip"),
+            );
+            events.push(e);
+            id += 1;
+        }
+    }
+    events.sort_by_key(|e| e.ts_ms);
+    let alerts = run(&mut eng, &events);
+    let named: std::collections::BTreeSet<&String> = alerts
+        .iter()
+        .filter(|a| a.kind == KIND_CLUSTER)
+        .flat_map(|a| a.accounts.iter())
+        .collect();
+    assert!(named.iter().all(|a| a.starts_with("lock_")), "{named:?}");
+    let locked = named.len();
+    assert!(locked >= 36, "only {locked} of 40 named");
+    let c = alerts
+        .iter()
+        .rev()
+        .find(|a| a.kind == KIND_CLUSTER)
+        .expect("cluster");
+    let co = &c.evidence["co_activity"];
+    assert!(co["members_in_step"].as_u64().expect("in step") >= 5);
+    let w = &co["waves"][0];
+    assert!(w["chance_p"].as_f64().expect("p") < 1e-6, "{w}");
+    assert!(
+        w["harvesting_accounts"].as_u64().expect("n")
+            > w["expected_by_baseline"].as_f64().expect("e") as u64
+    );
+}

@@ -1,0 +1,406 @@
+//! Behavioural links: accounts that harvest in loosely synchronised waves, with nothing else
+//! in common (every IP, card and device different, every prompt reworded).
+//!
+//! After SynchroTrap (Cao et al., CCS 2014) and CopyCatch (Beutel et al., WWW 2013): what a
+//! scripted campaign cannot hide is that its accounts act *together*. Time is cut into bins of
+//! `cohort.bin_secs` per model. For each bin the detector counts the distinct accounts that
+//! sent a harvesting request, and learns online what that count usually is (the mean of the
+//! last 32 bins without their busiest quarter: this deployment's own traffic, no constant
+//! fitted to a simulator). A bin whose count is improbable under that baseline
+//! (Poisson tail below `cohort.max_wave_p`, and at least `cohort.min_wave_accounts`) is a
+//! *wave*. An account is *in step* when so many of its active bins are waves that chance
+//! cannot explain it: the binomial tail of its wave count, given its active bins and the
+//! share of bins that were waves over the last `cohort.baseline_secs`, is below `cohort.max_account_p`, over at least
+//! `cohort.min_waves` waves. In-step accounts are linked through the waves they shared.
+//!
+//! State is bounded: per model a current bin with at most `MAX_PARTICIPANTS` accounts, a
+//! registry of waves of the last `baseline_secs`, and a few fields per account. Each event
+//! costs O(1); a wave credits its participants once, when it is declared.
+
+use nohash_hasher::IntMap;
+use std::collections::VecDeque;
+
+use crate::config::CohortConfig;
+
+/// Accounts remembered per bin until it is known whether it is a wave.
+const MAX_PARTICIPANTS: usize = 1024;
+/// Recent bins whose counts make the baseline.
+const RECENT: usize = 32;
+/// Bins that must have been observed before any is called a wave (a baseline needs data).
+const WARMUP_BINS: u64 = 20;
+
+/// One model's current bin.
+#[derive(Debug, Default)]
+struct Bins {
+    model: u64,
+    bin: i64,
+    accounts: u32,
+    participants: Vec<u64>,
+    /// The wave this bin became (0: not a wave).
+    wave: u32,
+    /// Waves of this model still remembered.
+    waves_held: u32,
+    /// Distinct harvesting accounts in the recent bins (a ring), and the trimmed mean.
+    recent: [u32; RECENT],
+    pos: usize,
+    mean: f64,
+    observed: u64,
+}
+
+/// A wave: a bin far busier with harvesting accounts than the baseline.
+#[derive(Debug, Clone)]
+pub struct Wave {
+    pub start_ms: i64,
+    /// Index of the model's bins.
+    model: usize,
+    pub accounts: u32,
+    /// Accounts the baseline expected in that bin.
+    pub expected: f64,
+    /// Poisson tail probability of `accounts` or more under the baseline, when declared.
+    pub p_value: f64,
+    /// Cluster it links into (0: none yet).
+    pub cluster: u32,
+}
+
+/// Per-account co-activity state, kept in the account.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presence {
+    /// Last bin (per model) the account was counted in.
+    pub bin: i64,
+    pub active_bins: u16,
+    pub wave_bins: u16,
+    /// Latest waves taken part in (0: empty).
+    pub waves: [u32; 3],
+}
+
+impl Presence {
+    fn credit(&mut self, wave: u32) {
+        if self.waves.contains(&wave) {
+            return;
+        }
+        self.wave_bins = self.wave_bins.saturating_add(1);
+        self.waves.rotate_right(1);
+        self.waves[0] = wave;
+    }
+}
+
+/// What an account's co-activity shows now.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    pub active_bins: u16,
+    pub wave_bins: u16,
+    /// Probability of that many waves or more by chance.
+    pub p_value: f64,
+}
+
+pub struct Cohort {
+    cfg: CohortConfig,
+    bins: Vec<Bins>,
+    waves: IntMap<u32, Wave>,
+    order: VecDeque<u32>,
+    next_id: u32,
+    /// First and newest bin seen, over all models.
+    first_bin: i64,
+    newest_bin: i64,
+}
+
+/// P(X >= k) for X ~ Poisson(mean).
+pub fn poisson_tail(k: u32, mean: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if mean <= 0.0 {
+        return 0.0;
+    }
+    // 1 - P(X <= k-1), summed in log space for stability.
+    let mut term = (-mean).exp();
+    let mut cdf = term;
+    for i in 1..k {
+        term *= mean / f64::from(i);
+        cdf += term;
+        if term < 1e-300 {
+            break;
+        }
+    }
+    (1.0 - cdf).max(0.0)
+}
+
+/// P(X >= k) for X ~ Binomial(n, q), by the Poisson approximation with mean n*q (tight for
+/// the small q of waves, and an upper bound's neighbour where it matters).
+pub fn binomial_tail(k: u32, n: u32, q: f64) -> f64 {
+    poisson_tail(k, f64::from(n) * q)
+}
+
+impl Cohort {
+    pub fn new(cfg: CohortConfig) -> Self {
+        Self {
+            cfg,
+            bins: Vec::new(),
+            waves: IntMap::default(),
+            order: VecDeque::new(),
+            next_id: 0,
+            first_bin: i64::MAX,
+            newest_bin: i64::MIN,
+        }
+    }
+
+    pub fn wave(&self, id: u32) -> Option<&Wave> {
+        self.waves.get(&id)
+    }
+
+    pub fn wave_mut(&mut self, id: u32) -> Option<&mut Wave> {
+        self.waves.get_mut(&id)
+    }
+
+    pub fn waves_held(&self) -> usize {
+        self.waves.len()
+    }
+
+    fn bin_ms(&self) -> i64 {
+        (self.cfg.bin_secs * 1000) as i64
+    }
+
+    /// Counts a harvesting request of `account` (its presence `p`) on `model` at `ts_ms`.
+    /// Appends to `credited` the accounts (other than this one) that a newly declared wave
+    /// credits; their presence must be credited with the returned wave id by the caller.
+    /// Returns the wave this request's bin is (0: none).
+    pub fn observe(
+        &mut self,
+        model: u64,
+        ts_ms: i64,
+        account: u64,
+        p: &mut Presence,
+        credited: &mut Vec<u64>,
+    ) -> u32 {
+        let bin = ts_ms.div_euclid(self.bin_ms());
+        self.first_bin = self.first_bin.min(bin);
+        let key = bin.wrapping_mul(31).wrapping_add(model as i64);
+        if p.bin == key {
+            // Counted in this bin already; a wave declared since credited it.
+            return 0;
+        }
+        p.bin = key;
+        p.active_bins = p.active_bins.saturating_add(1);
+        let idx = match self.bins.iter().position(|b| b.model == model) {
+            Some(i) => i,
+            None => {
+                self.bins.push(Bins {
+                    model,
+                    bin,
+                    recent: [0; RECENT],
+                    ..Default::default()
+                });
+                self.bins.len() - 1
+            }
+        };
+        if bin > self.bins[idx].bin {
+            self.close_bin(idx, bin);
+        } else if bin < self.bins[idx].bin {
+            // A late event: counted for the account's rate, not for a closed bin.
+            return 0;
+        }
+        let max_wave_p = self.cfg.max_wave_p;
+        let min_wave = self.cfg.min_wave_accounts;
+        let b = &mut self.bins[idx];
+        b.accounts += 1;
+        if b.wave != 0 {
+            p.credit(b.wave);
+            if let Some(w) = self.waves.get_mut(&b.wave) {
+                w.accounts = b.accounts;
+            }
+            return b.wave;
+        }
+        if b.participants.len() < MAX_PARTICIPANTS {
+            b.participants.push(account);
+        }
+        if b.observed < WARMUP_BINS || b.accounts < min_wave {
+            return 0;
+        }
+        // The baseline excludes the current bin; at least one account per bin is expected
+        // so that a quiet model's first busy moment is judged against something.
+        let expected = b.mean.max(1.0);
+        let p_value = poisson_tail(b.accounts, expected);
+        if p_value > max_wave_p {
+            return 0;
+        }
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let id = self.next_id;
+        b.wave = id;
+        b.waves_held += 1;
+        let start_ms = bin * (self.cfg.bin_secs * 1000) as i64;
+        self.waves.insert(
+            id,
+            Wave {
+                start_ms,
+                model: idx,
+                accounts: b.accounts,
+                expected,
+                p_value,
+                cluster: 0,
+            },
+        );
+        self.order.push_back(id);
+        for &a in &b.participants {
+            if a != account {
+                credited.push(a);
+            }
+        }
+        b.participants.clear();
+        p.credit(id);
+        id
+    }
+
+    /// Closes the model's current bin and moves to `bin`, updating the baseline with the
+    /// closed bin's count and the empty bins skipped.
+    fn close_bin(&mut self, idx: usize, bin: i64) {
+        let b = &mut self.bins[idx];
+        let gap = (bin - b.bin - 1).clamp(0, RECENT as i64) as usize;
+        b.recent[b.pos] = b.accounts;
+        b.pos = (b.pos + 1) % RECENT;
+        for _ in 0..gap {
+            b.recent[b.pos] = 0;
+            b.pos = (b.pos + 1) % RECENT;
+        }
+        b.observed = b
+            .observed
+            .saturating_add(1 + (bin - b.bin - 1).max(0) as u64);
+        let filled = (b.observed as usize).min(RECENT);
+        // The mean of the recent bins without their busiest quarter: periodic waves do not
+        // raise the bar they are judged by, while a steady crowd does within minutes.
+        let mut sorted = b.recent;
+        sorted.sort_unstable();
+        // The ring holds zeros where it is not yet filled: the smallest entries.
+        let kept = &sorted[RECENT - filled..RECENT - filled / 4];
+        b.mean = if kept.is_empty() {
+            0.0
+        } else {
+            kept.iter().map(|&c| f64::from(c)).sum::<f64>() / kept.len() as f64
+        };
+        b.bin = bin;
+        b.accounts = 0;
+        b.wave = 0;
+        b.participants.clear();
+        self.newest_bin = self.newest_bin.max(bin);
+        let keep_ms = (self.cfg.baseline_secs * 1000) as i64;
+        let now_ms = bin * (self.cfg.bin_secs * 1000) as i64;
+        while let Some(&id) = self.order.front() {
+            match self.waves.get(&id) {
+                Some(w) if now_ms - w.start_ms <= keep_ms => break,
+                _ => {
+                    self.order.pop_front();
+                    if let Some(w) = self.waves.remove(&id) {
+                        if let Some(b) = self.bins.get_mut(w.model) {
+                            b.waves_held = b.waves_held.saturating_sub(1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Share of bins that were waves over the remembered span, on the model with the most,
+    /// floored at one wave per span: the chance (taken high) that a given active bin of an
+    /// independent account is a wave.
+    fn wave_share(&self) -> f64 {
+        let elapsed = self
+            .newest_bin
+            .saturating_sub(self.first_bin)
+            .saturating_add(1);
+        let span_bins = ((self.cfg.baseline_secs / self.cfg.bin_secs) as i64)
+            .min(elapsed)
+            .max(1) as f64;
+        let most = self.bins.iter().map(|b| b.waves_held).max().unwrap_or(0);
+        (f64::from(most.max(1)) / span_bins).min(1.0)
+    }
+
+    /// Credits a participant of a newly declared wave.
+    pub fn credit(p: &mut Presence, wave: u32) {
+        p.credit(wave);
+    }
+
+    /// The account's co-activity, and whether it is in step.
+    pub fn step(&self, p: &Presence) -> (Step, bool) {
+        let q = self.wave_share();
+        let p_value = binomial_tail(u32::from(p.wave_bins), u32::from(p.active_bins), q);
+        let s = Step {
+            active_bins: p.active_bins,
+            wave_bins: p.wave_bins,
+            p_value,
+        };
+        let in_step =
+            u32::from(p.wave_bins) >= self.cfg.min_waves && p_value <= self.cfg.max_account_p;
+        (s, in_step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_793_577_600_000;
+
+    #[test]
+    fn tails() {
+        assert!((poisson_tail(1, 1.0) - (1.0 - (-1.0f64).exp())).abs() < 1e-12);
+        assert!(poisson_tail(20, 1.0) < 1e-15);
+        assert_eq!(poisson_tail(0, 3.0), 1.0);
+        assert!(binomial_tail(3, 3, 0.01) < 2e-6);
+        assert!(binomial_tail(2, 100, 0.01) > 0.2);
+    }
+
+    /// Background: `per_bin` independent accounts per bin for `bins` bins, then `n` accounts
+    /// firing together every `every` bins, `waves` times. Returns the cohort and presences.
+    fn run(per_bin: u64, n: u64, waves: u64, every: u64) -> (Cohort, IntMap<u64, Presence>) {
+        let cfg = CohortConfig::default();
+        let bin_ms = (cfg.bin_secs * 1000) as i64;
+        let mut c = Cohort::new(cfg);
+        let mut pres: IntMap<u64, Presence> = IntMap::default();
+        let mut credited = Vec::new();
+        let mut next_bg = 1_000_000u64;
+        let total = 200 + waves * every;
+        for b in 0..total {
+            let ts = T0 + b as i64 * bin_ms;
+            for _ in 0..per_bin {
+                next_bg += 1;
+                let mut p = pres.remove(&next_bg).unwrap_or_default();
+                c.observe(1, ts + 10, next_bg, &mut p, &mut credited);
+                pres.insert(next_bg, p);
+            }
+            if b >= 200 && (b - 200) % every == 0 {
+                for a in 0..n {
+                    let mut p = pres.remove(&a).unwrap_or_default();
+                    credited.clear();
+                    let w = c.observe(1, ts + 100 + a as i64, a, &mut p, &mut credited);
+                    pres.insert(a, p);
+                    for &o in &credited {
+                        if let Some(q) = pres.get_mut(&o) {
+                            Cohort::credit(q, w);
+                        }
+                    }
+                }
+            }
+        }
+        (c, pres)
+    }
+
+    #[test]
+    fn accounts_firing_together_are_in_step_and_background_is_not() {
+        let (c, pres) = run(3, 20, 6, 40);
+        for a in 0..20 {
+            let (s, in_step) = c.step(&pres[&a]);
+            assert!(in_step, "account {a}: {s:?}");
+        }
+        let flagged = pres
+            .iter()
+            .filter(|(k, p)| **k >= 1_000_000 && c.step(p).1)
+            .count();
+        assert_eq!(flagged, 0);
+    }
+
+    #[test]
+    fn a_busy_but_steady_crowd_makes_no_waves() {
+        // 15 accounts every bin: the baseline learns it, nothing is a wave.
+        let (c, _) = run(15, 0, 1, 1);
+        assert_eq!(c.waves_held(), 0);
+    }
+}
