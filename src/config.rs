@@ -315,7 +315,8 @@ impl Default for BulkConfig {
 pub struct ClusterConfig {
     pub enabled: bool,
     /// Attribute kinds that can link accounts: `ip`, `ip_prefix`, `device_fingerprint`,
-    /// `payment_fingerprint`, `email_domain`, `prompt_template`. `email_domain` is off by
+    /// `payment_fingerprint`, `email_domain`, `prompt_template`, `creation_minute` (accounts
+    /// created in the same minute: scripts create accounts in bursts). `email_domain` is off by
     /// default: webmail domains are shared by everyone, and early in a stream a burst of
     /// attack sign-ups can make one look homogeneous.
     pub link_kinds: Vec<String>,
@@ -331,6 +332,8 @@ pub struct ClusterConfig {
     pub min_members_email_domain: u32,
     /// Fewest accounts sharing a prompt template.
     pub min_members_template: u32,
+    /// Fewest accounts created in the same minute.
+    pub min_members_creation: u32,
     /// Share of the accounts holding the value whose own trailing hour is extraction-like
     /// (single-turn share, reasoning share or output ratio as below, no verified org). A
     /// popular value (carrier NAT, SDK fingerprint, webmail domain) is mostly organic and
@@ -377,6 +380,7 @@ impl Default for ClusterConfig {
                 "device_fingerprint",
                 "payment_fingerprint",
                 "prompt_template",
+                "creation_minute",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -387,6 +391,7 @@ impl Default for ClusterConfig {
             min_members_ip_prefix: 8,
             min_members_email_domain: 10,
             min_members_template: 8,
+            min_members_creation: 6,
             min_member_purity: 0.8,
             min_accounts_per_network: 2.0,
             min_single_turn_share: 0.85,
@@ -673,6 +678,7 @@ impl Config {
                 c.min_members_email_domain,
             ),
             ("cluster.min_members_template", c.min_members_template),
+            ("cluster.min_members_creation", c.min_members_creation),
             ("cluster.min_cluster_size", c.min_cluster_size),
         ] {
             if v < 2 {

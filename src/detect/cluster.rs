@@ -62,6 +62,7 @@ fn min_members(kind: AttrKind, cfg: &ClusterConfig) -> u32 {
         AttrKind::Payment => cfg.min_members_payment,
         AttrKind::EmailDomain => cfg.min_members_email_domain,
         AttrKind::Template => cfg.min_members_template,
+        AttrKind::Creation => cfg.min_members_creation,
     }
 }
 

@@ -17,16 +17,19 @@ pub enum AttrKind {
     Payment,
     EmailDomain,
     Template,
+    /// The minute an account was created: scripts create accounts in bursts.
+    Creation,
 }
 
 impl AttrKind {
-    pub const ALL: [AttrKind; 6] = [
+    pub const ALL: [AttrKind; 7] = [
         AttrKind::Ip,
         AttrKind::IpPrefix,
         AttrKind::Device,
         AttrKind::Payment,
         AttrKind::EmailDomain,
         AttrKind::Template,
+        AttrKind::Creation,
     ];
 
     pub fn from_name(name: &str) -> Option<AttrKind> {
@@ -41,6 +44,7 @@ impl AttrKind {
             AttrKind::Payment => "payment_fingerprint",
             AttrKind::EmailDomain => "email_domain",
             AttrKind::Template => "prompt_template",
+            AttrKind::Creation => "creation_minute",
         }
     }
 }

@@ -96,7 +96,8 @@ pub struct Gauges {
 struct Profile {
     was: bool,
     is: bool,
-    slots: [u64; account::SLOTS],
+    /// The values the account holds: its slots, and its creation minute last.
+    slots: [u64; account::SLOTS + 1],
 }
 
 /// What the bulk detector made of an account after an event.
@@ -127,6 +128,7 @@ enum Value {
     Prefix(std::net::IpAddr),
     Text(AttrKind),
     Template(u64),
+    Minute(i64),
 }
 
 impl Value {
@@ -143,8 +145,14 @@ impl Value {
                 field.clone().unwrap_or_default()
             }
             Value::Template(t) => compact_str::format_compact!("tpl-{t:016x}"),
+            Value::Minute(m) => CompactString::from(crate::event::time::format_ms(m * 60_000)),
         }
     }
+}
+
+/// Index key of a creation minute.
+fn creation_key(minute: i64) -> u64 {
+    attribute::key(AttrKind::Creation, &minute.to_le_bytes())
 }
 
 /// Index keys of an address and of its /24 or /64, from its bytes.
@@ -305,7 +313,7 @@ pub struct Engine {
     /// How many accounts sent each prompt lately: copies harvest nothing new.
     copies: copies::PromptCopies,
     /// Attribute kinds tracked for linking, indexed by `AttrKind as usize`.
-    kinds: [bool; 6],
+    kinds: [bool; 7],
     policy: Policy,
     watermark: i64,
     next_sweep_ms: i64,
@@ -332,7 +340,7 @@ impl Engine {
                 allow_orgs.insert(org.clone(), a.expires_ms);
             }
         }
-        let mut kinds = [false; 6];
+        let mut kinds = [false; 7];
         for k in &cfg.raw.cluster.link_kinds {
             if let Some(kind) = AttrKind::from_name(k) {
                 kinds[kind as usize] = true;
@@ -652,6 +660,7 @@ impl Engine {
         if ev.org_id.is_some() {
             acc.org_id.clone_from(&ev.org_id);
         }
+        let created_before = acc.created_ms;
         if ev.account_created_ms.is_some() {
             acc.created_ms = ev.account_created_ms;
         }
@@ -787,6 +796,21 @@ impl Engine {
                 });
             }
         }
+        if let Some(created) = acc.created_ms {
+            let minute = created.div_euclid(60_000);
+            let key = creation_key(minute);
+            let evicted = created_before
+                .filter(|&c| c != created)
+                .map(|c| creation_key(c.div_euclid(60_000)))
+                .filter(|&k| k != key);
+            carried.push(Carried {
+                kind: AttrKind::Creation,
+                key,
+                value: Value::Minute(minute),
+                added: created_before.is_none_or(|c| c.div_euclid(60_000) != minute),
+                evicted,
+            });
+        }
         carried.retain(|c| kinds[c.kind as usize]);
         if infra_changed && has_history {
             acc.changed_infra_ms = now;
@@ -797,7 +821,14 @@ impl Engine {
         let profile = Profile {
             was,
             is,
-            slots: acc.slots,
+            slots: {
+                let mut held = [0; account::SLOTS + 1];
+                held[..account::SLOTS].copy_from_slice(&acc.slots);
+                held[account::SLOTS] = acc
+                    .created_ms
+                    .map_or(0, |c| creation_key(c.div_euclid(60_000)));
+                held
+            },
         };
         let touch = Touch {
             single_turn,
@@ -1270,6 +1301,10 @@ impl Engine {
             if slot != 0 {
                 release_value(&mut self.values, slot, key, acc.extraction_like);
             }
+        }
+        if let Some(created) = acc.created_ms {
+            let k = creation_key(created.div_euclid(60_000));
+            release_value(&mut self.values, k, key, acc.extraction_like);
         }
         if acc.cluster != 0 {
             self.clusters.remove_member(acc.cluster, key);
