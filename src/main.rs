@@ -43,7 +43,7 @@ enum Command {
     },
     /// Write labelled simulated traffic: events JSON Lines plus a labels file.
     Simulate {
-        /// A family name, `all`, `benign` or `attacks`.
+        /// A family name, `all`, `classic` (the first suite), `evasive`, `benign` or `attacks`.
         #[arg(long, default_value = "all")]
         scenario: String,
         #[arg(long, default_value_t = 1)]
@@ -65,12 +65,19 @@ enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "simhash"])]
         prompts: String,
     },
-    /// Score an alerts file against simulator labels.
+    /// Score an alerts file against simulator labels; with several `--alerts`/`--labels` pairs
+    /// or `--aggregate DIR`, score every run and report over all of them (worst run, median
+    /// run, time to detect pooled over runs) and apply the bars to that.
     Eval {
+        /// Alerts, JSON Lines (repeatable, paired in order with `--labels`).
         #[arg(long)]
-        alerts: PathBuf,
+        alerts: Vec<PathBuf>,
+        /// Labels, JSON Lines (repeatable).
         #[arg(long)]
-        labels: PathBuf,
+        labels: Vec<PathBuf>,
+        /// A directory of runs: every `DIR/RUN/alerts.jsonl` with its `DIR/RUN/labels.jsonl`.
+        #[arg(long, conflicts_with_all = ["alerts", "labels"])]
+        aggregate: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -89,6 +96,10 @@ enum Command {
         /// Benign families that must have no flagged account (repeatable).
         #[arg(long = "zero-fp-family")]
         zero_fp_families: Vec<String>,
+        /// `FAMILY=MINUTES`: exit non-zero if that family's median time to detect exceeds it
+        /// (repeatable).
+        #[arg(long = "max-family-median-ttd", value_parser = eval::parse_family_minutes)]
+        family_median_ttd: Vec<(String, f64)>,
     },
     /// The Kafka service: consume request events, detect, produce alerts.
     Run {
@@ -174,6 +185,74 @@ impl KafkaFlags {
         set(&mut k.input_format, self.input_format);
         set(&mut k.alerts_format, self.alerts_format);
     }
+}
+
+type EvalRun = (
+    String,
+    Vec<distillguard::alert::Alert>,
+    Vec<distillguard::sim::Label>,
+);
+
+/// The runs `eval` scores: the `--alerts`/`--labels` pairs in order, or every run directory
+/// under `--aggregate` (sorted by name).
+fn eval_runs(
+    alerts: Vec<PathBuf>,
+    labels: Vec<PathBuf>,
+    dir: Option<&Path>,
+) -> Result<Vec<EvalRun>> {
+    let open = |p: &Path| -> Result<BufReader<File>> {
+        Ok(BufReader::new(
+            File::open(p).with_context(|| format!("opening {}", p.display()))?,
+        ))
+    };
+    let pairs: Vec<(String, PathBuf, PathBuf)> = match dir {
+        Some(dir) => {
+            let mut v = Vec::new();
+            for entry in
+                std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?
+            {
+                let p = entry?.path();
+                let (a, l) = (p.join("alerts.jsonl"), p.join("labels.jsonl"));
+                if a.is_file() && l.is_file() {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    v.push((name, a, l));
+                }
+            }
+            v.sort();
+            if v.is_empty() {
+                bail!(
+                    "no run in {}: expected RUN/alerts.jsonl with RUN/labels.jsonl",
+                    dir.display()
+                );
+            }
+            v
+        }
+        None => {
+            if alerts.is_empty() || alerts.len() != labels.len() {
+                bail!(
+                    "give --alerts and --labels in pairs ({} alerts, {} labels), or --aggregate DIR",
+                    alerts.len(),
+                    labels.len()
+                );
+            }
+            alerts
+                .into_iter()
+                .zip(labels)
+                .map(|(a, l)| (a.display().to_string(), a, l))
+                .collect()
+        }
+    };
+    pairs
+        .into_iter()
+        .map(|(name, a, l)| {
+            let alerts = eval::read_alerts(open(&a)?)?;
+            let labels = eval::read_labels(open(&l)?)?;
+            Ok((name, alerts, labels))
+        })
+        .collect()
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -269,33 +348,45 @@ fn main() -> Result<()> {
         Command::Eval {
             alerts,
             labels,
+            aggregate,
             json,
             min_precision,
             min_recall,
             min_family_recall,
             max_median_ttd_minutes,
             zero_fp_families,
+            family_median_ttd,
         } => {
-            let open = |p: &Path| -> Result<BufReader<File>> {
-                Ok(BufReader::new(
-                    File::open(p).with_context(|| format!("opening {}", p.display()))?,
-                ))
-            };
-            let alerts = eval::read_alerts(open(&alerts)?)?;
-            let labels = eval::read_labels(open(&labels)?)?;
-            let report = eval::evaluate(&alerts, &labels);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", report.to_text());
-            }
-            let failed = report.check(&eval::Requirements {
+            let req = eval::Requirements {
                 min_precision,
                 min_recall,
                 min_family_recall,
                 max_median_ttd_minutes,
                 zero_fp_families,
-            });
+                family_median_ttd,
+            };
+            let runs = eval_runs(alerts, labels, aggregate.as_deref())?;
+            let failed = if let [(_, alerts, labels)] = &runs[..] {
+                let report = eval::evaluate(alerts, labels);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.to_text());
+                }
+                report.check(&req)
+            } else {
+                let reports: Vec<(String, eval::EvalReport)> = runs
+                    .iter()
+                    .map(|(name, a, l)| (name.clone(), eval::evaluate(a, l)))
+                    .collect();
+                let report = eval::aggregate(&reports);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.to_text());
+                }
+                report.check(&req)
+            };
             if !failed.is_empty() {
                 bail!("requirements not met:\n  {}", failed.join("\n  "));
             }

@@ -7,6 +7,9 @@ use crate::sim::Label;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
+mod aggregate;
+pub use aggregate::{aggregate, AggregateReport, FamilyAggregate, RunSummary};
+
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error("read error: {0}")]
@@ -101,6 +104,13 @@ pub struct FamilyReport {
     pub false_positives: usize,
     pub ttd_median_min: Option<f64>,
     pub ttd_p90_min: Option<f64>,
+    /// Benign families: the flagged accounts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub false_positive_accounts: Vec<String>,
+    /// Attack families: minutes from attack start to first detection, one per detected
+    /// account, sorted; kept for pooling over runs.
+    #[serde(skip)]
+    pub ttd_minutes: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -149,6 +159,24 @@ pub struct Requirements {
     /// Benign families that must have no flagged account; a family absent from the labels
     /// passes, a name that is not a simulator family fails.
     pub zero_fp_families: Vec<String>,
+    /// Per attack family: the largest median time to detect, in minutes (a family absent
+    /// from the labels passes, a name that is not a simulator family fails).
+    pub family_median_ttd: Vec<(String, f64)>,
+}
+
+/// Parses `FAMILY=MINUTES`, the form of a per-family time-to-detect bar.
+pub fn parse_family_minutes(s: &str) -> Result<(String, f64), String> {
+    let (f, m) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected FAMILY=MINUTES, got {s:?}"))?;
+    let m: f64 = m
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad minutes in {s:?}"))?;
+    if !(m.is_finite() && m >= 0.0) {
+        return Err(format!("minutes must be finite and non-negative in {s:?}"));
+    }
+    Ok((f.trim().to_string(), m))
 }
 
 /// Median as the mean of the two middle values; p90 by nearest rank (ceil(0.9 n)).
@@ -248,6 +276,15 @@ pub fn evaluate(alerts: &[Alert], labels: &[Label]) -> EvalReport {
                 false_positives: if *attack { 0 } else { flagged_n },
                 ttd_median_min: median(&t),
                 ttd_p90_min: p90(&t),
+                false_positive_accounts: if *attack {
+                    Vec::new()
+                } else {
+                    ls.iter()
+                        .filter(|l| first.contains_key(l.account_id.as_str()))
+                        .map(|l| l.account_id.clone())
+                        .collect()
+                },
+                ttd_minutes: t,
             }
         })
         .collect();
@@ -403,6 +440,24 @@ impl EvalReport {
             }
         }
         let known = crate::sim::scenario_names();
+        for (name, max) in &req.family_median_ttd {
+            if !known.contains(&name.as_str()) {
+                fails.push(format!("TTD family {name:?} is not a simulator family"));
+                continue;
+            }
+            if let Some(m) = self
+                .families
+                .iter()
+                .find(|f| &f.family == name && f.attack)
+                .and_then(|f| f.ttd_median_min)
+            {
+                if m > *max {
+                    fails.push(format!(
+                        "family {name} median time to detect {m:.1} min > {max:.1} min"
+                    ));
+                }
+            }
+        }
         for name in &req.zero_fp_families {
             if !known.contains(&name.as_str()) {
                 fails.push(format!("zero-FP family {name:?} is not a simulator family"));
@@ -459,7 +514,7 @@ mod tests {
         }
     }
 
-    fn fixture() -> (Vec<Alert>, Vec<Label>) {
+    pub(super) fn fixture() -> (Vec<Alert>, Vec<Label>) {
         let labels = vec![
             label("a1", "hydra", true, Some("2026-11-02T00:00:00.000Z")),
             label("a2", "hydra", true, Some("2026-11-02T00:10:00.000Z")),
@@ -572,9 +627,13 @@ mod tests {
                 "classroom".into(),
                 "nope".into(),
             ],
+            family_median_ttd: vec![("single_harvester".into(), 90.0), ("hydra".into(), 5.0)],
         };
         let fails = r.check(&req);
-        assert_eq!(fails.len(), 4, "{fails:?}");
+        assert_eq!(fails.len(), 5, "{fails:?}");
+        assert!(fails
+            .iter()
+            .any(|f| f.contains("hydra median time to detect 10.0")));
         assert!(fails.iter().any(|f| f.contains("hydra recall")));
         assert!(fails.iter().any(|f| f.contains("single_harvester median")));
         assert!(fails.iter().any(|f| f.contains("eval_run has 1")));
@@ -585,6 +644,7 @@ mod tests {
             min_family_recall: None,
             max_median_ttd_minutes: None,
             zero_fp_families: vec![],
+            family_median_ttd: vec![],
         };
         assert!(r.check(&none).is_empty());
     }

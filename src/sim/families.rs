@@ -10,6 +10,14 @@ use super::{count, groups, Ctx, DAY, HOUR, M1, M2, M2_LITE, M3, MIN, SEC};
 use compact_str::CompactString;
 use rand::Rng;
 
+mod evasive;
+
+/// A group's size: log-uniform in `lo..hi` so small groups are as likely as large ones per
+/// decade, shrunk by `sf` (from [`groups`]) and never below `floor`.
+fn group_size(rng: &mut SimRng, lo: f64, hi: f64, sf: f64, floor: usize) -> usize {
+    ((log_unif(rng, lo, hi) * sf).round() as usize).max(floor)
+}
+
 pub(crate) fn run(fam: &str, c: &mut Ctx) {
     match fam {
         "ordinary" => ordinary(c),
@@ -26,6 +34,15 @@ pub(crate) fn run(fam: &str, c: &mut Ctx) {
         "low_rate_swarm" => low_rate_swarm(c),
         "lockstep" => lockstep(c),
         "aged_takeover" => aged_takeover(c),
+        "quickstart_crowd" => evasive::quickstart_crowd(c),
+        "hackathon" => evasive::hackathon(c),
+        "app_backend" => evasive::app_backend(c),
+        "cover_harvester" => evasive::cover_harvester(c),
+        "paraphrase_swarm" => evasive::paraphrase_swarm(c),
+        "rotating_hydra" => evasive::rotating_hydra(c),
+        "timing_lockstep" => evasive::timing_lockstep(c),
+        "dc_proxy_pool" => evasive::dc_proxy_pool(c),
+        "slow_takeover" => evasive::slow_takeover(c),
         _ => {}
     }
 }
@@ -259,6 +276,8 @@ struct Campaign {
     scaffolds: Vec<Scaffold>,
     reasoning_p: f64,
     out_median: f64,
+    /// Share of requests reworded so that no wrapper repeats (evasion knob).
+    paraphrase_p: f64,
 }
 
 impl Campaign {
@@ -268,14 +287,29 @@ impl Campaign {
             scaffolds: (0..n).map(|_| Scaffold::random(rng)).collect(),
             reasoning_p: unif(rng, 0.8, 1.0),
             out_median: unif(rng, 800.0, 2400.0),
+            paraphrase_p: 0.0,
         }
+    }
+
+    /// A campaign that rewords a share of its requests.
+    fn reworded(rng: &mut SimRng, n_lo: usize, n_hi: usize, paraphrase_p: f64) -> Campaign {
+        let mut c = Campaign::new(rng, n_lo, n_hi);
+        c.paraphrase_p = paraphrase_p;
+        c
+    }
+
+    fn text(&self, rng: &mut SimRng) -> String {
+        if self.paraphrase_p > 0.0 && chance(rng, self.paraphrase_p) {
+            return super::paraphrase::reasoning_prompt(rng);
+        }
+        let s = &self.scaffolds[rng.gen_range(0..self.scaffolds.len())];
+        let reasoning = chance(rng, self.reasoning_p);
+        s.render(rng, reasoning)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn emit(&self, c: &mut Ctx, ts: i64, acct: u32, net: u32, dev: u32, model: u8, p429: f64) {
-        let s = &self.scaffolds[c.rng.gen_range(0..self.scaffolds.len())];
-        let reasoning = chance(&mut c.rng, self.reasoning_p);
-        let text = s.render(&mut c.rng, reasoning);
+        let text = self.text(&mut c.rng);
         let tok = c.tokens(&text) + c.int(0, 30);
         let out = log_normal(&mut c.rng, self.out_median, 0.45).clamp(500.0, 4000.0) as i64;
         let st = c.status(p429);
@@ -394,7 +428,7 @@ fn cgnat(c: &mut Ctx) {
         }
         let uni = campus.then(|| infra::university_domain(&mut c.rng));
         let members =
-            ((unif(&mut c.rng, 100.0, 600.0) * c.scale / pools as f64).round() as usize).max(3);
+            ((log_unif(&mut c.rng, 30.0, 600.0) * c.scale / pools as f64).round() as usize).max(3);
         for _ in 0..members {
             let email = uni.clone().filter(|_| chance(&mut c.rng, 0.5));
             let spec = PersonaSpec {
@@ -429,7 +463,7 @@ fn enterprise(c: &mut Ctx) {
             .map(|_| OrgTemplate::random(&mut c.rng, company))
             .collect();
         let org_age = unif(&mut c.rng, 30.0, 900.0);
-        let members = ((unif(&mut c.rng, 20.0, 150.0) * sf).round() as usize).max(3);
+        let members = group_size(&mut c.rng, 5.0, 300.0, sf, 3);
         let org_cov = unif(&mut c.rng, 0.93, 1.0);
         for _ in 0..members {
             let age = unif(&mut c.rng, 30.0_f64.min(org_age), org_age);
@@ -509,7 +543,10 @@ fn classroom(c: &mut Ctx) {
             .collect();
         let n_problems = usize_in(&mut c.rng, 3, 6);
         let problems = prompts::assignment(&mut c.rng, n_problems);
-        let n = ((unif(&mut c.rng, 15.0, 60.0) * sf).round() as usize).max(4);
+        // Everyone starts from the same handout, pasted verbatim by most of the class.
+        let handout = prompts::handout(&mut c.rng, &problems[0]);
+        let copy_p = unif(&mut c.rng, 0.6, 1.0);
+        let n = group_size(&mut c.rng, 5.0, 200.0, sf, 4);
         for _ in 0..n {
             let created = created_end - c.int(0, created_span);
             let pay = if chance(&mut c.rng, 0.15) {
@@ -534,13 +571,17 @@ fn classroom(c: &mut Ctx) {
             };
             let mut t = class_start + c.int(0, 10 * MIN);
             let mut sent = 0;
-            let mut pi = c.rng.gen_range(0..problems.len());
+            let mut pi = 0;
+            let copies = chance(&mut c.rng, copy_p);
             while sent < target && t < class_start + class_len {
                 let turns = (usize_in(&mut c.rng, 1, 8).min(target - sent)) as u32;
                 let prob = problems[pi % problems.len()].clone();
+                let first = (pi == 0 && copies).then(|| handout.clone());
                 t = chat_session(c, &ch, t, turns, &mut |rng, turn| {
                     if turn == 1 {
-                        prompts::student_prompt(rng, &prob)
+                        first
+                            .clone()
+                            .unwrap_or_else(|| prompts::student_prompt(rng, &prob))
                     } else {
                         prompts::student_followup(rng)
                     }
@@ -600,12 +641,14 @@ fn eval_run(c: &mut Ctx) {
         }
         let (from, to) = (c.start(), c.end());
         human_activity(c, &p, from, to, (1, 2));
-        let total = usize_in(&mut c.rng, 100, 600);
-        let dur = c.int(5 * MIN, 60 * MIN);
+        // A benchmark harness: 0.1-0.5 requests/s for 1-3 hours, spread over a few workers.
+        let rate = unif(&mut c.rng, 0.1, 0.5);
+        let dur = c.int(HOUR, 3 * HOUR);
         let conc = usize_in(&mut c.rng, 1, 8);
         let run_start = c.int(c.start(), (c.end() - dur).max(c.start() + 1));
+        let total = (rate * dur as f64 / SEC as f64).round() as usize;
         let per_worker = total.div_ceil(conc);
-        let mean_gap = dur as f64 / per_worker as f64;
+        let mean_gap = dur as f64 / per_worker.max(1) as f64;
         let model = if chance(&mut c.rng, 0.5) {
             M2
         } else {
@@ -682,7 +725,7 @@ fn agentic(c: &mut Ctx) {
 }
 
 fn signup_wave(c: &mut Ctx) {
-    let n = count(&mut c.rng, 100.0, 600.0, c.scale);
+    let n = count(&mut c.rng, 50.0, 600.0, c.scale);
     let span = c.span();
     let wave = c.start() + c.int(-HOUR, span / 2);
     let wave_len = c.int(HOUR, 4 * HOUR);
@@ -808,7 +851,7 @@ fn hydra(c: &mut Ctx) {
             .collect();
         let base_dev = infra::custom_device(&mut c.rng);
         let camp = Campaign::new(&mut c.rng, 1, 4);
-        let total = (unif(&mut c.rng, 100.0, 1500.0) * sf).round().max(4.0);
+        let total = (log_unif(&mut c.rng, 20.0, 1000.0) * sf).round().max(4.0);
         let span = c.span();
         let astart = if chance(&mut c.rng, 0.4) {
             c.start()
@@ -868,7 +911,8 @@ fn hydra(c: &mut Ctx) {
 fn low_rate_swarm(c: &mut Ctx) {
     let (swarms, sf) = groups(&mut c.rng, 1.0, 2.0, c.scale);
     for _ in 0..swarms {
-        let n = ((unif(&mut c.rng, 150.0, 800.0) * sf).round() as usize).max(4);
+        let n = group_size(&mut c.rng, 20.0, 600.0, sf, 4);
+        let swarm_rate = log_unif(&mut c.rng, 0.6, 6.0);
         let burst_len = c.int(HOUR, 3 * HOUR);
         let burst_end = c.start() + c.int(0, 20 * MIN);
         let n_ips = usize_in(&mut c.rng, 10, 80);
@@ -885,7 +929,7 @@ fn low_rate_swarm(c: &mut Ctx) {
             let acct = c.add_account(created, None, pay, email);
             let d = infra::sdk_device(&mut c.rng);
             let dev = new_dev(c, d);
-            let rate_h = unif(&mut c.rng, 1.0, 6.0);
+            let rate_h = swarm_rate * unif(&mut c.rng, 0.7, 1.3);
             let mut t =
                 created.max(c.start()) + (exp_gap(&mut c.rng, 3600.0 / rate_h) * SEC as f64) as i64;
             while t < c.end() {
@@ -901,7 +945,7 @@ fn low_rate_swarm(c: &mut Ctx) {
 fn lockstep(c: &mut Ctx) {
     let (campaigns, sf) = groups(&mut c.rng, 1.0, 2.0, c.scale);
     for _ in 0..campaigns {
-        let n = ((unif(&mut c.rng, 50.0, 400.0) * sf).round() as usize).max(4);
+        let n = group_size(&mut c.rng, 10.0, 500.0, sf, 4);
         let mut members = Vec::with_capacity(n);
         for _ in 0..n {
             let spec = PersonaSpec {

@@ -152,6 +152,90 @@ pub const ISPS: &[Isp] = &[
         v6: None,
     },
     Isp {
+        asn: 8151,
+        country: "MX",
+        kind: Residential,
+        v4: &[(189, 128), (187, 160)],
+        v6: None,
+    },
+    Isp {
+        asn: 7713,
+        country: "ID",
+        kind: Residential,
+        v4: &[(36, 64), (110, 136)],
+        v6: None,
+    },
+    Isp {
+        asn: 9299,
+        country: "PH",
+        kind: Residential,
+        v4: &[(112, 198), (124, 104)],
+        v6: None,
+    },
+    Isp {
+        asn: 23969,
+        country: "TH",
+        kind: Residential,
+        v4: &[(171, 96), (184, 22)],
+        v6: None,
+    },
+    Isp {
+        asn: 3269,
+        country: "IT",
+        kind: Residential,
+        v4: &[(79, 16), (93, 32)],
+        v6: None,
+    },
+    Isp {
+        asn: 5713,
+        country: "ZA",
+        kind: Residential,
+        v4: &[(105, 224), (41, 144)],
+        v6: None,
+    },
+    Isp {
+        asn: 7303,
+        country: "AR",
+        kind: Residential,
+        v4: &[(181, 44), (190, 188)],
+        v6: None,
+    },
+    Isp {
+        asn: 8452,
+        country: "EG",
+        kind: Residential,
+        v4: &[(156, 192), (197, 32)],
+        v6: None,
+    },
+    Isp {
+        asn: 15895,
+        country: "UA",
+        kind: Residential,
+        v4: &[(46, 200), (178, 150)],
+        v6: None,
+    },
+    Isp {
+        asn: 8402,
+        country: "RU",
+        kind: Residential,
+        v4: &[(95, 24), (176, 192)],
+        v6: None,
+    },
+    Isp {
+        asn: 6327,
+        country: "CA",
+        kind: Residential,
+        v4: &[(68, 144), (70, 64)],
+        v6: None,
+    },
+    Isp {
+        asn: 22773,
+        country: "US",
+        kind: Residential,
+        v4: &[(68, 0), (70, 160)],
+        v6: None,
+    },
+    Isp {
         asn: 21928,
         country: "US",
         kind: Mobile,
@@ -247,6 +331,41 @@ pub const ISPS: &[Isp] = &[
         country: "US",
         kind: Hosting,
         v4: &[(20, 10), (52, 160)],
+        v6: None,
+    },
+    Isp {
+        asn: 45102,
+        country: "SG",
+        kind: Hosting,
+        v4: &[(47, 74), (8, 219)],
+        v6: None,
+    },
+    Isp {
+        asn: 51167,
+        country: "DE",
+        kind: Hosting,
+        v4: &[(161, 97), (173, 212)],
+        v6: None,
+    },
+    Isp {
+        asn: 60781,
+        country: "NL",
+        kind: Hosting,
+        v4: &[(185, 107), (212, 32)],
+        v6: None,
+    },
+    Isp {
+        asn: 9009,
+        country: "RO",
+        kind: Hosting,
+        v4: &[(185, 156), (89, 46)],
+        v6: None,
+    },
+    Isp {
+        asn: 212238,
+        country: "GB",
+        kind: Hosting,
+        v4: &[(138, 199), (212, 102)],
         v6: None,
     },
 ];
@@ -501,4 +620,30 @@ pub fn org_id(rng: &mut SimRng) -> CompactString {
 
 pub fn account_id(rng: &mut SimRng) -> CompactString {
     format_compact!("acct_{}", base36(rng, 10))
+}
+
+/// An exit of a residential proxy network: any consumer ISP, fixed or mobile, in any country
+/// the pool covers. A rotating proxy hands out a new one per request.
+pub fn proxy_exit(rng: &mut SimRng) -> Net {
+    let kind = if chance(rng, 0.8) {
+        Residential
+    } else {
+        Mobile
+    };
+    random_net(rng, kind)
+}
+
+/// A fingerprint an attacker spoofs: a popular real browser's or SDK's, so that the device
+/// alone cannot tell the account from the honest crowd that shares it.
+pub fn spoofed_device(rng: &mut SimRng) -> Device {
+    if chance(rng, 0.6) {
+        browser_device(rng)
+    } else {
+        sdk_device(rng)
+    }
+}
+
+/// A prepaid or virtual card: a fresh payment fingerprint, bought one per account.
+pub fn prepaid_card(rng: &mut SimRng) -> CompactString {
+    payment_fp(rng)
 }

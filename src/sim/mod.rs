@@ -6,6 +6,7 @@
 
 mod families;
 mod infra;
+mod paraphrase;
 mod prompts;
 mod rng;
 mod words;
@@ -28,6 +29,9 @@ pub const BENIGN_FAMILIES: &[&str] = &[
     "eval_run",
     "agentic",
     "signup_wave",
+    "quickstart_crowd",
+    "hackathon",
+    "app_backend",
 ];
 
 /// Attack families, in generation order.
@@ -37,6 +41,54 @@ pub const ATTACK_FAMILIES: &[&str] = &[
     "low_rate_swarm",
     "lockstep",
     "aged_takeover",
+    "cover_harvester",
+    "paraphrase_swarm",
+    "rotating_hydra",
+    "timing_lockstep",
+    "dc_proxy_pool",
+    "slow_takeover",
+];
+
+/// The first suite's families: the attacks without evasion, and the benign crowds they were
+/// scored against.
+pub const CLASSIC_FAMILIES: &[&str] = &[
+    "ordinary",
+    "household",
+    "cgnat",
+    "enterprise",
+    "classroom",
+    "batch",
+    "eval_run",
+    "agentic",
+    "signup_wave",
+    "single_harvester",
+    "hydra",
+    "low_rate_swarm",
+    "lockstep",
+    "aged_takeover",
+];
+
+/// The evasive suite: attacks that reword, rotate, spoof and hide behind cover, among every
+/// benign crowd that looks like one of them.
+pub const EVASIVE_FAMILIES: &[&str] = &[
+    "ordinary",
+    "household",
+    "cgnat",
+    "enterprise",
+    "classroom",
+    "batch",
+    "eval_run",
+    "agentic",
+    "signup_wave",
+    "quickstart_crowd",
+    "hackathon",
+    "app_backend",
+    "cover_harvester",
+    "paraphrase_swarm",
+    "rotating_hydra",
+    "timing_lockstep",
+    "dc_proxy_pool",
+    "slow_takeover",
 ];
 
 /// 2026-11-02T00:00:00Z, a Monday, so business-hours families have a working day.
@@ -88,7 +140,7 @@ pub enum SimError {
 }
 
 pub fn scenario_names() -> Vec<&'static str> {
-    let mut v = vec!["all", "benign", "attacks"];
+    let mut v = vec!["all", "classic", "evasive", "benign", "attacks"];
     v.extend_from_slice(BENIGN_FAMILIES);
     v.extend_from_slice(ATTACK_FAMILIES);
     v
@@ -298,6 +350,8 @@ fn families_for(scenario: &str) -> Option<Vec<&'static str>> {
             .chain(ATTACK_FAMILIES)
             .copied()
             .collect(),
+        "classic" => CLASSIC_FAMILIES.to_vec(),
+        "evasive" => EVASIVE_FAMILIES.to_vec(),
         "benign" => BENIGN_FAMILIES.to_vec(),
         "attacks" => ATTACK_FAMILIES.to_vec(),
         other => {

@@ -520,6 +520,20 @@ pub fn assignment(rng: &mut SimRng, n: usize) -> Vec<String> {
     (0..n).map(|_| numeric_problem(rng, subject)).collect()
 }
 
+/// The teacher's handout for a class: the first problem with a request for a step-by-step
+/// explanation. Students paste it verbatim.
+pub fn handout(rng: &mut SimRng, problem: &str) -> String {
+    let n = int(rng, 1, 12);
+    let forms = [
+        format!("Assignment {n}: {problem} Explain step by step how you reach the answer."),
+        format!("Homework {n}. {problem}\nShow your work and explain each step."),
+        format!("Explain step by step: {problem}"),
+        format!("Week {n} exercise: {problem} Give a step-by-step explanation of the solution."),
+        format!("Problem set {n}, question 1. {problem} Justify each step of your reasoning."),
+    ];
+    forms[rng.gen_range(0..forms.len())].clone()
+}
+
 /// A student's paraphrase of an assignment problem.
 pub fn student_prompt(rng: &mut SimRng, problem: &str) -> String {
     let lower = problem.to_lowercase();

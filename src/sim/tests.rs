@@ -1,4 +1,5 @@
 use super::*;
+use rng::SimRng;
 use std::collections::{BTreeMap, BTreeSet};
 
 fn small(scenario: &str, seed: u64) -> SimOptions {
@@ -237,4 +238,330 @@ fn attack_prompts_elicit_reasoning() {
     }
     assert!(n_att > 100 && r_att * 100 / n_att >= 70, "{r_att}/{n_att}");
     assert!(n_ben > 100 && r_ben * 100 / n_ben <= 15, "{r_ben}/{n_ben}");
+}
+
+fn family_events<'a>(
+    sim: &'a Simulation,
+    family: &str,
+) -> BTreeMap<&'a str, Vec<&'a RequestEventJson<'static>>> {
+    let members: BTreeSet<&str> = sim
+        .labels
+        .iter()
+        .filter(|l| l.family == family)
+        .map(|l| l.account_id.as_str())
+        .collect();
+    let mut by: BTreeMap<&str, Vec<&RequestEventJson<'static>>> = BTreeMap::new();
+    for e in &sim.events {
+        let a = e.account_id.as_deref().expect("account");
+        if members.contains(a) {
+            by.entry(a).or_default().push(e);
+        }
+    }
+    by
+}
+
+fn opts(scenario: &str, seed: u64, scale: f64, hours: f64) -> SimOptions {
+    SimOptions {
+        scenario: scenario.to_string(),
+        seed,
+        scale,
+        hours,
+        ..SimOptions::default()
+    }
+}
+
+#[test]
+fn scenarios_partition_the_families() {
+    for f in CLASSIC_FAMILIES.iter().chain(EVASIVE_FAMILIES) {
+        assert!(
+            BENIGN_FAMILIES.contains(f) || ATTACK_FAMILIES.contains(f),
+            "{f}"
+        );
+    }
+    for f in ATTACK_FAMILIES {
+        assert!(
+            CLASSIC_FAMILIES.contains(f) != EVASIVE_FAMILIES.contains(f),
+            "{f} is in exactly one suite"
+        );
+    }
+    for f in [
+        "quickstart_crowd",
+        "hackathon",
+        "app_backend",
+        "classroom",
+        "eval_run",
+        "cgnat",
+        "enterprise",
+    ] {
+        assert!(EVASIVE_FAMILIES.contains(&f), "{f}");
+    }
+    let sim = generate(&small("evasive", 4)).expect("gen");
+    let fams: BTreeSet<&str> = sim.labels.iter().map(|l| l.family.as_str()).collect();
+    assert!(
+        fams.iter().all(|f| EVASIVE_FAMILIES.contains(f)),
+        "{fams:?}"
+    );
+    let a = bytes(&sim);
+    assert!(
+        a == bytes(&generate(&small("evasive", 4)).expect("gen")),
+        "deterministic"
+    );
+}
+
+/// Docs copies are byte-identical across unrelated accounts on unrelated networks.
+#[test]
+fn quickstart_prompts_are_exact_copies() {
+    for seed in [1, 2] {
+        let sim = generate(&opts("quickstart_crowd", seed, 0.3, 6.0)).expect("gen");
+        let by = family_events(&sim, "quickstart_crowd");
+        assert!(by.len() >= 25, "{}", by.len());
+        let mut users: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut nets = BTreeSet::new();
+        for (a, evs) in &by {
+            // Every account's first request is a docs example.
+            let p = evs[0].prompt_text.as_deref().expect("p");
+            users.entry(p).or_default().insert(a);
+            nets.insert(evs[0].ip.as_deref().expect("ip"));
+            assert!(
+                evs.iter()
+                    .filter(|e| e.prompt_text.as_deref() == Some(p))
+                    .count()
+                    >= 1
+            );
+        }
+        assert!(users.len() <= 6, "{} distinct first prompts", users.len());
+        let top = users.values().map(BTreeSet::len).max().expect("some");
+        assert!(
+            top * 10 >= by.len(),
+            "a docs prompt is shared by many accounts"
+        );
+        assert!(nets.len() * 10 >= by.len() * 9, "scattered networks");
+        assert!(users.keys().any(|p| p.contains("step by step")));
+    }
+}
+
+/// Reworded prompts share no template skeleton: no instruction-word opening or closing (the
+/// fingerprint's `template` and `template_tail`) recurs in more than a small share of them,
+/// whereas a campaign scaffold repeats its own in every request.
+#[test]
+fn paraphrases_defeat_template_skeletons() {
+    use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
+    let f = Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon");
+    let mut rng = SimRng::seed_from_u64(9);
+    let n = 2000;
+    let mut heads: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut tails: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut texts = BTreeSet::new();
+    let mut reasoning = 0;
+    for _ in 0..n {
+        let p = paraphrase::reasoning_prompt(&mut rng);
+        let fp = f.fingerprint(&p);
+        if fp.template != 0 {
+            *heads.entry(fp.template).or_default() += 1;
+        }
+        if fp.template_tail != 0 {
+            *tails.entry(fp.template_tail).or_default() += 1;
+        }
+        reasoning += usize::from(fp.reasoning);
+        texts.insert(p);
+    }
+    assert_eq!(texts.len(), n, "no two reworded prompts are identical");
+    let top_head = heads.values().max().copied().unwrap_or(0);
+    let top_tail = tails.values().max().copied().unwrap_or(0);
+    assert!(top_head * 100 <= n, "a head skeleton recurs {top_head}/{n}");
+    assert!(top_tail * 100 <= n, "a tail skeleton recurs {top_tail}/{n}");
+    // Some rewordings still say "step by step"; many avoid every stock phrase.
+    assert!(
+        reasoning > n / 20 && reasoning < n * 9 / 10,
+        "{reasoning}/{n}"
+    );
+
+    // A campaign scaffold, by contrast, keeps one end of its skeleton in most requests.
+    let mut kept = 0;
+    for _ in 0..10 {
+        let s = prompts::Scaffold::random(&mut rng);
+        let mut heads: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut tails: BTreeMap<u64, usize> = BTreeMap::new();
+        for _ in 0..50 {
+            let fp = f.fingerprint(&s.render(&mut rng, true));
+            *heads.entry(fp.template).or_default() += usize::from(fp.template != 0);
+            *tails.entry(fp.template_tail).or_default() += usize::from(fp.template_tail != 0);
+        }
+        let top = heads
+            .values()
+            .chain(tails.values())
+            .max()
+            .copied()
+            .unwrap_or(0);
+        kept += usize::from(top >= 25);
+    }
+    assert!(kept >= 7, "{kept} of 10 scaffolds keep a skeleton");
+}
+
+/// Behind a rotating proxy every request comes from a new address; every account has its own
+/// prepaid card and a popular (shared) device fingerprint.
+#[test]
+fn rotating_hydra_rotates() {
+    let sim = generate(&opts("rotating_hydra", 3, 0.3, 3.0)).expect("gen");
+    let by = family_events(&sim, "rotating_hydra");
+    assert!(by.len() >= 4);
+    let mut ips = BTreeSet::new();
+    let mut n = 0usize;
+    let mut cards = BTreeSet::new();
+    let mut devices: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut asns = BTreeSet::new();
+    for evs in by.values() {
+        let card = evs[0].payment_fingerprint.as_deref().expect("card");
+        assert!(cards.insert(card), "a card per account");
+        *devices
+            .entry(evs[0].device_fingerprint.as_deref().expect("fp"))
+            .or_default() += 1;
+        for e in evs {
+            n += 1;
+            ips.insert(e.ip.as_deref().expect("ip"));
+            asns.insert(e.asn.expect("asn"));
+        }
+    }
+    assert!(n > 200, "{n}");
+    assert!(
+        ips.len() * 100 >= n * 99,
+        "{} addresses for {n} requests",
+        ips.len()
+    );
+    assert!(asns.len() >= 10, "{} ASNs", asns.len());
+    assert!(
+        devices.len() <= 12 && devices.len() < by.len(),
+        "spoofed popular fingerprints"
+    );
+}
+
+/// Waves: most requests of a timing-lockstep campaign have another member's request within a
+/// few seconds, while members share no network.
+#[test]
+fn timing_lockstep_fires_in_waves() {
+    let sim = generate(&opts("timing_lockstep", 5, 0.2, 2.0)).expect("gen");
+    let by = family_events(&sim, "timing_lockstep");
+    let mut times: Vec<(i64, &str)> = Vec::new();
+    let mut nets: BTreeMap<&str, usize> = BTreeMap::new();
+    for (a, evs) in &by {
+        for e in evs {
+            times.push((ts_ms(&e.ts), a));
+            *nets.entry(e.ip.as_deref().expect("ip")).or_default() += 0;
+        }
+    }
+    times.sort();
+    let close = times
+        .iter()
+        .enumerate()
+        .filter(|(i, (t, a))| {
+            let near = |j: usize| {
+                let (u, b) = times[j];
+                (u - t).abs() <= 6 * SEC && b != *a
+            };
+            (*i > 0 && near(i - 1)) || (i + 1 < times.len() && near(i + 1))
+        })
+        .count();
+    assert!(times.len() > 50, "{}", times.len());
+    assert!(close * 10 >= times.len() * 9, "{close}/{}", times.len());
+    assert!(nets.len() * 10 >= by.len() * 9, "scattered networks");
+}
+
+/// Slow takeovers stay on the owner's device and network at 0.1-0.2 requests/s.
+#[test]
+fn slow_takeover_keeps_owner_device() {
+    let sim = generate(&opts("slow_takeover", 6, 0.5, 6.0)).expect("gen");
+    let by = family_events(&sim, "slow_takeover");
+    assert!(!by.is_empty());
+    let starts: BTreeMap<&str, i64> = sim
+        .labels
+        .iter()
+        .filter_map(|l| Some((l.account_id.as_str(), parse(l.attack_start.as_deref()?))))
+        .collect();
+    for (a, evs) in &by {
+        let devs: BTreeSet<&str> = evs
+            .iter()
+            .filter_map(|e| e.device_fingerprint.as_deref())
+            .collect();
+        assert_eq!(devs.len(), 1, "{a}: one device");
+        let ips: BTreeSet<&str> = evs.iter().filter_map(|e| e.ip.as_deref()).collect();
+        assert!(ips.len() <= 2, "{a}: the owner's networks");
+        let s = starts[a];
+        let after: Vec<i64> = evs
+            .iter()
+            .map(|e| ts_ms(&e.ts))
+            .filter(|t| *t >= s)
+            .collect();
+        let span = (after[after.len() - 1] - s) as f64 / 1000.0;
+        if span > 1800.0 {
+            let rate = after.len() as f64 / span;
+            assert!((0.08..0.3).contains(&rate), "{a}: {rate} req/s");
+        }
+    }
+}
+
+/// Group sizes are drawn per seed over wide ranges: classes of 5-200 students, quickstart
+/// crowds of 100-500 accounts, and the sizes differ between seeds.
+#[test]
+fn sizes_drawn_per_seed() {
+    let mut class_sizes = BTreeSet::new();
+    let mut crowd_sizes = BTreeSet::new();
+    for seed in 1..=6 {
+        let sim = generate(&opts("classroom", seed, 1.0, 0.5)).expect("gen");
+        let n = sim
+            .labels
+            .iter()
+            .filter(|l| l.family == "classroom")
+            .count();
+        assert!((4..=600).contains(&n), "classroom {n}");
+        class_sizes.insert(n);
+        let sim = generate(&opts("quickstart_crowd", seed, 1.0, 0.25)).expect("gen");
+        let n = sim
+            .labels
+            .iter()
+            .filter(|l| l.family == "quickstart_crowd")
+            .count();
+        assert!((100..=500).contains(&n), "quickstart {n}");
+        crowd_sizes.insert(n);
+    }
+    assert!(class_sizes.len() >= 5 && crowd_sizes.len() >= 5);
+}
+
+/// Every student of a class starts from the same handout, most pasting it verbatim.
+#[test]
+fn classroom_shares_the_handout() {
+    let sim = generate(&opts("classroom", 2, 0.5, 6.0)).expect("gen");
+    let by = family_events(&sim, "classroom");
+    let mut firsts: BTreeMap<&str, usize> = BTreeMap::new();
+    for evs in by.values() {
+        *firsts
+            .entry(evs[0].prompt_text.as_deref().expect("p"))
+            .or_default() += 1;
+    }
+    let top = firsts.values().max().copied().expect("some");
+    assert!(top >= 3 && top * 3 >= by.len() / 3, "{top} of {}", by.len());
+    let most = firsts.iter().max_by_key(|(_, n)| **n).expect("top").0;
+    assert!(most.to_lowercase().contains("step"), "{most}");
+}
+
+/// Evaluation runs: 0.1-0.5 requests/s for 1-3 hours.
+#[test]
+fn eval_run_rate_and_length() {
+    let sim = generate(&opts("eval_run", 8, 0.05, 6.0)).expect("gen");
+    let by = family_events(&sim, "eval_run");
+    for (a, evs) in &by {
+        let bench: Vec<i64> = evs
+            .iter()
+            .filter(|e| {
+                e.prompt_text.as_deref().is_some_and(|p| {
+                    p.contains("Let's think step by step") || p.contains("Think step by step, then")
+                })
+            })
+            .map(|e| ts_ms(&e.ts))
+            .collect();
+        let n = bench.len() as f64;
+        assert!(
+            (0.1 * 3600.0 * 0.8..=0.5 * 3.0 * 3600.0 * 1.2).contains(&n),
+            "{a}: {n}"
+        );
+    }
 }
