@@ -342,12 +342,12 @@ pub struct ClusterConfig {
     /// A device fingerprint or e-mail domain links only if its accounts are concentrated on
     /// few networks (accounts per distinct /24 or /64): a custom client behind a proxy pool.
     pub min_accounts_per_network: f64,
-    /// Share of the shared value's traffic that is single-turn.
+    /// Share of a shared network's or creation minute's traffic that is single-turn before it
+    /// links (people at a venue converse; an operated pool does not, and chat across a whole
+    /// pool costs its operator). Elsewhere a score signal only.
     pub min_single_turn_share: f64,
-    /// Share of the shared value's traffic that elicits reasoning (or else `min_output_ratio`).
+    /// Score signal: share of the cluster's traffic that elicits reasoning.
     pub min_reasoning_share: f64,
-    /// Output tokens per input token, the alternative to reasoning share.
-    pub min_output_ratio: f64,
     /// Most traffic from verified-org accounts a shared value may carry and still link.
     pub max_org_share: f64,
     /// Share of the shared value's traffic from fresh accounts that counts as coordinated.
@@ -364,6 +364,12 @@ pub struct ClusterConfig {
     /// Harvesting requests a cluster's members must have sent between them before it is
     /// alerted: the harvest must be material.
     pub min_cluster_harvest: u32,
+    /// An account more than this share of whose requests continued a conversation (a
+    /// person talking to the model) counts as a person, not as extraction-like, for shared
+    /// values; and with such a chat history it is not named through the weakest links alone:
+    /// a shared IP, /24 or creation minute (a venue, a NAT, a sign-up rush). Cards, client
+    /// fingerprints, templates and co-activity still name it.
+    pub max_member_chat_share: f64,
     /// Score at or above which a cluster is alerted.
     pub alert_score: f64,
     /// Time constant of the decayed per-value aggregates (seconds).
@@ -396,7 +402,6 @@ impl Default for ClusterConfig {
             min_accounts_per_network: 2.0,
             min_single_turn_share: 0.85,
             min_reasoning_share: 0.5,
-            min_output_ratio: 2.0,
             max_org_share: 0.2,
             min_fresh_share: 0.6,
             min_synchrony: 3.0,
@@ -404,6 +409,7 @@ impl Default for ClusterConfig {
             min_cluster_size: 5,
             min_member_harvest: 2,
             min_cluster_harvest: 40,
+            max_member_chat_share: 0.2,
             alert_score: 0.6,
             horizon_secs: 3600,
         }
@@ -656,11 +662,11 @@ impl Config {
         let c = &self.cluster;
         share("cluster.min_single_turn_share", c.min_single_turn_share)?;
         share("cluster.min_member_purity", c.min_member_purity)?;
+        share("cluster.max_member_chat_share", c.max_member_chat_share)?;
         share("cluster.min_reasoning_share", c.min_reasoning_share)?;
         share("cluster.max_org_share", c.max_org_share)?;
         share("cluster.min_fresh_share", c.min_fresh_share)?;
         share("cluster.alert_score", c.alert_score)?;
-        positive("cluster.min_output_ratio", c.min_output_ratio)?;
         positive("cluster.min_synchrony", c.min_synchrony)?;
         positive(
             "cluster.min_accounts_per_network",

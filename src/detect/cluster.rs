@@ -112,10 +112,17 @@ pub fn link(attr: &Attribute, now_ms: i64, cfg: &ClusterConfig) -> Option<Link> 
     let coordinated = match attr.kind {
         // One card paying for many API-extraction accounts is itself coordination.
         AttrKind::Payment => l.fresh >= cfg.min_fresh_share || members >= 2 * min || lockstep,
-        // Templates are shared by unrelated people: only lockstep timing, or a crowd of
-        // purely single-turn fresh accounts, makes them a link.
+        // Templates are shared by unrelated people (starter kits, SDK examples, app
+        // wrappers): only lockstep timing, or a crowd of fresh accounts that never converse,
+        // makes them a link.
         AttrKind::Template => {
             lockstep || (l.fresh >= 0.8 && l.single_turn >= 0.95 && members >= 2 * min)
+        }
+        // A venue's network or a sign-up rush carries people talking to the model: a shared
+        // network or creation minute links only traffic that is overwhelmingly single-turn.
+        AttrKind::Ip | AttrKind::IpPrefix | AttrKind::Creation => {
+            (l.fresh >= cfg.min_fresh_share || lockstep)
+                && l.single_turn >= cfg.min_single_turn_share
         }
         _ => l.fresh >= cfg.min_fresh_share || lockstep,
     };

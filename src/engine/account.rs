@@ -88,6 +88,9 @@ pub struct Account {
     slot_lru: u8,
     examples_pos: u8,
     pub bulk_alert_rank: u8,
+    /// Device or network changes seen: an account that keeps moving (an app on many servers)
+    /// is multi-homed, and a move says nothing about it.
+    pub infra_changes: u8,
     /// Co-activity: bins and waves the account took part in.
     pub presence: crate::detect::cohort::Presence,
     /// Keys of the attribute values this account holds (0: empty).
@@ -122,6 +125,7 @@ impl Account {
             requests_ever: 0,
             harvest_ever: 0,
             changed_infra_ms: 0,
+            infra_changes: 0,
             last_bin: i64::MIN,
             last_coarse_bin: i64::MIN,
             extraction_like: false,
@@ -205,10 +209,15 @@ impl Account {
     }
 
     /// Whether the account's trailing hour is extraction-like: it harvested, harvest is at
-    /// least `min_share` of its requests, and no verified org stands behind it.
-    pub fn profile(&mut self, now_ms: i64, min_share: f64) -> bool {
+    /// least `min_share` of its requests, at most `max_chat` of them continued a conversation,
+    /// and no verified org stands behind it.
+    pub fn profile(&mut self, now_ms: i64, min_share: f64, max_chat: f64) -> bool {
         let t = self.hour.totals(now_ms);
-        self.org_id.is_none() && t.harvest >= 1 && t.share(t.harvest) >= min_share
+        let chat = 1.0 - t.share(t.single_turn);
+        self.org_id.is_none()
+            && t.harvest >= 1
+            && t.share(t.harvest) >= min_share
+            && chat <= max_chat
     }
 
     /// On what ground an extraction-like account may be named in a cluster: fresh, or caught
@@ -226,6 +235,11 @@ impl Account {
         } else {
             JoinGround::No
         }
+    }
+
+    /// Share of its requests that continued a conversation: a person's chat history.
+    pub fn chat_share(&self) -> f64 {
+        f64::from(self.multi_turn_ever) / f64::from(self.requests_ever.max(1))
     }
 
     /// Younger than `fresh_days`; of unknown age, fresh only while it is new to us (first

@@ -150,6 +150,12 @@ impl Value {
     }
 }
 
+/// Kinds of value that many honest people share by circumstance: a venue's network, a NAT,
+/// the minute of a sign-up rush.
+fn weak_link(kind: AttrKind) -> bool {
+    matches!(kind, AttrKind::Ip | AttrKind::IpPrefix | AttrKind::Creation)
+}
+
 /// Index key of a creation minute.
 fn creation_key(minute: i64) -> u64 {
     attribute::key(AttrKind::Creation, &minute.to_le_bytes())
@@ -179,6 +185,10 @@ fn ip_keys(ip: &std::net::IpAddr) -> (u64, u64) {
 }
 
 const SWEEP_EVERY_MS: i64 = 60_000;
+
+/// A move to a new device or network corroborates a takeover only for an account that rarely
+/// moves: past this many moves it is multi-homed (an app backend on many servers).
+const MAX_CREDIBLE_MOVES: u8 = 2;
 
 /// Tag of a cluster link that is a co-activity wave rather than an attribute value.
 const WAVE_LINK: u64 = 0xc0ac_0000_0000_0000;
@@ -530,12 +540,23 @@ impl Engine {
         // An old account that merely never chatted is named by infrastructure only: a person
         // who only ever sends one-off questions ("... Please explain step by step.") can match
         // a campaign's template.
-        let infra = links.iter().filter(|l| l.1 != AttrKind::Template).count();
+        // A person's chat history keeps weak links (network, creation minute) from naming it.
+        let chatty = self
+            .accounts
+            .get(&akey)
+            .is_some_and(|a| a.chat_share() > self.cfg.raw.cluster.max_member_chat_share);
+        let counts = |l: &&Link| !(chatty && weak_link(l.1));
+        let counted = links.iter().filter(counts).count();
+        let infra = links
+            .iter()
+            .filter(counts)
+            .filter(|l| l.1 != AttrKind::Template)
+            .count();
         let payment = links.iter().any(|l| l.1 == AttrKind::Payment);
         let template = links.iter().any(|l| l.1 == AttrKind::Template);
         let eligible = match ground {
             JoinGround::No => false,
-            JoinGround::FreshOrInStep => links.len() >= 2 || payment || template,
+            JoinGround::FreshOrInStep => counted >= 2 || payment || template,
             JoinGround::NeverChatted => infra >= 2 || payment,
         };
         let mut touched_clusters: Vec<u32> = Vec::new();
@@ -598,7 +619,9 @@ impl Engine {
         let waves = {
             let mut acc = self.accounts.get_mut(&akey)?;
             let (_, in_step) = self.cohort.step(&acc.presence);
-            if !in_step || !acc.extraction_like || acc.harvest_ever < cfg.cluster.min_member_harvest
+            if !in_step
+                || !acc.extraction_like
+                || acc.harvest_ever < cfg.cluster.min_member_harvest
             {
                 return None;
             }
@@ -813,10 +836,19 @@ impl Engine {
         }
         carried.retain(|c| kinds[c.kind as usize]);
         if infra_changed && has_history {
-            acc.changed_infra_ms = now;
+            acc.infra_changes = acc.infra_changes.saturating_add(1);
+            if acc.infra_changes <= MAX_CREDIBLE_MOVES {
+                acc.changed_infra_ms = now;
+            } else {
+                acc.changed_infra_ms = 0;
+            }
         }
         let was = acc.extraction_like;
-        let is = acc.profile(now, cfg.harvest.min_profile_share);
+        let is = acc.profile(
+            now,
+            cfg.harvest.min_profile_share,
+            cfg.cluster.max_member_chat_share,
+        );
         acc.extraction_like = is;
         let profile = Profile {
             was,
@@ -956,6 +988,11 @@ impl Engine {
                 // It merges clusters its holders are already in; others need a second value
                 // (see `process_keyed`).
                 let enough = kind != AttrKind::Device || acc.cluster != 0;
+                // A shared network or creation minute is the weakest link (a venue, a NAT, a
+                // sign-up rush): it does not name an account with a person's chat history.
+                let enough = enough
+                    && !(weak_link(kind)
+                        && acc.chat_share() > self.cfg.raw.cluster.max_member_chat_share);
                 let ground = acc.join_ground(
                     now,
                     self.cfg.raw.engine.fresh_account_days,
