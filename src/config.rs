@@ -316,7 +316,8 @@ pub struct ClusterConfig {
     pub enabled: bool,
     /// Attribute kinds that can link accounts: `ip`, `ip_prefix`, `device_fingerprint`,
     /// `payment_fingerprint`, `email_domain`, `prompt_template`, `creation_minute` (accounts
-    /// created in the same minute: scripts create accounts in bursts). `email_domain` is off by
+    /// created in the same minute: scripts create accounts in bursts), `asn` (a hosting
+    /// provider's proxy pool spread over many /24s). `email_domain` is off by
     /// default: webmail domains are shared by everyone, and early in a stream a burst of
     /// attack sign-ups can make one look homogeneous.
     pub link_kinds: Vec<String>,
@@ -334,6 +335,10 @@ pub struct ClusterConfig {
     pub min_members_template: u32,
     /// Fewest accounts created in the same minute.
     pub min_members_creation: u32,
+    /// Fewest accounts on one autonomous system (its other holders, a provider's customers
+    /// and subscribers, keep the share of extraction-like holders low unless one operator
+    /// dominates it).
+    pub min_members_asn: u32,
     /// Share of the accounts holding the value whose own trailing hour is extraction-like
     /// (single-turn share, reasoning share or output ratio as below, no verified org). A
     /// popular value (carrier NAT, SDK fingerprint, webmail domain) is mostly organic and
@@ -387,6 +392,7 @@ impl Default for ClusterConfig {
                 "payment_fingerprint",
                 "prompt_template",
                 "creation_minute",
+                "asn",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -398,6 +404,7 @@ impl Default for ClusterConfig {
             min_members_email_domain: 10,
             min_members_template: 8,
             min_members_creation: 6,
+            min_members_asn: 12,
             min_member_purity: 0.8,
             min_accounts_per_network: 2.0,
             min_single_turn_share: 0.85,
@@ -685,6 +692,7 @@ impl Config {
             ),
             ("cluster.min_members_template", c.min_members_template),
             ("cluster.min_members_creation", c.min_members_creation),
+            ("cluster.min_members_asn", c.min_members_asn),
             ("cluster.min_cluster_size", c.min_cluster_size),
         ] {
             if v < 2 {

@@ -63,6 +63,7 @@ fn min_members(kind: AttrKind, cfg: &ClusterConfig) -> u32 {
         AttrKind::EmailDomain => cfg.min_members_email_domain,
         AttrKind::Template => cfg.min_members_template,
         AttrKind::Creation => cfg.min_members_creation,
+        AttrKind::Asn => cfg.min_members_asn,
     }
 }
 
@@ -93,9 +94,10 @@ pub fn link(attr: &Attribute, now_ms: i64, cfg: &ClusterConfig) -> Option<Link> 
     if members < min || attr.requests < min as f32 || attr.purity() < cfg.min_member_purity {
         return None;
     }
-    // About one harvesting request per holder within the horizon: judged on absolute
-    // harvest, so chat mixed in as cover neither opens nor closes the link.
-    if attr.harvest < members as f32 {
+    // Material harvest through the value within the horizon (as many harvesting requests
+    // as the value needs holders), judged on absolute harvest, so chat mixed in as cover
+    // neither opens nor closes the link, and a swarm of slow accounts still counts.
+    if attr.harvest < min as f32 {
         return None;
     }
     let l = evidence(attr, now_ms, cfg);
@@ -120,7 +122,7 @@ pub fn link(attr: &Attribute, now_ms: i64, cfg: &ClusterConfig) -> Option<Link> 
         }
         // A venue's network or a sign-up rush carries people talking to the model: a shared
         // network or creation minute links only traffic that is overwhelmingly single-turn.
-        AttrKind::Ip | AttrKind::IpPrefix | AttrKind::Creation => {
+        AttrKind::Ip | AttrKind::IpPrefix | AttrKind::Creation | AttrKind::Asn => {
             (l.fresh >= cfg.min_fresh_share || lockstep)
                 && l.single_turn >= cfg.min_single_turn_share
         }

@@ -6,14 +6,15 @@ use super::window::{DayWindow, GapStats, HourWindow};
 use crate::fingerprint::hamming;
 
 /// Attribute slots an account holds: two recent IPs, two recent prefixes, one device, one
-/// payment instrument, one e-mail domain, two recent templates.
-pub const SLOTS: usize = 9;
+/// payment instrument, one e-mail domain, two recent templates, one autonomous system.
+pub const SLOTS: usize = 10;
 pub const SLOT_IP: usize = 0;
 pub const SLOT_PREFIX: usize = 2;
 pub const SLOT_DEVICE: usize = 4;
 pub const SLOT_PAYMENT: usize = 5;
 pub const SLOT_EMAIL: usize = 6;
 pub const SLOT_TEMPLATE: usize = 7;
+pub const SLOT_ASN: usize = 9;
 
 /// Misra-Gries summary of an account's most used templates.
 #[derive(Debug, Clone, Copy, Default)]

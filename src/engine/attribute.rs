@@ -19,10 +19,12 @@ pub enum AttrKind {
     Template,
     /// The minute an account was created: scripts create accounts in bursts.
     Creation,
+    /// The autonomous system of the address: a hosting provider's pool of proxies.
+    Asn,
 }
 
 impl AttrKind {
-    pub const ALL: [AttrKind; 7] = [
+    pub const ALL: [AttrKind; 8] = [
         AttrKind::Ip,
         AttrKind::IpPrefix,
         AttrKind::Device,
@@ -30,6 +32,7 @@ impl AttrKind {
         AttrKind::EmailDomain,
         AttrKind::Template,
         AttrKind::Creation,
+        AttrKind::Asn,
     ];
 
     pub fn from_name(name: &str) -> Option<AttrKind> {
@@ -45,6 +48,7 @@ impl AttrKind {
             AttrKind::EmailDomain => "email_domain",
             AttrKind::Template => "prompt_template",
             AttrKind::Creation => "creation_minute",
+            AttrKind::Asn => "asn",
         }
     }
 }

@@ -32,7 +32,8 @@ use crate::config::ValidConfig;
 use crate::detect::{bulk, cluster, cohort};
 use crate::event::Event;
 use account::{
-    Account, JoinGround, SLOT_DEVICE, SLOT_EMAIL, SLOT_IP, SLOT_PAYMENT, SLOT_PREFIX, SLOT_TEMPLATE,
+    Account, JoinGround, SLOT_ASN, SLOT_DEVICE, SLOT_EMAIL, SLOT_IP, SLOT_PAYMENT, SLOT_PREFIX,
+    SLOT_TEMPLATE,
 };
 use attribute::{AttrKind, Attribute, Touch};
 use dedup::Dedup;
@@ -129,6 +130,7 @@ enum Value {
     Text(AttrKind),
     Template(u64),
     Minute(i64),
+    Asn(u32),
 }
 
 impl Value {
@@ -145,6 +147,7 @@ impl Value {
                 field.clone().unwrap_or_default()
             }
             Value::Template(t) => compact_str::format_compact!("tpl-{t:016x}"),
+            Value::Asn(a) => compact_str::format_compact!("AS{a}"),
             Value::Minute(m) => CompactString::from(crate::event::time::format_ms(m * 60_000)),
         }
     }
@@ -153,7 +156,16 @@ impl Value {
 /// Kinds of value that many honest people share by circumstance: a venue's network, a NAT,
 /// the minute of a sign-up rush.
 fn weak_link(kind: AttrKind) -> bool {
-    matches!(kind, AttrKind::Ip | AttrKind::IpPrefix | AttrKind::Creation)
+    matches!(
+        kind,
+        AttrKind::Ip | AttrKind::IpPrefix | AttrKind::Creation | AttrKind::Asn
+    )
+}
+
+/// Kinds of value so widely shared (a popular client, a cloud provider) that alone they name
+/// no one: they merge clusters and add to a second linking value.
+fn client_or_provider(kind: AttrKind) -> bool {
+    matches!(kind, AttrKind::Device | AttrKind::Asn)
 }
 
 /// Index key of a creation minute.
@@ -216,6 +228,7 @@ struct Keys {
     device: u64,
     payment: u64,
     email: u64,
+    asn: u64,
     /// Of the opening and closing template skeletons.
     templates: [u64; 2],
 }
@@ -241,6 +254,9 @@ impl Keys {
             device: text(AttrKind::Device, &ev.device_fingerprint),
             payment: text(AttrKind::Payment, &ev.payment_fingerprint),
             email: text(AttrKind::EmailDomain, &ev.email_domain),
+            asn: ev
+                .asn
+                .map_or(0, |a| attribute::key(AttrKind::Asn, &a.to_le_bytes())),
             templates: [
                 template(ev.prompt.template),
                 template(ev.prompt.template_tail),
@@ -250,8 +266,15 @@ impl Keys {
 
     /// Keys of the attribute values other than templates (which are indexed only once seen
     /// twice), 0 for absent ones.
-    fn values(&self) -> [u64; 5] {
-        [self.ip, self.prefix, self.device, self.payment, self.email]
+    fn values(&self) -> [u64; 6] {
+        [
+            self.ip,
+            self.prefix,
+            self.device,
+            self.payment,
+            self.email,
+            self.asn,
+        ]
     }
 }
 
@@ -323,7 +346,7 @@ pub struct Engine {
     /// How many accounts sent each prompt lately: copies harvest nothing new.
     copies: copies::PromptCopies,
     /// Attribute kinds tracked for linking, indexed by `AttrKind as usize`.
-    kinds: [bool; 7],
+    kinds: [bool; 8],
     policy: Policy,
     watermark: i64,
     next_sweep_ms: i64,
@@ -350,7 +373,7 @@ impl Engine {
                 allow_orgs.insert(org.clone(), a.expires_ms);
             }
         }
-        let mut kinds = [false; 7];
+        let mut kinds = [false; 8];
         for k in &cfg.raw.cluster.link_kinds {
             if let Some(kind) = AttrKind::from_name(k) {
                 kinds[kind as usize] = true;
@@ -533,10 +556,6 @@ impl Engine {
             }
             None => (JoinGround::No, 0),
         };
-        // Joining an existing cluster through network or client values needs two of them: one
-        // popular fingerprint or address in common with a swarm is not enough to name an
-        // account. A shared card or a linking template (itself pure, coordinated and used by
-        // the account's own extraction traffic) is.
         // An old account that merely never chatted is named by infrastructure only: a person
         // who only ever sends one-off questions ("... Please explain step by step.") can match
         // a campaign's template.
@@ -553,10 +572,15 @@ impl Engine {
             .filter(|l| l.1 != AttrKind::Template)
             .count();
         let payment = links.iter().any(|l| l.1 == AttrKind::Payment);
-        let template = links.iter().any(|l| l.1 == AttrKind::Template);
+        // A popular client fingerprint or a provider alone never names anyone; any other value
+        // names an account that carries evidence of its own (see `join_ground`).
+        let not_client = links
+            .iter()
+            .filter(counts)
+            .any(|l| !client_or_provider(l.1));
         let eligible = match ground {
             JoinGround::No => false,
-            JoinGround::FreshOrInStep => counted >= 2 || payment || template,
+            JoinGround::FreshOrInStep => counted >= 2 || not_client,
             JoinGround::NeverChatted => infra >= 2 || payment,
         };
         let mut touched_clusters: Vec<u32> = Vec::new();
@@ -619,9 +643,7 @@ impl Engine {
         let waves = {
             let mut acc = self.accounts.get_mut(&akey)?;
             let (_, in_step) = self.cohort.step(&acc.presence);
-            if !in_step
-                || !acc.extraction_like
-                || acc.harvest_ever < cfg.cluster.min_member_harvest
+            if !in_step || !acc.extraction_like || acc.harvest_ever < cfg.cluster.min_member_harvest
             {
                 return None;
             }
@@ -771,6 +793,18 @@ impl Engine {
                 kind: AttrKind::IpPrefix,
                 key: prefix_key,
                 value: Value::Prefix(*ip),
+                added,
+                evicted,
+            });
+        }
+        if let Some(asn) = ev.asn {
+            let key = keys.asn;
+            let added = acc.slots[SLOT_ASN] != key;
+            let evicted = acc.set_slot(SLOT_ASN, key);
+            carried.push(Carried {
+                kind: AttrKind::Asn,
+                key,
+                value: Value::Asn(asn),
                 added,
                 evicted,
             });
@@ -983,11 +1017,11 @@ impl Engine {
         let mut prior = Vec::new();
         for m in members {
             if let Some(acc) = self.accounts.get(&m) {
-                // A client fingerprint can be everyday (a browser's TLS fingerprint) and
-                // still look pure while a swarm dominates it: on its own it names no one new.
-                // It merges clusters its holders are already in; others need a second value
-                // (see `process_keyed`).
-                let enough = kind != AttrKind::Device || acc.cluster != 0;
+                // A client fingerprint (a browser's TLS fingerprint) or an autonomous system
+                // (a cloud provider) can be everyday and still look pure while a swarm
+                // dominates it: on its own it names no one new. It merges clusters its
+                // holders are already in; others need a second value (see `process_keyed`).
+                let enough = !client_or_provider(kind) || acc.cluster != 0;
                 // A shared network or creation minute is the weakest link (a venue, a NAT, a
                 // sign-up rush): it does not name an account with a person's chat history.
                 let enough = enough
