@@ -12,6 +12,11 @@ use crate::config::{BulkConfig, Config};
 use crate::engine::account::Account;
 use crate::engine::window::BUCKET_MS;
 
+/// Score subtracted for a verified organisation behind the account.
+const ORG_WEIGHT: f64 = 0.2;
+/// Score subtracted in proportion to the share of the hour's requests that did not harvest.
+const OTHER_TRAFFIC_WEIGHT: f64 = 0.15;
+
 /// The outcome of judging one account.
 #[derive(Debug, Clone)]
 pub struct Assessment {
@@ -195,8 +200,12 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
         + 0.05 * flag(fresh)
         + 0.05 * flag(infra_change || sustained);
     if acc.org_id.is_some() {
-        score -= 0.2;
+        score -= ORG_WEIGHT;
     }
+    // Traffic that is mostly not harvest (an app backend's long-context requests, among which
+    // some short questions get long answers) scores lower. A score term, not a gate: cover
+    // traffic can lower it only by the weight below, and costs its volume.
+    score -= OTHER_TRAFFIC_WEIGHT * (1.0 - t.share(harvest));
     let score = score.clamp(0.0, 1.0);
     Some(Assessment {
         score,
