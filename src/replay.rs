@@ -13,7 +13,7 @@ use std::time::Instant;
 use crate::alert::Alert;
 use crate::config::ValidConfig;
 use crate::engine::{Engine, Gauges, Outcome, Stats};
-use crate::event::decode::{DebugFault, MAX_PROMPT_BYTES};
+use crate::event::decode::{DebugFault, MAX_RECORD_BYTES};
 use crate::event::{DecodeError, Decoder, Event};
 use crate::fingerprint::Fingerprinter;
 
@@ -21,7 +21,7 @@ use crate::fingerprint::Fingerprinter;
 const MAX_PARSERS: usize = 8;
 
 /// Longest line read; longer lines are skipped as `too_long` without being held in memory.
-pub const MAX_LINE: usize = MAX_PROMPT_BYTES + 64 * 1024;
+pub const MAX_LINE: usize = MAX_RECORD_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {

@@ -15,6 +15,10 @@ use crate::proto;
 pub const MAX_SHORT_FIELD: usize = 256;
 /// Longest accepted `prompt_text`, in bytes.
 pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+/// Longest record (a JSON line or a protobuf message) decoded: the longest prompt and room for
+/// every other field. `replay` reads no longer line; on Kafka a longer record is rejected
+/// before any parsing.
+pub const MAX_RECORD_BYTES: usize = MAX_PROMPT_BYTES + 64 * 1024;
 /// Largest plausible token count for one request.
 pub const MAX_TOKENS: i64 = 10_000_000;
 /// Largest plausible number of conversation turns.
@@ -163,6 +167,9 @@ impl Decoder {
         if let Some(f) = &self.fault {
             f.fire(bytes);
         }
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(DecodeError::TooLong("record"));
+        }
         SCRATCH.with_borrow_mut(|scratch| {
             // The usual flat line: scanned in one pass, an escaped prompt unescaped into this
             // thread's buffer (see [`super::scan`]).
@@ -236,6 +243,9 @@ impl Decoder {
     pub fn decode_protobuf(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
         if let Some(f) = &self.fault {
             f.fire(bytes);
+        }
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(DecodeError::TooLong("record"));
         }
         let raw = RequestEventRef::decode(bytes).map_err(|e| {
             if e.too_deep() {

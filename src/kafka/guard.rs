@@ -101,7 +101,9 @@ impl Guard {
                 return g;
             }
         };
-        if let Err(e) = file.try_lock() {
+        if let Err(e) =
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        {
             tracing::warn!(path = %g.path.display(), error = %e,
                 "the crash marker is locked by another instance; running without the crash-loop guard");
             return g;

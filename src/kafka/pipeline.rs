@@ -600,7 +600,12 @@ impl Pipeline {
 
     /// Sends `item`'s original bytes to the dead-letter topic with `e`'s reason, and holds its
     /// offset until delivered.
-    fn dead_letter(&self, item: &Item, e: &DecodeError, key: Vec<u8>, payload: Vec<u8>) {
+    fn dead_letter(&self, item: &Item, e: &DecodeError, key: Vec<u8>, mut payload: Vec<u8>) {
+        // A copy larger than the producer may send would be retried for ever and hold the
+        // partition: keep its head, and say how long it was.
+        let original_len = payload.len();
+        let cap = dlq_cap(&self.cfg).saturating_sub(key.len());
+        payload.truncate(cap);
         let reason = e.reason();
         self.c.malformed.increment(1);
         metrics::counter!(telemetry::MALFORMED, "reason" => reason).increment(1);
@@ -625,6 +630,14 @@ impl Pipeline {
                 key: "distillguard.source.offset",
                 value: Some(&item.offset.to_string()),
             });
+        let headers = if original_len > payload.len() {
+            headers.insert(Header {
+                key: "distillguard.truncated_from",
+                value: Some(&original_len.to_string()),
+            })
+        } else {
+            headers
+        };
         self.outbox.send(Outgoing {
             dest: Dest::Dlq,
             partition: item.partition,
@@ -950,6 +963,18 @@ impl Pipeline {
         metrics::gauge!(telemetry::READY).set(if self.health.is_ready() { 1.0 } else { 0.0 });
         self.export_catchup();
     }
+}
+
+/// Largest dead-letter payload sent whole: the producer's `message.max.bytes` (librdkafka's
+/// default unless the config sets it) less room for the key, headers and framing.
+fn dlq_cap(cfg: &ValidConfig) -> usize {
+    let k = &cfg.raw.kafka;
+    k.producer_properties
+        .get("message.max.bytes")
+        .or_else(|| k.properties.get("message.max.bytes"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1_000_000)
+        .saturating_sub(16 * 1024)
 }
 
 fn severity_label(s: &str) -> &'static str {
