@@ -115,6 +115,9 @@ pub struct ServiceConfig {
     pub statistics_interval_ms: u64,
     /// Consumption pauses while this many alerts and dead-letter records await delivery.
     pub max_pending_deliveries: usize,
+    /// File the crash-loop guard keeps (see `kafka::guard`); empty: `distillguard-GROUP.marker`
+    /// in the temporary directory.
+    pub crash_marker: String,
 }
 
 impl Default for ServiceConfig {
@@ -124,6 +127,7 @@ impl Default for ServiceConfig {
             shutdown_deadline_secs: 10,
             statistics_interval_ms: 5000,
             max_pending_deliveries: 100_000,
+            crash_marker: String::new(),
         }
     }
 }

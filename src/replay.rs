@@ -6,13 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::alert::Alert;
 use crate::config::ValidConfig;
 use crate::engine::{Engine, Gauges, Outcome, Stats};
-use crate::event::decode::MAX_PROMPT_BYTES;
+use crate::event::decode::{DebugFault, MAX_RECORD_BYTES};
 use crate::event::{DecodeError, Decoder, Event};
 use crate::fingerprint::Fingerprinter;
 
@@ -20,7 +21,7 @@ use crate::fingerprint::Fingerprinter;
 const MAX_PARSERS: usize = 8;
 
 /// Longest line read; longer lines are skipped as `too_long` without being held in memory.
-pub const MAX_LINE: usize = MAX_PROMPT_BYTES + 64 * 1024;
+pub const MAX_LINE: usize = MAX_RECORD_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -44,11 +45,23 @@ pub struct Summary {
     pub seconds: f64,
 }
 
-/// Builds the decoder the configuration asks for.
+/// Builds the decoder the configuration asks for (with the fault [`DEBUG_FAULT_ENV`] names,
+/// if it is set: tests of the defences against poison records).
+///
+/// [`DEBUG_FAULT_ENV`]: crate::event::decode::DEBUG_FAULT_ENV
 pub fn decoder(cfg: &ValidConfig) -> Result<Decoder, crate::fingerprint::LexiconError> {
-    Ok(Decoder::new(Fingerprinter::new(
-        &cfg.raw.fingerprint.reasoning_lexicon,
-    )?))
+    Ok(
+        Decoder::new(Fingerprinter::new(&cfg.raw.fingerprint.reasoning_lexicon)?)
+            .with_debug_fault(DebugFault::from_env()),
+    )
+}
+
+/// The message a caught panic carried.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 // Events travel unboxed: a batch is one allocation, not one per event.
@@ -176,7 +189,10 @@ fn parse(decoder: &Decoder, bytes: &[u8], line: Option<(usize, usize)>) -> Line 
             if b.iter().all(|c| c.is_ascii_whitespace()) {
                 Line::Blank
             } else {
-                match decoder.decode_json(b) {
+                // A decoder bug costs one line, not the replay.
+                let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| decoder.decode_json(b)))
+                    .unwrap_or_else(|p| Err(DecodeError::Internal(panic_message(&*p))));
+                match decoded {
                     Ok(ev) => Line::Event(ev),
                     Err(err) => Line::Rejected(err.reason()),
                 }

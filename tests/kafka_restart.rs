@@ -33,6 +33,11 @@ fn start(brokers: &str, addr: SocketAddr, log: &std::path::Path) -> Child {
         ])
         .env("DISTILLGUARD__KAFKA__AUTO_OFFSET_RESET", "earliest")
         .env("DISTILLGUARD__SERVICE__STATISTICS_INTERVAL_MS", "500")
+        // Its own crash-loop marker: not one a test run killed earlier left in /tmp.
+        .env(
+            "DISTILLGUARD__SERVICE__CRASH_MARKER",
+            log.with_file_name("crash.marker"),
+        )
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"))

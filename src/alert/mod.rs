@@ -149,8 +149,15 @@ impl Alert {
     /// From the protobuf form (for consumers of the alerts topic: tests, the demo).
     pub fn from_proto(p: proto::Alert) -> Alert {
         let ts = |t: Option<prost_types::Timestamp>| {
-            t.map(|t| format_ms(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000))
-                .unwrap_or_default()
+            // Saturating: the bytes may come from anyone who can write to the topic.
+            t.map(|t| {
+                format_ms(
+                    t.seconds
+                        .saturating_mul(1000)
+                        .saturating_add(i64::from(t.nanos) / 1_000_000),
+                )
+            })
+            .unwrap_or_default()
         };
         Alert {
             alert_id: p.alert_id,

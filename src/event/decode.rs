@@ -15,10 +15,18 @@ use crate::proto;
 pub const MAX_SHORT_FIELD: usize = 256;
 /// Longest accepted `prompt_text`, in bytes.
 pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+/// Longest record (a JSON line or a protobuf message) decoded: the longest prompt and room for
+/// every other field. `replay` reads no longer line; on Kafka a longer record is rejected
+/// before any parsing.
+pub const MAX_RECORD_BYTES: usize = MAX_PROMPT_BYTES + 64 * 1024;
 /// Largest plausible token count for one request.
 pub const MAX_TOKENS: i64 = 10_000_000;
 /// Largest plausible number of conversation turns.
 pub const MAX_TURNS: i64 = 100_000;
+/// Deepest nesting of JSON arrays and objects accepted. Events are flat; only an unknown
+/// field can nest, and sonic-rs recurses once per level, so a line of 100,000 brackets would
+/// overflow a parser thread's stack. serde_json stops at the same depth.
+pub const MAX_JSON_DEPTH: usize = 128;
 
 thread_local! {
     /// Where escaped prompts are unescaped, reused from line to line.
@@ -48,6 +56,14 @@ pub enum DecodeError {
     Absurd(&'static str),
     #[error("field `{0}` is malformed")]
     Malformed(&'static str),
+    #[error("nested deeper than {0} levels")]
+    TooDeep(usize),
+    /// Decoding or processing the record panicked (a bug); the message is the panic's.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The service died on this record in an earlier run (see `kafka::guard`).
+    #[error("the service died while processing this record before; skipped")]
+    Poison,
 }
 
 impl DecodeError {
@@ -61,10 +77,12 @@ impl DecodeError {
         "negative_value",
         "absurd_value",
         "malformed_field",
+        "too_deep",
+        "internal_error",
+        "poison_record",
     ];
 
-    /// Bounded label: `invalid_json`, `invalid_protobuf`, `missing_field`, `bad_timestamp`,
-    /// `too_long`, `negative_value`, `absurd_value` or `malformed_field`.
+    /// Bounded label, one of [`DecodeError::REASONS`].
     pub fn reason(&self) -> &'static str {
         match self {
             Self::InvalidJson(_) => "invalid_json",
@@ -75,6 +93,49 @@ impl DecodeError {
             Self::Negative(_) => "negative_value",
             Self::Absurd(_) => "absurd_value",
             Self::Malformed(_) => "malformed_field",
+            Self::TooDeep(_) => "too_deep",
+            Self::Internal(_) => "internal_error",
+            Self::Poison => "poison_record",
+        }
+    }
+}
+
+/// Environment variable naming a fault to inject while decoding, for tests of the service's
+/// defences: `panic:TEXT` panics and `abort:TEXT` aborts the process on any record whose bytes
+/// contain `TEXT`. Unset (the default), nothing is checked.
+pub const DEBUG_FAULT_ENV: &str = "DISTILLGUARD_DEBUG_FAULT";
+
+/// A fault injected on records containing a marker (see [`DEBUG_FAULT_ENV`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DebugFault {
+    Panic(Vec<u8>),
+    Abort(Vec<u8>),
+}
+
+impl DebugFault {
+    /// The fault [`DEBUG_FAULT_ENV`] asks for, if any.
+    pub fn from_env() -> Option<Self> {
+        let v = std::env::var(DEBUG_FAULT_ENV).ok()?;
+        match v.split_once(':') {
+            Some(("panic", t)) if !t.is_empty() => Some(Self::Panic(t.as_bytes().to_vec())),
+            Some(("abort", t)) if !t.is_empty() => Some(Self::Abort(t.as_bytes().to_vec())),
+            _ => {
+                tracing::warn!(value = %v, "{DEBUG_FAULT_ENV} is not panic:TEXT or abort:TEXT; ignored");
+                None
+            }
+        }
+    }
+
+    fn fire(&self, bytes: &[u8]) {
+        match self {
+            Self::Panic(t) if memchr::memmem::find(bytes, t).is_some() => {
+                panic!("{DEBUG_FAULT_ENV}: injected panic")
+            }
+            Self::Abort(t) if memchr::memmem::find(bytes, t).is_some() => {
+                eprintln!("{DEBUG_FAULT_ENV}: injected abort");
+                std::process::abort()
+            }
+            _ => {}
         }
     }
 }
@@ -83,16 +144,32 @@ impl DecodeError {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     fingerprinter: Fingerprinter,
+    fault: Option<std::sync::Arc<DebugFault>>,
 }
 
 impl Decoder {
     pub fn new(fingerprinter: Fingerprinter) -> Self {
-        Self { fingerprinter }
+        Self {
+            fingerprinter,
+            fault: None,
+        }
+    }
+
+    /// Injects `fault` (tests of the service's defences; see [`DEBUG_FAULT_ENV`]).
+    pub fn with_debug_fault(mut self, fault: Option<DebugFault>) -> Self {
+        self.fault = fault.map(std::sync::Arc::new);
+        self
     }
 
     /// Decodes one JSON object (one line of a JSON Lines file). The prompt is borrowed from
     /// the input where it has no escapes: it is fingerprinted in place, never copied.
     pub fn decode_json(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        if let Some(f) = &self.fault {
+            f.fire(bytes);
+        }
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(DecodeError::TooLong("record"));
+        }
         SCRATCH.with_borrow_mut(|scratch| {
             // The usual flat line: scanned in one pass, an escaped prompt unescaped into this
             // thread's buffer (see [`super::scan`]).
@@ -107,7 +184,11 @@ impl Decoder {
                 }
                 return out;
             }
-            // Anything else: sonic-rs (SIMD JSON, about twice serde_json's speed) decides.
+            // Anything else: sonic-rs (SIMD JSON, about twice serde_json's speed) decides, once
+            // the nesting is known to be shallow enough for its recursion.
+            if scan::nesting_exceeds(bytes, MAX_JSON_DEPTH) {
+                return Err(DecodeError::TooDeep(MAX_JSON_DEPTH));
+            }
             let raw: RequestEventJson<'_> =
                 sonic_rs::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
             self.from_json(raw)
@@ -160,8 +241,19 @@ impl Decoder {
     /// Decodes one protobuf `distillguard.v1.RequestEvent`. String fields are borrowed from
     /// `bytes` (see [`super::wire`]); the prompt is fingerprinted in place.
     pub fn decode_protobuf(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
-        let raw = RequestEventRef::decode(bytes)
-            .map_err(|e| DecodeError::InvalidProtobuf(e.to_string()))?;
+        if let Some(f) = &self.fault {
+            f.fire(bytes);
+        }
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(DecodeError::TooLong("record"));
+        }
+        let raw = RequestEventRef::decode(bytes).map_err(|e| {
+            if e.too_deep() {
+                DecodeError::TooDeep(super::wire::MAX_GROUP_DEPTH)
+            } else {
+                DecodeError::InvalidProtobuf(e.to_string())
+            }
+        })?;
         let ts_ms = match &raw.ts {
             Some(t) => proto_time(t, "ts")?,
             None => return Err(DecodeError::MissingField("ts")),
@@ -424,6 +516,9 @@ mod tests {
             DecodeError::Negative("x"),
             DecodeError::Absurd("x"),
             DecodeError::Malformed("x"),
+            DecodeError::TooDeep(1),
+            DecodeError::Internal(String::new()),
+            DecodeError::Poison,
         ] {
             assert!(DecodeError::REASONS.contains(&e.reason()), "{}", e.reason());
         }

@@ -383,6 +383,48 @@ pub fn scan<'a>(line: &'a [u8], scratch: &mut String) -> Option<Scanned<'a>> {
     Some(Scanned { raw, prompt })
 }
 
+/// Whether `line` nests arrays and objects deeper than `max` levels, brackets inside strings
+/// not counted. One pass without recursion or allocation, whatever the input: it only has to
+/// hold a recursive parser off deep lines, not validate them.
+pub fn nesting_exceeds(line: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(off) = memchr::memchr3(b'"', b'[', b'{', &line[i..]) {
+        let k = i + off;
+        // Closers between the last opener and this one.
+        let closed = line[i..k]
+            .iter()
+            .filter(|&&c| c == b']' || c == b'}')
+            .count();
+        depth = depth.saturating_sub(closed);
+        if line[k] == b'"' {
+            // Skip the string: to the next quote not escaped.
+            let mut j = k + 1;
+            loop {
+                match memchr::memchr2(b'"', b'\\', &line[j..]) {
+                    Some(o) if line[j + o] == b'\\' => j += o + 2,
+                    Some(o) => {
+                        j += o + 1;
+                        break;
+                    }
+                    None => return false,
+                }
+                if j >= line.len() {
+                    return false;
+                }
+            }
+            i = j;
+        } else {
+            depth += 1;
+            if depth > max {
+                return true;
+            }
+            i = k + 1;
+        }
+    }
+    false
+}
+
 /// Stores a known field's value, or declines a value of the wrong type.
 fn set<'a>(
     raw: &mut RequestEventJson<'a>,
@@ -518,6 +560,19 @@ mod tests {
         }
         // The one with a nested unknown value goes to sonic-rs.
         assert_eq!(accepted, 4);
+    }
+
+    #[test]
+    fn measures_nesting_outside_strings() {
+        assert!(!nesting_exceeds(br#"{"a":[[1]]}"#, 3));
+        assert!(nesting_exceeds(br#"{"a":[[[1]]]}"#, 3));
+        assert!(!nesting_exceeds(br#"{"a":"[[[[[[\"{{{{"}"#, 1));
+        assert!(!nesting_exceeds(br#"{"a":[1],"b":[2],"c":{"d":[3]}}"#, 3));
+        assert!(!nesting_exceeds(b"\"\\", 1));
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(nesting_exceeds(deep.as_bytes(), 128));
+        let wide = "[]".repeat(100_000);
+        assert!(!nesting_exceeds(wide.as_bytes(), 1));
     }
 
     #[test]

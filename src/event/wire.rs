@@ -16,6 +16,7 @@ use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, Wire
 pub struct WireError {
     field: Option<&'static str>,
     what: String,
+    too_deep: bool,
 }
 
 impl std::fmt::Display for WireError {
@@ -41,8 +42,51 @@ impl WireError {
         Self {
             field: None,
             what: what.into(),
+            too_deep: false,
         }
     }
+
+    /// Unknown groups nested deeper than [`MAX_GROUP_DEPTH`].
+    pub fn too_deep(&self) -> bool {
+        self.too_deep
+    }
+}
+
+/// Deepest nesting of unknown groups skipped: prost's recursion limit, so that what this
+/// module accepts stays exactly what prost accepts.
+pub const MAX_GROUP_DEPTH: usize = 100;
+
+/// Skips an unknown field without recursion: groups nest by a stack of their tags, every other
+/// wire type goes through prost. `base` is how deep in messages the field is (0 at the top),
+/// so the limit is prost's: a field inside `MAX_GROUP_DEPTH - base` groups is too deep.
+fn skip(wire: WireType, tag: u32, buf: &mut &[u8], base: usize) -> Result<(), DecodeError> {
+    match wire {
+        WireType::StartGroup => {}
+        WireType::EndGroup => return Err(DecodeError::new("unexpected end group tag")),
+        _ => return Ok(skip_field(wire, tag, buf, DecodeContext::default())?),
+    }
+    let limit = MAX_GROUP_DEPTH.saturating_sub(base);
+    let mut open = vec![tag];
+    while let Some(&top) = open.last() {
+        let (t, w) = decode_key(buf)?;
+        if w == WireType::EndGroup {
+            if t != top {
+                return Err(DecodeError::new("unexpected end group tag"));
+            }
+            open.pop();
+            continue;
+        }
+        if open.len() >= limit {
+            let mut e = DecodeError::new("recursion limit reached");
+            e.too_deep = true;
+            return Err(e);
+        }
+        match w {
+            WireType::StartGroup => open.push(t),
+            _ => skip_field(w, t, buf, DecodeContext::default())?,
+        }
+    }
+    Ok(())
 }
 
 type DecodeError = WireError;
@@ -122,7 +166,7 @@ impl<'a> RequestEventRef<'a> {
             19 => self.prompt_text = Some(s(buf)?),
             20 => self.prompt_simhash = Some(s(buf)?),
             21 => self.status = Some(varint(wire, buf)? as u32),
-            _ => skip_field(wire, tag, buf, DecodeContext::default())?,
+            _ => skip(wire, tag, buf, 0)?,
         }
         Ok(())
     }
@@ -199,7 +243,7 @@ fn timestamp(t: &mut Timestamp, wire: WireType, buf: &mut &[u8]) -> Result<(), D
         match tag {
             1 => t.seconds = varint(wire, &mut msg)? as i64,
             2 => t.nanos = varint(wire, &mut msg)? as i32,
-            _ => skip_field(wire, tag, &mut msg, DecodeContext::default())?,
+            _ => skip(wire, tag, &mut msg, 1)?,
         }
     }
     Ok(())
@@ -333,6 +377,54 @@ mod tests {
                     _ => prop_assert!(false, "{input:?}: {mine:?} vs {theirs:?}"),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn nested_unknown_groups_are_skipped_up_to_prosts_limit() {
+        // field 99 as a start group (wire type 3) and its end (wire type 4), n deep.
+        let groups = |n: usize| {
+            let mut b = Vec::new();
+            for _ in 0..n {
+                b.extend([0x9b, 0x06]);
+            }
+            for _ in 0..n {
+                b.extend([0x9c, 0x06]);
+            }
+            b
+        };
+        for n in [1, 50, 99, 100, 101, 100_000] {
+            let bytes = groups(n);
+            let mine = RequestEventRef::decode(&bytes);
+            let theirs = proto::RequestEvent::decode(bytes.as_slice());
+            assert_eq!(
+                mine.is_ok(),
+                theirs.is_ok(),
+                "depth {n}: {mine:?} vs {theirs:?}"
+            );
+            if let Err(e) = mine {
+                assert!(e.too_deep(), "depth {n}: {e}");
+            }
+        }
+        // Inside the timestamp message, one level less.
+        for n in [98, 99, 100] {
+            let inner = groups(n);
+            let mut bytes = vec![0x12];
+            prost::encoding::encode_varint(inner.len() as u64, &mut bytes);
+            bytes.extend(&inner);
+            let mine = RequestEventRef::decode(&bytes);
+            let theirs = proto::RequestEvent::decode(bytes.as_slice());
+            assert_eq!(
+                mine.is_ok(),
+                theirs.is_ok(),
+                "ts depth {n}: {mine:?} vs {theirs:?}"
+            );
+        }
+        // An unterminated group and a mismatched end are errors, not too deep.
+        for bytes in [vec![0x9b, 0x06], vec![0x9b, 0x06, 0xa4, 0x06]] {
+            let e = RequestEventRef::decode(&bytes).expect_err("malformed group");
+            assert!(!e.too_deep());
+            assert!(proto::RequestEvent::decode(bytes.as_slice()).is_err());
         }
     }
 

@@ -15,6 +15,7 @@
 //!   the committed offsets.
 
 mod context;
+mod guard;
 mod offsets;
 mod outbox;
 mod pipeline;

@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::context::{Changes, ConsumerCtx};
+use super::guard::Guard;
 use super::outbox::{Dest, Outbox, Outgoing};
 use super::seek::Reader;
 use super::ServiceError;
@@ -178,6 +180,7 @@ impl Counters {
             metrics::counter!(t::EXPIRATIONS, "state" => s).increment(0);
         }
         metrics::counter!(t::DLQ_MESSAGES).increment(0);
+        metrics::counter!(t::POISON_SKIPPED).increment(0);
         metrics::counter!(t::KAFKA_ERRORS).increment(0);
         metrics::counter!(t::CATCHUP_EVENTS).increment(0);
         metrics::gauge!(t::PENDING_DELIVERIES).set(0.0);
@@ -216,6 +219,8 @@ pub struct Pipeline {
     /// Engine counters already exported (the engine is replaced on every rebuild).
     exported: Stats,
     tick: u64,
+    /// Crash-loop guard: leases and careful touches in the marker file, poison records.
+    guard: Guard,
 }
 
 impl Pipeline {
@@ -252,6 +257,7 @@ impl Pipeline {
             c: Counters::new(),
             exported: Stats::default(),
             tick: 0,
+            guard: Guard::open(&cfg),
             cfg,
         })
     }
@@ -319,6 +325,7 @@ impl Pipeline {
             }
         }
         self.shutdown(deadline);
+        self.guard.clean();
         Ok(())
     }
 
@@ -357,7 +364,13 @@ impl Pipeline {
         let sample = self.tick % SAMPLE_EVERY == 0;
         self.tick += 1;
         let t0 = sample.then(Instant::now);
-        let decoded = self.decode(bytes);
+        let decoded = if self.guard.touch(m.partition(), m.offset()) {
+            Err(DecodeError::Poison)
+        } else {
+            // A decoder bug costs one record (dead-lettered), not the partition.
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.decode(bytes)))
+                .unwrap_or_else(|p| Err(DecodeError::Internal(crate::replay::panic_message(&*p))))
+        };
         let sampled = t0.map(|t| t.elapsed());
         let bad = decoded.is_err();
         Item {
@@ -520,7 +533,21 @@ impl Pipeline {
         match &item.decoded {
             Ok(ev) => {
                 let allow_before = self.engine.stats().alerts_suppressed_allowlist;
-                let outcome = self.engine.process(ev, &mut self.alerts);
+                self.guard.touch(item.partition, item.offset);
+                let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    self.engine.process(ev, &mut self.alerts)
+                })) {
+                    Ok(o) => o,
+                    Err(p) => {
+                        // A bug in the engine: this record is dead-lettered and the partition
+                        // moves on (the engine's state for its account may be partial).
+                        self.alerts.clear();
+                        if live {
+                            self.dead_letter_refetched(&item, &p);
+                        }
+                        return;
+                    }
+                };
                 if live {
                     match outcome {
                         Outcome::Accepted => self.c.ok.increment(1),
@@ -551,43 +578,12 @@ impl Pipeline {
                 }
             }
             Err(e) if live => {
-                let reason = e.reason();
-                self.c.malformed.increment(1);
-                metrics::counter!(telemetry::MALFORMED, "reason" => reason).increment(1);
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "distillguard.reason",
-                        value: Some(reason),
-                    })
-                    .insert(Header {
-                        key: "distillguard.error",
-                        value: Some(&e.to_string()),
-                    })
-                    .insert(Header {
-                        key: "distillguard.source.topic",
-                        value: Some(&self.topic),
-                    })
-                    .insert(Header {
-                        key: "distillguard.source.partition",
-                        value: Some(&item.partition.to_string()),
-                    })
-                    .insert(Header {
-                        key: "distillguard.source.offset",
-                        value: Some(&item.offset.to_string()),
-                    });
-                self.outbox.send(Outgoing {
-                    dest: Dest::Dlq,
-                    partition: item.partition,
-                    offset: item.offset,
-                    track: true,
-                    key: item.key.clone().unwrap_or_default(),
-                    payload: item.payload.clone().unwrap_or_default(),
-                    headers: Some(headers),
-                    source_ts_ms: item.msg_ts,
-                    kind: "",
-                    severity: "",
-                    score: 0.0,
-                });
+                if *e == DecodeError::Poison {
+                    self.guard.skipped(item.partition, item.offset);
+                }
+                let key = item.key.clone().unwrap_or_default();
+                let payload = item.payload.clone().unwrap_or_default();
+                self.dead_letter(&item, e, key, payload);
             }
             Err(_) => {}
         }
@@ -600,6 +596,75 @@ impl Pipeline {
                 .processing
                 .record((t.elapsed() + decode).as_secs_f64());
         }
+    }
+
+    /// Sends `item`'s original bytes to the dead-letter topic with `e`'s reason, and holds its
+    /// offset until delivered.
+    fn dead_letter(&self, item: &Item, e: &DecodeError, key: Vec<u8>, mut payload: Vec<u8>) {
+        // A copy larger than the producer may send would be retried for ever and hold the
+        // partition: keep its head, and say how long it was.
+        let original_len = payload.len();
+        let cap = dlq_cap(&self.cfg).saturating_sub(key.len());
+        payload.truncate(cap);
+        let reason = e.reason();
+        self.c.malformed.increment(1);
+        metrics::counter!(telemetry::MALFORMED, "reason" => reason).increment(1);
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "distillguard.reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "distillguard.error",
+                value: Some(&e.to_string()),
+            })
+            .insert(Header {
+                key: "distillguard.source.topic",
+                value: Some(&self.topic),
+            })
+            .insert(Header {
+                key: "distillguard.source.partition",
+                value: Some(&item.partition.to_string()),
+            })
+            .insert(Header {
+                key: "distillguard.source.offset",
+                value: Some(&item.offset.to_string()),
+            });
+        let headers = if original_len > payload.len() {
+            headers.insert(Header {
+                key: "distillguard.truncated_from",
+                value: Some(&original_len.to_string()),
+            })
+        } else {
+            headers
+        };
+        self.outbox.send(Outgoing {
+            dest: Dest::Dlq,
+            partition: item.partition,
+            offset: item.offset,
+            track: true,
+            key,
+            payload,
+            headers: Some(headers),
+            source_ts_ms: item.msg_ts,
+            kind: "",
+            severity: "",
+            score: 0.0,
+        });
+    }
+
+    /// A record whose processing panicked: its bytes (not kept for a valid record) are read
+    /// back from the input topic for the dead-letter copy, and the offset is marked processed.
+    fn dead_letter_refetched(&mut self, item: &Item, panic: &(dyn std::any::Any + Send)) {
+        let e = DecodeError::Internal(crate::replay::panic_message(panic));
+        let (key, payload) = Reader::new(&self.cfg)
+            .ok()
+            .and_then(|r| r.record_at(&self.topic, item.partition, item.offset))
+            .map(|(k, v)| (k.unwrap_or_default(), v))
+            .unwrap_or_default();
+        self.dead_letter(item, &e, key, payload);
+        self.outbox
+            .with_tracker(|t| t.processed(item.partition, item.offset));
     }
 
     fn send_alert(&self, alert: &Alert, item: &Item, track: bool) {
@@ -898,6 +963,18 @@ impl Pipeline {
         metrics::gauge!(telemetry::READY).set(if self.health.is_ready() { 1.0 } else { 0.0 });
         self.export_catchup();
     }
+}
+
+/// Largest dead-letter payload sent whole: the producer's `message.max.bytes` (librdkafka's
+/// default unless the config sets it) less room for the key, headers and framing.
+fn dlq_cap(cfg: &ValidConfig) -> usize {
+    let k = &cfg.raw.kafka;
+    k.producer_properties
+        .get("message.max.bytes")
+        .or_else(|| k.properties.get("message.max.bytes"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1_000_000)
+        .saturating_sub(16 * 1024)
 }
 
 fn severity_label(s: &str) -> &'static str {

@@ -82,6 +82,32 @@ impl Reader {
         None
     }
 
+    /// Key and payload of the record at `offset` (a dead-letter copy of a record whose bytes
+    /// were not kept).
+    pub fn record_at(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Option<(Option<Vec<u8>>, Vec<u8>)> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .ok()?;
+        self.consumer.assign(&tpl).ok()?;
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
+                if m.topic() == topic && m.partition() == partition && m.offset() == offset {
+                    return Some((
+                        m.key().map(<[u8]>::to_vec),
+                        m.payload().unwrap_or_default().to_vec(),
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     pub fn watermarks(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
         self.consumer
             .fetch_watermarks(topic, partition, TIMEOUT)

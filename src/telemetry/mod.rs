@@ -39,6 +39,8 @@ pub const ASSIGNED_PARTITIONS: &str = "distillguard_assigned_partitions";
 pub const REBALANCES: &str = "distillguard_rebalances_total";
 /// Failed deliveries (each is retried), by `destination`: alerts, dlq.
 pub const PRODUCER_ERRORS: &str = "distillguard_producer_errors_total";
+/// Poison records dead-lettered unread: an earlier run died on them (see `kafka::guard`).
+pub const POISON_SKIPPED: &str = "distillguard_poison_records_skipped_total";
 /// Records written to the dead-letter topic (delivered).
 pub const DLQ_MESSAGES: &str = "distillguard_dlq_messages_total";
 /// Alerts and DLQ records waiting for a delivery report.
@@ -94,6 +96,7 @@ pub const ALL: &[&str] = &[
     REBALANCES,
     PRODUCER_ERRORS,
     DLQ_MESSAGES,
+    POISON_SKIPPED,
     PENDING_DELIVERIES,
     COMMITS,
     KAFKA_ERRORS,
@@ -202,6 +205,11 @@ fn describe() {
         DLQ_MESSAGES,
         Unit::Count,
         "Records delivered to the dead-letter topic."
+    );
+    describe_counter!(
+        POISON_SKIPPED,
+        Unit::Count,
+        "Input records dead-lettered unread (reason poison_record) because an earlier run of the service died while handling them."
     );
     describe_gauge!(
         PENDING_DELIVERIES,
