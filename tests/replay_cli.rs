@@ -43,9 +43,19 @@ fn replay_is_deterministic_and_catches_attacks() {
             .contains(&v["kind"].as_str().expect("kind")));
     }
 
-    // Scoring as a user would; quality bars live in benches/quality.sh and CI, over many
-    // seeds, since one small run of the simulator's wide ranges proves little.
-    let out = ok(&["eval", "--alerts", s(&a), "--labels", s(&labels)]);
+    // Scoring as a user would, with bars a small run can hold (the quality bars proper live
+    // in benches/quality.sh and CI, over many seeds).
+    let out = ok(&[
+        "eval",
+        "--alerts",
+        s(&a),
+        "--labels",
+        s(&labels),
+        "--min-precision",
+        "0.95",
+        "--min-recall",
+        "0.8",
+    ]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("precision"), "{report}");
     let out = ok(&["eval", "--alerts", s(&a), "--labels", s(&labels), "--json"]);
@@ -80,6 +90,7 @@ fn detects_without_prompt_text_from_upstream_simhashes() {
     assert!(!text.contains("prompt_text") && text.contains("prompt_simhash"));
     let alerts = path(dir.path(), "alerts.jsonl");
     ok(&["replay", "--input", s(&events), "--output", s(&alerts)]);
+    // Without prompt text reasoning is unknown and templates are coarse: recall is lower.
     let out = ok(&[
         "eval",
         "--alerts",
@@ -87,6 +98,10 @@ fn detects_without_prompt_text_from_upstream_simhashes() {
         "--labels",
         s(&labels),
         "--json",
+        "--min-precision",
+        "0.95",
+        "--min-recall",
+        "0.4",
     ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert!(

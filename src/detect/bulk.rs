@@ -14,7 +14,8 @@ use crate::engine::window::BUCKET_MS;
 
 /// Score subtracted for a verified organisation behind the account.
 const ORG_WEIGHT: f64 = 0.2;
-/// Score subtracted in proportion to the share of the hour's requests that did not harvest.
+/// Score subtracted, at most, when little of the hour's traffic harvested (all of it when
+/// none did, none from half up).
 const OTHER_TRAFFIC_WEIGHT: f64 = 0.15;
 
 /// The outcome of judging one account.
@@ -203,9 +204,9 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
         score -= ORG_WEIGHT;
     }
     // Traffic that is mostly not harvest (an app backend's long-context requests, among which
-    // some short questions get long answers) scores lower. A score term, not a gate: cover
-    // traffic can lower it only by the weight below, and costs its volume.
-    score -= OTHER_TRAFFIC_WEIGHT * (1.0 - t.share(harvest));
+    // some short questions get long answers) scores lower. A score term, not a gate, and only
+    // below half: cover traffic lowers it only by hiding the harvest in twice its volume.
+    score -= OTHER_TRAFFIC_WEIGHT * ((0.5 - t.share(harvest)) * 2.0).clamp(0.0, 1.0);
     let score = score.clamp(0.0, 1.0);
     Some(Assessment {
         score,

@@ -1102,8 +1102,9 @@ impl Engine {
         let alerted_before = c.last_alert_ms != i64::MIN;
         let update_due = !alerted_before || (c.dirty && now - c.last_alert_ms >= update_ms);
         if !update_due && !repeat_due {
-            // Still check for an escalation, but not more than every 30 s.
-            if now - c.last_eval_ms < 30_000 {
+            // Still check for an escalation, but not more than every 30 s. (A cluster that
+            // merged into one never evaluated has an alert time but no evaluation time.)
+            if c.last_eval_ms != i64::MIN && now - c.last_eval_ms < 30_000 {
                 return;
             }
         }

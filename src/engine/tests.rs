@@ -740,18 +740,17 @@ fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_wav
     let mut eng = engine();
     let mut events = Vec::new();
     let mut id = 0u64;
-    // Background: 400 independent harvesting users at random times.
+    // Background: 400 independent harvesting users at random times, each on its own network,
+    // created over the past weeks.
     for i in 0..6000u64 {
+        let a = i % 400;
         let mut e = paraphrased(
             900_000 + i,
             T0 + (mix(i) % (3 * 3_600_000)) as i64,
-            &format!("bg_{}", i % 400),
+            &format!("bg_{a}"),
         );
-        e.ip = Some(
-            format!("90.{}.{}.{}", i % 200, (i / 200) % 200, 3)
-                .parse()
-                .expect("ip"),
-        );
+        e.ip = Some(format!("90.{}.{}.3", a % 200, a / 200).parse().expect("ip"));
+        e.account_created_ms = Some(T0 - (2 + a as i64 % 20) * DAY - a as i64 * 7_919);
         events.push(e);
     }
     // 40 accounts, each on its own residential IP, reworded prompts, firing within a few
@@ -766,6 +765,8 @@ fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_wav
                 T0 + 600_000 + wave * 360_000 + (mix(id) % 4_000) as i64,
                 &format!("lock_{a}"),
             );
+            // Created over the past weeks, one by one.
+            e.account_created_ms = Some(T0 - (3 + a as i64 % 20) * DAY - a as i64 * 3_600_000);
             e.ip = Some(
                 format!("73.{}.{}.{}", (id * 7) % 250, (id * 13) % 250, id % 250)
                     .parse()

@@ -26,7 +26,7 @@ START=$(date +%s)
 
 # Knobs (defaults keep the run to a couple of minutes on 2 cores).
 SEED=${E2E_SEED:-31}
-SCALE=${E2E_SCALE:-0.25}
+SCALE=${E2E_SCALE:-0.5}
 HOURS=${E2E_HOURS:-2}
 # Phase 1 produces the events in event-time order at this multiple of real time (2 h in 60 s),
 # as a gateway would write them. 0 produces them all at once into the running service, a
@@ -38,9 +38,12 @@ SPEEDUP=${E2E_SPEEDUP:-120}
 # to the recall gap below; ties in event time across partitions could reorder a seed).
 BACKLOG=${E2E_BACKLOG:-1}
 BACKLOG_EXACT=${E2E_BACKLOG_EXACT-exact}
-MIN_PRECISION=${E2E_MIN_PRECISION:-0.99}
-# Replay gets 0.990 on seed 31, scale 0.25, 2 h (3 of 314 attack accounts missed).
-MIN_RECALL=${E2E_MIN_RECALL:-0.95}
+# Detection quality proper is gated by .ci/run's quality step over whole 6-hour runs; two
+# hours of the classic families at half scale leave slow swarms too little time to show
+# evidence (replay: precision 0.947, recall 0.763 on seed 31). This run checks the service
+# against those figures and against replay.
+MIN_PRECISION=${E2E_MIN_PRECISION:-0.9}
+MIN_RECALL=${E2E_MIN_RECALL:-0.7}
 # The Kafka run may differ from replay (partitions interleave differently from file order),
 # but not by more than this much recall.
 MAX_RECALL_GAP=${E2E_MAX_RECALL_GAP:-0.02}
@@ -137,7 +140,7 @@ say "topics: $INPUT_TOPIC (3 partitions), $ALERTS_TOPIC (3), $DLQ_TOPIC (1), and
 # --- labelled traffic, and what replay makes of it ------------------------------------------
 EVENTS=$WORK/events.jsonl
 LABELS=$WORK/labels.jsonl
-"$BIN" simulate --scenario all --seed "$SEED" --scale "$SCALE" --hours "$HOURS" \
+"$BIN" simulate --scenario "${E2E_SCENARIO:-classic}" --seed "$SEED" --scale "$SCALE" --hours "$HOURS" \
   --output "$EVENTS" --labels "$LABELS" 2>"$WORK/simulate.log" \
   || { cat "$WORK/simulate.log"; die "simulate failed"; }
 N_EVENTS=$(grep -c . "$EVENTS")
