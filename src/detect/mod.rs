@@ -1,5 +1,9 @@
-//! The two detectors. Both read engine state and return decisions with their evidence; the
-//! engine decides when to call them and turns decisions into alerts.
+//! The detectors. `bulk` judges one account's harvest; `cluster` links accounts through shared
+//! values and assembles clusters; `cohort` links accounts that harvest in synchronised waves
+//! (its links join the same clusters). They read engine state and return decisions with their
+//! evidence; the engine decides when to call them and turns decisions into alerts. Every
+//! number that decides a tier is a config key (`[harvest]`, `[bulk]`, `[cluster]`,
+//! `[cohort]`, `[alerts]`) and part of the `detector_version` hash.
 
 pub mod bulk;
 pub mod cluster;
