@@ -140,18 +140,21 @@ impl Account {
         }
     }
 
-    /// Whether this prompt is new for the account (no recent near-duplicate).
-    pub fn novel_prompt(&mut self, simhash: u64) -> bool {
+    /// Whether this prompt is new for the account: (no recent near-duplicate, not a repeat of
+    /// a recent prompt). A repeat (a retry, a debug loop) harvests nothing; a near-duplicate
+    /// that changes a slot ("... problem 17 ...") gets a new answer and still does.
+    pub fn novel_prompt(&mut self, simhash: u64) -> (bool, bool) {
         if simhash == 0 {
-            return false;
+            return (false, false);
         }
         let novel = self
             .recent_simhash
             .iter()
             .all(|&h| h == 0 || hamming(h, simhash) > 3);
+        let repeat = self.recent_simhash.contains(&simhash);
         self.recent_simhash[usize::from(self.recent_pos % 4)] = simhash;
         self.recent_pos = self.recent_pos.wrapping_add(1);
-        novel
+        (novel, !repeat)
     }
 
     pub fn remember_example(&mut self, event_id: &CompactString) {

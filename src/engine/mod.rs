@@ -718,7 +718,7 @@ impl Engine {
         let templated = ev.prompt.template != 0
             && ev.prompt.scaffold >= 4
             && acc.templates.add(ev.prompt.template);
-        let novel = acc.novel_prompt(ev.prompt.simhash);
+        let (novel, unrepeated) = acc.novel_prompt(ev.prompt.simhash);
         let h = &cfg.harvest;
         let ratio = if ev.prompt.text {
             h.min_output_ratio
@@ -729,12 +729,12 @@ impl Engine {
             && f64::from(ev.output_tokens) >= ratio * f64::from(ev.input_tokens.max(1));
         let extractive = single_turn && (ev.prompt.reasoning || output_heavy);
         // Counted once per account and prompt: the sketch approximates distinct senders.
-        let copies = if novel && extractive {
+        let copies = if unrepeated && extractive {
             self.copies.add(ev.prompt.simhash, now)
         } else {
             0
         };
-        let harvest = extractive && novel && copies <= h.max_prompt_copies;
+        let harvest = extractive && unrepeated && copies <= h.max_prompt_copies;
         if harvest {
             acc.harvest_ever = acc.harvest_ever.saturating_add(1);
         }

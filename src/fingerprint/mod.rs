@@ -536,13 +536,16 @@ impl Fingerprinter {
                 reasoning = self.ends_phrase(&raw[..=k]);
             }
             let h = sym[k];
-            // SimHash over word bigrams (the first word alone).
+            // SimHash over word bigrams (the first word alone), numbers included: "solve 17 x
+            // 23" and "solve 18 x 24" get different answers, so they are different prompts
+            // (the template skeleton, below, collapses them).
+            let w = raw[k];
             votes.add(if prev_hash == 0 {
-                h
+                w
             } else {
-                h.rotate_left(17) ^ prev_hash.wrapping_mul(0x2545_f491_4f6c_dd1d)
+                w.rotate_left(17) ^ prev_hash.wrapping_mul(0x2545_f491_4f6c_dd1d)
             });
-            prev_hash = h;
+            prev_hash = w;
             if has_tail && head.first_len == SKELETON_END {
                 more_struct += u8::from(Self::class(bits) == Some(Class::Struct));
             } else {
