@@ -26,10 +26,13 @@ fn start(
     marker: &std::path::Path,
     log: &std::path::Path,
     addr: SocketAddr,
+    config: &std::path::Path,
 ) -> Child {
     common::bin()
         .args([
             "run",
+            "--config",
+            config.to_str().expect("utf-8 path"),
             "--brokers",
             brokers,
             "--group-id",
@@ -88,14 +91,22 @@ fn run_until_done(
     dir: &std::path::Path,
 ) -> (usize, String, String) {
     let marker = dir.join("marker");
+    // A dead member holds its partitions until its session expires; the next life waits for
+    // that, so keep it short (the librdkafka default is 45 s per death).
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        "[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n",
+    )
+    .expect("config file");
     let ends = log_ends(brokers, 1);
     let mut deaths = 0;
     for life in 0..5 {
         let addr = free_addr();
         let log = dir.join(format!("{group}-{life}.log"));
-        let mut child = start(brokers, group, fault, &marker, &log, addr);
+        let mut child = start(brokers, group, fault, &marker, &log, addr, &config);
         let mut last = String::new();
-        let done = wait_for(Duration::from_secs(90), || {
+        let done = wait_for(Duration::from_secs(120), || {
             if let Ok(s) = std::net::TcpStream::connect(addr).map(|_| http_get(&addr, "/metrics").1)
             {
                 last = s;
