@@ -7,7 +7,7 @@ through a Prometheus server's HTTP API and draws them with matplotlib, on the da
 
 Needs matplotlib, e.g. in a throwaway venv:
     python3 -m venv /tmp/shot-venv && /tmp/shot-venv/bin/pip install matplotlib
-Used to make deploy/grafana/dashboard.png for the README; see README.md ("Operate").
+Used to make deploy/grafana/dashboard.png for the README; see deploy/OPERATIONS.md ("Operate").
 """
 
 from __future__ import annotations

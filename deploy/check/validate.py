@@ -55,7 +55,7 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 PROMRULE = K8S / "prometheusrule.yaml"
 ENV_PREFIX = "DISTILLGUARD__"
 
-# Measured memory (README "Measured"): bytes per tracked account / attribute value, and the
+# Measured memory (benches/README.md, "Speed and memory"): bytes per tracked account / attribute value, and the
 # rest of the process, plus librdkafka's prefetch queue and the pending-delivery buffer.
 BYTES_PER_ACCOUNT = 929
 BYTES_PER_ATTRIBUTE_VALUE = 242

@@ -8,7 +8,7 @@ API gateway would, for the docker-compose stack.
 Event times are rebased so the first event is "now" and replayed at --speed event-time
 seconds per wall-clock second. With --loop the file is replayed again and again, each pass
 later in event time and with its own event ids, so passes are not dropped as late or
-duplicate. Records are keyed by account_id (see README.md, "Scale-out").
+duplicate. Records are keyed by account_id (see deploy/OPERATIONS.md, "Scale-out").
 Needs confluent-kafka (pip install confluent-kafka).
 """
 

@@ -1,11 +1,11 @@
 //! `bulk_extraction`: one account systematically harvesting outputs.
 //!
-//! An account is judged only when its trailing hour looks like API harvesting (mostly
-//! single-turn requests) of extraction-worthy content (reasoning-eliciting prompts, or
-//! templated prompts with outputs far larger than inputs) at a volume a person does not reach.
-//! Established accounts need more volume (requests and output tokens), or corroboration (a new
-//! device or network), than fresh ones: one-off evaluation runs of a few hundred prompts are
-//! normal for established customers, on newly released models as much as on old ones.
+//! An account is judged on the absolute number of harvesting requests (see [`super`]) in its
+//! trailing hour, or on its current run's projected hourly rate: chat mixed in as cover adds
+//! nothing and hides nothing. Established accounts need more harvest and output tokens, or
+//! corroboration (a move to a new device or network, by an account that rarely moves), than
+//! fresh ones: one-off evaluation runs of a few hundred prompts are normal for established
+//! customers, on newly released models as much as on old ones.
 
 use super::{pct, Signal};
 use crate::config::{BulkConfig, Config};

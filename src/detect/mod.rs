@@ -1,9 +1,96 @@
-//! The detectors. `bulk` judges one account's harvest; `cluster` links accounts through shared
-//! values and assembles clusters; `cohort` links accounts that harvest in synchronised waves
-//! (its links join the same clusters). They read engine state and return decisions with their
-//! evidence; the engine decides when to call them and turns decisions into alerts. Every
-//! number that decides a tier is a config key (`[harvest]`, `[bulk]`, `[cluster]`,
-//! `[cohort]`, `[alerts]`) and part of the `detector_version` hash.
+//! The detectors. [`bulk`] judges one account's harvest; [`cluster`] links accounts through shared
+//! values and assembles clusters; [`cohort`] links accounts that harvest in synchronised waves (its
+//! links join the same clusters). They read engine state and return decisions with their evidence;
+//! the engine decides when to call them and turns decisions into alerts. Every number that decides
+//! a tier is a config key (`[harvest]`, `[bulk]`, `[cluster]`, `[cohort]`, `[alerts]`, each
+//! documented with its reason in `distillguard config --print-default`) and part of the
+//! `detector_version` hash. These docs name the keys, never their values, so they cannot drift from
+//! the config.
+//!
+//! # How it decides
+//!
+//! ## State
+//!
+//! Per account: twelve 5-minute buckets (the trailing hour: requests, single-turn,
+//! reasoning-eliciting, templated, novel prompts, requests on a new model, input and output tokens)
+//! with running totals, 24 hourly counts (round-the-clock activity), inter-arrival regularity, its
+//! top templates, and the attribute values it holds. Per attribute value: its holders, and decayed
+//! aggregates of the traffic through it (single-turn, reasoning, fresh-account and verified-org
+//! shares, tokens, synchrony, creation-time spread, distinct networks). A value held by one account
+//! is only a (value, account) pair until a second account shows up; a prompt template is indexed
+//! from its second sighting. Everything is event time; per-event cost is O(1) whatever the window
+//! length or cluster size.
+//!
+//! ## Prompt fingerprints
+//!
+//! One pass over the first 64 words computes a 64-bit SimHash (word bigrams), a *template skeleton*
+//! (instruction words kept in order, runs of content words, numbers and function words collapsed to
+//! one slot, so "Explain step by step how {topic} works" has one skeleton for every topic) and
+//! whether a configurable phrase lexicon ("step by step", "show your reasoning", ...) occurs; the
+//! last 256 bytes of a longer prompt give the closing skeleton and are searched for the lexicon
+//! too. Words are found 64 bytes and hashed 8 bytes at a time. With only `prompt_simhash`, its top
+//! bits stand in for the template.
+//!
+//! ## Harvest, not requests (`[harvest]`)
+//!
+//! Both detectors count *harvesting* requests: single-turn, extraction-worthy (a reasoning phrase,
+//! or an answer at least `harvest.min_output_ratio` times the prompt and
+//! `harvest.min_output_tokens` long), new to the account (no near-duplicate among its recent
+//! prompts) and rare in the population: a fixed-size count-min sketch counts how many accounts sent
+//! each prompt lately, and a prompt sent by more than `harvest.max_prompt_copies` (the
+//! documentation's example, a class's shared assignment) harvests nothing new. Chat mixed in as
+//! cover neither makes nor hides a harvest: volumes are absolute, and shares only add to scores. An
+//! account's trailing hour is *extraction-like* when it harvested, harvest is at least
+//! `harvest.min_profile_share` of it, and no more than `cluster.max_member_chat_share` of it
+//! continued a conversation.
+//!
+//! ## bulk_extraction (`[bulk]`)
+//!
+//! An account is judged on its harvesting requests in the trailing hour, or, once its current run
+//! of activity spans `bulk.projection_minutes` with `bulk.projection_min_harvest` harvests, on that
+//! run's rate projected to an hour. A fresh account needs `bulk.min_harvest_fresh` an hour; an
+//! established one `bulk.min_harvest_established` actual harvests with
+//! `bulk.min_output_tokens_established` output tokens (customers' evaluation runs are normal), or
+//! `bulk.min_harvest_corroborated` if it moved to a new device or network (an account that moves
+//! all the time, an app on many servers, is not corroborated by a move); anyone
+//! `bulk.high_volume_harvest`. The score adds volume, output tokens, reasoning, template and
+//! single-turn shares, machine-like timing, round-the-clock activity, a model pivot and account
+//! age, and subtracts a verified org.
+//!
+//! ## fake_account_cluster (`[cluster]`, `[cohort]`)
+//!
+//! Accounts are linked three ways:
+//! - *Shared values*: an IP, /24 or /64, client fingerprint, card, prompt template, creation minute
+//!   or autonomous system links its holders when enough of them (`cluster.min_members_*`) are
+//!   extraction-like (`cluster.min_member_purity`), material harvest passes through it, no verified
+//!   org stands behind it, and the coordination fits the kind: fresh accounts or many accounts on
+//!   one card; fresh accounts behind one network, client or creation minute whose traffic is
+//!   overwhelmingly single-turn (`cluster.min_single_turn_share`: people at a venue converse);
+//!   lockstep timing on a template.
+//! - *Co-activity waves* ([`cohort`], after SynchroTrap and CopyCatch): per model, bins of
+//!   `cohort.bin_secs` count the accounts harvesting in them against a baseline learned from the
+//!   recent bins; an improbably busy bin is a wave, and an account is in step when chance cannot
+//!   explain how many of its active bins were waves. This links campaigns that share no IP, card,
+//!   device or wording.
+//! - Union-find joins linked accounts into clusters; a cluster keeps the id of its oldest part, so
+//!   a hydra's replacement accounts join the existing alert.
+//!
+//! An account is *named* only with evidence of its own: at least `cluster.min_member_harvest`
+//! harvests, an extraction-like hour, and fresh, in step, or never chatted. A popular client
+//! fingerprint or an autonomous system alone names no one (they merge clusters and add to a second
+//! value), nor does a shared network or creation minute name an account with a chat history. A
+//! cluster is alerted with at least `cluster.min_cluster_size` named accounts and
+//! `cluster.min_cluster_harvest` harvests between them; its score weighs size, reasoning and fresh
+//! shares, distinct link kinds and synchrony, minus multi-turn use.
+//!
+//! ## Tiers (`[alerts]`)
+//!
+//! `review` (medium) from the detector's `bulk.alert_score` or `cluster.alert_score`, `throttle`
+//! (high) from `alerts.throttle_score`, `suspend` (critical) from `alerts.suspend_score` with at
+//! least `alerts.suspend_min_signals` crossed signals. An account's alert repeats only when its
+//! tier rises (or after `alerts.repeat_secs`); a cluster's alert is updated at most every
+//! `alerts.cluster_update_secs` while it grows and always repeats every account still implicated.
+//! Alert ids are deterministic.
 
 pub mod bulk;
 pub mod cluster;

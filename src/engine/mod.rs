@@ -1213,10 +1213,21 @@ impl Engine {
             k.dedup();
             k
         };
+        let mut how = Vec::with_capacity(2);
+        if !kinds.is_empty() {
+            how.push(format!("shared {}", kinds.join(", ")));
+        }
+        if !waves.is_empty() {
+            how.push(format!(
+                "harvesting in step ({} in step, {} co-activity waves)",
+                stats.in_step,
+                waves.len()
+            ));
+        }
         let summary = format!(
-            "{} accounts linked by shared {} ({} linking values); {} single-turn, {} reasoning-eliciting, {:.0}k output tokens in the last hour",
+            "{} accounts linked by {} ({} linking values); {} single-turn, {} reasoning-eliciting, {:.0}k output tokens in the last hour",
             stats.accounts,
-            kinds.join(", "),
+            how.join(" and "),
             link_count,
             crate::detect::pct(share(stats.single_turn)),
             crate::detect::pct(share(stats.reasoning)),
