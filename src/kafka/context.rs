@@ -22,16 +22,7 @@ use super::seek::Reader;
 use crate::config::ValidConfig;
 use crate::telemetry::{self, now_ms};
 
-/// How a partition is caught up after an assignment: re-read from `start`; records before
-/// `target` (the committed offset) only rebuild state, their alerts were sent before; up to
-/// `end` (the log end when assigned) records are merged across partitions by event time, so a
-/// backlog is processed in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
-    pub start: i64,
-    pub target: i64,
-    pub end: i64,
-}
+pub use super::merge::Span;
 
 /// Assignment changes since the consumer loop last looked.
 #[derive(Debug, Default)]

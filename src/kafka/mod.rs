@@ -16,6 +16,7 @@
 
 mod context;
 mod guard;
+mod merge;
 mod offsets;
 mod outbox;
 mod pipeline;

@@ -3,8 +3,7 @@
 //!
 //! It runs on one dedicated thread because the engine is synchronous and owns its state.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::context::{Changes, ConsumerCtx};
 use super::guard::Guard;
+use super::merge::{Intent, Merge, Span, Taken};
 use super::outbox::{Dest, Outbox, Outgoing};
 use super::seek::Reader;
 use super::ServiceError;
@@ -30,11 +30,6 @@ use crate::telemetry::{self, Health};
 
 /// Messages taken per turn of the loop before outbox and offsets are serviced.
 const BATCH: usize = 2048;
-/// A partition is paused when this many of its records wait in the merge; resumed below LOW.
-const MERGE_HIGH: usize = 20_000;
-const MERGE_LOW: usize = 5_000;
-/// How long the merge waits for a silent partition that is still catching up.
-const CATCHUP_WAIT: Duration = Duration::from_secs(5);
 /// One event in this many has its processing time recorded.
 const SAMPLE_EVERY: u64 = 32;
 
@@ -57,42 +52,6 @@ impl Item {
     fn order(&self) -> i64 {
         self.decoded.as_ref().map_or(i64::MIN, |e| e.ts_ms)
     }
-}
-
-#[derive(Default)]
-struct Part {
-    /// Below this offset alerts are suppressed (they were sent before a restart/rebalance).
-    target: i64,
-    /// Caught up once `position` reaches this (the log end when assigned).
-    end: i64,
-    done: bool,
-    paused: bool,
-    /// Newest event time received from this partition.
-    last_ts: i64,
-    /// When its last record arrived (wall clock).
-    last_arrival: Option<Instant>,
-    /// While its buffer is empty: the event time the merge had reached and the wall time when
-    /// that was noted. Cleared when a record arrives or the whole merge runs empty.
-    anchor: Option<(i64, Instant)>,
-    buf: VecDeque<Item>,
-    /// Next offset expected from the broker (older ones are stale after a seek).
-    position: i64,
-}
-
-/// Records of all owned partitions, merged by event time before they reach the engine.
-///
-/// Partitions are fetched in chunks, and a chunk can span minutes of event time; taken chunk by
-/// chunk, one partition would push the engine's newest event time so far ahead that the next
-/// partition's records count as late. So a record is taken only if no partition with nothing
-/// buffered could still deliver an older one: not past the newest event time of a partition
-/// still catching up, and not more than half the late allowance past the newest event time of
-/// any other partition. A partition silent for `kafka.idle_partition_ms` stops holding the
-/// others back.
-#[derive(Default)]
-struct Merge {
-    parts: BTreeMap<i32, Part>,
-    /// Set while window state is being rebuilt after a start or rebalance.
-    catchup_started: Option<Instant>,
 }
 
 struct Counters {
@@ -200,13 +159,13 @@ pub struct Pipeline {
     topic: String,
     json_in: bool,
     json_out: bool,
-    merge: Merge,
+    /// Records of all owned partitions, merged by event time (see [`super::merge`]).
+    merge: Merge<Item>,
+    /// Reused buffers for what the merge lets through and asks for.
+    taken: Vec<Taken<Item>>,
+    intents: Vec<Intent>,
     /// Wall clock at the start of this turn of the loop (one clock read per batch).
     turn: Instant,
-    /// A silent partition holds the merge back at most this long.
-    idle_wait: Duration,
-    /// Half the late allowance (ms): how far past a silent partition the merge may run.
-    slack_ms: i64,
     owned: BTreeSet<i32>,
     /// Partitions paused for back-pressure (too many deliveries outstanding).
     backpressured: bool,
@@ -245,10 +204,10 @@ impl Pipeline {
             outbox,
             health,
             stop,
-            merge: Merge::default(),
+            merge: new_merge(&cfg),
+            taken: Vec::new(),
+            intents: Vec::new(),
             turn: Instant::now(),
-            idle_wait: Duration::from_millis(cfg.raw.kafka.idle_partition_ms),
-            slack_ms: (cfg.raw.engine.late_allowance_secs * 1000 / 2) as i64,
             owned: BTreeSet::new(),
             backpressured: false,
             seen_assignment: false,
@@ -389,119 +348,52 @@ impl Pipeline {
     }
 
     fn on_message(&mut self, m: &BorrowedMessage<'_>) {
-        let p = m.partition();
-        match self.merge.parts.get(&p) {
-            Some(part) if m.offset() >= part.position => {}
-            _ => return, // not ours, or fetched before a seek
+        let (p, offset) = (m.partition(), m.offset());
+        if !self.merge.wants(p, offset) {
+            return; // not ours, or fetched before a seek
         }
         let item = self.item(m);
-        let Some(part) = self.merge.parts.get_mut(&p) else {
-            return;
-        };
-        part.position = m.offset() + 1;
-        part.last_ts = part.last_ts.max(item.order());
-        part.last_arrival = Some(self.turn);
-        part.anchor = None;
-        part.buf.push_back(item);
-        if part.position >= part.end {
-            part.done = true;
-        }
-        if part.buf.len() >= MERGE_HIGH && !part.paused {
-            part.paused = true;
-            self.set_paused(&[p], true);
+        let order = item.order();
+        if let Some(intent) = self.merge.push(p, offset, order, item, self.turn) {
+            self.apply(intent);
         }
     }
 
     fn on_eof(&mut self, p: i32) {
-        if let Some(part) = self.merge.parts.get_mut(&p) {
-            part.done = true;
+        self.merge.eof(p);
+    }
+
+    fn apply(&self, intent: Intent) {
+        match intent {
+            Intent::Pause(p) => self.set_paused(&[p], true),
+            Intent::Resume(p) => self.set_paused(&[p], false),
         }
     }
 
-    /// Feeds buffered records to the engine in event-time order (see [`Merge`]).
+    /// Feeds the records the merge lets through to the engine, in event-time order.
     fn drain(&mut self) {
-        // Heads of the non-empty buffers, smallest event time first: O(log partitions) a record.
-        let mut heads: BinaryHeap<Reverse<(i64, i32)>> = self
-            .merge
-            .parts
-            .iter()
-            .filter_map(|(&p, part)| part.buf.front().map(|i| Reverse((i.order(), p))))
-            .collect();
-        let mut bound = self.bound(heads.peek().map(|h| h.0 .0));
-        while let Some(&Reverse((ts, p))) = heads.peek() {
-            if ts > bound {
-                break;
-            }
-            heads.pop();
-            let part = self
-                .merge
-                .parts
-                .get_mut(&p)
-                .expect("head of a known partition");
-            let item = part.buf.pop_front().expect("non-empty buffer");
-            let emptied = match part.buf.front() {
-                Some(next) => {
-                    heads.push(Reverse((next.order(), p)));
-                    false
-                }
-                None => true,
-            };
-            let live = item.offset >= part.target;
-            if part.paused && part.buf.len() <= MERGE_LOW && !self.backpressured {
-                part.paused = false;
-                self.set_paused(&[p], false);
-            }
-            if !live {
+        let mut taken = std::mem::take(&mut self.taken);
+        let mut intents = std::mem::take(&mut self.intents);
+        self.merge
+            .drain(Instant::now(), self.backpressured, &mut taken, &mut intents);
+        for intent in intents.drain(..) {
+            self.apply(intent);
+        }
+        for t in taken.drain(..) {
+            debug_assert_eq!((t.partition, t.offset), (t.item.partition, t.item.offset));
+            if !t.live {
                 self.c.catchup_events.increment(1);
             }
-            self.handle(item, live);
-            if emptied {
-                bound = self.bound(heads.peek().map(|h| h.0 .0));
-            }
+            self.handle(t.item, t.live);
         }
-        if heads.is_empty() {
-            // Nothing buffered anywhere: what the merge had reached says nothing about the
-            // next records to arrive.
-            for part in self.merge.parts.values_mut() {
-                part.anchor = None;
-            }
-        }
-        if self.merge.catchup_started.is_some() && self.merge.parts.values().all(|p| p.done) {
-            self.finish_catchup();
+        self.taken = taken;
+        self.intents = intents;
+        if let Some(started) = self.merge.finish_catchup() {
+            self.finish_catchup(started);
         }
     }
 
-    /// The newest event time the merge may take now (see [`Merge`]); `head` is the oldest
-    /// buffered record's.
-    fn bound(&mut self, head: Option<i64>) -> i64 {
-        let mut bound = i64::MAX;
-        let catchup = self.merge.catchup_started;
-        for part in self.merge.parts.values_mut() {
-            if !part.buf.is_empty() {
-                continue;
-            }
-            if !part.done {
-                // Still reading its backlog: nothing may pass its newest record.
-                let since = part.last_arrival.or(catchup);
-                if since.is_some_and(|t| t.elapsed() < CATCHUP_WAIT) {
-                    bound = bound.min(part.last_ts);
-                }
-                continue;
-            }
-            let Some(head) = head else { continue };
-            let anchor = *part.anchor.get_or_insert_with(|| (head, Instant::now()));
-            let quiet_since = part.last_arrival.map_or(anchor.1, |t| t.max(anchor.1));
-            if quiet_since.elapsed() < self.idle_wait {
-                bound = bound.min(part.last_ts.max(anchor.0).saturating_add(self.slack_ms));
-            }
-        }
-        bound
-    }
-
-    fn finish_catchup(&mut self) {
-        let Some(started) = self.merge.catchup_started.take() else {
-            return;
-        };
+    fn finish_catchup(&mut self, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
         self.emitted = HashSet::new();
         self.c.catchup_duration.record(secs);
@@ -516,14 +408,7 @@ impl Pipeline {
     }
 
     fn export_catchup(&self) {
-        let remaining: i64 = self
-            .merge
-            .parts
-            .values()
-            .filter(|p| !p.done)
-            .map(|p| (p.end - p.position).max(0))
-            .sum();
-        self.c.catchup_remaining.set(remaining as f64);
+        self.c.catchup_remaining.set(self.merge.remaining() as f64);
     }
 
     /// Runs one record through the engine. `live`: alerts and dead letters are sent and the
@@ -787,7 +672,7 @@ impl Pipeline {
             Some(r) => self.read_emitted(r, telemetry::now_ms() - rebuild_ms),
             None => HashSet::new(),
         };
-        let mut parts = BTreeMap::new();
+        let mut spans = Vec::with_capacity(assignment.len());
         let mut seeked = BTreeSet::new();
         for &p in &assignment {
             let span = match ch.assigned.get(&p) {
@@ -824,23 +709,10 @@ impl Pipeline {
                         }
                         Err(e) => tracing::warn!(partition = p, error = %e, "seek failed"),
                     }
-                    super::context::Span { start, target, end }
+                    Span { start, target, end }
                 }
             };
-            parts.insert(
-                p,
-                Part {
-                    target: span.target,
-                    end: span.end,
-                    done: span.start >= span.end,
-                    paused: false,
-                    last_ts: i64::MIN,
-                    last_arrival: None,
-                    anchor: None,
-                    buf: VecDeque::new(),
-                    position: span.start,
-                },
-            );
+            spans.push((p, span));
         }
         let all: Vec<i32> = assignment.iter().copied().collect();
         self.set_paused(&all, false);
@@ -855,10 +727,8 @@ impl Pipeline {
             alerted = self.emitted.len(),
             "accounts already alerted in the span"
         );
-        self.merge = Merge {
-            parts,
-            catchup_started: Some(Instant::now()),
-        };
+        self.merge = new_merge(&self.cfg);
+        self.merge.assign(spans, Instant::now());
         self.export_catchup();
         self.drain();
         seeked
@@ -903,14 +773,7 @@ impl Pipeline {
         } else if self.backpressured && pending <= max / 2 {
             self.backpressured = false;
             tracing::info!(pending, "deliveries caught up; resuming consumption");
-            let live: Vec<i32> = self
-                .merge
-                .parts
-                .iter()
-                .filter(|(_, p)| !p.paused)
-                .map(|(&p, _)| p)
-                .collect();
-            self.set_paused(&live, false);
+            self.set_paused(&self.merge.unpaused(), false);
         }
     }
 
@@ -963,6 +826,15 @@ impl Pipeline {
         metrics::gauge!(telemetry::READY).set(if self.health.is_ready() { 1.0 } else { 0.0 });
         self.export_catchup();
     }
+}
+
+/// An empty merge: a silent partition holds the others back at most
+/// `kafka.idle_partition_ms`, and by at most half the late allowance.
+fn new_merge(cfg: &ValidConfig) -> Merge<Item> {
+    Merge::new(
+        Duration::from_millis(cfg.raw.kafka.idle_partition_ms),
+        (cfg.raw.engine.late_allowance_secs * 1000 / 2) as i64,
+    )
 }
 
 /// Largest dead-letter payload sent whole: the producer's `message.max.bytes` (librdkafka's

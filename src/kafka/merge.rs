@@ -1,0 +1,428 @@
+//! The event-time merge of the owned partitions, without I/O: it is given records and the
+//! current time, and answers with the records the engine may take now, in event-time order,
+//! and with pause/resume intents for the consumer.
+//!
+//! Partitions are fetched in chunks, and a chunk can span minutes of event time; taken chunk by
+//! chunk, one partition would push the engine's newest event time so far ahead that the next
+//! partition's records count as late. So a record is taken only if no partition with nothing
+//! buffered could still deliver an older one:
+//! - not past the newest event time of a partition still catching up (reading the backlog it
+//!   had when assigned), unless it has been silent for [`CATCHUP_WAIT`];
+//! - not more than `slack_ms` (half the late allowance) past the newest event time of any other
+//!   partition, unless it has been silent for `idle_wait` (`kafka.idle_partition_ms`).
+//!
+//! A partition whose buffer reaches [`HIGH`] records is paused, and resumed at [`LOW`] (unless
+//! the whole consumer is held back for delivery back-pressure).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// A partition is paused when this many of its records wait in the merge; resumed below LOW.
+pub const HIGH: usize = 20_000;
+pub const LOW: usize = 5_000;
+/// How long the merge waits for a silent partition that is still catching up.
+pub const CATCHUP_WAIT: Duration = Duration::from_secs(5);
+
+/// What the consumer should do for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    Pause(i32),
+    Resume(i32),
+}
+
+/// How a partition is caught up after an assignment: re-read from `start`; records before
+/// `target` (the committed offset) only rebuild state, their alerts were sent before; up to
+/// `end` (the log end when assigned) the partition is catching up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: i64,
+    pub target: i64,
+    pub end: i64,
+}
+
+/// A record the merge lets through.
+#[derive(Debug)]
+pub struct Taken<T> {
+    pub partition: i32,
+    pub offset: i64,
+    /// At or past the partition's target: alerts and dead letters are sent, offsets tracked.
+    pub live: bool,
+    pub item: T,
+}
+
+struct Entry<T> {
+    offset: i64,
+    /// Event time (ms); records without one (malformed) go first.
+    order: i64,
+    item: T,
+}
+
+struct Part<T> {
+    target: i64,
+    end: i64,
+    done: bool,
+    paused: bool,
+    /// Newest event time received from this partition.
+    last_ts: i64,
+    /// When its last record arrived.
+    last_arrival: Option<Instant>,
+    /// While its buffer is empty: the event time the merge had reached and when that was
+    /// noted. Cleared when a record arrives or the whole merge runs empty.
+    anchor: Option<(i64, Instant)>,
+    buf: VecDeque<Entry<T>>,
+    /// Next offset expected from the broker (older ones are stale after a seek).
+    position: i64,
+}
+
+/// The merge state of one assignment.
+pub struct Merge<T> {
+    parts: BTreeMap<i32, Part<T>>,
+    idle_wait: Duration,
+    slack_ms: i64,
+    /// Set while window state is being rebuilt after a start or rebalance.
+    catchup_started: Option<Instant>,
+}
+
+impl<T> Merge<T> {
+    /// An empty merge (no partitions owned).
+    pub fn new(idle_wait: Duration, slack_ms: i64) -> Self {
+        Self {
+            parts: BTreeMap::new(),
+            idle_wait,
+            slack_ms,
+            catchup_started: None,
+        }
+    }
+
+    /// Starts a new assignment: every partition with its span; catch-up runs until each has
+    /// reached its end.
+    pub fn assign(&mut self, spans: impl IntoIterator<Item = (i32, Span)>, now: Instant) {
+        self.parts = spans
+            .into_iter()
+            .map(|(p, s)| {
+                let part = Part {
+                    target: s.target,
+                    end: s.end,
+                    done: s.start >= s.end,
+                    paused: false,
+                    last_ts: i64::MIN,
+                    last_arrival: None,
+                    anchor: None,
+                    buf: VecDeque::new(),
+                    position: s.start,
+                };
+                (p, part)
+            })
+            .collect();
+        self.catchup_started = Some(now);
+    }
+
+    /// Whether a record at `offset` of `partition` is wanted: owned, and not fetched before a
+    /// seek re-positioned the partition.
+    pub fn wants(&self, partition: i32, offset: i64) -> bool {
+        self.parts
+            .get(&partition)
+            .is_some_and(|p| offset >= p.position)
+    }
+
+    /// Buffers a record. `order` is its event time (`i64::MIN` when it has none). Returns a
+    /// pause intent when the partition's buffer is full.
+    pub fn push(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        order: i64,
+        item: T,
+        now: Instant,
+    ) -> Option<Intent> {
+        let part = self.parts.get_mut(&partition)?;
+        if offset < part.position {
+            return None;
+        }
+        part.position = offset + 1;
+        part.last_ts = part.last_ts.max(order);
+        part.last_arrival = Some(now);
+        part.anchor = None;
+        part.buf.push_back(Entry {
+            offset,
+            order,
+            item,
+        });
+        if part.position >= part.end {
+            part.done = true;
+        }
+        if part.buf.len() >= HIGH && !part.paused {
+            part.paused = true;
+            return Some(Intent::Pause(partition));
+        }
+        None
+    }
+
+    /// The broker says the partition has nothing more for now.
+    pub fn eof(&mut self, partition: i32) {
+        if let Some(part) = self.parts.get_mut(&partition) {
+            part.done = true;
+        }
+    }
+
+    /// Moves every record that may be taken now, in event-time order, to `out`, and the
+    /// resulting resume intents to `intents` (none while `held`: the consumer is paused for
+    /// back-pressure and resumes on its own).
+    pub fn drain(
+        &mut self,
+        now: Instant,
+        held: bool,
+        out: &mut Vec<Taken<T>>,
+        intents: &mut Vec<Intent>,
+    ) {
+        // Heads of the non-empty buffers, smallest event time first: O(log partitions) a record.
+        let mut heads: BinaryHeap<Reverse<(i64, i32)>> = self
+            .parts
+            .iter()
+            .filter_map(|(&p, part)| part.buf.front().map(|e| Reverse((e.order, p))))
+            .collect();
+        let mut bound = self.bound(heads.peek().map(|h| h.0 .0), now);
+        while let Some(&Reverse((ts, p))) = heads.peek() {
+            if ts > bound {
+                break;
+            }
+            heads.pop();
+            let part = self.parts.get_mut(&p).expect("head of a known partition");
+            let entry = part.buf.pop_front().expect("non-empty buffer");
+            let emptied = match part.buf.front() {
+                Some(next) => {
+                    heads.push(Reverse((next.order, p)));
+                    false
+                }
+                None => true,
+            };
+            if part.paused && part.buf.len() <= LOW && !held {
+                part.paused = false;
+                intents.push(Intent::Resume(p));
+            }
+            out.push(Taken {
+                partition: p,
+                offset: entry.offset,
+                live: entry.offset >= part.target,
+                item: entry.item,
+            });
+            if emptied {
+                bound = self.bound(heads.peek().map(|h| h.0 .0), now);
+            }
+        }
+        if heads.is_empty() {
+            // Nothing buffered anywhere: what the merge had reached says nothing about the
+            // next records to arrive.
+            for part in self.parts.values_mut() {
+                part.anchor = None;
+            }
+        }
+    }
+
+    /// The newest event time the merge may let through now; `head` is the oldest buffered
+    /// record's.
+    fn bound(&mut self, head: Option<i64>, now: Instant) -> i64 {
+        let mut bound = i64::MAX;
+        let catchup = self.catchup_started;
+        for part in self.parts.values_mut() {
+            if !part.buf.is_empty() {
+                continue;
+            }
+            if !part.done {
+                // Still reading its backlog: nothing may pass its newest record.
+                let since = part.last_arrival.or(catchup);
+                if since.is_some_and(|t| now.saturating_duration_since(t) < CATCHUP_WAIT) {
+                    bound = bound.min(part.last_ts);
+                }
+                continue;
+            }
+            let Some(head) = head else { continue };
+            let anchor = *part.anchor.get_or_insert((head, now));
+            let quiet_since = part.last_arrival.map_or(anchor.1, |t| t.max(anchor.1));
+            if now.saturating_duration_since(quiet_since) < self.idle_wait {
+                bound = bound.min(part.last_ts.max(anchor.0).saturating_add(self.slack_ms));
+            }
+        }
+        bound
+    }
+
+    /// When every partition has caught up, ends the catch-up and returns when it started.
+    pub fn finish_catchup(&mut self) -> Option<Instant> {
+        if self.catchup_started.is_some() && self.parts.values().all(|p| p.done) {
+            self.catchup_started.take()
+        } else {
+            None
+        }
+    }
+
+    /// Records still to read before every partition has caught up.
+    pub fn remaining(&self) -> i64 {
+        self.parts
+            .values()
+            .filter(|p| !p.done)
+            .map(|p| (p.end - p.position).max(0))
+            .sum()
+    }
+
+    /// Partitions the merge itself has not paused (to resume after back-pressure).
+    pub fn unpaused(&self) -> Vec<i32> {
+        self.parts
+            .iter()
+            .filter(|(_, p)| !p.paused)
+            .map(|(&p, _)| p)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(2);
+    const SLACK: i64 = 150_000;
+
+    fn live(p: i32, end: i64) -> (i32, Span) {
+        (
+            p,
+            Span {
+                start: 0,
+                target: 0,
+                end,
+            },
+        )
+    }
+
+    fn taken(m: &mut Merge<i64>, now: Instant) -> Vec<(i32, i64)> {
+        let (mut out, mut intents) = (Vec::new(), Vec::new());
+        m.drain(now, false, &mut out, &mut intents);
+        out.into_iter().map(|t| (t.partition, t.item)).collect()
+    }
+
+    #[test]
+    fn chunks_from_several_partitions_come_out_in_event_time_order() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK);
+        m.assign([live(0, 100), live(1, 100)], t0);
+        // Partition 0's whole chunk arrives before partition 1's.
+        for i in 0..100 {
+            m.push(0, i, i * 1_000, i * 1_000, t0);
+        }
+        // Partition 1 is still catching up and has sent nothing: nothing may pass it.
+        assert!(taken(&mut m, t0).is_empty());
+        for i in 0..100 {
+            m.push(1, i, i * 1_000 + 500, i * 1_000 + 500, t0);
+        }
+        let out = taken(&mut m, t0);
+        assert_eq!(out.len(), 200);
+        assert!(out.windows(2).all(|w| w[0].1 <= w[1].1), "{out:?}");
+        assert!(m.finish_catchup().is_some(), "both reached their ends");
+        assert!(m.finish_catchup().is_none(), "only once");
+    }
+
+    #[test]
+    fn a_silent_partition_holds_the_others_back_only_until_idle() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK);
+        m.assign([live(0, 0), live(1, 0)], t0);
+        // Partition 0 jumps far ahead in event time after 1_000; partition 1 sent one record
+        // at 900 and then nothing.
+        m.push(0, 0, 1_000, 1, t0);
+        m.push(0, 1, 1_000 + SLACK + 10_000, 2, t0);
+        m.push(1, 0, 900, 3, t0);
+        assert_eq!(
+            taken(&mut m, t0),
+            vec![(1, 3), (0, 1)],
+            "more than the slack past 1"
+        );
+        assert!(taken(&mut m, t0 + IDLE / 2).is_empty(), "not idle yet");
+        assert_eq!(
+            taken(&mut m, t0 + IDLE),
+            vec![(0, 2)],
+            "idle: no longer waited for"
+        );
+        // Within the slack, nothing waits at all.
+        m.push(0, 2, 1_000 + SLACK + 20_000, 4, t0 + IDLE);
+        m.push(0, 3, 1_000 + SLACK + 30_000, 5, t0 + IDLE);
+        assert_eq!(taken(&mut m, t0 + IDLE), vec![(0, 4), (0, 5)]);
+    }
+
+    #[test]
+    fn a_partition_catching_up_is_waited_for_until_catchup_wait() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK);
+        m.assign([live(0, 10), live(1, 10)], t0);
+        m.push(0, 0, 5_000, 0, t0);
+        m.push(1, 0, 1_000, 0, t0);
+        // Partition 1 (not done, empty after its record is taken) bounds the merge at 1_000.
+        assert_eq!(taken(&mut m, t0), vec![(1, 0)]);
+        assert!(taken(&mut m, t0 + CATCHUP_WAIT / 2).is_empty());
+        assert_eq!(taken(&mut m, t0 + CATCHUP_WAIT).len(), 1);
+        assert!(m.finish_catchup().is_none(), "neither reached its end");
+        assert_eq!(m.remaining(), 18);
+    }
+
+    #[test]
+    fn records_before_the_target_rebuild_state_only_and_stale_ones_are_dropped() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK);
+        let span = Span {
+            start: 10,
+            target: 12,
+            end: 14,
+        };
+        m.assign([(0, span)], t0);
+        assert!(!m.wants(0, 9), "before the start: fetched before the seek");
+        assert!(!m.wants(1, 10), "not owned");
+        for o in 10..14 {
+            m.push(0, o, o, o, t0);
+        }
+        assert!(!m.wants(0, 12), "already buffered");
+        assert_eq!(
+            m.push(0, 11, 11, 11, t0),
+            None,
+            "a stale duplicate is ignored"
+        );
+        let (mut out, mut intents) = (Vec::new(), Vec::new());
+        m.drain(t0, false, &mut out, &mut intents);
+        let live: Vec<(i64, bool)> = out.iter().map(|t| (t.offset, t.live)).collect();
+        assert_eq!(live, vec![(10, false), (11, false), (12, true), (13, true)]);
+        assert!(m.finish_catchup().is_some());
+    }
+
+    #[test]
+    fn a_full_buffer_pauses_its_partition_and_a_drained_one_resumes_it() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK);
+        m.assign([live(0, 0), live(1, 0)], t0);
+        let mut intents = Vec::new();
+        for i in 0..HIGH as i64 {
+            intents.extend(m.push(0, i, 10_000 + i, i, t0));
+        }
+        assert_eq!(intents, vec![Intent::Pause(0)]);
+        assert_eq!(m.unpaused(), vec![1]);
+        // Partition 1 is done and silent: after the idle wait partition 0 drains.
+        let (mut out, mut intents) = (Vec::new(), Vec::new());
+        m.drain(t0, true, &mut out, &mut intents);
+        m.drain(t0 + IDLE, true, &mut out, &mut intents);
+        assert_eq!(out.len(), HIGH);
+        assert!(intents.is_empty(), "held for back-pressure: no resume");
+        for i in 0..HIGH as i64 {
+            m.push(0, HIGH as i64 + i, 10_000 + i, i, t0 + IDLE);
+        }
+        let (mut out, mut intents) = (Vec::new(), Vec::new());
+        m.drain(t0 + IDLE, false, &mut out, &mut intents);
+        assert_eq!(intents, vec![Intent::Resume(0)]);
+    }
+
+    #[test]
+    fn malformed_records_without_event_time_go_first() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK);
+        m.assign([live(0, 0), live(1, 0)], t0);
+        m.push(0, 0, 5_000, 1, t0);
+        m.push(1, 0, i64::MIN, 2, t0);
+        m.push(1, 1, 6_000, 3, t0);
+        assert_eq!(taken(&mut m, t0), vec![(1, 2), (0, 1), (1, 3)]);
+    }
+}
