@@ -218,6 +218,11 @@ pub struct HarvestConfig {
     pub max_prompt_copies: u32,
     /// Generation length of the prompt-copies sketch (seconds).
     pub copies_window_secs: u64,
+    /// Most memory the prompt-copies sketch may use (MiB). It sizes itself from the stream
+    /// at 8 bytes per copy-checked request an hour (both generations), so this cap serves
+    /// about 8M such requests an hour per 64 MiB; beyond it, new prompts start to be taken
+    /// for copies (and harvest nothing): raise it with the traffic.
+    pub copies_sketch_max_mib: u64,
     /// An account's trailing hour is extraction-like when at least one request harvested and
     /// harvest is at least this share of its requests. Cover traffic that pushes the share
     /// below it costs the attacker several times the harvest it hides.
@@ -231,6 +236,7 @@ impl Default for HarvestConfig {
             min_output_tokens: 300,
             max_prompt_copies: 3,
             copies_window_secs: 3600,
+            copies_sketch_max_mib: 64,
             min_profile_share: 0.3,
         }
     }
@@ -620,6 +626,12 @@ impl Config {
         let h = &self.harvest;
         positive("harvest.min_output_ratio", h.min_output_ratio)?;
         positive("harvest.copies_window_secs", h.copies_window_secs as f64)?;
+        if !(1..=65_536).contains(&h.copies_sketch_max_mib) {
+            return Err(invalid(
+                "harvest.copies_sketch_max_mib",
+                format!("{} must be between 1 and 65536", h.copies_sketch_max_mib),
+            ));
+        }
         share("harvest.min_profile_share", h.min_profile_share)?;
         if h.max_prompt_copies < 1 {
             return Err(invalid("harvest.max_prompt_copies", "must be at least 1"));

@@ -393,7 +393,10 @@ impl Engine {
             models: IntMap::default(),
             cohort: cohort::Cohort::new(cfg.raw.cohort.clone()),
             credited_buf: Vec::new(),
-            copies: copies::PromptCopies::new((cfg.raw.harvest.copies_window_secs * 1000) as i64),
+            copies: copies::PromptCopies::new(
+                (cfg.raw.harvest.copies_window_secs * 1000) as i64,
+                (cfg.raw.harvest.copies_sketch_max_mib as usize) << 20,
+            ),
             policy: Policy {
                 allow_accounts,
                 allow_orgs,
