@@ -262,6 +262,12 @@ pub struct BulkConfig {
     pub min_harvest_corroborated: u32,
     /// Harvesting requests in the last hour that are decisive whatever the account.
     pub high_volume_harvest: u32,
+    /// An established account on its usual device and network is recommended `throttle` at
+    /// most, never `suspend`, whatever its volume: a customer's evaluation run (hours at up to
+    /// a request every two seconds) looks exactly like a takeover that kept the owner's
+    /// device, and suspending a long-standing customer needs a human. The alert still fires,
+    /// names this, and rises to `suspend` once the account moves.
+    pub established_suspend_needs_corroboration: bool,
     /// Output tokens in the last hour counted as high volume.
     pub high_volume_output_tokens: u64,
     /// A run of activity this many minutes long is judged on its rate projected to an hour...
@@ -301,6 +307,7 @@ impl Default for BulkConfig {
             min_output_tokens_established: 400_000,
             min_harvest_corroborated: 120,
             high_volume_harvest: 1200,
+            established_suspend_needs_corroboration: true,
             high_volume_output_tokens: 1_500_000,
             projection_minutes: 10,
             projection_min_harvest: 25,

@@ -29,6 +29,8 @@ pub struct Assessment {
     pub requests: u32,
     pub harvest: u32,
     pub age_days: Option<f64>,
+    /// `throttle` at most (`bulk.established_suspend_needs_corroboration`).
+    pub suspend_withheld: bool,
 }
 
 /// The figures the summary line quotes.
@@ -222,5 +224,6 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
         requests: t.requests,
         harvest,
         age_days,
+        suspend_withheld: cfg.established_suspend_needs_corroboration && !fresh && !infra_change,
     })
 }

@@ -1435,7 +1435,11 @@ impl Policy {
         if a.score < cfg.bulk.alert_score {
             return BulkVerdict::Nothing;
         }
-        let tier = Tier::from_score(a.score, a.crossed(), &cfg.alerts);
+        let mut tier = Tier::from_score(a.score, a.crossed(), &cfg.alerts);
+        let withheld = a.suspend_withheld && tier > Tier::High;
+        if withheld {
+            tier = Tier::High;
+        }
         let rank = tier as u8 + 1;
         let repeat_due = cfg.alerts.repeat_secs > 0
             && acc.bulk_alert_ms != 0
@@ -1458,6 +1462,13 @@ impl Policy {
             "org_id": acc.org_id.as_deref(),
             "example_event_ids": examples,
         });
+        let mut evidence = evidence;
+        if withheld {
+            evidence["suspend_withheld"] = serde_json::json!(
+                "established account on its usual device and network: throttle at most \
+                 (bulk.established_suspend_needs_corroboration)"
+            );
+        }
         BulkVerdict::Alert(Box::new(
             Decision {
                 kind: KIND_BULK,

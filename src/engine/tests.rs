@@ -203,6 +203,52 @@ fn a_slowly_harvesting_taken_over_account_on_a_new_device_is_caught_within_fifte
     );
 }
 
+/// A long-standing customer's evaluation run at a request every two seconds, on its usual
+/// laptop: flagged, but never recommended for suspension; the same harvest after a move to a
+/// new client may be.
+#[test]
+fn an_established_account_on_its_own_device_is_throttled_at_most() {
+    let harvest = |moved: bool| {
+        let mut eng = engine();
+        let mut events: Vec<Event> = (0..3)
+            .map(|i| {
+                let mut e = chat(i, T0 + i as i64 * 5 * MIN, "acct_customer", 3);
+                e.device_fingerprint = Some("laptop".into());
+                e
+            })
+            .collect();
+        let start = T0 + 40 * MIN;
+        for i in 0..5_400u64 {
+            let mut e = extraction(30_000 + i, start + i as i64 * 2_000, "acct_customer");
+            e.account_created_ms = Some(T0 - 900 * DAY);
+            e.device_fingerprint = Some(if moved { "custom-client" } else { "laptop" }.into());
+            events.push(e);
+        }
+        run(&mut eng, &events)
+    };
+    let stayed = harvest(false);
+    let top = stayed
+        .iter()
+        .filter(|a| a.kind == KIND_BULK)
+        .map(|a| a.recommended_action.clone())
+        .collect::<Vec<_>>();
+    assert!(
+        !top.is_empty(),
+        "an evaluation-sized harvest is still flagged"
+    );
+    assert!(!top.iter().any(|a| a == "suspend"), "{top:?}");
+    assert!(top.iter().any(|a| a == "throttle"), "{top:?}");
+    let moved = harvest(true);
+    assert!(
+        moved.iter().any(|a| a.recommended_action == "suspend"),
+        "after a move the same harvest may be suspended: {:?}",
+        moved
+            .iter()
+            .map(|a| (&a.recommended_action, a.score))
+            .collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn duplicates_and_late_events_are_counted_and_skipped() {
     let mut eng = engine();
