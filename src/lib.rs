@@ -28,6 +28,7 @@
 
 pub mod alert;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod detect;
 pub mod engine;
