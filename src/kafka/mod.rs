@@ -13,6 +13,8 @@
 //! - On start and on every rebalance the engine is rebuilt from the owned partitions' last
 //!   `kafka.rebuild_secs`, merged by event time, without re-sending alerts for records before
 //!   the committed offsets.
+//! - The live allowlist (`kafka.control_topic`) is read to its end before the first event is
+//!   judged (at most 10 s), then followed on its own thread ([`control`]).
 
 mod context;
 pub mod control;
