@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{KIND_BULK, KIND_CLUSTER};
@@ -160,8 +161,23 @@ pub fn parse_control(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Control
     let Some(value) = value else {
         return Ok(ControlOp::Remove(subject));
     };
-    let raw: RawAllow = serde_json::from_slice(value)
-        .map_err(|e| ControlError::NotJson(truncate(&e.to_string(), 200)))?;
+    let raw: RawAllow = if looks_like_json(value) {
+        serde_json::from_slice(value)
+            .map_err(|e| ControlError::NotJson(truncate(&e.to_string(), 200)))?
+    } else {
+        let p = crate::proto::Control::decode(value)
+            .map_err(|_| ControlError::NotJson("neither a JSON object nor protobuf".into()))?;
+        RawAllow {
+            subject_kind: Some(p.subject_kind).filter(|s| !s.is_empty()),
+            subject: Some(p.subject).filter(|s| !s.is_empty()),
+            account: None,
+            org: None,
+            reason: Some(p.reason),
+            author: Some(p.author),
+            created_at: p.created_at.map(proto_time),
+            expires_at: p.expires_at.map(proto_time),
+        }
+    };
     let named = match (
         raw.subject_kind.as_deref(),
         raw.subject,
@@ -211,6 +227,24 @@ pub fn parse_control(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Control
         created_ms,
         expires_ms,
     }))
+}
+
+/// JSON starts with `{` (after spaces); protobuf never does for these messages (`{` would be
+/// field 15 with wire type 3). A newline is protobuf's field 1, so it does not count as space.
+fn looks_like_json(value: &[u8]) -> bool {
+    value
+        .iter()
+        .find(|&&b| !matches!(b, b' ' | b'\t' | b'\r'))
+        .is_none_or(|&b| b == b'{')
+}
+
+fn proto_time(t: prost_types::Timestamp) -> String {
+    // Saturating: the bytes come from anyone who can write to the topic.
+    format_ms(
+        t.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.nanos) / 1_000_000),
+    )
 }
 
 fn text(field: &'static str, v: Option<String>) -> Result<String, ControlError> {
@@ -397,6 +431,24 @@ pub struct ParsedVerdict {
 /// Parses one record of the verdicts topic.
 pub fn parse_verdict(value: Option<&[u8]>) -> Result<ParsedVerdict, ControlError> {
     let value = value.ok_or(ControlError::NotJson("empty value".into()))?;
+    if !looks_like_json(value) {
+        let p = crate::proto::Verdict::decode(value)
+            .map_err(|_| ControlError::NotJson("neither a JSON object nor protobuf".into()))?;
+        let verdict = Judgement::parse(&p.verdict).ok_or_else(|| {
+            ControlError::BadField("verdict", "use confirmed, false_positive or unsure".into())
+        })?;
+        let json = Verdict {
+            alert_id: p.alert_id,
+            verdict,
+            author: p.author,
+            judged_at: p.judged_at.map(proto_time).unwrap_or_default(),
+            note: p.note,
+            kind: p.kind,
+            severity: p.severity,
+        };
+        let bytes = serde_json::to_vec(&json).unwrap_or_default();
+        return parse_verdict(Some(&bytes));
+    }
     let v: Verdict = serde_json::from_slice(value).map_err(|e| {
         let msg = e.to_string();
         match msg.strip_prefix("missing field `") {
@@ -543,6 +595,42 @@ mod tests {
         assert_eq!(
             parse_control(Some(b"account:a1"), Some(&again)),
             Ok(ControlOp::Upsert(e))
+        );
+    }
+
+    #[test]
+    fn protobuf_records_parse() {
+        use prost::Message as _;
+        let ts = |ms: i64| prost_types::Timestamp {
+            seconds: ms / 1000,
+            nanos: 0,
+        };
+        let c = crate::proto::Control {
+            subject_kind: "org".into(),
+            subject: "o1".into(),
+            reason: "r".into(),
+            author: "a".into(),
+            created_at: Some(ts(NOW)),
+            expires_at: Some(ts(NOW + 60_000)),
+        };
+        let op = parse_control(Some(b"org:o1"), Some(&c.encode_to_vec())).expect("parses");
+        assert!(matches!(op, ControlOp::Upsert(e) if e.expires_ms == NOW + 60_000));
+        let v = crate::proto::Verdict {
+            alert_id: "x1".into(),
+            verdict: "confirmed".into(),
+            author: "a".into(),
+            judged_at: Some(ts(NOW)),
+            ..Default::default()
+        };
+        let p = parse_verdict(Some(&v.encode_to_vec())).expect("parses");
+        assert_eq!(p.verdict.verdict, Judgement::Confirmed);
+        let bad = crate::proto::Verdict {
+            verdict: "maybe".into(),
+            ..v
+        };
+        assert_eq!(
+            parse_verdict(Some(&bad.encode_to_vec())).map_err(|e| e.reason()),
+            Err("bad_field")
         );
     }
 
