@@ -348,7 +348,9 @@ PY
     REPLAY_FILE=$WORK/replay-silenced.jsonl
     "$BIN" eval --alerts "$REPLAY_FILE" --labels "$LABELS" --json >"$WORK/replay-silenced-eval.json"
     REPLAY_RECALL=$(json "$WORK/replay-silenced-eval.json" recall)
-    say "[backlog] allowlisted $SILENCED live: replay without its alerts has $(grep -c . "$REPLAY_FILE") alerts, recall $REPLAY_RECALL"
+    REPLAY_PRECISION=$(json "$WORK/replay-silenced-eval.json" precision)
+    REPLAY_ALERTS=$(grep -c . "$REPLAY_FILE" || true)
+    say "[backlog] allowlisted $SILENCED live: replay without its alerts has $REPLAY_ALERTS alerts, recall $REPLAY_RECALL"
   else
     say "[backlog] replay flags no account by bulk_extraction alone: suppression not checked"
   fi
