@@ -1,7 +1,8 @@
 //! The live allowlist and verdicts, through the real CLI against a running service: an entry
 //! written with `distillguard allow` silences the next alert for its account within seconds
 //! with no restart, `allow --list` reads it back, `allow --remove` brings the alerts back, a
-//! verdict written with `distillguard verdict` is counted on /metrics, and malformed control
+//! verdict written with `distillguard verdict` is counted on /metrics (and, with
+//! `verdicts.false_positive_allow_secs`, allowlists the alert's accounts), and malformed control
 //! records go to the dead-letter topic while later entries still apply.
 
 mod common;
@@ -113,6 +114,8 @@ fn live_allowlist_silences_and_releases_without_restart_and_verdicts_are_counted
     ] {
         c.kafka.consumer_properties.insert(k.into(), v.into());
     }
+    // The optional shortcut: a false_positive verdict allowlists the alert's accounts.
+    c.verdicts.false_positive_allow_secs = 3600;
     let cfg = valid(c);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let base = distillguard::telemetry::now_ms() - 3 * 3_600_000;
@@ -241,6 +244,15 @@ fn live_allowlist_silences_and_releases_without_restart_and_verdicts_are_counted
             .collect::<Vec<_>>()
             .join("\n")
     );
+    assert!(
+        wait_for(Duration::from_secs(5), || metric(&scrape_now(), LIVE, "")
+            == 1.0),
+        "the false positive's account allowlisted"
+    );
+    let listed = cli(&["allow", "--brokers", b, "--list"]);
+    let entry: serde_json::Value = serde_json::from_str(listed.trim()).expect("one JSON line");
+    assert_eq!(entry["subject"], "acct-1");
+    assert_eq!(entry["author"], "verdict:ann");
     // A malformed verdict goes to the DLQ too.
     produce(
         b,
@@ -293,7 +305,8 @@ fn live_allowlist_silences_and_releases_without_restart_and_verdicts_are_counted
             "distillguard_control_records_total",
             "topic=\"control\",result=\"applied\""
         ),
-        1.0
+        2.0,
+        "acct-2 by hand, acct-1 by the verdict"
     );
     rt.block_on(svc.shutdown()).expect("clean shutdown");
 }
