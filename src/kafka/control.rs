@@ -186,6 +186,7 @@ struct State {
     pending: BTreeMap<i32, i64>,
     assigned: bool,
     last_assign: Option<Instant>,
+    warned_missing: bool,
     json_alerts: bool,
 }
 
@@ -210,6 +211,7 @@ impl State {
             pending: BTreeMap::new(),
             assigned: false,
             last_assign: None,
+            warned_missing: false,
             json_alerts: k.alerts_format == "json",
             cfg,
         })
@@ -282,10 +284,11 @@ impl State {
         for (p, _, _) in partitions(&self.tail, &k.alerts_topic) {
             let _ = tpl.add_partition_offset(&k.alerts_topic, p, Offset::End);
         }
-        if control.is_empty() {
+        if control.is_empty() && !self.warned_missing {
+            self.warned_missing = true;
             tracing::warn!(
                 topic = %k.control_topic,
-                "the control topic is missing: only the static allowlist applies; retrying in 10 s"
+                "the control topic is missing: only the static allowlist applies; retrying every 10 s"
             );
         }
         match self.tail.assign(&tpl) {
