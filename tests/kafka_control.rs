@@ -137,6 +137,8 @@ fn live_allowlist_silences_and_releases_without_restart_and_verdicts_are_counted
     }
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // One service at a time: the metrics compared below are the process's.
+    let _one = rt.block_on(exclusive());
     let ok0 = metric(&scrape_now(), "distillguard_events_total", "result=\"ok\"");
     let supp0 = metric(
         &scrape_now(),
@@ -308,5 +310,39 @@ fn live_allowlist_silences_and_releases_without_restart_and_verdicts_are_counted
         2.0,
         "acct-2 by hand, acct-1 by the verdict"
     );
+    rt.block_on(svc.shutdown()).expect("clean shutdown");
+}
+
+/// A deployment that has not created the control and verdicts topics yet still starts at once
+/// and judges events, on the static allowlist.
+#[test]
+fn service_runs_without_the_control_topics() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    for t in [INPUT, ALERTS, DLQ] {
+        cluster.create_topic(t, 1, 1).expect("topic");
+    }
+    let b = cluster.bootstrap_servers();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let events = harvest(
+        "acct-9",
+        distillguard::telemetry::now_ms() - 3_600_000,
+        20,
+        &mut rng,
+    );
+    produce(&b, INPUT, &events);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // One service at a time: the metrics compared below are the process's.
+    let _one = rt.block_on(exclusive());
+    let ok0 = metric(&scrape_now(), "distillguard_events_total", "result=\"ok\"");
+    let t0 = Instant::now();
+    let svc = rt
+        .block_on(Service::start(valid(config(&b, "g-no-control"))))
+        .expect("service starts");
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "no wait for a missing control topic: {:?}",
+        t0.elapsed()
+    );
+    assert!(settle(ok0, events.len()), "events judged");
     rt.block_on(svc.shutdown()).expect("clean shutdown");
 }
