@@ -49,6 +49,28 @@ pub struct Config {
     pub allowlist: Vec<AllowEntry>,
     pub kafka: KafkaConfig,
     pub service: ServiceConfig,
+    pub verdicts: VerdictsConfig,
+}
+
+/// Analysts' verdicts on alerts (the `kafka.verdicts_topic`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerdictsConfig {
+    /// Alerts remembered by id (read back from the alerts topic) to label verdicts by kind
+    /// and severity.
+    pub remember_alerts: usize,
+    /// A false_positive verdict allowlists the alert's accounts for this long (seconds) through
+    /// the control topic; 0: off.
+    pub false_positive_allow_secs: u64,
+}
+
+impl Default for VerdictsConfig {
+    fn default() -> Self {
+        Self {
+            remember_alerts: 100_000,
+            false_positive_allow_secs: 0,
+        }
+    }
 }
 
 /// The Kafka service (`distillguard run`): topics, formats and client properties.
@@ -75,6 +97,11 @@ pub struct KafkaConfig {
     /// Records of all owned partitions are merged by event time; a partition that has gone
     /// silent holds the others back at most this long (ms).
     pub idle_partition_ms: u64,
+    /// The live allowlist: compacted, keyed by `account:ID` or `org:ID`, read from the
+    /// beginning by every instance.
+    pub control_topic: String,
+    /// Analysts' verdicts on alerts.
+    pub verdicts_topic: String,
     /// librdkafka properties for both clients (TLS, SASL, ...), passed through as given.
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties for the consumer only.
@@ -96,6 +123,8 @@ impl Default for KafkaConfig {
             auto_offset_reset: "latest".into(),
             rebuild_secs: 3600,
             idle_partition_ms: 2000,
+            control_topic: "distillguard-control".into(),
+            verdicts_topic: "distillguard-verdicts".into(),
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
@@ -777,6 +806,8 @@ impl Config {
             ("kafka.input_topic", &k.input_topic),
             ("kafka.alerts_topic", &k.alerts_topic),
             ("kafka.dlq_topic", &k.dlq_topic),
+            ("kafka.control_topic", &k.control_topic),
+            ("kafka.verdicts_topic", &k.verdicts_topic),
         ] {
             if v.trim().is_empty() {
                 return Err(invalid(key, "must not be empty"));
@@ -786,6 +817,25 @@ impl Config {
             return Err(invalid(
                 "kafka.dlq_topic",
                 "the alerts and dead-letter topics must differ from kafka.input_topic",
+            ));
+        }
+        let topics = [
+            &k.input_topic,
+            &k.alerts_topic,
+            &k.dlq_topic,
+            &k.control_topic,
+            &k.verdicts_topic,
+        ];
+        if (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
+            return Err(invalid(
+                "kafka.control_topic",
+                "the input, alerts, dead-letter, control and verdicts topics must all differ",
+            ));
+        }
+        if self.verdicts.remember_alerts == 0 || self.verdicts.remember_alerts > 10_000_000 {
+            return Err(invalid(
+                "verdicts.remember_alerts",
+                "must be between 1 and 10000000",
             ));
         }
         for (key, v) in [

@@ -95,6 +95,8 @@ pub async fn run(
     cluster.create_topic(&k.input_topic, opts.partitions, 1)?;
     cluster.create_topic(&k.alerts_topic, 1, 1)?;
     cluster.create_topic(&k.dlq_topic, 1, 1)?;
+    cluster.create_topic(&k.control_topic, 1, 1)?;
+    cluster.create_topic(&k.verdicts_topic, 1, 1)?;
     let cfg = Arc::new(config.validate()?);
 
     tracing::info!(

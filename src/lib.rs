@@ -9,10 +9,13 @@
 //! - [`detect`]: the `bulk_extraction` and `fake_account_cluster` detectors.
 //! - [`alert`]: the contract's alert record, ids, tiers and encodings.
 //! - [`config`]: the TOML configuration, its defaults and validation.
+//! - [`control`]: control records from people: the live allowlist the engine consults next
+//!   to the static one, verdicts on alerts, and the alerts remembered to label them.
 //! - [`replay`]: the file pipeline (parallel parse, ordered engine, alerts out).
 //! - [`sim`] and [`eval`]: labelled traffic and scoring of alerts against labels.
 //! - [`kafka`]: the service (`distillguard run`): consumer group, at-least-once offsets,
-//!   dead letters, state rebuilt on rebalance, graceful shutdown.
+//!   dead letters, state rebuilt on rebalance, graceful shutdown; the control follower
+//!   (`kafka::control`) and the client side of `allow` and `verdict`.
 //! - [`telemetry`]: Prometheus metrics, `/healthz` and `/readyz`.
 //! - [`demo`]: the service on an embedded mock broker with simulated traffic.
 //!
@@ -28,6 +31,7 @@
 
 pub mod alert;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod detect;
 pub mod engine;

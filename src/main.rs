@@ -139,6 +139,59 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// Write or list live allowlist entries on the control topic (applied by every running
+    /// instance within seconds, no restart).
+    #[command(group(clap::ArgGroup::new("who").args(["account", "org"])))]
+    Allow {
+        /// The account to allowlist (or remove with --remove).
+        #[arg(long)]
+        account: Option<String>,
+        /// The verified organisation to allowlist (or remove with --remove).
+        #[arg(long)]
+        org: Option<String>,
+        /// Why: a ticket, a review. Required for a new entry.
+        #[arg(long, required_unless_present_any = ["remove", "list"])]
+        reason: Option<String>,
+        /// Until when: RFC 3339 (2027-01-31T00:00:00Z) or a duration from now (90m, 12h, 7d, 2w).
+        #[arg(long, required_unless_present_any = ["remove", "list"])]
+        expires: Option<String>,
+        /// Who decided (default: $USER).
+        #[arg(long)]
+        author: Option<String>,
+        /// Remove the entry (a tombstone on the control topic).
+        #[arg(long, conflicts_with_all = ["reason", "expires", "list"])]
+        remove: bool,
+        /// Print the entries in force, one JSON object a line (reads the topic to its end).
+        #[arg(long, conflicts_with_all = ["account", "org", "reason", "expires"])]
+        list: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        kafka: KafkaFlags,
+    },
+    /// Record an analyst's verdict on an alert (counted by the service in
+    /// distillguard_alert_verdicts_total).
+    Verdict {
+        alert_id: String,
+        #[arg(value_parser = ["confirmed", "false_positive", "unsure"])]
+        verdict: String,
+        /// Who judged (default: $USER).
+        #[arg(long)]
+        author: Option<String>,
+        /// Free text; never logged in full, never a metric label.
+        #[arg(long)]
+        note: Option<String>,
+        /// The alert's kind, if known (the service otherwise uses the alerts it remembers).
+        #[arg(long, value_parser = ["bulk_extraction", "fake_account_cluster"])]
+        kind: Option<String>,
+        /// The alert's severity, if known.
+        #[arg(long, value_parser = ["low", "medium", "high", "critical"])]
+        severity: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        kafka: KafkaFlags,
+    },
     /// Configuration helpers.
     Config {
         /// Print the documented default configuration file.
@@ -167,6 +220,10 @@ struct KafkaFlags {
     input_format: Option<String>,
     #[arg(long, value_parser = ["json", "protobuf"])]
     alerts_format: Option<String>,
+    #[arg(long)]
+    control_topic: Option<String>,
+    #[arg(long)]
+    verdicts_topic: Option<String>,
 }
 
 impl KafkaFlags {
@@ -184,6 +241,8 @@ impl KafkaFlags {
         set(&mut k.dlq_topic, self.dlq_topic);
         set(&mut k.input_format, self.input_format);
         set(&mut k.alerts_format, self.alerts_format);
+        set(&mut k.control_topic, self.control_topic);
+        set(&mut k.verdicts_topic, self.verdicts_topic);
     }
 }
 
@@ -286,6 +345,14 @@ fn open_out(path: &str) -> Result<Box<dyn Write>> {
 
 fn load_config(path: Option<&Path>) -> Result<Arc<distillguard::config::ValidConfig>> {
     Ok(Arc::new(Config::load(path)?.validate()?))
+}
+
+/// Who is writing a control record, when `--author` is not given.
+fn default_author() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 fn main() -> Result<()> {
@@ -442,6 +509,97 @@ fn main() -> Result<()> {
                 distillguard::kafka::signal(),
             ))?;
             std::process::exit(0);
+        }
+        Command::Allow {
+            account,
+            org,
+            reason,
+            expires,
+            author,
+            remove,
+            list,
+            config,
+            kafka,
+        } => {
+            use distillguard::control::{Entry, Subject};
+            use distillguard::kafka::control as ctl;
+            let mut c = Config::load(config.as_deref())?;
+            kafka.apply(&mut c);
+            let cfg = c.validate()?;
+            let topic = cfg.raw.kafka.control_topic.clone();
+            if list {
+                let (entries, malformed) = ctl::read_allowlist(&cfg)?;
+                let mut out = std::io::stdout().lock();
+                for e in &entries {
+                    writeln!(out, "{}", serde_json::to_string(&e.to_record())?)?;
+                }
+                if malformed > 0 {
+                    eprintln!("{malformed} malformed record(s) on {topic} skipped (they are on the dead-letter topic)");
+                }
+                return Ok(());
+            }
+            let subject = match (account, org) {
+                (Some(a), None) => Subject::Account(a),
+                (None, Some(o)) => Subject::Org(o),
+                _ => bail!("say --account ID or --org ID (or --list)"),
+            };
+            let key = subject.key();
+            if remove {
+                ctl::write(&cfg, &topic, &[(key.clone(), None)])?;
+                eprintln!("removed {key} from {topic}");
+                return Ok(());
+            }
+            let now = distillguard::telemetry::now_ms();
+            let expires_ms =
+                distillguard::control::parse_expiry(expires.as_deref().unwrap_or_default(), now)
+                    .map_err(|e| anyhow::anyhow!("--expires {e}"))?;
+            let reason = reason.unwrap_or_default();
+            if reason.trim().is_empty() {
+                bail!("--reason must say why (a ticket, a review)");
+            }
+            let entry = Entry {
+                subject,
+                reason,
+                author: author.unwrap_or_else(default_author),
+                created_ms: Some(now),
+                expires_ms,
+            };
+            let record = serde_json::to_string(&entry.to_record())?;
+            ctl::write(&cfg, &topic, &[(key, Some(record.clone().into_bytes()))])?;
+            println!("{record}");
+        }
+        Command::Verdict {
+            alert_id,
+            verdict,
+            author,
+            note,
+            kind,
+            severity,
+            config,
+            kafka,
+        } => {
+            use distillguard::control::{Judgement, Verdict};
+            let mut c = Config::load(config.as_deref())?;
+            kafka.apply(&mut c);
+            let cfg = c.validate()?;
+            let v = Verdict {
+                alert_id: alert_id.clone(),
+                verdict: Judgement::parse(&verdict)
+                    .ok_or_else(|| anyhow::anyhow!("verdict `{verdict}`"))?,
+                author: author.unwrap_or_else(default_author),
+                judged_at: distillguard::event::time::format_ms(distillguard::telemetry::now_ms()),
+                note,
+                kind,
+                severity,
+            };
+            let record = serde_json::to_string(&v)?;
+            let topic = cfg.raw.kafka.verdicts_topic.clone();
+            distillguard::kafka::control::write(
+                &cfg,
+                &topic,
+                &[(alert_id, Some(record.clone().into_bytes()))],
+            )?;
+            println!("{record}");
         }
         Command::Config {
             print_default,

@@ -379,7 +379,7 @@ def check_compose(binary: Binary | None) -> None:
             fail(f"{where}: kafka.brokers {broker!r} is not an advertised listener ({adv})")
     init = " ".join(services["kafka-init"]["command"]) if isinstance(services["kafka-init"]["command"], list) \
         else services["kafka-init"]["command"]
-    for key in ("input_topic", "alerts_topic", "dlq_topic"):
+    for key in ("input_topic", "alerts_topic", "dlq_topic", "control_topic", "verdicts_topic"):
         if f"--topic {k[key]} " not in init:
             fail(f"{where}: kafka-init does not create kafka.{key} {k[key]!r}")
     prod = services["producer"]["command"]
@@ -547,7 +547,7 @@ def check_dashboard() -> None:
         for tg in p.get("targets", []):
             if "$instance" not in tg.get("expr", ""):
                 fail(f"{where}: panel {t!r} query {tg.get('refId')} ignores $instance")
-    for row in ("Traffic", "Detection", "Latency", "Kafka", "State"):
+    for row in ("Traffic", "Detection", "Latency", "Kafka", "State", "Allowlist and verdicts"):
         if row not in titles:
             fail(f"{where}: no row {row!r}")
 

@@ -29,6 +29,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::alert::{Alert, Decision, Tier, KIND_BULK, KIND_CLUSTER};
 use crate::config::ValidConfig;
+use crate::control::LiveAllowlist;
 use crate::detect::{bulk, cluster, cohort};
 use crate::event::Event;
 use account::{
@@ -315,6 +316,9 @@ impl Held {
 struct Policy {
     allow_accounts: HashMap<String, i64>,
     allow_orgs: HashMap<String, i64>,
+    /// The live allowlist from the control topic (the service only; `replay` keeps to the
+    /// static list and stays deterministic).
+    live: Option<LiveAllowlist>,
     bulk_version: String,
     cluster_version: String,
 }
@@ -400,6 +404,7 @@ impl Engine {
             policy: Policy {
                 allow_accounts,
                 allow_orgs,
+                live: None,
                 bulk_version: format!("{KIND_BULK}/{DETECTOR_VERSION}+cfg.{:08x}", cfg.hash as u32),
                 cluster_version: format!(
                     "{KIND_CLUSTER}/{DETECTOR_VERSION}+cfg.{:08x}",
@@ -413,6 +418,13 @@ impl Engine {
             stats: Stats::default(),
             cfg,
         }
+    }
+
+    /// Also consults `live` (entries from the control topic) before emitting an alert. Its
+    /// alerts then depend on what the control topic held when they were decided.
+    pub fn with_live_allowlist(mut self, live: LiveAllowlist) -> Self {
+        self.policy.live = Some(live);
+        self
     }
 
     pub fn stats(&self) -> &Stats {
@@ -1426,6 +1438,10 @@ impl Policy {
             .get(account)
             .is_some_and(|&exp| now < exp)
             || org.is_some_and(|o| self.allow_orgs.get(o).is_some_and(|&exp| now < exp))
+            || self
+                .live
+                .as_ref()
+                .is_some_and(|l| l.allows(account, org, now))
     }
 
     fn judge_bulk(&self, cfg: &crate::config::Config, acc: &mut Account, now: i64) -> BulkVerdict {

@@ -604,6 +604,33 @@ fn allowlisted_accounts_are_not_alerted_until_expiry() {
     assert!(crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts") >= T0 + 30 * MIN);
 }
 
+/// A live entry (from the control topic) silences alerts while present and unexpired, with no
+/// new engine; a tombstone brings them back.
+#[test]
+fn live_allowlist_silences_until_removed() {
+    use crate::control::{ControlOp, Entry, LiveAllowlist, Subject};
+    let live = LiveAllowlist::default();
+    let mut eng = engine().with_live_allowlist(live.clone());
+    let entry = Entry {
+        subject: Subject::Account("acct_l".into()),
+        reason: "TS-2".into(),
+        author: "ann".into(),
+        created_ms: None,
+        expires_ms: T0 + DAY,
+    };
+    live.apply(ControlOp::Upsert(entry));
+    let events: Vec<Event> = (0..1800)
+        .map(|i| extraction(i, T0 + i as i64 * 1_000, "acct_l"))
+        .collect();
+    assert!(run(&mut eng, &events[..900]).is_empty(), "allowlisted");
+    assert!(eng.stats().alerts_suppressed_allowlist > 0);
+    live.apply(ControlOp::Remove(Subject::Account("acct_l".into())));
+    assert!(
+        !run(&mut eng, &events[900..]).is_empty(),
+        "alerted once removed"
+    );
+}
+
 /// `process_all` (prefetching ahead) and `process` per event are the same engine: same
 /// alerts, outcomes and counts on every simulated family, duplicates and late events included.
 #[test]

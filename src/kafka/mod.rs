@@ -13,8 +13,11 @@
 //! - On start and on every rebalance the engine is rebuilt from the owned partitions' last
 //!   `kafka.rebuild_secs`, merged by event time, without re-sending alerts for records before
 //!   the committed offsets.
+//! - The live allowlist (`kafka.control_topic`) is read to its end before the first event is
+//!   judged (at most 10 s), then followed on its own thread ([`control`]).
 
 mod context;
+pub mod control;
 mod guard;
 mod merge;
 mod offsets;
@@ -36,6 +39,7 @@ use tokio::sync::oneshot;
 pub use offsets::Tracker;
 
 use crate::config::ValidConfig;
+use crate::control::LiveAllowlist;
 use crate::telemetry::{self, Health};
 use context::ConsumerCtx;
 use outbox::Outbox;
@@ -115,6 +119,7 @@ pub struct Service {
     server_stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     deadline: Duration,
+    control: control::Follower,
 }
 
 impl Service {
@@ -143,8 +148,28 @@ impl Service {
         let outbox = Outbox::new(&producer_config(&cfg), &k.alerts_topic, &k.dlq_topic)?;
         let ctx = ConsumerCtx::new(cfg.clone(), deadline / 2, outbox.clone());
         let consumer: BaseConsumer<ConsumerCtx> = consumer_config(&cfg).create_with_context(ctx)?;
+        // The live allowlist is read to its end (at most 10 s) before the first event is judged.
+        let live = LiveAllowlist::default();
+        let control = control::Follower::start(cfg.clone(), live.clone())?;
+        let waited = std::time::Instant::now();
+        while !control.caught_up() && waited.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !control.caught_up() {
+            tracing::warn!(
+                topic = %k.control_topic,
+                "the live allowlist is not read to its end after 10 s; starting anyway"
+            );
+        }
         let stop = Arc::new(AtomicBool::new(false));
-        let pipeline = Pipeline::new(cfg.clone(), consumer, outbox, health.clone(), stop.clone())?;
+        let pipeline = Pipeline::new(
+            cfg.clone(),
+            consumer,
+            outbox,
+            health.clone(),
+            stop.clone(),
+            live,
+        )?;
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("dg-consumer".into())
@@ -159,6 +184,8 @@ impl Service {
             input = %k.input_topic,
             alerts = %k.alerts_topic,
             dlq = %k.dlq_topic,
+            control = %k.control_topic,
+            verdicts = %k.verdicts_topic,
             metrics = %metrics_addr,
             "distillguard running"
         );
@@ -170,6 +197,7 @@ impl Service {
             server_stop: Some(server_stop),
             server,
             deadline,
+            control,
         })
     }
 
@@ -195,6 +223,12 @@ impl Service {
             Ok(Err(_)) => Err(ServiceError::ThreadLost),
             Err(_) => Err(ServiceError::DrainTimeout(self.deadline)),
         };
+        let mut control = std::mem::replace(&mut self.control, control::Follower::stopped());
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::task::spawn_blocking(move || control.stop()),
+        )
+        .await;
         if let Some(tx) = self.server_stop.take() {
             let _ = tx.send(());
         }

@@ -24,6 +24,7 @@ use super::seek::Reader;
 use super::ServiceError;
 use crate::alert::Alert;
 use crate::config::ValidConfig;
+use crate::control::LiveAllowlist;
 use crate::engine::{Engine, Outcome, Stats};
 use crate::event::{DecodeError, Decoder, Event};
 use crate::telemetry::{self, Health};
@@ -180,6 +181,8 @@ pub struct Pipeline {
     tick: u64,
     /// Crash-loop guard: leases and careful touches in the marker file, poison records.
     guard: Guard,
+    /// Entries from the control topic, consulted by every engine built here.
+    live: LiveAllowlist,
 }
 
 impl Pipeline {
@@ -189,6 +192,7 @@ impl Pipeline {
         outbox: Arc<Outbox>,
         health: Arc<Health>,
         stop: Arc<AtomicBool>,
+        live: LiveAllowlist,
     ) -> Result<Self, ServiceError> {
         let decoder =
             crate::replay::decoder(&cfg).map_err(|e| ServiceError::Config(e.to_string()))?;
@@ -198,7 +202,8 @@ impl Pipeline {
             topic: k.input_topic.clone(),
             json_in: k.input_format == "json",
             json_out: k.alerts_format == "json",
-            engine: Engine::new(cfg.clone()),
+            engine: Engine::new(cfg.clone()).with_live_allowlist(live.clone()),
+            live,
             decoder,
             consumer: Arc::new(consumer),
             outbox,
@@ -655,7 +660,7 @@ impl Pipeline {
         let previous = std::mem::replace(&mut self.owned, assignment.clone());
         self.c.assigned.set(assignment.len() as f64);
         self.health.set_ready(false);
-        self.engine = Engine::new(self.cfg.clone());
+        self.engine = Engine::new(self.cfg.clone()).with_live_allowlist(self.live.clone());
         self.exported = Stats::default();
         let rebuild_ms = (self.cfg.raw.kafka.rebuild_secs * 1000) as i64;
         // What was already alerted in the span: our own in-flight alerts first, then the topic.

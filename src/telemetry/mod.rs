@@ -69,6 +69,13 @@ pub const CATCHUP_DURATION: &str = "distillguard_catchup_duration_seconds";
 pub const READY: &str = "distillguard_ready";
 /// Newest event time processed, seconds since the epoch.
 pub const WATERMARK: &str = "distillguard_event_time_watermark_seconds";
+/// Live allowlist entries in force (from the control topic, by wall clock).
+pub const ALLOWLIST_LIVE_ENTRIES: &str = "distillguard_allowlist_live_entries";
+/// Records read from the control and verdicts topics, by `topic` (control, verdicts) and
+/// `result` (applied, removed, malformed).
+pub const CONTROL_RECORDS: &str = "distillguard_control_records_total";
+/// Analysts' verdicts on alerts, by the alert's `kind` and `severity` (or unknown) and `verdict`.
+pub const ALERT_VERDICTS: &str = "distillguard_alert_verdicts_total";
 /// Constant 1, labelled with `version` and `detector_version`.
 pub const BUILD_INFO: &str = "distillguard_build_info";
 
@@ -110,6 +117,9 @@ pub const ALL: &[&str] = &[
     CATCHUP_DURATION,
     READY,
     WATERMARK,
+    ALLOWLIST_LIVE_ENTRIES,
+    CONTROL_RECORDS,
+    ALERT_VERDICTS,
     BUILD_INFO,
 ];
 
@@ -271,6 +281,21 @@ fn describe() {
         WATERMARK,
         Unit::Seconds,
         "Newest event time processed, in seconds since the Unix epoch."
+    );
+    describe_gauge!(
+        ALLOWLIST_LIVE_ENTRIES,
+        Unit::Count,
+        "Live allowlist entries (control topic) in force now; the static [[allowlist]] is not counted."
+    );
+    describe_counter!(
+        CONTROL_RECORDS,
+        Unit::Count,
+        "Records read from the control and verdicts topics, by topic and result: applied, removed (tombstone), malformed (sent to the dead-letter topic)."
+    );
+    describe_counter!(
+        ALERT_VERDICTS,
+        Unit::Count,
+        "Analysts' verdicts on alerts, by the alert's kind and severity (unknown when not remembered) and verdict: confirmed, false_positive, unsure."
     );
     describe_gauge!(
         BUILD_INFO,

@@ -22,6 +22,8 @@ use distillguard::sim::{self, Label, SimOptions};
 pub const INPUT: &str = "llm-requests";
 pub const ALERTS: &str = "distillguard-alerts";
 pub const DLQ: &str = "distillguard-dlq";
+pub const CONTROL: &str = "distillguard-control";
+pub const VERDICTS: &str = "distillguard-verdicts";
 
 pub struct Mock {
     pub cluster: MockCluster<'static, DefaultProducerContext>,
@@ -41,7 +43,7 @@ pub fn scrape_now() -> String {
     distillguard::telemetry::install().render()
 }
 
-/// A one-broker mock cluster with the service's three topics.
+/// A one-broker mock cluster with the service's topics.
 pub fn mock(input_partitions: i32) -> Mock {
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster
@@ -49,6 +51,10 @@ pub fn mock(input_partitions: i32) -> Mock {
         .expect("input topic");
     cluster.create_topic(ALERTS, 1, 1).expect("alerts topic");
     cluster.create_topic(DLQ, 1, 1).expect("dlq topic");
+    cluster.create_topic(CONTROL, 1, 1).expect("control topic");
+    cluster
+        .create_topic(VERDICTS, 1, 1)
+        .expect("verdicts topic");
     let brokers = cluster.bootstrap_servers();
     Mock { cluster, brokers }
 }

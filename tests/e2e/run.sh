@@ -7,10 +7,13 @@
 # simulate labelled traffic -> `replay` + eval on the file, the reference ->
 # phase 1, live: the service starts, the events are produced paced by event time (plus
 #   malformed records), alerts and dead letters are read back and checked, eval against the
-#   labels and against replay, /metrics through promtool, SIGTERM and a clean exit;
+#   labels and against replay, /metrics through promtool, the live allowlist round trip
+#   (`allow` written, applied and listed back, `verdict` counted, `allow --remove`), SIGTERM
+#   and a clean exit;
 # phase 2, backlog: the events are written to a second input topic all at once, then a
 #   second service starts on it (its start-up catch-up merges the partitions by event time)
-#   and must do as well.
+#   and must do as well, with one account replay flags allowlisted live beforehand: its alerts
+#   must be suppressed and every other alert must be replay's.
 # Exits non-zero on any failure. Caches a Python venv in ~/.cache/distillguard/e2e-venv
 # (override: DISTILLGUARD_E2E_VENV) and the Tansu binary (see tansu.sh). E2E_KEEP=1 keeps the
 # work directory (events, labels, alerts, logs, metrics) for a look afterwards.
@@ -50,6 +53,8 @@ MAX_RECALL_GAP=${E2E_MAX_RECALL_GAP:-0.02}
 INPUT_TOPIC=llm-requests
 ALERTS_TOPIC=distillguard-alerts
 DLQ_TOPIC=distillguard-dlq
+CONTROL_TOPIC=distillguard-control
+VERDICTS_TOPIC=distillguard-verdicts
 VENV=${DISTILLGUARD_E2E_VENV:-$HOME/.cache/distillguard/e2e-venv}
 
 say() { echo "[e2e $(date +%H:%M:%S)] $*"; }
@@ -125,17 +130,19 @@ say "starting $("$TANSU" --version) on $BROKERS"
 TANSU_PID=$!
 "${CLIENT[@]}" wait-tcp 127.0.0.1 "$PORT" 30 || die "the broker does not accept connections on $BROKERS"
 for spec in "$INPUT_TOPIC 3" "$ALERTS_TOPIC 3" "$DLQ_TOPIC 1" \
-  "$INPUT_TOPIC-backlog 3" "$ALERTS_TOPIC-backlog 3" "$DLQ_TOPIC-backlog 1"; do
+  "$INPUT_TOPIC-backlog 3" "$ALERTS_TOPIC-backlog 3" "$DLQ_TOPIC-backlog 1" \
+  "$CONTROL_TOPIC 1" "$VERDICTS_TOPIC 1"; do
   set -- $spec
   "$TANSU" topic create --broker "tcp://$BROKERS" --partitions "$2" "$1" >/dev/null \
     || die "cannot create topic $1"
 done
 "$TANSU" topic list --broker "tcp://$BROKERS" >"$WORK/topics.json"
 for t in "$INPUT_TOPIC" "$ALERTS_TOPIC" "$DLQ_TOPIC" \
-  "$INPUT_TOPIC-backlog" "$ALERTS_TOPIC-backlog" "$DLQ_TOPIC-backlog"; do
+  "$INPUT_TOPIC-backlog" "$ALERTS_TOPIC-backlog" "$DLQ_TOPIC-backlog" \
+  "$CONTROL_TOPIC" "$VERDICTS_TOPIC"; do
   grep -q "\"name\":\"$t\"" "$WORK/topics.json" || die "topic $t missing after creation"
 done
-say "topics: $INPUT_TOPIC (3 partitions), $ALERTS_TOPIC (3), $DLQ_TOPIC (1), and the three again with -backlog"
+say "topics: $INPUT_TOPIC (3 partitions), $ALERTS_TOPIC (3), $DLQ_TOPIC (1), the three again with -backlog, $CONTROL_TOPIC (1), $VERDICTS_TOPIC (1)"
 
 # --- labelled traffic, and what replay makes of it ------------------------------------------
 EVENTS=$WORK/events.jsonl
@@ -150,6 +157,7 @@ say "simulated $N_EVENTS events, $(grep -c . "$LABELS") labelled accounts (seed 
 "$BIN" eval --alerts "$WORK/replay-alerts.jsonl" --labels "$LABELS" --json >"$WORK/replay-eval.json" \
   || die "eval of the replay alerts failed"
 json() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d[sys.argv[2]])' "$@"; }
+REPLAY_FILE=$WORK/replay-alerts.jsonl
 REPLAY_ALERTS=$(grep -c . "$WORK/replay-alerts.jsonl" || true)
 REPLAY_PRECISION=$(json "$WORK/replay-eval.json" precision)
 REPLAY_RECALL=$(json "$WORK/replay-eval.json" recall)
@@ -205,7 +213,7 @@ judge() {
   PRECISION=$(json "$WORK/eval-$name.json" precision)
   RECALL=$(json "$WORK/eval-$name.json" recall)
   say "[$name] kafka: $N_ALERTS alerts, precision $PRECISION, recall $RECALL; replay: $REPLAY_ALERTS alerts, precision $REPLAY_PRECISION, recall $REPLAY_RECALL"
-  "$PY" - "$alerts" "$WORK/replay-alerts.jsonl" "$name" "$exact" <<'PY' || die "[$name] alerts differ from replay's"
+  "$PY" - "$alerts" "$REPLAY_FILE" "$name" "$exact" <<'PY' || die "[$name] alerts differ from replay's"
 import json, sys
 ids = [sorted(json.loads(l)["alert_id"] for l in open(p) if l.strip()) for p in sys.argv[1:3]]
 kafka, replay = set(ids[0]), set(ids[1])
@@ -269,6 +277,45 @@ if command -v promtool >/dev/null; then
 else
   say "promtool unavailable: metrics lint skipped"
 fi
+# --- the live allowlist and verdicts, through the CLI, while the service runs ------------------
+metric() { "${CLIENT[@]}" metric "$METRICS/metrics" "$@"; }
+# wait_metric SECS WANT NAME [LABEL=VALUE]...: until the sample equals WANT.
+wait_metric() {
+  local secs=$1 want=$2 got=; shift 2
+  for _ in $(seq $((secs * 5))); do
+    got=$(metric "$@")
+    [ "$got" = "$want" ] && return 0
+    sleep 0.2
+  done
+  say "$* is ${got:-absent}, want $want"
+  return 1
+}
+dg() { "$BIN" "$@" --brokers "$BROKERS" 2>>"$WORK/cli.log"; }
+ALLOW_ACCT=acct_e2e_allow_check
+dg allow --account "$ALLOW_ACCT" --reason "e2e round trip" --expires 2h --author e2e >/dev/null \
+  || die "[live] distillguard allow failed: $(tail -3 "$WORK/cli.log")"
+t0=$(date +%s%N)
+wait_metric 5 1 distillguard_allowlist_live_entries || die "[live] the allowlist entry was not in force within 5 s"
+say "[live] allow: entry in force after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+dg allow --list >"$WORK/allow-list.jsonl" || die "[live] distillguard allow --list failed"
+"$PY" - "$WORK/allow-list.jsonl" "$ALLOW_ACCT" <<'PY' || die "[live] allow --list does not show the entry"
+import json, sys
+entries = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ok = [e for e in entries if e["subject_kind"] == "account" and e["subject"] == sys.argv[2]
+      and e["author"] == "e2e" and e["reason"] == "e2e round trip" and e["expires_at"] > e["created_at"]]
+print(f"[e2e] allow --list: {len(entries)} entries in force, {entries}")
+sys.exit(0 if len(ok) == 1 else 1)
+PY
+read -r FIRST_ID FIRST_KIND FIRST_SEV < <("$PY" -c 'import json,sys; a=json.loads(open(sys.argv[1]).readline()); print(a["alert_id"], a["kind"], a["severity"])' "$WORK/alerts-live.jsonl")
+dg verdict "$FIRST_ID" confirmed --author e2e >/dev/null || die "[live] distillguard verdict failed"
+wait_metric 30 1 distillguard_alert_verdicts_total verdict=confirmed "kind=$FIRST_KIND" "severity=$FIRST_SEV" \
+  || die "[live] the verdict on $FIRST_ID ($FIRST_KIND, $FIRST_SEV) was not counted"
+say "[live] verdict: counted as $FIRST_KIND/$FIRST_SEV/confirmed"
+dg allow --remove --account "$ALLOW_ACCT" || die "[live] distillguard allow --remove failed"
+wait_metric 5 0 distillguard_allowlist_live_entries || die "[live] the tombstone did not remove the entry within 5 s"
+dg allow --list >"$WORK/allow-list-after.jsonl" || die "[live] distillguard allow --list failed"
+grep -q "$ALLOW_ACCT" "$WORK/allow-list-after.jsonl" && die "[live] allow --list still shows the removed entry"
+say "[live] allow --remove: entry gone from the service and from allow --list"
 stop_service live
 SUMMARY="live: alerts $LIVE_ALERTS, precision $(printf %.3f "$LIVE_PRECISION"), recall $(printf %.3f "$LIVE_RECALL")"
 
@@ -280,6 +327,33 @@ if [ "$BACKLOG" != 0 ]; then
   client produce --brokers "$BROKERS" --events "$EVENTS" --input-topic "$INPUT_TOPIC-backlog" \
     --speedup 0 --one-record-batches --state "$WORK/produced-backlog.json" \
     || die "[backlog] producing failed"
+  # A live entry for one account that replay flags with bulk_extraction alerts only: the
+  # backlog service reads it at start, and must suppress exactly that account's alerts.
+  SILENCED=$("$PY" - "$WORK/replay-alerts.jsonl" "$WORK/replay-silenced.jsonl" <<'PY'
+import json, sys
+alerts = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+in_clusters = {acc for a in alerts if a["kind"] != "bulk_extraction" for acc in a["accounts"]}
+bulk = sorted({a["subject"] for a in alerts if a["kind"] == "bulk_extraction"} - in_clusters)
+pick = bulk[0] if bulk else ""
+with open(sys.argv[2], "w") as f:
+    for a in alerts:
+        if pick not in a["accounts"]:
+            f.write(json.dumps(a) + "\n")
+print(pick)
+PY
+  )
+  if [ -n "$SILENCED" ]; then
+    dg allow --account "$SILENCED" --reason "e2e suppression check" --expires 2h --author e2e >/dev/null \
+      || die "[backlog] distillguard allow failed"
+    REPLAY_FILE=$WORK/replay-silenced.jsonl
+    "$BIN" eval --alerts "$REPLAY_FILE" --labels "$LABELS" --json >"$WORK/replay-silenced-eval.json"
+    REPLAY_RECALL=$(json "$WORK/replay-silenced-eval.json" recall)
+    REPLAY_PRECISION=$(json "$WORK/replay-silenced-eval.json" precision)
+    REPLAY_ALERTS=$(grep -c . "$REPLAY_FILE" || true)
+    say "[backlog] allowlisted $SILENCED live: replay without its alerts has $REPLAY_ALERTS alerts, recall $REPLAY_RECALL"
+  else
+    say "[backlog] replay flags no account by bulk_extraction alone: suppression not checked"
+  fi
   start_service backlog e2e-backlog "$INPUT_TOPIC-backlog" "$ALERTS_TOPIC-backlog" "$DLQ_TOPIC-backlog"
   client collect --brokers "$BROKERS" --state "$WORK/produced-backlog.json" \
     --input-topic "$INPUT_TOPIC-backlog" --alerts-topic "$ALERTS_TOPIC-backlog" \
@@ -288,6 +362,14 @@ if [ "$BACKLOG" != 0 ]; then
     --quiet 10 --timeout 120 \
     || die "[backlog] the Kafka round trip failed"
   judge backlog "$WORK/alerts-backlog.jsonl" "$BACKLOG_EXACT"
+  if [ -n "$SILENCED" ]; then
+    grep -q "\"$SILENCED\"" "$WORK/alerts-backlog.jsonl" && die "[backlog] an alert names the allowlisted $SILENCED"
+    SUPPRESSED=$(metric distillguard_alerts_suppressed_total reason=allowlist)
+    "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1] or 0) > 0 else 1)' "$SUPPRESSED" \
+      || die "[backlog] distillguard_alerts_suppressed_total{reason=allowlist} is ${SUPPRESSED:-absent}"
+    say "[backlog] $SILENCED silenced by the live allowlist: $SUPPRESSED decisions suppressed, no alert names it"
+    dg allow --remove --account "$SILENCED" || die "[backlog] distillguard allow --remove failed"
+  fi
   stop_service backlog
   SUMMARY="$SUMMARY; backlog: alerts $N_ALERTS, precision $(printf %.3f "$PRECISION"), recall $(printf %.3f "$RECALL")"
 fi
