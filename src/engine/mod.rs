@@ -7,9 +7,13 @@
 //! State is keyed by 64-bit hashes: accounts in a DashMap of boxed per-account windows,
 //! attribute values in a flat open-addressing table ([`flat::FlatMap`], one cache line per
 //! lookup, which matters at millions of values and several lookups per event). The engine is
-//! single-writer and owned by one thread (the pipeline reports its gauges and forgets revoked
-//! partitions through it). Memory is bounded: idle accounts and values expire with the window,
-//! and hard caps evict the least recently active, counted in [`Stats`].
+//! single-writer and owned by one thread (the Kafka pipeline reads its gauges, and builds a
+//! new engine on every rebalance, re-reading a window of input to rebuild its state). Memory
+//! is bounded: idle accounts and values expire with the window, and hard caps evict the least
+//! recently active, counted in [`Stats`].
+//!
+//! Every alert passes the suspension safety valve ([`valve::Valve`]) on its way out, on the
+//! same event-time clock.
 
 pub mod account;
 pub mod attribute;
@@ -27,7 +31,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::alert::{Alert, Decision, Tier, KIND_BULK, KIND_CLUSTER};
+use crate::alert::{valve, Alert, Decision, Kind, Tier};
 use crate::config::ValidConfig;
 use crate::detect::{bulk, cluster, cohort};
 use crate::event::Event;
@@ -82,6 +86,9 @@ pub struct Stats {
     pub alerts_bulk: u64,
     pub alerts_cluster: u64,
     pub alerts_suppressed_allowlist: u64,
+    /// `suspend` alerts downgraded to `throttle` by the safety valve, by kind.
+    pub alerts_rate_limited_bulk: u64,
+    pub alerts_rate_limited_cluster: u64,
 }
 
 /// Sizes of the state right now.
@@ -106,7 +113,7 @@ enum BulkVerdict {
     Nothing,
     /// It would alert, but the account or its org is allowlisted.
     Suppressed,
-    Alert(Box<Alert>),
+    Alert(Box<Decision>),
 }
 
 /// A value that links accounts after an event: (key, kind, cluster it already links into).
@@ -348,6 +355,8 @@ pub struct Engine {
     /// Attribute kinds tracked for linking, indexed by `AttrKind as usize`.
     kinds: [bool; 8],
     policy: Policy,
+    /// Caps on `suspend` per sliding hour of event time.
+    valve: valve::Valve,
     watermark: i64,
     next_sweep_ms: i64,
     /// Creation counts at which the caps are next checked (between sweeps).
@@ -397,12 +406,18 @@ impl Engine {
             policy: Policy {
                 allow_accounts,
                 allow_orgs,
-                bulk_version: format!("{KIND_BULK}/{DETECTOR_VERSION}+cfg.{:08x}", cfg.hash as u32),
+                bulk_version: format!(
+                    "{}/{DETECTOR_VERSION}+cfg.{:08x}",
+                    Kind::BulkExtraction,
+                    cfg.hash as u32
+                ),
                 cluster_version: format!(
-                    "{KIND_CLUSTER}/{DETECTOR_VERSION}+cfg.{:08x}",
+                    "{}/{DETECTOR_VERSION}+cfg.{:08x}",
+                    Kind::FakeAccountCluster,
                     cfg.hash as u32
                 ),
             },
+            valve: valve::Valve::new(&cfg.raw.alerts),
             watermark: i64::MIN,
             next_sweep_ms: i64::MIN,
             cap_check_accounts: 0,
@@ -537,9 +552,12 @@ impl Engine {
                 }
                 if self.cfg.raw.bulk.enabled {
                     match self.policy.judge_bulk(&self.cfg.raw, &mut acc, now) {
-                        BulkVerdict::Alert(a) => {
+                        BulkVerdict::Alert(mut d) => {
                             self.stats.alerts_bulk += 1;
-                            out.push(*a);
+                            if self.valve.apply(&mut d) {
+                                self.stats.alerts_rate_limited_bulk += 1;
+                            }
+                            out.push(d.into_alert());
                         }
                         BulkVerdict::Suppressed => self.stats.alerts_suppressed_allowlist += 1,
                         BulkVerdict::Nothing => {}
@@ -1237,8 +1255,8 @@ impl Engine {
             "output_tokens_1h": stats.output_tokens,
             "example_event_ids": examples,
         });
-        let d = Decision {
-            kind: KIND_CLUSTER,
+        let mut d = Decision {
+            kind: Kind::FakeAccountCluster,
             subject: name,
             accounts: names,
             tier,
@@ -1258,6 +1276,9 @@ impl Engine {
             c.last_alert_size = stats.accounts;
         }
         self.stats.alerts_cluster += 1;
+        if self.valve.apply(&mut d) {
+            self.stats.alerts_rate_limited_cluster += 1;
+        }
         out.push(d.into_alert());
     }
 
@@ -1397,13 +1418,6 @@ impl Engine {
             .filter(|h| matches!(h, Held::Shared(_)))
             .count()
     }
-
-    /// Forgets the given accounts (e.g. their partition was revoked).
-    pub fn forget_accounts(&mut self, account_ids: &[String]) {
-        for id in account_ids {
-            self.remove_account(account_key(id));
-        }
-    }
 }
 
 impl Policy {
@@ -1444,21 +1458,18 @@ impl Policy {
             "org_id": acc.org_id.as_deref(),
             "example_event_ids": examples,
         });
-        BulkVerdict::Alert(Box::new(
-            Decision {
-                kind: KIND_BULK,
-                subject: acc.id.to_string(),
-                accounts: vec![acc.id.to_string()],
-                tier,
-                score: a.score,
-                detected_at_ms: now,
-                window_start_ms: a.window_start_ms,
-                window_end_ms: now,
-                evidence,
-                detector_version: self.bulk_version.clone(),
-            }
-            .into_alert(),
-        ))
+        BulkVerdict::Alert(Box::new(Decision {
+            kind: Kind::BulkExtraction,
+            subject: acc.id.to_string(),
+            accounts: vec![acc.id.to_string()],
+            tier,
+            score: a.score,
+            detected_at_ms: now,
+            window_start_ms: a.window_start_ms,
+            window_end_ms: now,
+            evidence,
+            detector_version: self.bulk_version.clone(),
+        }))
     }
 }
 

@@ -72,7 +72,7 @@ fn harvester_is_caught_within_fifteen_minutes_with_evidence() {
     let alerts = run(&mut eng, &events);
     let first = alerts
         .iter()
-        .find(|a| a.kind == KIND_BULK)
+        .find(|a| a.kind == Kind::BulkExtraction)
         .expect("a bulk alert");
     assert_eq!(first.accounts, vec!["acct_h".to_string()]);
     assert_eq!(first.subject, "acct_h");
@@ -91,10 +91,17 @@ fn harvester_is_caught_within_fifteen_minutes_with_evidence() {
         .expect("ids")
         .is_empty());
     // Repeats are suppressed: at most one alert per tier.
-    assert!(alerts.iter().filter(|a| a.kind == KIND_BULK).count() <= 3);
+    assert!(
+        alerts
+            .iter()
+            .filter(|a| a.kind == Kind::BulkExtraction)
+            .count()
+            <= 3
+    );
     let last = alerts.last().expect("alerts");
     assert_eq!(
-        last.recommended_action, "suspend",
+        last.recommended_action,
+        crate::alert::Action::Suspend,
         "sustained harvesting escalates"
     );
 }
@@ -186,7 +193,7 @@ fn a_slowly_harvesting_taken_over_account_on_a_new_device_is_caught_within_fifte
     let alerts = run(&mut eng, &events);
     let first = alerts
         .iter()
-        .find(|a| a.kind == KIND_BULK)
+        .find(|a| a.kind == Kind::BulkExtraction)
         .expect("a bulk alert");
     let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
     assert!(
@@ -272,7 +279,10 @@ fn accounts_sharing_a_card_form_one_cluster_that_grows() {
     ));
     events.sort_by_key(|e| e.ts_ms);
     let alerts = run(&mut eng, &events);
-    let clusters: Vec<&Alert> = alerts.iter().filter(|a| a.kind == KIND_CLUSTER).collect();
+    let clusters: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.kind == Kind::FakeAccountCluster)
+        .collect();
     assert!(!clusters.is_empty(), "a cluster alert");
     let first = clusters[0];
     assert!(first.accounts.len() >= 5);
@@ -301,7 +311,7 @@ fn bought_aged_accounts_that_never_chatted_still_cluster() {
     let c = alerts
         .iter()
         .rev()
-        .find(|a| a.kind == KIND_CLUSTER)
+        .find(|a| a.kind == Kind::FakeAccountCluster)
         .expect("a cluster");
     assert_eq!(c.accounts.len(), 20);
 }
@@ -373,7 +383,7 @@ fn one_request_on_a_swarms_network_prefix_names_nobody() {
 /// The swarm of a test is in a cluster alert, and `who` is in none.
 fn assert_swarm_clustered_without(alerts: &[Alert], who: &str) {
     assert!(
-        alerts.iter().any(|a| a.kind == KIND_CLUSTER),
+        alerts.iter().any(|a| a.kind == Kind::FakeAccountCluster),
         "the swarm is clustered"
     );
     for a in alerts {
@@ -464,7 +474,7 @@ fn lockstep_accounts_sharing_only_a_template_are_clustered() {
     let c = alerts
         .iter()
         .rev()
-        .find(|a| a.kind == KIND_CLUSTER)
+        .find(|a| a.kind == Kind::FakeAccountCluster)
         .expect("lockstep cluster");
     assert!(c.accounts.len() >= 50, "{}", c.accounts.len());
     assert!(c.accounts.iter().all(|a| a.starts_with("ls_")));
@@ -671,7 +681,7 @@ fn chat_mixed_in_as_cover_does_not_hide_a_harvest() {
     let alerts = run(&mut eng, &events);
     let first = alerts
         .iter()
-        .find(|a| a.kind == KIND_BULK)
+        .find(|a| a.kind == Kind::BulkExtraction)
         .expect("a bulk alert despite the cover traffic");
     let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
     assert!(
@@ -693,7 +703,10 @@ fn a_steady_harvest_is_judged_on_its_rate_ten_minutes_in() {
         .map(|i| paraphrased(i, T0 + i as i64 * 5_000, "steady"))
         .collect();
     let alerts = run(&mut eng, &events);
-    let first = alerts.iter().find(|a| a.kind == KIND_BULK).expect("alert");
+    let first = alerts
+        .iter()
+        .find(|a| a.kind == Kind::BulkExtraction)
+        .expect("alert");
     let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
     assert!(
         detected - T0 <= 12 * MIN,
@@ -780,7 +793,7 @@ fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_wav
     let alerts = run(&mut eng, &events);
     let named: std::collections::BTreeSet<&String> = alerts
         .iter()
-        .filter(|a| a.kind == KIND_CLUSTER)
+        .filter(|a| a.kind == Kind::FakeAccountCluster)
         .flat_map(|a| a.accounts.iter())
         .collect();
     assert!(named.iter().all(|a| a.starts_with("lock_")), "{named:?}");
@@ -789,7 +802,7 @@ fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_wav
     let c = alerts
         .iter()
         .rev()
-        .find(|a| a.kind == KIND_CLUSTER)
+        .find(|a| a.kind == Kind::FakeAccountCluster)
         .expect("cluster");
     let co = &c.evidence["co_activity"];
     assert!(co["members_in_step"].as_u64().expect("in step") >= 5);
