@@ -813,3 +813,71 @@ fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_wav
             > w["expected_by_baseline"].as_f64().expect("e") as u64
     );
 }
+
+/// Ten single-account harvesters, each on its own network and device, two minutes apart.
+fn ten_harvesters() -> Vec<Event> {
+    let mut events = Vec::new();
+    for i in 0..900u64 {
+        for h in 0..10u64 {
+            let account = format!("acct_h{h}");
+            let mut e = extraction(
+                i * 10 + h,
+                T0 + h as i64 * 2 * MIN + i as i64 * 2_000,
+                &account,
+            );
+            e.ip = Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                10, h as u8, 0, 1,
+            )));
+            e.device_fingerprint = Some(format!("dev{h}").into());
+            events.push(e);
+        }
+    }
+    events.sort_by_key(|e| e.ts_ms);
+    events
+}
+
+#[test]
+fn the_suspend_valve_holds_suspensions_to_the_cap_and_marks_the_rest() {
+    let mut cfg = Config::default();
+    cfg.cluster.enabled = false;
+    cfg.alerts.max_suspend_per_hour = 0;
+    cfg.alerts.max_suspend_per_hour_bulk = 0;
+    cfg.alerts.max_suspend_per_hour_cluster = 0;
+    let events = ten_harvesters();
+    let uncapped = run(&mut engine_with(cfg.clone()), &events);
+    let suspend = |alerts: &[Alert]| {
+        alerts
+            .iter()
+            .filter(|a| a.recommended_action == crate::alert::Action::Suspend)
+            .map(|a| a.subject.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(
+        suspend(&uncapped).len(),
+        10,
+        "every harvester reaches suspend"
+    );
+
+    cfg.alerts.max_suspend_per_hour = 3;
+    let mut eng = engine_with(cfg);
+    let alerts = run(&mut eng, &events);
+    assert_eq!(suspend(&alerts).len(), 3);
+    let limited: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.evidence["rate_limited"] == true)
+        .collect();
+    assert_eq!(
+        limited.len(),
+        7,
+        "one downgraded alert per withheld subject"
+    );
+    for a in &limited {
+        assert_eq!(a.recommended_action, crate::alert::Action::Throttle);
+        assert_eq!(a.severity, crate::alert::Severity::High);
+        assert_eq!(a.evidence["rate_limit"]["cap"], 3);
+        assert_eq!(a.evidence["rate_limit"]["suspended_subjects_in_hour"], 3);
+    }
+    assert_eq!(eng.stats().alerts_rate_limited_bulk, 7);
+    // Everything else is what the uncapped engine said, under another detector version.
+    assert_eq!(alerts.len(), uncapped.len());
+}
