@@ -537,7 +537,7 @@ impl Default for AlertConfig {
             example_events: 3,
             max_suspend_per_hour: 50,
             max_suspend_per_hour_bulk: 40,
-            max_suspend_per_hour_cluster: 20,
+            max_suspend_per_hour_cluster: 10,
         }
     }
 }

@@ -507,21 +507,61 @@ impl Engine {
     }
 
     fn process_keyed(&mut self, ev: &Event, keys: &Keys, out: &mut Vec<Alert>) -> Outcome {
+        let now = match self.advance_clock(ev, keys) {
+            Ok(now) => now,
+            Err(skipped) => return skipped,
+        };
+        let akey = keys.account;
+        let mut carried = std::mem::take(&mut self.carried_buf);
+        carried.clear();
+        let (touch, profile) = self.update_account(ev, keys, now, &mut carried);
+        let mut links = std::mem::take(&mut self.links_buf);
+        links.clear();
+        let in_burst =
+            self.update_attributes(ev, now, akey, &carried, &touch, &profile, &mut links);
+        self.carried_buf = carried;
+        let (ground, own_cluster) = self.revisit_account(akey, in_burst, now, out);
+        let mut touched_clusters: Vec<u32> = Vec::new();
+        if self.cfg.raw.cluster.enabled {
+            let eligible = self.may_join(akey, ground, &links);
+            self.link_clusters(
+                akey,
+                &links,
+                eligible,
+                own_cluster,
+                now,
+                &mut touched_clusters,
+            );
+        }
+        self.links_buf = links;
+        if self.cfg.raw.cohort.enabled && self.cfg.raw.cluster.enabled && touch.harvest {
+            self.observe_cohort(ev, akey, now, &mut touched_clusters);
+        }
+        for root in touched_clusters {
+            self.check_cluster(root, now, out);
+        }
+        Outcome::Accepted
+    }
+
+    /// Admits an event to the clock: skips it if it is too late, too far ahead or a
+    /// duplicate; otherwise moves the watermark and runs the sweeps that are due. Returns the
+    /// engine's event time.
+    fn advance_clock(&mut self, ev: &Event, keys: &Keys) -> Result<i64, Outcome> {
         let e = &self.cfg.raw.engine;
         if self.watermark != i64::MIN {
             if ev.ts_ms > self.watermark + (e.max_forward_jump_secs * 1000) as i64 {
                 self.stats.events_out_of_range += 1;
-                return Outcome::OutOfRange;
+                return Err(Outcome::OutOfRange);
             }
             if ev.ts_ms < self.watermark - (e.late_allowance_secs * 1000) as i64 {
                 self.stats.events_late += 1;
-                return Outcome::Late;
+                return Err(Outcome::Late);
             }
         }
         let now = self.watermark.max(ev.ts_ms);
         if self.dedup.seen(keys.id, now) {
             self.stats.events_duplicate += 1;
-            return Outcome::Duplicate;
+            return Err(Outcome::Duplicate);
         }
         self.watermark = now;
         self.stats.events_accepted += 1;
@@ -533,47 +573,50 @@ impl Engine {
         {
             self.enforce_caps();
         }
+        Ok(now)
+    }
 
-        let akey = keys.account;
-        let mut carried = std::mem::take(&mut self.carried_buf);
-        carried.clear();
-        let (touch, profile) = self.update_account(ev, keys, now, &mut carried);
-        let mut links = std::mem::take(&mut self.links_buf);
-        links.clear();
-        let in_burst =
-            self.update_attributes(ev, now, akey, &carried, &touch, &profile, &mut links);
-        self.carried_buf = carried;
-        // One more look at the account: burst participation, join eligibility, its cluster,
-        // and the bulk_extraction verdict.
-        let (ground, own_cluster) = match self.accounts.get_mut(&akey) {
-            Some(mut acc) => {
-                if in_burst {
-                    acc.sync_hits = acc.sync_hits.saturating_add(1);
-                }
-                if self.cfg.raw.bulk.enabled {
-                    match self.policy.judge_bulk(&self.cfg.raw, &mut acc, now) {
-                        BulkVerdict::Alert(mut d) => {
-                            self.stats.alerts_bulk += 1;
-                            if self.valve.apply(&mut d) {
-                                self.stats.alerts_rate_limited_bulk += 1;
-                            }
-                            out.push(d.into_alert());
-                        }
-                        BulkVerdict::Suppressed => self.stats.alerts_suppressed_allowlist += 1,
-                        BulkVerdict::Nothing => {}
-                    }
-                }
-                (
-                    acc.join_ground(
-                        now,
-                        self.cfg.raw.engine.fresh_account_days,
-                        self.cfg.raw.cluster.min_member_harvest,
-                    ),
-                    acc.cluster,
-                )
-            }
-            None => (JoinGround::No, 0),
+    /// One more look at the account after the event: burst participation, the
+    /// bulk_extraction verdict (its alert through the valve into `out`), and its ground for
+    /// joining clusters and the cluster it is in.
+    fn revisit_account(
+        &mut self,
+        akey: u64,
+        in_burst: bool,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) -> (JoinGround, u32) {
+        let Some(mut acc) = self.accounts.get_mut(&akey) else {
+            return (JoinGround::No, 0);
         };
+        if in_burst {
+            acc.sync_hits = acc.sync_hits.saturating_add(1);
+        }
+        if self.cfg.raw.bulk.enabled {
+            match self.policy.judge_bulk(&self.cfg.raw, &mut acc, now) {
+                BulkVerdict::Alert(mut d) => {
+                    self.stats.alerts_bulk += 1;
+                    if self.valve.apply(&mut d) {
+                        self.stats.alerts_rate_limited_bulk += 1;
+                    }
+                    out.push(d.into_alert());
+                }
+                BulkVerdict::Suppressed => self.stats.alerts_suppressed_allowlist += 1,
+                BulkVerdict::Nothing => {}
+            }
+        }
+        (
+            acc.join_ground(
+                now,
+                self.cfg.raw.engine.fresh_account_days,
+                self.cfg.raw.cluster.min_member_harvest,
+            ),
+            acc.cluster,
+        )
+    }
+
+    /// Whether the values that link accounts after this event may name this account.
+    fn may_join(&self, akey: u64, ground: JoinGround, links: &[Link]) -> bool {
         // An old account that merely never chatted is named by infrastructure only: a person
         // who only ever sends one-off questions ("... Please explain step by step.") can match
         // a campaign's template.
@@ -596,34 +639,35 @@ impl Engine {
             .iter()
             .filter(counts)
             .any(|l| !client_or_provider(l.1));
-        let eligible = match ground {
+        match ground {
             JoinGround::No => false,
             JoinGround::FreshOrInStep => counted >= 2 || not_client,
             JoinGround::NeverChatted => infra >= 2 || payment,
-        };
-        let mut touched_clusters: Vec<u32> = Vec::new();
-        if self.cfg.raw.cluster.enabled {
-            for &(key, kind, existing) in &links {
-                if let Some(root) = self.apply_link(key, kind, existing, akey, eligible, now) {
-                    if !touched_clusters.contains(&root) {
-                        touched_clusters.push(root);
-                    }
+        }
+    }
+
+    /// Applies the links to clusters; appends the clusters they touched, and the account's own
+    /// (an account already in a cluster keeps it fresh), to `touched`.
+    fn link_clusters(
+        &mut self,
+        akey: u64,
+        links: &[Link],
+        eligible: bool,
+        own_cluster: u32,
+        now: i64,
+        touched: &mut Vec<u32>,
+    ) {
+        for &(key, kind, existing) in links {
+            if let Some(root) = self.apply_link(key, kind, existing, akey, eligible, now) {
+                if !touched.contains(&root) {
+                    touched.push(root);
                 }
             }
-            // An account already in a cluster keeps it fresh.
-            let root = self.clusters.find(own_cluster);
-            if root != 0 && !touched_clusters.contains(&root) {
-                touched_clusters.push(root);
-            }
         }
-        self.links_buf = links;
-        if self.cfg.raw.cohort.enabled && self.cfg.raw.cluster.enabled && touch.harvest {
-            self.observe_cohort(ev, akey, now, &mut touched_clusters);
+        let root = self.clusters.find(own_cluster);
+        if root != 0 && !touched.contains(&root) {
+            touched.push(root);
         }
-        for root in touched_clusters {
-            self.check_cluster(root, now, out);
-        }
-        Outcome::Accepted
     }
 
     /// Counts a harvesting request in its co-activity bin; links the accounts a wave puts in
@@ -732,45 +776,9 @@ impl Engine {
             acc.gaps.add(gap);
             acc.last_seen_ms = ev.ts_ms;
         }
-        let single_turn = ev.conversation_turns <= 1;
-        let templated = ev.prompt.template != 0
-            && ev.prompt.scaffold >= 4
-            && acc.templates.add(ev.prompt.template);
-        let (novel, unrepeated) = acc.novel_prompt(ev.prompt.simhash);
-        let h = &cfg.harvest;
-        let ratio = if ev.prompt.text {
-            h.min_output_ratio
-        } else {
-            cfg.fingerprint.output_ratio_without_text
-        };
-        let output_heavy = ev.output_tokens >= h.min_output_tokens
-            && f64::from(ev.output_tokens) >= ratio * f64::from(ev.input_tokens.max(1));
-        let extractive = single_turn && (ev.prompt.reasoning || output_heavy);
-        // Counted once per account and prompt: the sketch approximates distinct senders.
-        let copies = if unrepeated && extractive {
-            self.copies.add(ev.prompt.simhash, now)
-        } else {
-            0
-        };
-        let harvest = extractive && unrepeated && copies <= h.max_prompt_copies;
-        if harvest {
-            acc.harvest_ever = acc.harvest_ever.saturating_add(1);
-        }
-        let new_model = model_first_seen.is_some_and(|first| {
-            first > acc.first_seen_ms
-                && (now - first) as f64 <= cfg.bulk.new_model_hours * 3_600_000.0
-        });
-        let sample = Sample {
-            single_turn,
-            reasoning: ev.prompt.reasoning,
-            templated,
-            novel,
-            harvest,
-            new_model,
-            with_text: ev.prompt.text,
-            input_tokens: ev.input_tokens,
-            output_tokens: ev.output_tokens,
-        };
+        let sample = harvest_sample(&mut acc, ev, cfg, &mut self.copies, model_first_seen, now);
+        let single_turn = sample.single_turn;
+        let templated = sample.templated;
         acc.hour.add(ev.ts_ms, &sample);
         acc.day.add(ev.ts_ms);
         acc.requests_ever = acc.requests_ever.saturating_add(1);
@@ -790,103 +798,19 @@ impl Engine {
         acc.last_coarse_bin = coarse_bin;
         let fresh = acc.is_fresh(now, cfg.engine.fresh_account_days);
 
-        let kinds = self.kinds;
         // A new device or network means something once the account has been seen before,
         // from elsewhere, at least an hour earlier.
         let has_history = acc.requests_ever > 1;
-        let mut infra_changed = false;
-        if let Some(ip) = &ev.ip {
-            let (ip_key, prefix_key) = (keys.ip, keys.prefix);
-            let (added, evicted) = acc.set_pair(SLOT_IP, ip_key);
-            carried.push(Carried {
-                kind: AttrKind::Ip,
-                key: ip_key,
-                value: Value::Ip(*ip),
-                added,
-                evicted,
-            });
-            let (added, evicted) = acc.set_pair(SLOT_PREFIX, prefix_key);
-            infra_changed |= added && evicted.is_some();
-            carried.push(Carried {
-                kind: AttrKind::IpPrefix,
-                key: prefix_key,
-                value: Value::Prefix(*ip),
-                added,
-                evicted,
-            });
-        }
-        if let Some(asn) = ev.asn {
-            let key = keys.asn;
-            let added = acc.slots[SLOT_ASN] != key;
-            let evicted = acc.set_slot(SLOT_ASN, key);
-            carried.push(Carried {
-                kind: AttrKind::Asn,
-                key,
-                value: Value::Asn(asn),
-                added,
-                evicted,
-            });
-        }
-        for (kind, slot, key) in [
-            (AttrKind::Device, SLOT_DEVICE, keys.device),
-            (AttrKind::Payment, SLOT_PAYMENT, keys.payment),
-            (AttrKind::EmailDomain, SLOT_EMAIL, keys.email),
-        ] {
-            if key != 0 {
-                let added = acc.slots[slot] != key;
-                let evicted = acc.set_slot(slot, key);
-                if kind == AttrKind::Device {
-                    infra_changed |= evicted.is_some();
-                }
-                carried.push(Carried {
-                    kind,
-                    key,
-                    value: Value::Text(kind),
-                    added,
-                    evicted,
-                });
-            }
-        }
-        // Most prompts are one-offs: a template is indexed only from its second sighting
-        // within the hour, so unique prompts cost a hash-set entry, not an index entry. The
-        // opening and the closing skeleton are both indexed (tagged apart by the fingerprint).
-        if kinds[AttrKind::Template as usize] {
-            for (t, key) in [ev.prompt.template, ev.prompt.template_tail]
-                .into_iter()
-                .zip(keys.templates)
-            {
-                if t == 0 {
-                    continue;
-                }
-                if !self.templates_seen.seen(key, now) {
-                    continue;
-                }
-                let (added, evicted) = acc.set_pair(SLOT_TEMPLATE, key);
-                carried.push(Carried {
-                    kind: AttrKind::Template,
-                    key,
-                    value: Value::Template(t),
-                    added,
-                    evicted,
-                });
-            }
-        }
-        if let Some(created) = acc.created_ms {
-            let minute = created.div_euclid(60_000);
-            let key = creation_key(minute);
-            let evicted = created_before
-                .filter(|&c| c != created)
-                .map(|c| creation_key(c.div_euclid(60_000)))
-                .filter(|&k| k != key);
-            carried.push(Carried {
-                kind: AttrKind::Creation,
-                key,
-                value: Value::Minute(minute),
-                added: created_before.is_none_or(|c| c.div_euclid(60_000) != minute),
-                evicted,
-            });
-        }
-        carried.retain(|c| kinds[c.kind as usize]);
+        let infra_changed = carry_values(
+            &mut acc,
+            ev,
+            keys,
+            &self.kinds,
+            &mut self.templates_seen,
+            created_before,
+            now,
+            carried,
+        );
         if infra_changed && has_history {
             acc.infra_changes = acc.infra_changes.saturating_add(1);
             if acc.infra_changes <= MAX_CREDIBLE_MOVES {
@@ -916,7 +840,7 @@ impl Engine {
         };
         let touch = Touch {
             single_turn,
-            harvest,
+            harvest: sample.harvest,
             reasoning: ev.prompt.reasoning,
             fresh,
             org: acc.org_id.is_some(),
@@ -1471,6 +1395,167 @@ impl Policy {
             detector_version: self.bulk_version.clone(),
         }))
     }
+}
+
+/// What a request contributes to its account's windows. It harvests when it is extractive
+/// (single-turn, eliciting reasoning or a long answer), new for the account, and not a prompt
+/// that many accounts sent lately (see [`copies::PromptCopies`]).
+fn harvest_sample(
+    acc: &mut Account,
+    ev: &Event,
+    cfg: &crate::config::Config,
+    copies: &mut copies::PromptCopies,
+    model_first_seen: Option<i64>,
+    now: i64,
+) -> Sample {
+    let single_turn = ev.conversation_turns <= 1;
+    let templated =
+        ev.prompt.template != 0 && ev.prompt.scaffold >= 4 && acc.templates.add(ev.prompt.template);
+    let (novel, unrepeated) = acc.novel_prompt(ev.prompt.simhash);
+    let h = &cfg.harvest;
+    let ratio = if ev.prompt.text {
+        h.min_output_ratio
+    } else {
+        cfg.fingerprint.output_ratio_without_text
+    };
+    let output_heavy = ev.output_tokens >= h.min_output_tokens
+        && f64::from(ev.output_tokens) >= ratio * f64::from(ev.input_tokens.max(1));
+    let extractive = single_turn && (ev.prompt.reasoning || output_heavy);
+    // Counted once per account and prompt: the sketch approximates distinct senders.
+    let senders = if unrepeated && extractive {
+        copies.add(ev.prompt.simhash, now)
+    } else {
+        0
+    };
+    let harvest = extractive && unrepeated && senders <= h.max_prompt_copies;
+    if harvest {
+        acc.harvest_ever = acc.harvest_ever.saturating_add(1);
+    }
+    let new_model = model_first_seen.is_some_and(|first| {
+        first > acc.first_seen_ms && (now - first) as f64 <= cfg.bulk.new_model_hours * 3_600_000.0
+    });
+    Sample {
+        single_turn,
+        reasoning: ev.prompt.reasoning,
+        templated,
+        novel,
+        harvest,
+        new_model,
+        with_text: ev.prompt.text,
+        input_tokens: ev.input_tokens,
+        output_tokens: ev.output_tokens,
+    }
+}
+
+/// Moves the account's attribute slots to the values the event carries and lists them in
+/// `carried`, with what was added and evicted (only kinds tracked for linking). Templates
+/// count from their second sighting within the hour (`templates_seen`). Returns whether the
+/// account moved to a new network or device.
+#[allow(clippy::too_many_arguments)]
+fn carry_values(
+    acc: &mut Account,
+    ev: &Event,
+    keys: &Keys,
+    kinds: &[bool; 8],
+    templates_seen: &mut Dedup,
+    created_before: Option<i64>,
+    now: i64,
+    carried: &mut Vec<Carried>,
+) -> bool {
+    let mut infra_changed = false;
+    if let Some(ip) = &ev.ip {
+        let (ip_key, prefix_key) = (keys.ip, keys.prefix);
+        let (added, evicted) = acc.set_pair(SLOT_IP, ip_key);
+        carried.push(Carried {
+            kind: AttrKind::Ip,
+            key: ip_key,
+            value: Value::Ip(*ip),
+            added,
+            evicted,
+        });
+        let (added, evicted) = acc.set_pair(SLOT_PREFIX, prefix_key);
+        infra_changed |= added && evicted.is_some();
+        carried.push(Carried {
+            kind: AttrKind::IpPrefix,
+            key: prefix_key,
+            value: Value::Prefix(*ip),
+            added,
+            evicted,
+        });
+    }
+    if let Some(asn) = ev.asn {
+        let key = keys.asn;
+        let added = acc.slots[SLOT_ASN] != key;
+        let evicted = acc.set_slot(SLOT_ASN, key);
+        carried.push(Carried {
+            kind: AttrKind::Asn,
+            key,
+            value: Value::Asn(asn),
+            added,
+            evicted,
+        });
+    }
+    for (kind, slot, key) in [
+        (AttrKind::Device, SLOT_DEVICE, keys.device),
+        (AttrKind::Payment, SLOT_PAYMENT, keys.payment),
+        (AttrKind::EmailDomain, SLOT_EMAIL, keys.email),
+    ] {
+        if key != 0 {
+            let added = acc.slots[slot] != key;
+            let evicted = acc.set_slot(slot, key);
+            if kind == AttrKind::Device {
+                infra_changed |= evicted.is_some();
+            }
+            carried.push(Carried {
+                kind,
+                key,
+                value: Value::Text(kind),
+                added,
+                evicted,
+            });
+        }
+    }
+    // Most prompts are one-offs: a template is indexed only from its second sighting
+    // within the hour, so unique prompts cost a hash-set entry, not an index entry. The
+    // opening and the closing skeleton are both indexed (tagged apart by the fingerprint).
+    if kinds[AttrKind::Template as usize] {
+        for (t, key) in [ev.prompt.template, ev.prompt.template_tail]
+            .into_iter()
+            .zip(keys.templates)
+        {
+            if t == 0 {
+                continue;
+            }
+            if !templates_seen.seen(key, now) {
+                continue;
+            }
+            let (added, evicted) = acc.set_pair(SLOT_TEMPLATE, key);
+            carried.push(Carried {
+                kind: AttrKind::Template,
+                key,
+                value: Value::Template(t),
+                added,
+                evicted,
+            });
+        }
+    }
+    if let Some(created) = acc.created_ms {
+        let minute = created.div_euclid(60_000);
+        let key = creation_key(minute);
+        let evicted = created_before
+            .filter(|&c| c != created)
+            .map(|c| creation_key(c.div_euclid(60_000)))
+            .filter(|&k| k != key);
+        carried.push(Carried {
+            kind: AttrKind::Creation,
+            key,
+            value: Value::Minute(minute),
+            added: created_before.is_none_or(|c| c.div_euclid(60_000) != minute),
+            evicted,
+        });
+    }
+    carried.retain(|c| kinds[c.kind as usize]);
+    infra_changed
 }
 
 /// Accounts by key (an xxh3 hash of the account id, used as is: no rehash), in a DashMap of
