@@ -108,6 +108,41 @@ struct Profile {
     slots: [u64; account::SLOTS + 1],
 }
 
+impl Profile {
+    /// Re-judges whether the account's trailing hour is extraction-like.
+    fn update(acc: &mut Account, cfg: &crate::config::Config, now: i64) -> Profile {
+        let was = acc.extraction_like;
+        let is = acc.profile(
+            now,
+            cfg.harvest.min_profile_share,
+            cfg.cluster.max_member_chat_share,
+        );
+        acc.extraction_like = is;
+        let mut slots = [0; account::SLOTS + 1];
+        slots[..account::SLOTS].copy_from_slice(&acc.slots);
+        slots[account::SLOTS] = acc
+            .created_ms
+            .map_or(0, |c| creation_key(c.div_euclid(60_000)));
+        Profile { was, is, slots }
+    }
+}
+
+/// A cluster due for evaluation: whether an alert now would be an update of a grown cluster
+/// or a repeat of an unchanged one (if neither, only an escalation is alerted).
+struct ClusterDue {
+    update: bool,
+    repeat: bool,
+}
+
+/// What the engine gathered over a cluster's members.
+struct Gathered {
+    stats: cluster::MemberStats,
+    names: Vec<String>,
+    examples: Vec<String>,
+    /// Members left out because they are allowlisted.
+    suppressed: u64,
+}
+
 /// What the bulk detector made of an account after an event.
 enum BulkVerdict {
     Nothing,
@@ -819,25 +854,7 @@ impl Engine {
                 acc.changed_infra_ms = 0;
             }
         }
-        let was = acc.extraction_like;
-        let is = acc.profile(
-            now,
-            cfg.harvest.min_profile_share,
-            cfg.cluster.max_member_chat_share,
-        );
-        acc.extraction_like = is;
-        let profile = Profile {
-            was,
-            is,
-            slots: {
-                let mut held = [0; account::SLOTS + 1];
-                held[..account::SLOTS].copy_from_slice(&acc.slots);
-                held[account::SLOTS] = acc
-                    .created_ms
-                    .map_or(0, |c| creation_key(c.div_euclid(60_000)));
-                held
-            },
-        };
+        let profile = Profile::update(&mut acc, cfg, now);
         let touch = Touch {
             single_turn,
             harvest: sample.harvest,
@@ -1023,112 +1040,32 @@ impl Engine {
         self.clusters.add_member(root, akey);
     }
 
+    /// Re-evaluates a cluster the event touched, when due, and alerts (through the valve)
+    /// when it is large, harvesting and scored high enough.
     fn check_cluster(&mut self, root: u32, now: i64, out: &mut Vec<Alert>) {
-        let cfg = &self.cfg.raw;
-        let update_ms = (cfg.alerts.cluster_update_secs * 1000) as i64;
+        let Some(due) = self.cluster_due(root, now) else {
+            return;
+        };
         let Some(c) = self.clusters.get(root) else {
             return;
         };
-        if c.members.len() < cfg.cluster.min_cluster_size as usize {
-            return;
-        }
-        let grown = c.members.len() >= c.last_eval_size + c.last_eval_size.div_ceil(4);
-        let eval_due =
-            c.last_eval_ms == i64::MIN || (c.dirty && (grown || now - c.last_eval_ms >= 30_000));
-        let repeat_due = cfg.alerts.repeat_secs > 0
-            && c.last_alert_ms != i64::MIN
-            && now - c.last_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
-        if !eval_due && !repeat_due {
-            return;
-        }
-        let alerted_before = c.last_alert_ms != i64::MIN;
-        let update_due = !alerted_before || (c.dirty && now - c.last_alert_ms >= update_ms);
-        if !update_due && !repeat_due {
-            // Still check for an escalation, but not more than every 30 s. (A cluster that
-            // merged into one never evaluated has an alert time but no evaluation time.)
-            if c.last_eval_ms != i64::MIN && now - c.last_eval_ms < 30_000 {
-                return;
-            }
-        }
         let mut members: Vec<u64> = c.members.iter().copied().collect();
         members.sort_unstable();
         let link_keys = c.links.clone();
         let name = c.name.clone();
         let last_rank = c.last_alert_rank;
 
-        // Gather member statistics (bounded by the alert rate, not per event).
-        let mut stats = cluster::MemberStats {
-            first_seen_ms: now,
-            ..Default::default()
-        };
-        let mut names = Vec::with_capacity(members.len());
-        let mut examples = Vec::new();
-        let mut suppressed = 0u64;
-        for m in &members {
-            let Some(mut acc) = self.accounts.get_mut(m) else {
-                continue;
-            };
-            if self.policy.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
-                suppressed += 1;
-                continue;
-            }
-            let t = acc.hour.totals(now);
-            stats.accounts += 1;
-            if let Some(d) = acc.age_days(now) {
-                stats.with_known_age += 1;
-                if d < cfg.engine.fresh_account_days {
-                    stats.fresh += 1;
-                }
-            }
-            let (step, in_step) = self.cohort.step(&acc.presence);
-            if in_step {
-                stats.in_step += 1;
-                stats.in_step_max_p = stats.in_step_max_p.max(step.p_value);
-            }
-            stats.requests += u64::from(t.requests);
-            stats.single_turn += u64::from(t.single_turn);
-            stats.reasoning += u64::from(t.reasoning);
-            stats.output_tokens += t.output_tokens;
-            stats.harvest += u64::from(acc.harvest_ever);
-            stats.input_tokens += t.input_tokens;
-            stats.first_seen_ms = stats.first_seen_ms.min(acc.first_seen_ms);
-            if examples.len() < cfg.alerts.example_events {
-                if let Some(e) = acc.example_ids().pop() {
-                    examples.push(e);
-                }
-            }
-            names.push(acc.id.to_string());
-        }
-        let mut links = Vec::new();
-        let mut shared = Vec::new();
-        let mut waves = Vec::new();
-        for k in &link_keys {
-            if let Some(w) = as_wave(*k) {
-                if let Some(wave) = self.cohort.wave(w) {
-                    stats.waves += 1;
-                    waves.push(serde_json::json!({
-                        "bin_start": crate::event::time::format_ms(wave.start_ms),
-                        "bin_secs": cfg.cohort.bin_secs,
-                        "harvesting_accounts": wave.accounts,
-                        "expected_by_baseline": (wave.expected * 100.0).round() / 100.0,
-                        "chance_p": wave.p_value,
-                    }));
-                }
-                continue;
-            }
-            if let Some(g) = self.attribute(*k) {
-                let link = cluster::evidence(g, now, &cfg.cluster);
-                shared.push(link.to_json(&g.value));
-                links.push(link);
-            }
-        }
-        let (score, signals) = cluster::score(&stats, &links, &cfg.cluster);
+        let mut g = self.gather_members(&members, now);
+        let (links, shared, waves) = self.gather_links(&link_keys, now, &mut g.stats);
+        let cfg = &self.cfg.raw;
+        let (score, signals) = cluster::score(&g.stats, &links, &cfg.cluster);
         let crossed = signals.iter().filter(|s| s.crossed).count() as u32;
         if let Some(c) = self.clusters.get_mut(root) {
             c.last_eval_ms = now;
             c.last_eval_size = c.members.len();
         }
-        self.stats.alerts_suppressed_allowlist += suppressed;
+        self.stats.alerts_suppressed_allowlist += g.suppressed;
+        let stats = &g.stats;
         if stats.accounts < cfg.cluster.min_cluster_size as usize
             || score < cfg.cluster.alert_score
             || stats.harvest < u64::from(cfg.cluster.min_cluster_harvest)
@@ -1137,10 +1074,10 @@ impl Engine {
         }
         let tier = Tier::from_score(score, crossed, &cfg.alerts);
         let rank = tier as u8 + 1;
-        if !(update_due || repeat_due || rank > last_rank) {
+        if !(due.update || due.repeat || rank > last_rank) {
             return;
         }
-        names.sort_unstable();
+        g.names.sort_unstable();
         let link_count = self.clusters.get(root).map_or(0, |c| c.link_count);
         let share = |x: u64| {
             if stats.requests == 0 {
@@ -1177,16 +1114,18 @@ impl Engine {
             }) },
             "linking_values": link_count,
             "output_tokens_1h": stats.output_tokens,
-            "example_event_ids": examples,
+            "example_event_ids": g.examples,
         });
+        let accounts = stats.accounts;
         let mut d = Decision {
             kind: Kind::FakeAccountCluster,
             subject: name,
-            accounts: names,
+            accounts: g.names,
             tier,
             score,
             detected_at_ms: now,
-            window_start_ms: stats
+            window_start_ms: g
+                .stats
                 .first_seen_ms
                 .max(now - (cfg.engine.account_idle_secs * 1000) as i64),
             window_end_ms: now,
@@ -1197,13 +1136,132 @@ impl Engine {
             c.dirty = false;
             c.last_alert_ms = now;
             c.last_alert_rank = c.last_alert_rank.max(rank);
-            c.last_alert_size = stats.accounts;
+            c.last_alert_size = accounts;
         }
         self.stats.alerts_cluster += 1;
         if self.valve.apply(&mut d) {
             self.stats.alerts_rate_limited_cluster += 1;
         }
         out.push(d.into_alert());
+    }
+
+    /// Whether a cluster is due for evaluation now, and if so whether an alert would be an
+    /// update or a repeat (otherwise only an escalation is alerted).
+    fn cluster_due(&self, root: u32, now: i64) -> Option<ClusterDue> {
+        let cfg = &self.cfg.raw;
+        let update_ms = (cfg.alerts.cluster_update_secs * 1000) as i64;
+        let c = self.clusters.get(root)?;
+        if c.members.len() < cfg.cluster.min_cluster_size as usize {
+            return None;
+        }
+        let grown = c.members.len() >= c.last_eval_size + c.last_eval_size.div_ceil(4);
+        let eval_due =
+            c.last_eval_ms == i64::MIN || (c.dirty && (grown || now - c.last_eval_ms >= 30_000));
+        let repeat = cfg.alerts.repeat_secs > 0
+            && c.last_alert_ms != i64::MIN
+            && now - c.last_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
+        if !eval_due && !repeat {
+            return None;
+        }
+        let alerted_before = c.last_alert_ms != i64::MIN;
+        let update = !alerted_before || (c.dirty && now - c.last_alert_ms >= update_ms);
+        // Otherwise still check for an escalation, but not more than every 30 s. (A cluster
+        // that merged into one never evaluated has an alert time but no evaluation time.)
+        if !update && !repeat && c.last_eval_ms != i64::MIN && now - c.last_eval_ms < 30_000 {
+            return None;
+        }
+        Some(ClusterDue { update, repeat })
+    }
+
+    /// Statistics over a cluster's members that are not allowlisted (bounded by the alert
+    /// rate, not per event), their names and a few example events.
+    fn gather_members(&mut self, members: &[u64], now: i64) -> Gathered {
+        let cfg = &self.cfg.raw;
+        let mut g = Gathered {
+            stats: cluster::MemberStats {
+                first_seen_ms: now,
+                ..Default::default()
+            },
+            names: Vec::with_capacity(members.len()),
+            examples: Vec::new(),
+            suppressed: 0,
+        };
+        let stats = &mut g.stats;
+        for m in members {
+            let Some(mut acc) = self.accounts.get_mut(m) else {
+                continue;
+            };
+            if self.policy.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
+                g.suppressed += 1;
+                continue;
+            }
+            let t = acc.hour.totals(now);
+            stats.accounts += 1;
+            if let Some(d) = acc.age_days(now) {
+                stats.with_known_age += 1;
+                if d < cfg.engine.fresh_account_days {
+                    stats.fresh += 1;
+                }
+            }
+            let (step, in_step) = self.cohort.step(&acc.presence);
+            if in_step {
+                stats.in_step += 1;
+                stats.in_step_max_p = stats.in_step_max_p.max(step.p_value);
+            }
+            stats.requests += u64::from(t.requests);
+            stats.single_turn += u64::from(t.single_turn);
+            stats.reasoning += u64::from(t.reasoning);
+            stats.output_tokens += t.output_tokens;
+            stats.harvest += u64::from(acc.harvest_ever);
+            stats.input_tokens += t.input_tokens;
+            stats.first_seen_ms = stats.first_seen_ms.min(acc.first_seen_ms);
+            if g.examples.len() < cfg.alerts.example_events {
+                if let Some(e) = acc.example_ids().pop() {
+                    g.examples.push(e);
+                }
+            }
+            g.names.push(acc.id.to_string());
+        }
+        g
+    }
+
+    /// The evidence of a cluster's links: shared attribute values (scored and readable) and
+    /// co-activity waves (readable; counted into `stats`).
+    fn gather_links(
+        &self,
+        link_keys: &[u64],
+        now: i64,
+        stats: &mut cluster::MemberStats,
+    ) -> (
+        Vec<cluster::Link>,
+        Vec<serde_json::Value>,
+        Vec<serde_json::Value>,
+    ) {
+        let cfg = &self.cfg.raw;
+        let mut links = Vec::new();
+        let mut shared = Vec::new();
+        let mut waves = Vec::new();
+        for k in link_keys {
+            if let Some(w) = as_wave(*k) {
+                if let Some(wave) = self.cohort.wave(w) {
+                    stats.waves += 1;
+                    waves.push(serde_json::json!({
+                        "bin_start": crate::event::time::format_ms(wave.start_ms),
+                        "bin_secs": cfg.cohort.bin_secs,
+                        "harvesting_accounts": wave.accounts,
+                        "expected_by_baseline": (wave.expected * 100.0).round() / 100.0,
+                        "chance_p": wave.p_value,
+                    }));
+                }
+                continue;
+            }
+            if let Some(g) = self.attribute(*k) {
+                let link = cluster::evidence(g, now, &cfg.cluster);
+                shared.push(link.to_json(&g.value));
+                links.push(link);
+            }
+        }
+        (links, shared, waves)
     }
 
     /// Expires idle state and enforces the caps.
