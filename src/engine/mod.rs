@@ -1079,43 +1079,7 @@ impl Engine {
         }
         g.names.sort_unstable();
         let link_count = self.clusters.get(root).map_or(0, |c| c.link_count);
-        let share = |x: u64| {
-            if stats.requests == 0 {
-                0.0
-            } else {
-                x as f64 / stats.requests as f64
-            }
-        };
-        let kinds: Vec<&str> = {
-            let mut k: Vec<&str> = links.iter().map(|l| l.kind.name()).collect();
-            k.sort_unstable();
-            k.dedup();
-            k
-        };
-        let summary = format!(
-            "{} accounts linked by shared {} ({} linking values); {} single-turn, {} reasoning-eliciting, {:.0}k output tokens in the last hour",
-            stats.accounts,
-            kinds.join(", "),
-            link_count,
-            crate::detect::pct(share(stats.single_turn)),
-            crate::detect::pct(share(stats.reasoning)),
-            stats.output_tokens as f64 / 1000.0,
-        );
-        let evidence = serde_json::json!({
-            "summary": summary,
-            "cluster_size": stats.accounts,
-            "signals": signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
-            "signals_crossed": crossed,
-            "shared_attributes": shared,
-            "co_activity": if waves.is_empty() { serde_json::Value::Null } else { serde_json::json!({
-                "waves": waves,
-                "members_in_step": stats.in_step,
-                "largest_member_chance_p": stats.in_step_max_p,
-            }) },
-            "linking_values": link_count,
-            "output_tokens_1h": stats.output_tokens,
-            "example_event_ids": g.examples,
-        });
+        let evidence = cluster_evidence(&g, &links, &signals, shared, waves, link_count);
         let accounts = stats.accounts;
         let mut d = Decision {
             kind: Kind::FakeAccountCluster,
@@ -1453,6 +1417,57 @@ impl Policy {
             detector_version: self.bulk_version.clone(),
         }))
     }
+}
+
+/// A cluster alert's evidence: a readable summary, the scored signals, the shared values
+/// and co-activity waves that link it, and example events.
+fn cluster_evidence(
+    g: &Gathered,
+    links: &[cluster::Link],
+    signals: &[crate::detect::Signal],
+    shared: Vec<serde_json::Value>,
+    waves: Vec<serde_json::Value>,
+    link_count: u32,
+) -> serde_json::Value {
+    let stats = &g.stats;
+    let crossed = signals.iter().filter(|s| s.crossed).count() as u32;
+    let share = |x: u64| {
+        if stats.requests == 0 {
+            0.0
+        } else {
+            x as f64 / stats.requests as f64
+        }
+    };
+    let kinds: Vec<&str> = {
+        let mut k: Vec<&str> = links.iter().map(|l| l.kind.name()).collect();
+        k.sort_unstable();
+        k.dedup();
+        k
+    };
+    let summary = format!(
+        "{} accounts linked by shared {} ({} linking values); {} single-turn, {} reasoning-eliciting, {:.0}k output tokens in the last hour",
+        stats.accounts,
+        kinds.join(", "),
+        link_count,
+        crate::detect::pct(share(stats.single_turn)),
+        crate::detect::pct(share(stats.reasoning)),
+        stats.output_tokens as f64 / 1000.0,
+    );
+    serde_json::json!({
+        "summary": summary,
+        "cluster_size": stats.accounts,
+        "signals": signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+        "signals_crossed": crossed,
+        "shared_attributes": shared,
+        "co_activity": if waves.is_empty() { serde_json::Value::Null } else { serde_json::json!({
+            "waves": waves,
+            "members_in_step": stats.in_step,
+            "largest_member_chance_p": stats.in_step_max_p,
+        }) },
+        "linking_values": link_count,
+        "output_tokens_1h": stats.output_tokens,
+        "example_event_ids": &g.examples,
+    })
 }
 
 /// What a request contributes to its account's windows. It harvests when it is extractive
