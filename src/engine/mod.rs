@@ -812,25 +812,12 @@ impl Engine {
             acc.last_seen_ms = ev.ts_ms;
         }
         let sample = harvest_sample(&mut acc, ev, cfg, &mut self.copies, model_first_seen, now);
-        let single_turn = sample.single_turn;
-        let templated = sample.templated;
-        acc.hour.add(ev.ts_ms, &sample);
-        acc.day.add(ev.ts_ms);
-        acc.requests_ever = acc.requests_ever.saturating_add(1);
-        if !single_turn {
-            acc.multi_turn_ever = acc.multi_turn_ever.saturating_add(1);
-        }
-        if single_turn && (ev.prompt.reasoning || templated) {
-            acc.remember_example(&ev.event_id);
-        }
-        let bin = ev
-            .ts_ms
-            .div_euclid((cfg.cluster.sync_bin_secs * 1000) as i64);
-        let new_account_bin = bin != acc.last_bin;
-        acc.last_bin = bin;
-        let coarse_bin = bin.div_euclid(attribute::COARSE);
-        let new_account_coarse_bin = coarse_bin != acc.last_coarse_bin;
-        acc.last_coarse_bin = coarse_bin;
+        let (new_account_bin, new_account_coarse_bin) = record_request(
+            &mut acc,
+            ev,
+            &sample,
+            (cfg.cluster.sync_bin_secs * 1000) as i64,
+        );
         let fresh = acc.is_fresh(now, cfg.engine.fresh_account_days);
 
         // A new device or network means something once the account has been seen before,
@@ -856,7 +843,7 @@ impl Engine {
         }
         let profile = Profile::update(&mut acc, cfg, now);
         let touch = Touch {
-            single_turn,
+            single_turn: sample.single_turn,
             harvest: sample.harvest,
             reasoning: ev.prompt.reasoning,
             fresh,
@@ -1518,6 +1505,27 @@ fn harvest_sample(
         input_tokens: ev.input_tokens,
         output_tokens: ev.output_tokens,
     }
+}
+
+/// Counts a request in its account's windows and remembers it as an example if it may be
+/// one. Returns whether it opens a new synchrony bin, and a new coarse bin, for the account.
+fn record_request(acc: &mut Account, ev: &Event, sample: &Sample, bin_ms: i64) -> (bool, bool) {
+    acc.hour.add(ev.ts_ms, sample);
+    acc.day.add(ev.ts_ms);
+    acc.requests_ever = acc.requests_ever.saturating_add(1);
+    if !sample.single_turn {
+        acc.multi_turn_ever = acc.multi_turn_ever.saturating_add(1);
+    }
+    if sample.single_turn && (ev.prompt.reasoning || sample.templated) {
+        acc.remember_example(&ev.event_id);
+    }
+    let bin = ev.ts_ms.div_euclid(bin_ms);
+    let new_bin = bin != acc.last_bin;
+    acc.last_bin = bin;
+    let coarse_bin = bin.div_euclid(attribute::COARSE);
+    let new_coarse_bin = coarse_bin != acc.last_coarse_bin;
+    acc.last_coarse_bin = coarse_bin;
+    (new_bin, new_coarse_bin)
 }
 
 /// Moves the account's attribute slots to the values the event carries and lists them in
