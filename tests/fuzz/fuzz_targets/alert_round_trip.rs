@@ -1,8 +1,7 @@
 //! Alerts read back from the alerts topic (the service does this after every rebalance): any
 //! bytes as a protobuf or JSON alert decode or fail without a panic (a kind, severity or action
-//! outside the contract fails), and what decodes survives
-//! a round trip (protobuf: a fixed point after one normalisation; JSON: the same alert, floats
-//! within a rounding step).
+//! outside the contract fails), and what decodes survives a round trip (protobuf: a fixed point
+//! after one normalisation; JSON: the same alert, floats within a rounding step).
 #![no_main]
 
 use distillguard::alert::Alert;
