@@ -82,7 +82,7 @@ fn harvester(i: u64, k: u64, rate: u64) -> proto::RequestEvent {
 fn config(brokers: &str) -> Arc<distillguard::config::ValidConfig> {
     let mut c = Config::default();
     c.kafka.brokers = brokers.to_string();
-    c.kafka.auto_offset_reset = "earliest".into();
+    c.kafka.auto_offset_reset = distillguard::config::AutoOffsetReset::Earliest;
     c.service.metrics_addr = "127.0.0.1:0".into();
     c.service.statistics_interval_ms = 1000;
     Arc::new(c.validate().expect("valid"))

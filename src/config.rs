@@ -73,6 +73,34 @@ impl Default for VerdictsConfig {
     }
 }
 
+/// How records are encoded on a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The contract's protobuf messages (`distillguard.v1.*`).
+    Protobuf,
+    /// The contract's JSON form.
+    Json,
+}
+
+/// Where a consumer group with no committed offset starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoOffsetReset {
+    Earliest,
+    Latest,
+}
+
+impl AutoOffsetReset {
+    /// librdkafka's value for `auto.offset.reset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoOffsetReset::Earliest => "earliest",
+            AutoOffsetReset::Latest => "latest",
+        }
+    }
+}
+
 /// The Kafka service (`distillguard run`): topics, formats and client properties.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,11 +114,11 @@ pub struct KafkaConfig {
     /// Malformed input records go here, with headers giving the reason and the source.
     pub dlq_topic: String,
     /// `protobuf` (distillguard.v1.RequestEvent) or `json`.
-    pub input_format: String,
+    pub input_format: Format,
     /// `protobuf` (distillguard.v1.Alert) or `json`.
-    pub alerts_format: String,
+    pub alerts_format: Format,
     /// Where a group with no committed offset starts: `latest` or `earliest`.
-    pub auto_offset_reset: String,
+    pub auto_offset_reset: AutoOffsetReset,
     /// On start and on every rebalance, window state is rebuilt by re-reading this much of
     /// the input (seconds, by record timestamp) before live processing resumes.
     pub rebuild_secs: u64,
@@ -118,9 +146,9 @@ impl Default for KafkaConfig {
             input_topic: "llm-requests".into(),
             alerts_topic: "distillguard-alerts".into(),
             dlq_topic: "distillguard-dlq".into(),
-            input_format: "protobuf".into(),
-            alerts_format: "protobuf".into(),
-            auto_offset_reset: "latest".into(),
+            input_format: Format::Protobuf,
+            alerts_format: Format::Protobuf,
+            auto_offset_reset: AutoOffsetReset::Latest,
             rebuild_secs: 3600,
             idle_partition_ms: 2000,
             control_topic: "distillguard-control".into(),
@@ -521,6 +549,23 @@ pub struct AlertConfig {
     pub repeat_secs: u64,
     /// Example event ids carried in evidence.
     pub example_events: usize,
+    /// Safety valve on automatic suspension: downstream systems suspend every account a
+    /// `suspend` alert names, so a detector bug or a bad configuration could suspend
+    /// thousands of customers. Past this many subjects recommended `suspend` in any sliding
+    /// hour of event time (both kinds together), further `suspend` alerts are still emitted
+    /// but as `throttle` (severity `high`), with `rate_limited: true`, the cap and the count
+    /// in their evidence. A subject re-alerted within the hour of its grant keeps it (no
+    /// second slot); a withheld subject is asked again at its next alert (a cluster's update,
+    /// a repeat after `repeat_secs`). Each instance counts its own partitions' alerts. The
+    /// default is several times the busiest hour measured on simulated attacks at scale 1,
+    /// and small enough that a runaway is caught after dozens of suspensions, not thousands.
+    /// 0: no cap.
+    pub max_suspend_per_hour: u32,
+    /// The same cap for `bulk_extraction` alone (0: none). One subject is one account.
+    pub max_suspend_per_hour_bulk: u32,
+    /// The same cap for `fake_account_cluster` alone (0: none). One subject is one cluster,
+    /// however many accounts it names, so this is lower than the bulk cap.
+    pub max_suspend_per_hour_cluster: u32,
 }
 
 impl Default for AlertConfig {
@@ -532,6 +577,9 @@ impl Default for AlertConfig {
             cluster_update_secs: 120,
             repeat_secs: 6 * 3600,
             example_events: 3,
+            max_suspend_per_hour: 50,
+            max_suspend_per_hour_bulk: 40,
+            max_suspend_per_hour_cluster: 10,
         }
     }
 }
@@ -771,6 +819,26 @@ impl Config {
         if a.example_events > 20 {
             return Err(invalid("alerts.example_events", "must be at most 20"));
         }
+        for (key, cap) in [
+            (
+                "alerts.max_suspend_per_hour_bulk",
+                a.max_suspend_per_hour_bulk,
+            ),
+            (
+                "alerts.max_suspend_per_hour_cluster",
+                a.max_suspend_per_hour_cluster,
+            ),
+        ] {
+            if a.max_suspend_per_hour != 0 && cap > a.max_suspend_per_hour {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{cap} is above alerts.max_suspend_per_hour ({}) and would never apply; lower it or raise the total",
+                        a.max_suspend_per_hour
+                    ),
+                ));
+            }
+        }
         let mut allowlist = Vec::with_capacity(self.allowlist.len());
         for (i, entry) in self.allowlist.iter().enumerate() {
             let key = format!("allowlist[{i}]");
@@ -836,20 +904,6 @@ impl Config {
             return Err(invalid(
                 "verdicts.remember_alerts",
                 "must be between 1 and 10000000",
-            ));
-        }
-        for (key, v) in [
-            ("kafka.input_format", &k.input_format),
-            ("kafka.alerts_format", &k.alerts_format),
-        ] {
-            if v != "json" && v != "protobuf" {
-                return Err(invalid(key, format!("`{v}`: use `protobuf` or `json`")));
-            }
-        }
-        if k.auto_offset_reset != "latest" && k.auto_offset_reset != "earliest" {
-            return Err(invalid(
-                "kafka.auto_offset_reset",
-                format!("`{}`: use `latest` or `earliest`", k.auto_offset_reset),
             ));
         }
         if k.idle_partition_ms > 60_000 {
@@ -1054,6 +1108,46 @@ mod tests {
         let mut c = Config::default();
         c.bulk.alert_score = 0.7;
         assert_ne!(a, c.validate().expect("valid").hash);
+        let mut c = Config::default();
+        c.alerts.max_suspend_per_hour_cluster = 7;
+        assert_ne!(
+            a,
+            c.validate().expect("valid").hash,
+            "the valve decides alerts too"
+        );
+    }
+
+    #[test]
+    fn closed_sets_and_suspend_caps_are_checked_by_key() {
+        let err = Config::from_toml("[kafka]\ninput_format = \"xml\"\n").expect_err("format");
+        assert!(err.to_string().contains("input_format"), "{err}");
+        let err = Config::load_with_env(
+            None,
+            env(&[("DISTILLGUARD__KAFKA__AUTO_OFFSET_RESET", "soon")]),
+        )
+        .expect_err("reset");
+        assert!(err.to_string().contains("kafka.auto_offset_reset"), "{err}");
+        let c = Config::from_toml("[kafka]\nalerts_format = \"json\"\n").expect("parses");
+        assert_eq!(c.kafka.alerts_format, Format::Json);
+        let err = Config::from_toml("[alerts]\nmax_suspend_per_hour = -1\n").expect_err("u32");
+        assert!(
+            err.to_string().contains("max_suspend_per_hour = -1"),
+            "{err}"
+        );
+        let c = Config::from_toml(
+            "[alerts]\nmax_suspend_per_hour = 5\nmax_suspend_per_hour_bulk = 10\n",
+        )
+        .expect("parses");
+        let err = c.validate().expect_err("never applies");
+        assert!(
+            err.to_string().contains("alerts.max_suspend_per_hour_bulk"),
+            "{err}"
+        );
+        let c = Config::from_toml(
+            "[alerts]\nmax_suspend_per_hour = 0\nmax_suspend_per_hour_bulk = 10\n",
+        )
+        .expect("parses");
+        c.validate().expect("a kind cap under no total cap");
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

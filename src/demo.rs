@@ -89,9 +89,9 @@ pub async fn run(
     let brokers = cluster.bootstrap_servers();
     let k = &mut config.kafka;
     k.brokers = brokers.clone();
-    k.input_format = "protobuf".into();
-    k.alerts_format = "protobuf".into();
-    k.auto_offset_reset = "earliest".into();
+    k.input_format = crate::config::Format::Protobuf;
+    k.alerts_format = crate::config::Format::Protobuf;
+    k.auto_offset_reset = crate::config::AutoOffsetReset::Earliest;
     cluster.create_topic(&k.input_topic, opts.partitions, 1)?;
     cluster.create_topic(&k.alerts_topic, 1, 1)?;
     cluster.create_topic(&k.dlq_topic, 1, 1)?;
@@ -318,10 +318,12 @@ fn view(brokers: &str, topic: &str, stop: &AtomicBool, seen: &Mutex<Seen>) {
         let Some(Ok(p)) = m.payload().map(proto::Alert::decode) else {
             continue;
         };
-        let alert = Alert::from_proto(p);
+        let Ok(alert) = Alert::from_proto(p) else {
+            continue;
+        };
         println!("{}", alert.one_line());
         let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
-        *s.alerts.entry(alert.kind.clone()).or_insert(0) += 1;
+        *s.alerts.entry(alert.kind.to_string()).or_insert(0) += 1;
         s.accounts.extend(alert.accounts.iter().cloned());
     }
 }

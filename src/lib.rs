@@ -7,7 +7,8 @@
 //! - [`engine`]: the synchronous, deterministic, event-time engine: per-account windows,
 //!   the shared-attribute index, de-duplication and late-event handling.
 //! - [`detect`]: the `bulk_extraction` and `fake_account_cluster` detectors.
-//! - [`alert`]: the contract's alert record, ids, tiers and encodings.
+//! - [`alert`]: the contract's alert record, ids, tiers and encodings, and the safety valve
+//!   that bounds `suspend` recommendations per hour.
 //! - [`config`]: the TOML configuration, its defaults and validation.
 //! - [`control`]: control records from people: the live allowlist the engine consults next
 //!   to the static one, verdicts on alerts, and the alerts remembered to label them.

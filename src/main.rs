@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use distillguard::config::Config;
+use distillguard::config::{Config, Format};
 
 /// Events are parsed on worker threads and freed on the engine thread; mimalloc handles that
 /// cross-thread pattern far better than the system allocator.
@@ -216,10 +216,10 @@ struct KafkaFlags {
     alerts_topic: Option<String>,
     #[arg(long)]
     dlq_topic: Option<String>,
-    #[arg(long, value_parser = ["json", "protobuf"])]
-    input_format: Option<String>,
-    #[arg(long, value_parser = ["json", "protobuf"])]
-    alerts_format: Option<String>,
+    #[arg(long, value_enum)]
+    input_format: Option<Format>,
+    #[arg(long, value_enum)]
+    alerts_format: Option<Format>,
     #[arg(long)]
     control_topic: Option<String>,
     #[arg(long)]
@@ -229,11 +229,11 @@ struct KafkaFlags {
 impl KafkaFlags {
     fn apply(self, c: &mut Config) {
         let k = &mut c.kafka;
-        let set = |dst: &mut String, v: Option<String>| {
+        fn set<T>(dst: &mut T, v: Option<T>) {
             if let Some(v) = v {
                 *dst = v;
             }
-        };
+        }
         set(&mut k.brokers, self.brokers);
         set(&mut k.group_id, self.group_id);
         set(&mut k.input_topic, self.input_topic);

@@ -388,7 +388,11 @@ async fn service_verdicts(
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = config(&m.brokers, group);
-    c.kafka.input_format = input_format.into();
+    c.kafka.input_format = if input_format == "json" {
+        distillguard::config::Format::Json
+    } else {
+        distillguard::config::Format::Protobuf
+    };
     c.service.crash_marker = dir.path().join("marker").display().to_string();
     let before = scrape_now();
     let svc = Service::start(valid(c)).await.expect("service starts");

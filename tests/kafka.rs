@@ -266,16 +266,13 @@ async fn a_burst_into_a_running_service_is_merged_by_event_time() {
     // Live, the merge may take records up to half the late allowance out of event-time order,
     // so an alert can fire a record earlier or later than in replay (another id); who is
     // flagged, and for what, must not change.
-    let flagged = |alerts: &[distillguard::alert::Alert]| -> BTreeSet<(String, String)> {
-        alerts
-            .iter()
-            .flat_map(|a| {
-                a.accounts
-                    .iter()
-                    .map(move |acc| (a.kind.clone(), acc.clone()))
-            })
-            .collect()
-    };
+    let flagged =
+        |alerts: &[distillguard::alert::Alert]| -> BTreeSet<(distillguard::alert::Kind, String)> {
+            alerts
+                .iter()
+                .flat_map(|a| a.accounts.iter().map(move |acc| (a.kind, acc.clone())))
+                .collect()
+        };
     assert_eq!(
         flagged(&got),
         flagged(&expected),

@@ -1,4 +1,9 @@
 //! Alerts: the contract's output record, its deterministic id, tiers and encodings.
+//!
+//! Kind, severity and action are closed sets: enums in memory, the contract's strings on the
+//! wire (JSON by serde, protobuf by [`Alert::to_proto`]), parsed once where an alert is read.
+
+pub mod valve;
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
@@ -8,19 +13,95 @@ use crate::event::decode::ms_to_proto;
 use crate::event::time::{format_ms, parse_rfc3339_ms};
 use crate::proto;
 
-pub const KIND_BULK: &str = "bulk_extraction";
-pub const KIND_CLUSTER: &str = "fake_account_cluster";
+/// A string read from outside that names no member of a closed set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {field} `{value}`")]
+pub struct UnknownValue {
+    pub field: &'static str,
+    pub value: String,
+}
+
+/// A closed set of contract strings: the enum, its wire form and its parser.
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $name:ident, $field:literal { $($(#[$vm:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The contract's string (also the metric label).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $s),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownValue;
+
+            fn from_str(s: &str) -> Result<Self, UnknownValue> {
+                match s {
+                    $($s => Ok($name::$variant),)+
+                    _ => Err(UnknownValue {
+                        field: $field,
+                        value: s.chars().take(64).collect(),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// What an alert is about.
+    Kind, "kind" {
+        /// One account harvesting outputs.
+        BulkExtraction = "bulk_extraction",
+        /// Many accounts operated together.
+        FakeAccountCluster = "fake_account_cluster",
+    }
+}
+
+wire_enum! {
+    /// How bad: the contract's four levels (`low` is never emitted today).
+    Severity, "severity" {
+        Low = "low",
+        Medium = "medium",
+        High = "high",
+        Critical = "critical",
+    }
+}
+
+wire_enum! {
+    /// What downstream systems should do to the accounts named.
+    Action, "recommended_action" {
+        Review = "review",
+        Throttle = "throttle",
+        Suspend = "suspend",
+    }
+}
 
 /// One decision about one account or one cluster of accounts (contract "Alert").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub alert_id: String,
-    pub kind: String,
+    pub kind: Kind,
     pub subject: String,
     pub accounts: Vec<String>,
-    pub severity: String,
+    pub severity: Severity,
     pub score: f64,
-    pub recommended_action: String,
+    pub recommended_action: Action,
     pub detected_at: String,
     pub window_start: String,
     pub window_end: String,
@@ -49,19 +130,19 @@ impl Tier {
         }
     }
 
-    pub fn severity(self) -> &'static str {
+    pub fn severity(self) -> Severity {
         match self {
-            Tier::Medium => "medium",
-            Tier::High => "high",
-            Tier::Critical => "critical",
+            Tier::Medium => Severity::Medium,
+            Tier::High => Severity::High,
+            Tier::Critical => Severity::Critical,
         }
     }
 
-    pub fn action(self) -> &'static str {
+    pub fn action(self) -> Action {
         match self {
-            Tier::Medium => "review",
-            Tier::High => "throttle",
-            Tier::Critical => "suspend",
+            Tier::Medium => Action::Review,
+            Tier::High => Action::Throttle,
+            Tier::Critical => Action::Suspend,
         }
     }
 }
@@ -69,7 +150,7 @@ impl Tier {
 /// Everything a detector decided, before it becomes an [`Alert`].
 #[derive(Debug, Clone)]
 pub struct Decision {
-    pub kind: &'static str,
+    pub kind: Kind,
     pub subject: String,
     pub accounts: Vec<String>,
     pub tier: Tier,
@@ -88,7 +169,7 @@ impl Decision {
     pub fn into_alert(self) -> Alert {
         let score = (self.score.clamp(0.0, 1.0) * 1000.0).round() / 1000.0;
         let mut key = String::with_capacity(64 + self.accounts.len() * 16);
-        key.push_str(self.kind);
+        key.push_str(self.kind.as_str());
         key.push('\0');
         key.push_str(&self.subject);
         key.push('\0');
@@ -99,7 +180,7 @@ impl Decision {
         // time stands still) must not share an id: a consumer de-duplicating by id would drop
         // the second.
         key.push('\0');
-        key.push_str(self.tier.severity());
+        key.push_str(self.tier.severity().as_str());
         key.push('\0');
         key.push_str(&format!("{score:.3}"));
         for a in &self.accounts {
@@ -108,12 +189,12 @@ impl Decision {
         }
         Alert {
             alert_id: format!("{:032x}", xxh3_128(key.as_bytes())),
-            kind: self.kind.to_string(),
+            kind: self.kind,
             subject: self.subject,
             accounts: self.accounts,
-            severity: self.tier.severity().to_string(),
+            severity: self.tier.severity(),
             score,
-            recommended_action: self.tier.action().to_string(),
+            recommended_action: self.tier.action(),
             detected_at: format_ms(self.detected_at_ms),
             window_start: format_ms(self.window_start_ms),
             window_end: format_ms(self.window_end_ms),
@@ -129,12 +210,12 @@ impl Alert {
         let ts = |s: &str| parse_rfc3339_ms(s).map(ms_to_proto);
         proto::Alert {
             alert_id: self.alert_id.clone(),
-            kind: self.kind.clone(),
+            kind: self.kind.as_str().to_string(),
             subject: self.subject.clone(),
             accounts: self.accounts.clone(),
-            severity: self.severity.clone(),
+            severity: self.severity.as_str().to_string(),
             score: self.score,
-            recommended_action: self.recommended_action.clone(),
+            recommended_action: self.recommended_action.as_str().to_string(),
             detected_at: ts(&self.detected_at),
             window_start: ts(&self.window_start),
             window_end: ts(&self.window_end),
@@ -146,8 +227,10 @@ impl Alert {
         }
     }
 
-    /// From the protobuf form (for consumers of the alerts topic: tests, the demo).
-    pub fn from_proto(p: proto::Alert) -> Alert {
+    /// From the protobuf form (for consumers of the alerts topic: the service after a
+    /// rebalance, tests, the demo). A kind, severity or action outside the contract is an
+    /// error, like an unknown string in the JSON form.
+    pub fn from_proto(p: proto::Alert) -> Result<Alert, UnknownValue> {
         let ts = |t: Option<prost_types::Timestamp>| {
             // Saturating: the bytes may come from anyone who can write to the topic.
             t.map(|t| {
@@ -159,14 +242,14 @@ impl Alert {
             })
             .unwrap_or_default()
         };
-        Alert {
+        Ok(Alert {
             alert_id: p.alert_id,
-            kind: p.kind,
+            kind: p.kind.parse()?,
             subject: p.subject,
             accounts: p.accounts,
-            severity: p.severity,
+            severity: p.severity.parse()?,
             score: p.score,
-            recommended_action: p.recommended_action,
+            recommended_action: p.recommended_action.parse()?,
             detected_at: ts(p.detected_at),
             window_start: ts(p.window_start),
             window_end: ts(p.window_end),
@@ -176,7 +259,7 @@ impl Alert {
                 })
             }),
             detector_version: p.detector_version,
-        }
+        })
     }
 
     /// One short line for people watching a terminal.
@@ -257,7 +340,7 @@ mod tests {
 
     fn decision() -> Decision {
         Decision {
-            kind: KIND_BULK,
+            kind: Kind::BulkExtraction,
             subject: "acct_1".into(),
             accounts: vec!["acct_1".into()],
             tier: Tier::High,
@@ -279,7 +362,7 @@ mod tests {
         d.detected_at_ms += 1;
         assert_ne!(a.alert_id, d.into_alert().alert_id);
         assert_eq!(a.score, 0.812);
-        assert_eq!(a.recommended_action, "throttle");
+        assert_eq!(a.recommended_action, Action::Throttle);
         assert_eq!(a.detected_at, "2026-11-02T00:00:00.000Z");
     }
 
@@ -298,5 +381,38 @@ mod tests {
         assert_eq!(p.alert_id, a.alert_id);
         assert_eq!(p.detected_at.expect("ts").seconds, 1_793_577_600);
         assert!(p.evidence.expect("struct").fields.contains_key("signals"));
+    }
+
+    #[test]
+    fn closed_sets_keep_the_contract_strings_on_both_wires() {
+        let a = decision().into_alert();
+        let json: serde_json::Value = serde_json::to_value(&a).expect("json");
+        assert_eq!(json["kind"], "bulk_extraction");
+        assert_eq!(json["severity"], "high");
+        assert_eq!(json["recommended_action"], "throttle");
+        let p = a.to_proto();
+        assert_eq!(
+            (
+                p.kind.as_str(),
+                p.severity.as_str(),
+                p.recommended_action.as_str()
+            ),
+            ("bulk_extraction", "high", "throttle")
+        );
+        assert_eq!(Alert::from_proto(p).expect("decodes"), a);
+        for k in Kind::ALL {
+            assert_eq!(k.as_str().parse::<Kind>(), Ok(*k));
+        }
+    }
+
+    #[test]
+    fn a_kind_outside_the_contract_is_rejected_not_guessed() {
+        let mut p = decision().into_alert().to_proto();
+        p.kind = "third_kind".into();
+        let err = Alert::from_proto(p).expect_err("unknown kind");
+        assert_eq!(err.field, "kind");
+        let mut json = serde_json::to_value(decision().into_alert()).expect("json");
+        json["recommended_action"] = "ban".into();
+        assert!(serde_json::from_value::<Alert>(json).is_err());
     }
 }

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{KIND_BULK, KIND_CLUSTER};
 use crate::event::time::{format_ms, parse_rfc3339_ms};
 
 /// Longest id (account, org, alert) accepted, as for events.
@@ -395,7 +394,7 @@ impl Judgement {
 }
 
 /// Alert kinds and severities a verdict may name: metric labels, so a closed set.
-pub const KINDS: [&str; 2] = [KIND_BULK, KIND_CLUSTER];
+pub const KINDS: [&str; 2] = ["bulk_extraction", "fake_account_cluster"];
 pub const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 pub const UNKNOWN: &str = "unknown";
 
@@ -533,8 +532,8 @@ impl RecentAlerts {
 
     pub fn remember(&self, alert: &crate::alert::Alert) {
         let (Some(kind), Some(severity)) = (
-            closed(&KINDS, &alert.kind),
-            closed(&SEVERITIES, &alert.severity),
+            closed(&KINDS, alert.kind.as_str()),
+            closed(&SEVERITIES, alert.severity.as_str()),
         ) else {
             return;
         };
@@ -793,12 +792,12 @@ mod tests {
         let recent = RecentAlerts::new(2);
         let alert = |id: &str| crate::alert::Alert {
             alert_id: id.into(),
-            kind: KIND_BULK.into(),
+            kind: crate::alert::Kind::BulkExtraction,
             subject: "a".into(),
             accounts: vec!["a".into()],
-            severity: "high".into(),
+            severity: crate::alert::Severity::High,
             score: 0.8,
-            recommended_action: "throttle".into(),
+            recommended_action: crate::alert::Action::Throttle,
             detected_at: String::new(),
             window_start: String::new(),
             window_end: String::new(),

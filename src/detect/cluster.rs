@@ -330,13 +330,6 @@ impl Clusters {
             self.parent.remove(&id);
         }
     }
-
-    /// Roots in a deterministic order.
-    pub fn roots(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self.roots.keys().copied().collect();
-        v.sort_unstable();
-        v
-    }
 }
 
 /// Aggregates over a cluster's members, gathered by the engine.

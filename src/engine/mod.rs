@@ -7,9 +7,13 @@
 //! State is keyed by 64-bit hashes: accounts in a DashMap of boxed per-account windows,
 //! attribute values in a flat open-addressing table ([`flat::FlatMap`], one cache line per
 //! lookup, which matters at millions of values and several lookups per event). The engine is
-//! single-writer and owned by one thread (the pipeline reports its gauges and forgets revoked
-//! partitions through it). Memory is bounded: idle accounts and values expire with the window,
-//! and hard caps evict the least recently active, counted in [`Stats`].
+//! single-writer and owned by one thread (the Kafka pipeline reads its gauges, and builds a
+//! new engine on every rebalance, re-reading a window of input to rebuild its state). Memory
+//! is bounded: idle accounts and values expire with the window, and hard caps evict the least
+//! recently active, counted in [`Stats`].
+//!
+//! Every alert passes the suspension safety valve ([`valve::Valve`]) on its way out, on the
+//! same event-time clock.
 
 pub mod account;
 pub mod attribute;
@@ -27,7 +31,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::alert::{Alert, Decision, Tier, KIND_BULK, KIND_CLUSTER};
+use crate::alert::{valve, Alert, Decision, Kind, Tier};
 use crate::config::ValidConfig;
 use crate::control::LiveAllowlist;
 use crate::detect::{bulk, cluster, cohort};
@@ -83,6 +87,9 @@ pub struct Stats {
     pub alerts_bulk: u64,
     pub alerts_cluster: u64,
     pub alerts_suppressed_allowlist: u64,
+    /// `suspend` alerts downgraded to `throttle` by the safety valve, by kind.
+    pub alerts_rate_limited_bulk: u64,
+    pub alerts_rate_limited_cluster: u64,
 }
 
 /// Sizes of the state right now.
@@ -102,12 +109,47 @@ struct Profile {
     slots: [u64; account::SLOTS + 1],
 }
 
+impl Profile {
+    /// Re-judges whether the account's trailing hour is extraction-like.
+    fn update(acc: &mut Account, cfg: &crate::config::Config, now: i64) -> Profile {
+        let was = acc.extraction_like;
+        let is = acc.profile(
+            now,
+            cfg.harvest.min_profile_share,
+            cfg.cluster.max_member_chat_share,
+        );
+        acc.extraction_like = is;
+        let mut slots = [0; account::SLOTS + 1];
+        slots[..account::SLOTS].copy_from_slice(&acc.slots);
+        slots[account::SLOTS] = acc
+            .created_ms
+            .map_or(0, |c| creation_key(c.div_euclid(60_000)));
+        Profile { was, is, slots }
+    }
+}
+
+/// A cluster due for evaluation: whether an alert now would be an update of a grown cluster
+/// or a repeat of an unchanged one (if neither, only an escalation is alerted).
+struct ClusterDue {
+    update: bool,
+    repeat: bool,
+}
+
+/// What the engine gathered over a cluster's members.
+struct Gathered {
+    stats: cluster::MemberStats,
+    names: Vec<String>,
+    examples: Vec<String>,
+    /// Members left out because they are allowlisted.
+    suppressed: u64,
+}
+
 /// What the bulk detector made of an account after an event.
 enum BulkVerdict {
     Nothing,
     /// It would alert, but the account or its org is allowlisted.
     Suppressed,
-    Alert(Box<Alert>),
+    Alert(Box<Decision>),
 }
 
 /// A value that links accounts after an event: (key, kind, cluster it already links into).
@@ -352,6 +394,8 @@ pub struct Engine {
     /// Attribute kinds tracked for linking, indexed by `AttrKind as usize`.
     kinds: [bool; 8],
     policy: Policy,
+    /// Caps on `suspend` per sliding hour of event time.
+    valve: valve::Valve,
     watermark: i64,
     next_sweep_ms: i64,
     /// Creation counts at which the caps are next checked (between sweeps).
@@ -405,12 +449,18 @@ impl Engine {
                 allow_accounts,
                 allow_orgs,
                 live: None,
-                bulk_version: format!("{KIND_BULK}/{DETECTOR_VERSION}+cfg.{:08x}", cfg.hash as u32),
+                bulk_version: format!(
+                    "{}/{DETECTOR_VERSION}+cfg.{:08x}",
+                    Kind::BulkExtraction,
+                    cfg.hash as u32
+                ),
                 cluster_version: format!(
-                    "{KIND_CLUSTER}/{DETECTOR_VERSION}+cfg.{:08x}",
+                    "{}/{DETECTOR_VERSION}+cfg.{:08x}",
+                    Kind::FakeAccountCluster,
                     cfg.hash as u32
                 ),
             },
+            valve: valve::Valve::new(&cfg.raw.alerts),
             watermark: i64::MIN,
             next_sweep_ms: i64::MIN,
             cap_check_accounts: 0,
@@ -507,21 +557,61 @@ impl Engine {
     }
 
     fn process_keyed(&mut self, ev: &Event, keys: &Keys, out: &mut Vec<Alert>) -> Outcome {
+        let now = match self.advance_clock(ev, keys) {
+            Ok(now) => now,
+            Err(skipped) => return skipped,
+        };
+        let akey = keys.account;
+        let mut carried = std::mem::take(&mut self.carried_buf);
+        carried.clear();
+        let (touch, profile) = self.update_account(ev, keys, now, &mut carried);
+        let mut links = std::mem::take(&mut self.links_buf);
+        links.clear();
+        let in_burst =
+            self.update_attributes(ev, now, akey, &carried, &touch, &profile, &mut links);
+        self.carried_buf = carried;
+        let (ground, own_cluster) = self.revisit_account(akey, in_burst, now, out);
+        let mut touched_clusters: Vec<u32> = Vec::new();
+        if self.cfg.raw.cluster.enabled {
+            let eligible = self.may_join(akey, ground, &links);
+            self.link_clusters(
+                akey,
+                &links,
+                eligible,
+                own_cluster,
+                now,
+                &mut touched_clusters,
+            );
+        }
+        self.links_buf = links;
+        if self.cfg.raw.cohort.enabled && self.cfg.raw.cluster.enabled && touch.harvest {
+            self.observe_cohort(ev, akey, now, &mut touched_clusters);
+        }
+        for root in touched_clusters {
+            self.check_cluster(root, now, out);
+        }
+        Outcome::Accepted
+    }
+
+    /// Admits an event to the clock: skips it if it is too late, too far ahead or a
+    /// duplicate; otherwise moves the watermark and runs the sweeps that are due. Returns the
+    /// engine's event time.
+    fn advance_clock(&mut self, ev: &Event, keys: &Keys) -> Result<i64, Outcome> {
         let e = &self.cfg.raw.engine;
         if self.watermark != i64::MIN {
             if ev.ts_ms > self.watermark + (e.max_forward_jump_secs * 1000) as i64 {
                 self.stats.events_out_of_range += 1;
-                return Outcome::OutOfRange;
+                return Err(Outcome::OutOfRange);
             }
             if ev.ts_ms < self.watermark - (e.late_allowance_secs * 1000) as i64 {
                 self.stats.events_late += 1;
-                return Outcome::Late;
+                return Err(Outcome::Late);
             }
         }
         let now = self.watermark.max(ev.ts_ms);
         if self.dedup.seen(keys.id, now) {
             self.stats.events_duplicate += 1;
-            return Outcome::Duplicate;
+            return Err(Outcome::Duplicate);
         }
         self.watermark = now;
         self.stats.events_accepted += 1;
@@ -533,44 +623,50 @@ impl Engine {
         {
             self.enforce_caps();
         }
+        Ok(now)
+    }
 
-        let akey = keys.account;
-        let mut carried = std::mem::take(&mut self.carried_buf);
-        carried.clear();
-        let (touch, profile) = self.update_account(ev, keys, now, &mut carried);
-        let mut links = std::mem::take(&mut self.links_buf);
-        links.clear();
-        let in_burst =
-            self.update_attributes(ev, now, akey, &carried, &touch, &profile, &mut links);
-        self.carried_buf = carried;
-        // One more look at the account: burst participation, join eligibility, its cluster,
-        // and the bulk_extraction verdict.
-        let (ground, own_cluster) = match self.accounts.get_mut(&akey) {
-            Some(mut acc) => {
-                if in_burst {
-                    acc.sync_hits = acc.sync_hits.saturating_add(1);
-                }
-                if self.cfg.raw.bulk.enabled {
-                    match self.policy.judge_bulk(&self.cfg.raw, &mut acc, now) {
-                        BulkVerdict::Alert(a) => {
-                            self.stats.alerts_bulk += 1;
-                            out.push(*a);
-                        }
-                        BulkVerdict::Suppressed => self.stats.alerts_suppressed_allowlist += 1,
-                        BulkVerdict::Nothing => {}
-                    }
-                }
-                (
-                    acc.join_ground(
-                        now,
-                        self.cfg.raw.engine.fresh_account_days,
-                        self.cfg.raw.cluster.min_member_harvest,
-                    ),
-                    acc.cluster,
-                )
-            }
-            None => (JoinGround::No, 0),
+    /// One more look at the account after the event: burst participation, the
+    /// bulk_extraction verdict (its alert through the valve into `out`), and its ground for
+    /// joining clusters and the cluster it is in.
+    fn revisit_account(
+        &mut self,
+        akey: u64,
+        in_burst: bool,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) -> (JoinGround, u32) {
+        let Some(mut acc) = self.accounts.get_mut(&akey) else {
+            return (JoinGround::No, 0);
         };
+        if in_burst {
+            acc.sync_hits = acc.sync_hits.saturating_add(1);
+        }
+        if self.cfg.raw.bulk.enabled {
+            match self.policy.judge_bulk(&self.cfg.raw, &mut acc, now) {
+                BulkVerdict::Alert(mut d) => {
+                    self.stats.alerts_bulk += 1;
+                    if self.valve.apply(&mut d) {
+                        self.stats.alerts_rate_limited_bulk += 1;
+                    }
+                    out.push(d.into_alert());
+                }
+                BulkVerdict::Suppressed => self.stats.alerts_suppressed_allowlist += 1,
+                BulkVerdict::Nothing => {}
+            }
+        }
+        (
+            acc.join_ground(
+                now,
+                self.cfg.raw.engine.fresh_account_days,
+                self.cfg.raw.cluster.min_member_harvest,
+            ),
+            acc.cluster,
+        )
+    }
+
+    /// Whether the values that link accounts after this event may name this account.
+    fn may_join(&self, akey: u64, ground: JoinGround, links: &[Link]) -> bool {
         // An old account that merely never chatted is named by infrastructure only: a person
         // who only ever sends one-off questions ("... Please explain step by step.") can match
         // a campaign's template.
@@ -593,34 +689,35 @@ impl Engine {
             .iter()
             .filter(counts)
             .any(|l| !client_or_provider(l.1));
-        let eligible = match ground {
+        match ground {
             JoinGround::No => false,
             JoinGround::FreshOrInStep => counted >= 2 || not_client,
             JoinGround::NeverChatted => infra >= 2 || payment,
-        };
-        let mut touched_clusters: Vec<u32> = Vec::new();
-        if self.cfg.raw.cluster.enabled {
-            for &(key, kind, existing) in &links {
-                if let Some(root) = self.apply_link(key, kind, existing, akey, eligible, now) {
-                    if !touched_clusters.contains(&root) {
-                        touched_clusters.push(root);
-                    }
+        }
+    }
+
+    /// Applies the links to clusters; appends the clusters they touched, and the account's own
+    /// (an account already in a cluster keeps it fresh), to `touched`.
+    fn link_clusters(
+        &mut self,
+        akey: u64,
+        links: &[Link],
+        eligible: bool,
+        own_cluster: u32,
+        now: i64,
+        touched: &mut Vec<u32>,
+    ) {
+        for &(key, kind, existing) in links {
+            if let Some(root) = self.apply_link(key, kind, existing, akey, eligible, now) {
+                if !touched.contains(&root) {
+                    touched.push(root);
                 }
             }
-            // An account already in a cluster keeps it fresh.
-            let root = self.clusters.find(own_cluster);
-            if root != 0 && !touched_clusters.contains(&root) {
-                touched_clusters.push(root);
-            }
         }
-        self.links_buf = links;
-        if self.cfg.raw.cohort.enabled && self.cfg.raw.cluster.enabled && touch.harvest {
-            self.observe_cohort(ev, akey, now, &mut touched_clusters);
+        let root = self.clusters.find(own_cluster);
+        if root != 0 && !touched.contains(&root) {
+            touched.push(root);
         }
-        for root in touched_clusters {
-            self.check_cluster(root, now, out);
-        }
-        Outcome::Accepted
     }
 
     /// Counts a harvesting request in its co-activity bin; links the accounts a wave puts in
@@ -729,161 +826,28 @@ impl Engine {
             acc.gaps.add(gap);
             acc.last_seen_ms = ev.ts_ms;
         }
-        let single_turn = ev.conversation_turns <= 1;
-        let templated = ev.prompt.template != 0
-            && ev.prompt.scaffold >= 4
-            && acc.templates.add(ev.prompt.template);
-        let (novel, unrepeated) = acc.novel_prompt(ev.prompt.simhash);
-        let h = &cfg.harvest;
-        let ratio = if ev.prompt.text {
-            h.min_output_ratio
-        } else {
-            cfg.fingerprint.output_ratio_without_text
-        };
-        let output_heavy = ev.output_tokens >= h.min_output_tokens
-            && f64::from(ev.output_tokens) >= ratio * f64::from(ev.input_tokens.max(1));
-        let extractive = single_turn && (ev.prompt.reasoning || output_heavy);
-        // Counted once per account and prompt: the sketch approximates distinct senders.
-        let copies = if unrepeated && extractive {
-            self.copies.add(ev.prompt.simhash, now)
-        } else {
-            0
-        };
-        let harvest = extractive && unrepeated && copies <= h.max_prompt_copies;
-        if harvest {
-            acc.harvest_ever = acc.harvest_ever.saturating_add(1);
-        }
-        let new_model = model_first_seen.is_some_and(|first| {
-            first > acc.first_seen_ms
-                && (now - first) as f64 <= cfg.bulk.new_model_hours * 3_600_000.0
-        });
-        let sample = Sample {
-            single_turn,
-            reasoning: ev.prompt.reasoning,
-            templated,
-            novel,
-            harvest,
-            new_model,
-            with_text: ev.prompt.text,
-            input_tokens: ev.input_tokens,
-            output_tokens: ev.output_tokens,
-        };
-        acc.hour.add(ev.ts_ms, &sample);
-        acc.day.add(ev.ts_ms);
-        acc.requests_ever = acc.requests_ever.saturating_add(1);
-        if !single_turn {
-            acc.multi_turn_ever = acc.multi_turn_ever.saturating_add(1);
-        }
-        if single_turn && (ev.prompt.reasoning || templated) {
-            acc.remember_example(&ev.event_id);
-        }
-        let bin = ev
-            .ts_ms
-            .div_euclid((cfg.cluster.sync_bin_secs * 1000) as i64);
-        let new_account_bin = bin != acc.last_bin;
-        acc.last_bin = bin;
-        let coarse_bin = bin.div_euclid(attribute::COARSE);
-        let new_account_coarse_bin = coarse_bin != acc.last_coarse_bin;
-        acc.last_coarse_bin = coarse_bin;
+        let sample = harvest_sample(&mut acc, ev, cfg, &mut self.copies, model_first_seen, now);
+        let (new_account_bin, new_account_coarse_bin) = record_request(
+            &mut acc,
+            ev,
+            &sample,
+            (cfg.cluster.sync_bin_secs * 1000) as i64,
+        );
         let fresh = acc.is_fresh(now, cfg.engine.fresh_account_days);
 
-        let kinds = self.kinds;
         // A new device or network means something once the account has been seen before,
         // from elsewhere, at least an hour earlier.
         let has_history = acc.requests_ever > 1;
-        let mut infra_changed = false;
-        if let Some(ip) = &ev.ip {
-            let (ip_key, prefix_key) = (keys.ip, keys.prefix);
-            let (added, evicted) = acc.set_pair(SLOT_IP, ip_key);
-            carried.push(Carried {
-                kind: AttrKind::Ip,
-                key: ip_key,
-                value: Value::Ip(*ip),
-                added,
-                evicted,
-            });
-            let (added, evicted) = acc.set_pair(SLOT_PREFIX, prefix_key);
-            infra_changed |= added && evicted.is_some();
-            carried.push(Carried {
-                kind: AttrKind::IpPrefix,
-                key: prefix_key,
-                value: Value::Prefix(*ip),
-                added,
-                evicted,
-            });
-        }
-        if let Some(asn) = ev.asn {
-            let key = keys.asn;
-            let added = acc.slots[SLOT_ASN] != key;
-            let evicted = acc.set_slot(SLOT_ASN, key);
-            carried.push(Carried {
-                kind: AttrKind::Asn,
-                key,
-                value: Value::Asn(asn),
-                added,
-                evicted,
-            });
-        }
-        for (kind, slot, key) in [
-            (AttrKind::Device, SLOT_DEVICE, keys.device),
-            (AttrKind::Payment, SLOT_PAYMENT, keys.payment),
-            (AttrKind::EmailDomain, SLOT_EMAIL, keys.email),
-        ] {
-            if key != 0 {
-                let added = acc.slots[slot] != key;
-                let evicted = acc.set_slot(slot, key);
-                if kind == AttrKind::Device {
-                    infra_changed |= evicted.is_some();
-                }
-                carried.push(Carried {
-                    kind,
-                    key,
-                    value: Value::Text(kind),
-                    added,
-                    evicted,
-                });
-            }
-        }
-        // Most prompts are one-offs: a template is indexed only from its second sighting
-        // within the hour, so unique prompts cost a hash-set entry, not an index entry. The
-        // opening and the closing skeleton are both indexed (tagged apart by the fingerprint).
-        if kinds[AttrKind::Template as usize] {
-            for (t, key) in [ev.prompt.template, ev.prompt.template_tail]
-                .into_iter()
-                .zip(keys.templates)
-            {
-                if t == 0 {
-                    continue;
-                }
-                if !self.templates_seen.seen(key, now) {
-                    continue;
-                }
-                let (added, evicted) = acc.set_pair(SLOT_TEMPLATE, key);
-                carried.push(Carried {
-                    kind: AttrKind::Template,
-                    key,
-                    value: Value::Template(t),
-                    added,
-                    evicted,
-                });
-            }
-        }
-        if let Some(created) = acc.created_ms {
-            let minute = created.div_euclid(60_000);
-            let key = creation_key(minute);
-            let evicted = created_before
-                .filter(|&c| c != created)
-                .map(|c| creation_key(c.div_euclid(60_000)))
-                .filter(|&k| k != key);
-            carried.push(Carried {
-                kind: AttrKind::Creation,
-                key,
-                value: Value::Minute(minute),
-                added: created_before.is_none_or(|c| c.div_euclid(60_000) != minute),
-                evicted,
-            });
-        }
-        carried.retain(|c| kinds[c.kind as usize]);
+        let infra_changed = carry_values(
+            &mut acc,
+            ev,
+            keys,
+            &self.kinds,
+            &mut self.templates_seen,
+            created_before,
+            now,
+            carried,
+        );
         if infra_changed && has_history {
             acc.infra_changes = acc.infra_changes.saturating_add(1);
             if acc.infra_changes <= MAX_CREDIBLE_MOVES {
@@ -892,28 +856,10 @@ impl Engine {
                 acc.changed_infra_ms = 0;
             }
         }
-        let was = acc.extraction_like;
-        let is = acc.profile(
-            now,
-            cfg.harvest.min_profile_share,
-            cfg.cluster.max_member_chat_share,
-        );
-        acc.extraction_like = is;
-        let profile = Profile {
-            was,
-            is,
-            slots: {
-                let mut held = [0; account::SLOTS + 1];
-                held[..account::SLOTS].copy_from_slice(&acc.slots);
-                held[account::SLOTS] = acc
-                    .created_ms
-                    .map_or(0, |c| creation_key(c.div_euclid(60_000)));
-                held
-            },
-        };
+        let profile = Profile::update(&mut acc, cfg, now);
         let touch = Touch {
-            single_turn,
-            harvest,
+            single_turn: sample.single_turn,
+            harvest: sample.harvest,
             reasoning: ev.prompt.reasoning,
             fresh,
             org: acc.org_id.is_some(),
@@ -1096,53 +1042,123 @@ impl Engine {
         self.clusters.add_member(root, akey);
     }
 
+    /// Re-evaluates a cluster the event touched, when due, and alerts (through the valve)
+    /// when it is large, harvesting and scored high enough.
     fn check_cluster(&mut self, root: u32, now: i64, out: &mut Vec<Alert>) {
-        let cfg = &self.cfg.raw;
-        let update_ms = (cfg.alerts.cluster_update_secs * 1000) as i64;
+        let Some(due) = self.cluster_due(root, now) else {
+            return;
+        };
         let Some(c) = self.clusters.get(root) else {
             return;
         };
-        if c.members.len() < cfg.cluster.min_cluster_size as usize {
-            return;
-        }
-        let grown = c.members.len() >= c.last_eval_size + c.last_eval_size.div_ceil(4);
-        let eval_due =
-            c.last_eval_ms == i64::MIN || (c.dirty && (grown || now - c.last_eval_ms >= 30_000));
-        let repeat_due = cfg.alerts.repeat_secs > 0
-            && c.last_alert_ms != i64::MIN
-            && now - c.last_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
-        if !eval_due && !repeat_due {
-            return;
-        }
-        let alerted_before = c.last_alert_ms != i64::MIN;
-        let update_due = !alerted_before || (c.dirty && now - c.last_alert_ms >= update_ms);
-        if !update_due && !repeat_due {
-            // Still check for an escalation, but not more than every 30 s. (A cluster that
-            // merged into one never evaluated has an alert time but no evaluation time.)
-            if c.last_eval_ms != i64::MIN && now - c.last_eval_ms < 30_000 {
-                return;
-            }
-        }
         let mut members: Vec<u64> = c.members.iter().copied().collect();
         members.sort_unstable();
         let link_keys = c.links.clone();
         let name = c.name.clone();
         let last_rank = c.last_alert_rank;
 
-        // Gather member statistics (bounded by the alert rate, not per event).
-        let mut stats = cluster::MemberStats {
-            first_seen_ms: now,
-            ..Default::default()
+        let mut g = self.gather_members(&members, now);
+        let (links, shared, waves) = self.gather_links(&link_keys, now, &mut g.stats);
+        let cfg = &self.cfg.raw;
+        let (score, signals) = cluster::score(&g.stats, &links, &cfg.cluster);
+        let crossed = signals.iter().filter(|s| s.crossed).count() as u32;
+        if let Some(c) = self.clusters.get_mut(root) {
+            c.last_eval_ms = now;
+            c.last_eval_size = c.members.len();
+        }
+        self.stats.alerts_suppressed_allowlist += g.suppressed;
+        let stats = &g.stats;
+        if stats.accounts < cfg.cluster.min_cluster_size as usize
+            || score < cfg.cluster.alert_score
+            || stats.harvest < u64::from(cfg.cluster.min_cluster_harvest)
+        {
+            return;
+        }
+        let tier = Tier::from_score(score, crossed, &cfg.alerts);
+        let rank = tier as u8 + 1;
+        if !(due.update || due.repeat || rank > last_rank) {
+            return;
+        }
+        g.names.sort_unstable();
+        let link_count = self.clusters.get(root).map_or(0, |c| c.link_count);
+        let evidence = cluster_evidence(&g, &links, &signals, shared, waves, link_count);
+        let accounts = stats.accounts;
+        let mut d = Decision {
+            kind: Kind::FakeAccountCluster,
+            subject: name,
+            accounts: g.names,
+            tier,
+            score,
+            detected_at_ms: now,
+            window_start_ms: g
+                .stats
+                .first_seen_ms
+                .max(now - (cfg.engine.account_idle_secs * 1000) as i64),
+            window_end_ms: now,
+            evidence,
+            detector_version: self.policy.cluster_version.clone(),
         };
-        let mut names = Vec::with_capacity(members.len());
-        let mut examples = Vec::new();
-        let mut suppressed = 0u64;
-        for m in &members {
+        if let Some(c) = self.clusters.get_mut(root) {
+            c.dirty = false;
+            c.last_alert_ms = now;
+            c.last_alert_rank = c.last_alert_rank.max(rank);
+            c.last_alert_size = accounts;
+        }
+        self.stats.alerts_cluster += 1;
+        if self.valve.apply(&mut d) {
+            self.stats.alerts_rate_limited_cluster += 1;
+        }
+        out.push(d.into_alert());
+    }
+
+    /// Whether a cluster is due for evaluation now, and if so whether an alert would be an
+    /// update or a repeat (otherwise only an escalation is alerted).
+    fn cluster_due(&self, root: u32, now: i64) -> Option<ClusterDue> {
+        let cfg = &self.cfg.raw;
+        let update_ms = (cfg.alerts.cluster_update_secs * 1000) as i64;
+        let c = self.clusters.get(root)?;
+        if c.members.len() < cfg.cluster.min_cluster_size as usize {
+            return None;
+        }
+        let grown = c.members.len() >= c.last_eval_size + c.last_eval_size.div_ceil(4);
+        let eval_due =
+            c.last_eval_ms == i64::MIN || (c.dirty && (grown || now - c.last_eval_ms >= 30_000));
+        let repeat = cfg.alerts.repeat_secs > 0
+            && c.last_alert_ms != i64::MIN
+            && now - c.last_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
+        if !eval_due && !repeat {
+            return None;
+        }
+        let alerted_before = c.last_alert_ms != i64::MIN;
+        let update = !alerted_before || (c.dirty && now - c.last_alert_ms >= update_ms);
+        // Otherwise still check for an escalation, but not more than every 30 s. (A cluster
+        // that merged into one never evaluated has an alert time but no evaluation time.)
+        if !update && !repeat && c.last_eval_ms != i64::MIN && now - c.last_eval_ms < 30_000 {
+            return None;
+        }
+        Some(ClusterDue { update, repeat })
+    }
+
+    /// Statistics over a cluster's members that are not allowlisted (bounded by the alert
+    /// rate, not per event), their names and a few example events.
+    fn gather_members(&mut self, members: &[u64], now: i64) -> Gathered {
+        let cfg = &self.cfg.raw;
+        let mut g = Gathered {
+            stats: cluster::MemberStats {
+                first_seen_ms: now,
+                ..Default::default()
+            },
+            names: Vec::with_capacity(members.len()),
+            examples: Vec::new(),
+            suppressed: 0,
+        };
+        let stats = &mut g.stats;
+        for m in members {
             let Some(mut acc) = self.accounts.get_mut(m) else {
                 continue;
             };
             if self.policy.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
-                suppressed += 1;
+                g.suppressed += 1;
                 continue;
             }
             let t = acc.hour.totals(now);
@@ -1165,17 +1181,33 @@ impl Engine {
             stats.harvest += u64::from(acc.harvest_ever);
             stats.input_tokens += t.input_tokens;
             stats.first_seen_ms = stats.first_seen_ms.min(acc.first_seen_ms);
-            if examples.len() < cfg.alerts.example_events {
+            if g.examples.len() < cfg.alerts.example_events {
                 if let Some(e) = acc.example_ids().pop() {
-                    examples.push(e);
+                    g.examples.push(e);
                 }
             }
-            names.push(acc.id.to_string());
+            g.names.push(acc.id.to_string());
         }
+        g
+    }
+
+    /// The evidence of a cluster's links: shared attribute values (scored and readable) and
+    /// co-activity waves (readable; counted into `stats`).
+    fn gather_links(
+        &self,
+        link_keys: &[u64],
+        now: i64,
+        stats: &mut cluster::MemberStats,
+    ) -> (
+        Vec<cluster::Link>,
+        Vec<serde_json::Value>,
+        Vec<serde_json::Value>,
+    ) {
+        let cfg = &self.cfg.raw;
         let mut links = Vec::new();
         let mut shared = Vec::new();
         let mut waves = Vec::new();
-        for k in &link_keys {
+        for k in link_keys {
             if let Some(w) = as_wave(*k) {
                 if let Some(wave) = self.cohort.wave(w) {
                     stats.waves += 1;
@@ -1195,96 +1227,7 @@ impl Engine {
                 links.push(link);
             }
         }
-        let (score, signals) = cluster::score(&stats, &links, &cfg.cluster);
-        let crossed = signals.iter().filter(|s| s.crossed).count() as u32;
-        if let Some(c) = self.clusters.get_mut(root) {
-            c.last_eval_ms = now;
-            c.last_eval_size = c.members.len();
-        }
-        self.stats.alerts_suppressed_allowlist += suppressed;
-        if stats.accounts < cfg.cluster.min_cluster_size as usize
-            || score < cfg.cluster.alert_score
-            || stats.harvest < u64::from(cfg.cluster.min_cluster_harvest)
-        {
-            return;
-        }
-        let tier = Tier::from_score(score, crossed, &cfg.alerts);
-        let rank = tier as u8 + 1;
-        if !(update_due || repeat_due || rank > last_rank) {
-            return;
-        }
-        names.sort_unstable();
-        let link_count = self.clusters.get(root).map_or(0, |c| c.link_count);
-        let share = |x: u64| {
-            if stats.requests == 0 {
-                0.0
-            } else {
-                x as f64 / stats.requests as f64
-            }
-        };
-        let kinds: Vec<&str> = {
-            let mut k: Vec<&str> = links.iter().map(|l| l.kind.name()).collect();
-            k.sort_unstable();
-            k.dedup();
-            k
-        };
-        let mut how = Vec::with_capacity(2);
-        if !kinds.is_empty() {
-            how.push(format!("shared {}", kinds.join(", ")));
-        }
-        if !waves.is_empty() {
-            how.push(format!(
-                "harvesting in step ({} in step, {} co-activity waves)",
-                stats.in_step,
-                waves.len()
-            ));
-        }
-        let summary = format!(
-            "{} accounts linked by {} ({} linking values); {} single-turn, {} reasoning-eliciting, {:.0}k output tokens in the last hour",
-            stats.accounts,
-            how.join(" and "),
-            link_count,
-            crate::detect::pct(share(stats.single_turn)),
-            crate::detect::pct(share(stats.reasoning)),
-            stats.output_tokens as f64 / 1000.0,
-        );
-        let evidence = serde_json::json!({
-            "summary": summary,
-            "cluster_size": stats.accounts,
-            "signals": signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
-            "signals_crossed": crossed,
-            "shared_attributes": shared,
-            "co_activity": if waves.is_empty() { serde_json::Value::Null } else { serde_json::json!({
-                "waves": waves,
-                "members_in_step": stats.in_step,
-                "largest_member_chance_p": stats.in_step_max_p,
-            }) },
-            "linking_values": link_count,
-            "output_tokens_1h": stats.output_tokens,
-            "example_event_ids": examples,
-        });
-        let d = Decision {
-            kind: KIND_CLUSTER,
-            subject: name,
-            accounts: names,
-            tier,
-            score,
-            detected_at_ms: now,
-            window_start_ms: stats
-                .first_seen_ms
-                .max(now - (cfg.engine.account_idle_secs * 1000) as i64),
-            window_end_ms: now,
-            evidence,
-            detector_version: self.policy.cluster_version.clone(),
-        };
-        if let Some(c) = self.clusters.get_mut(root) {
-            c.dirty = false;
-            c.last_alert_ms = now;
-            c.last_alert_rank = c.last_alert_rank.max(rank);
-            c.last_alert_size = stats.accounts;
-        }
-        self.stats.alerts_cluster += 1;
-        out.push(d.into_alert());
+        (links, shared, waves)
     }
 
     /// Expires idle state and enforces the caps.
@@ -1423,13 +1366,6 @@ impl Engine {
             .filter(|h| matches!(h, Held::Shared(_)))
             .count()
     }
-
-    /// Forgets the given accounts (e.g. their partition was revoked).
-    pub fn forget_accounts(&mut self, account_ids: &[String]) {
-        for id in account_ids {
-            self.remove_account(account_key(id));
-        }
-    }
 }
 
 impl Policy {
@@ -1485,22 +1421,263 @@ impl Policy {
                  (bulk.established_suspend_needs_corroboration)"
             );
         }
-        BulkVerdict::Alert(Box::new(
-            Decision {
-                kind: KIND_BULK,
-                subject: acc.id.to_string(),
-                accounts: vec![acc.id.to_string()],
-                tier,
-                score: a.score,
-                detected_at_ms: now,
-                window_start_ms: a.window_start_ms,
-                window_end_ms: now,
-                evidence,
-                detector_version: self.bulk_version.clone(),
-            }
-            .into_alert(),
-        ))
+        BulkVerdict::Alert(Box::new(Decision {
+            kind: Kind::BulkExtraction,
+            subject: acc.id.to_string(),
+            accounts: vec![acc.id.to_string()],
+            tier,
+            score: a.score,
+            detected_at_ms: now,
+            window_start_ms: a.window_start_ms,
+            window_end_ms: now,
+            evidence,
+            detector_version: self.bulk_version.clone(),
+        }))
     }
+}
+
+/// A cluster alert's evidence: a readable summary, the scored signals, the shared values
+/// and co-activity waves that link it, and example events.
+fn cluster_evidence(
+    g: &Gathered,
+    links: &[cluster::Link],
+    signals: &[crate::detect::Signal],
+    shared: Vec<serde_json::Value>,
+    waves: Vec<serde_json::Value>,
+    link_count: u32,
+) -> serde_json::Value {
+    let stats = &g.stats;
+    let crossed = signals.iter().filter(|s| s.crossed).count() as u32;
+    let share = |x: u64| {
+        if stats.requests == 0 {
+            0.0
+        } else {
+            x as f64 / stats.requests as f64
+        }
+    };
+    let kinds: Vec<&str> = {
+        let mut k: Vec<&str> = links.iter().map(|l| l.kind.name()).collect();
+        k.sort_unstable();
+        k.dedup();
+        k
+    };
+    let mut how = Vec::with_capacity(2);
+    if !kinds.is_empty() {
+        how.push(format!("shared {}", kinds.join(", ")));
+    }
+    if !waves.is_empty() {
+        how.push(format!(
+            "harvesting in step ({} in step, {} co-activity waves)",
+            stats.in_step,
+            waves.len()
+        ));
+    }
+    let summary = format!(
+        "{} accounts linked by {} ({} linking values); {} single-turn, {} reasoning-eliciting, {:.0}k output tokens in the last hour",
+        stats.accounts,
+        how.join(" and "),
+        link_count,
+        crate::detect::pct(share(stats.single_turn)),
+        crate::detect::pct(share(stats.reasoning)),
+        stats.output_tokens as f64 / 1000.0,
+    );
+    serde_json::json!({
+        "summary": summary,
+        "cluster_size": stats.accounts,
+        "signals": signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+        "signals_crossed": crossed,
+        "shared_attributes": shared,
+        "co_activity": if waves.is_empty() { serde_json::Value::Null } else { serde_json::json!({
+            "waves": waves,
+            "members_in_step": stats.in_step,
+            "largest_member_chance_p": stats.in_step_max_p,
+        }) },
+        "linking_values": link_count,
+        "output_tokens_1h": stats.output_tokens,
+        "example_event_ids": &g.examples,
+    })
+}
+
+/// What a request contributes to its account's windows. It harvests when it is extractive
+/// (single-turn, eliciting reasoning or a long answer), new for the account, and not a prompt
+/// that many accounts sent lately (see [`copies::PromptCopies`]).
+fn harvest_sample(
+    acc: &mut Account,
+    ev: &Event,
+    cfg: &crate::config::Config,
+    copies: &mut copies::PromptCopies,
+    model_first_seen: Option<i64>,
+    now: i64,
+) -> Sample {
+    let single_turn = ev.conversation_turns <= 1;
+    let templated =
+        ev.prompt.template != 0 && ev.prompt.scaffold >= 4 && acc.templates.add(ev.prompt.template);
+    let (novel, unrepeated) = acc.novel_prompt(ev.prompt.simhash);
+    let h = &cfg.harvest;
+    let ratio = if ev.prompt.text {
+        h.min_output_ratio
+    } else {
+        cfg.fingerprint.output_ratio_without_text
+    };
+    let output_heavy = ev.output_tokens >= h.min_output_tokens
+        && f64::from(ev.output_tokens) >= ratio * f64::from(ev.input_tokens.max(1));
+    let extractive = single_turn && (ev.prompt.reasoning || output_heavy);
+    // Counted once per account and prompt: the sketch approximates distinct senders.
+    let senders = if unrepeated && extractive {
+        copies.add(ev.prompt.simhash, now)
+    } else {
+        0
+    };
+    let harvest = extractive && unrepeated && senders <= h.max_prompt_copies;
+    if harvest {
+        acc.harvest_ever = acc.harvest_ever.saturating_add(1);
+    }
+    let new_model = model_first_seen.is_some_and(|first| {
+        first > acc.first_seen_ms && (now - first) as f64 <= cfg.bulk.new_model_hours * 3_600_000.0
+    });
+    Sample {
+        single_turn,
+        reasoning: ev.prompt.reasoning,
+        templated,
+        novel,
+        harvest,
+        new_model,
+        with_text: ev.prompt.text,
+        input_tokens: ev.input_tokens,
+        output_tokens: ev.output_tokens,
+    }
+}
+
+/// Counts a request in its account's windows and remembers it as an example if it may be
+/// one. Returns whether it opens a new synchrony bin, and a new coarse bin, for the account.
+fn record_request(acc: &mut Account, ev: &Event, sample: &Sample, bin_ms: i64) -> (bool, bool) {
+    acc.hour.add(ev.ts_ms, sample);
+    acc.day.add(ev.ts_ms);
+    acc.requests_ever = acc.requests_ever.saturating_add(1);
+    if !sample.single_turn {
+        acc.multi_turn_ever = acc.multi_turn_ever.saturating_add(1);
+    }
+    if sample.single_turn && (ev.prompt.reasoning || sample.templated) {
+        acc.remember_example(&ev.event_id);
+    }
+    let bin = ev.ts_ms.div_euclid(bin_ms);
+    let new_bin = bin != acc.last_bin;
+    acc.last_bin = bin;
+    let coarse_bin = bin.div_euclid(attribute::COARSE);
+    let new_coarse_bin = coarse_bin != acc.last_coarse_bin;
+    acc.last_coarse_bin = coarse_bin;
+    (new_bin, new_coarse_bin)
+}
+
+/// Moves the account's attribute slots to the values the event carries and lists them in
+/// `carried`, with what was added and evicted (only kinds tracked for linking). Templates
+/// count from their second sighting within the hour (`templates_seen`). Returns whether the
+/// account moved to a new network or device.
+#[allow(clippy::too_many_arguments)]
+fn carry_values(
+    acc: &mut Account,
+    ev: &Event,
+    keys: &Keys,
+    kinds: &[bool; 8],
+    templates_seen: &mut Dedup,
+    created_before: Option<i64>,
+    now: i64,
+    carried: &mut Vec<Carried>,
+) -> bool {
+    let mut infra_changed = false;
+    if let Some(ip) = &ev.ip {
+        let (ip_key, prefix_key) = (keys.ip, keys.prefix);
+        let (added, evicted) = acc.set_pair(SLOT_IP, ip_key);
+        carried.push(Carried {
+            kind: AttrKind::Ip,
+            key: ip_key,
+            value: Value::Ip(*ip),
+            added,
+            evicted,
+        });
+        let (added, evicted) = acc.set_pair(SLOT_PREFIX, prefix_key);
+        infra_changed |= added && evicted.is_some();
+        carried.push(Carried {
+            kind: AttrKind::IpPrefix,
+            key: prefix_key,
+            value: Value::Prefix(*ip),
+            added,
+            evicted,
+        });
+    }
+    if let Some(asn) = ev.asn {
+        let key = keys.asn;
+        let added = acc.slots[SLOT_ASN] != key;
+        let evicted = acc.set_slot(SLOT_ASN, key);
+        carried.push(Carried {
+            kind: AttrKind::Asn,
+            key,
+            value: Value::Asn(asn),
+            added,
+            evicted,
+        });
+    }
+    for (kind, slot, key) in [
+        (AttrKind::Device, SLOT_DEVICE, keys.device),
+        (AttrKind::Payment, SLOT_PAYMENT, keys.payment),
+        (AttrKind::EmailDomain, SLOT_EMAIL, keys.email),
+    ] {
+        if key != 0 {
+            let added = acc.slots[slot] != key;
+            let evicted = acc.set_slot(slot, key);
+            if kind == AttrKind::Device {
+                infra_changed |= evicted.is_some();
+            }
+            carried.push(Carried {
+                kind,
+                key,
+                value: Value::Text(kind),
+                added,
+                evicted,
+            });
+        }
+    }
+    // Most prompts are one-offs: a template is indexed only from its second sighting
+    // within the hour, so unique prompts cost a hash-set entry, not an index entry. The
+    // opening and the closing skeleton are both indexed (tagged apart by the fingerprint).
+    if kinds[AttrKind::Template as usize] {
+        for (t, key) in [ev.prompt.template, ev.prompt.template_tail]
+            .into_iter()
+            .zip(keys.templates)
+        {
+            if t == 0 {
+                continue;
+            }
+            if !templates_seen.seen(key, now) {
+                continue;
+            }
+            let (added, evicted) = acc.set_pair(SLOT_TEMPLATE, key);
+            carried.push(Carried {
+                kind: AttrKind::Template,
+                key,
+                value: Value::Template(t),
+                added,
+                evicted,
+            });
+        }
+    }
+    if let Some(created) = acc.created_ms {
+        let minute = created.div_euclid(60_000);
+        let key = creation_key(minute);
+        let evicted = created_before
+            .filter(|&c| c != created)
+            .map(|c| creation_key(c.div_euclid(60_000)))
+            .filter(|&k| k != key);
+        carried.push(Carried {
+            kind: AttrKind::Creation,
+            key,
+            value: Value::Minute(minute),
+            added: created_before.is_none_or(|c| c.div_euclid(60_000) != minute),
+            evicted,
+        });
+    }
+    carried.retain(|c| kinds[c.kind as usize]);
+    infra_changed
 }
 
 /// Accounts by key (an xxh3 hash of the account id, used as is: no rehash), in a DashMap of

@@ -72,7 +72,7 @@ fn harvester_is_caught_within_fifteen_minutes_with_evidence() {
     let alerts = run(&mut eng, &events);
     let first = alerts
         .iter()
-        .find(|a| a.kind == KIND_BULK)
+        .find(|a| a.kind == Kind::BulkExtraction)
         .expect("a bulk alert");
     assert_eq!(first.accounts, vec!["acct_h".to_string()]);
     assert_eq!(first.subject, "acct_h");
@@ -91,10 +91,17 @@ fn harvester_is_caught_within_fifteen_minutes_with_evidence() {
         .expect("ids")
         .is_empty());
     // Repeats are suppressed: at most one alert per tier.
-    assert!(alerts.iter().filter(|a| a.kind == KIND_BULK).count() <= 3);
+    assert!(
+        alerts
+            .iter()
+            .filter(|a| a.kind == Kind::BulkExtraction)
+            .count()
+            <= 3
+    );
     let last = alerts.last().expect("alerts");
     assert_eq!(
-        last.recommended_action, "suspend",
+        last.recommended_action,
+        crate::alert::Action::Suspend,
         "sustained harvesting escalates"
     );
 }
@@ -186,7 +193,7 @@ fn a_slowly_harvesting_taken_over_account_on_a_new_device_is_caught_within_fifte
     let alerts = run(&mut eng, &events);
     let first = alerts
         .iter()
-        .find(|a| a.kind == KIND_BULK)
+        .find(|a| a.kind == Kind::BulkExtraction)
         .expect("a bulk alert");
     let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
     assert!(
@@ -229,18 +236,20 @@ fn an_established_account_on_its_own_device_is_throttled_at_most() {
     let stayed = harvest(false);
     let top = stayed
         .iter()
-        .filter(|a| a.kind == KIND_BULK)
-        .map(|a| a.recommended_action.clone())
+        .filter(|a| a.kind == Kind::BulkExtraction)
+        .map(|a| a.recommended_action)
         .collect::<Vec<_>>();
     assert!(
         !top.is_empty(),
         "an evaluation-sized harvest is still flagged"
     );
-    assert!(!top.iter().any(|a| a == "suspend"), "{top:?}");
-    assert!(top.iter().any(|a| a == "throttle"), "{top:?}");
+    assert!(!top.contains(&crate::alert::Action::Suspend), "{top:?}");
+    assert!(top.contains(&crate::alert::Action::Throttle), "{top:?}");
     let moved = harvest(true);
     assert!(
-        moved.iter().any(|a| a.recommended_action == "suspend"),
+        moved
+            .iter()
+            .any(|a| a.recommended_action == crate::alert::Action::Suspend),
         "after a move the same harvest may be suspended: {:?}",
         moved
             .iter()
@@ -318,7 +327,10 @@ fn accounts_sharing_a_card_form_one_cluster_that_grows() {
     ));
     events.sort_by_key(|e| e.ts_ms);
     let alerts = run(&mut eng, &events);
-    let clusters: Vec<&Alert> = alerts.iter().filter(|a| a.kind == KIND_CLUSTER).collect();
+    let clusters: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.kind == Kind::FakeAccountCluster)
+        .collect();
     assert!(!clusters.is_empty(), "a cluster alert");
     let first = clusters[0];
     assert!(first.accounts.len() >= 5);
@@ -347,7 +359,7 @@ fn bought_aged_accounts_that_never_chatted_still_cluster() {
     let c = alerts
         .iter()
         .rev()
-        .find(|a| a.kind == KIND_CLUSTER)
+        .find(|a| a.kind == Kind::FakeAccountCluster)
         .expect("a cluster");
     assert_eq!(c.accounts.len(), 20);
 }
@@ -419,7 +431,7 @@ fn one_request_on_a_swarms_network_prefix_names_nobody() {
 /// The swarm of a test is in a cluster alert, and `who` is in none.
 fn assert_swarm_clustered_without(alerts: &[Alert], who: &str) {
     assert!(
-        alerts.iter().any(|a| a.kind == KIND_CLUSTER),
+        alerts.iter().any(|a| a.kind == Kind::FakeAccountCluster),
         "the swarm is clustered"
     );
     for a in alerts {
@@ -510,7 +522,7 @@ fn lockstep_accounts_sharing_only_a_template_are_clustered() {
     let c = alerts
         .iter()
         .rev()
-        .find(|a| a.kind == KIND_CLUSTER)
+        .find(|a| a.kind == Kind::FakeAccountCluster)
         .expect("lockstep cluster");
     assert!(c.accounts.len() >= 50, "{}", c.accounts.len());
     assert!(c.accounts.iter().all(|a| a.starts_with("ls_")));
@@ -744,7 +756,7 @@ fn chat_mixed_in_as_cover_does_not_hide_a_harvest() {
     let alerts = run(&mut eng, &events);
     let first = alerts
         .iter()
-        .find(|a| a.kind == KIND_BULK)
+        .find(|a| a.kind == Kind::BulkExtraction)
         .expect("a bulk alert despite the cover traffic");
     let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
     assert!(
@@ -766,7 +778,10 @@ fn a_steady_harvest_is_judged_on_its_rate_ten_minutes_in() {
         .map(|i| paraphrased(i, T0 + i as i64 * 5_000, "steady"))
         .collect();
     let alerts = run(&mut eng, &events);
-    let first = alerts.iter().find(|a| a.kind == KIND_BULK).expect("alert");
+    let first = alerts
+        .iter()
+        .find(|a| a.kind == Kind::BulkExtraction)
+        .expect("alert");
     let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
     assert!(
         detected - T0 <= 12 * MIN,
@@ -853,7 +868,7 @@ fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_wav
     let alerts = run(&mut eng, &events);
     let named: std::collections::BTreeSet<&String> = alerts
         .iter()
-        .filter(|a| a.kind == KIND_CLUSTER)
+        .filter(|a| a.kind == Kind::FakeAccountCluster)
         .flat_map(|a| a.accounts.iter())
         .collect();
     assert!(named.iter().all(|a| a.starts_with("lock_")), "{named:?}");
@@ -862,7 +877,7 @@ fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_wav
     let c = alerts
         .iter()
         .rev()
-        .find(|a| a.kind == KIND_CLUSTER)
+        .find(|a| a.kind == Kind::FakeAccountCluster)
         .expect("cluster");
     let co = &c.evidence["co_activity"];
     assert!(co["members_in_step"].as_u64().expect("in step") >= 5);
@@ -872,4 +887,72 @@ fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_wav
         w["harvesting_accounts"].as_u64().expect("n")
             > w["expected_by_baseline"].as_f64().expect("e") as u64
     );
+}
+
+/// Ten single-account harvesters, each on its own network and device, two minutes apart.
+fn ten_harvesters() -> Vec<Event> {
+    let mut events = Vec::new();
+    for i in 0..900u64 {
+        for h in 0..10u64 {
+            let account = format!("acct_h{h}");
+            let mut e = extraction(
+                i * 10 + h,
+                T0 + h as i64 * 2 * MIN + i as i64 * 2_000,
+                &account,
+            );
+            e.ip = Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                10, h as u8, 0, 1,
+            )));
+            e.device_fingerprint = Some(format!("dev{h}").into());
+            events.push(e);
+        }
+    }
+    events.sort_by_key(|e| e.ts_ms);
+    events
+}
+
+#[test]
+fn the_suspend_valve_holds_suspensions_to_the_cap_and_marks_the_rest() {
+    let mut cfg = Config::default();
+    cfg.cluster.enabled = false;
+    cfg.alerts.max_suspend_per_hour = 0;
+    cfg.alerts.max_suspend_per_hour_bulk = 0;
+    cfg.alerts.max_suspend_per_hour_cluster = 0;
+    let events = ten_harvesters();
+    let uncapped = run(&mut engine_with(cfg.clone()), &events);
+    let suspend = |alerts: &[Alert]| {
+        alerts
+            .iter()
+            .filter(|a| a.recommended_action == crate::alert::Action::Suspend)
+            .map(|a| a.subject.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(
+        suspend(&uncapped).len(),
+        10,
+        "every harvester reaches suspend"
+    );
+
+    cfg.alerts.max_suspend_per_hour = 3;
+    let mut eng = engine_with(cfg);
+    let alerts = run(&mut eng, &events);
+    assert_eq!(suspend(&alerts).len(), 3);
+    let limited: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.evidence["rate_limited"] == true)
+        .collect();
+    assert_eq!(
+        limited.len(),
+        7,
+        "one downgraded alert per withheld subject"
+    );
+    for a in &limited {
+        assert_eq!(a.recommended_action, crate::alert::Action::Throttle);
+        assert_eq!(a.severity, crate::alert::Severity::High);
+        assert_eq!(a.evidence["rate_limit"]["cap"], 3);
+        assert_eq!(a.evidence["rate_limit"]["suspended_subjects_in_hour"], 3);
+    }
+    assert_eq!(eng.stats().alerts_rate_limited_bulk, 7);
+    // Everything else is what the uncapped engine said, under another detector version.
+    assert_eq!(alerts.len(), uncapped.len());
 }

@@ -497,15 +497,15 @@ mod tests {
         Alert {
             alert_id: format!("a-{}", accts.join("-")),
             kind: if accts.len() > 1 {
-                "fake_account_cluster".into()
+                crate::alert::Kind::FakeAccountCluster
             } else {
-                "bulk_extraction".into()
+                crate::alert::Kind::BulkExtraction
             },
             subject: accts[0].into(),
             accounts: accts.iter().map(|s| s.to_string()).collect(),
-            severity: "high".into(),
+            severity: crate::alert::Severity::High,
             score: 0.9,
-            recommended_action: action.into(),
+            recommended_action: action.parse().expect("an action"),
             detected_at: at.into(),
             window_start: at.into(),
             window_end: at.into(),

@@ -57,7 +57,7 @@ impl ConsumerCtx {
         Self {
             topic: k.input_topic.clone(),
             rebuild_ms: (k.rebuild_secs * 1000) as i64,
-            reset_latest: k.auto_offset_reset == "latest",
+            reset_latest: k.auto_offset_reset == crate::config::AutoOffsetReset::Latest,
             cfg: cfg.clone(),
             drain_timeout,
             outbox,

@@ -212,7 +212,7 @@ impl State {
             assigned: false,
             last_assign: None,
             warned_missing: false,
-            json_alerts: k.alerts_format == "json",
+            json_alerts: k.alerts_format == crate::config::Format::Json,
             cfg,
         })
     }
@@ -309,7 +309,7 @@ impl State {
             } else {
                 crate::proto::Alert::decode(bytes)
                     .ok()
-                    .map(Alert::from_proto)
+                    .and_then(|p| Alert::from_proto(p).ok())
             };
             if let Some(a) = alert {
                 self.recent.remember(&a);

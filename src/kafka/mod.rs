@@ -76,7 +76,7 @@ pub fn consumer_config(cfg: &ValidConfig) -> ClientConfig {
         .set("fetch.queue.backoff.ms", "10")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
-        .set("auto.offset.reset", &k.auto_offset_reset)
+        .set("auto.offset.reset", k.auto_offset_reset.as_str())
         .set(
             "statistics.interval.ms",
             cfg.raw.service.statistics_interval_ms.to_string(),

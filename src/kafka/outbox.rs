@@ -15,7 +15,30 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedPro
 use rdkafka::ClientConfig;
 
 use super::offsets::Tracker;
+use crate::alert::{Kind, Severity};
 use crate::telemetry::{self, now_ms};
+
+/// What a record is: it decides the topic and what its delivery is counted by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Record {
+    /// An alert; delivered alerts are counted by kind and severity, their scores recorded.
+    Alert {
+        kind: Kind,
+        severity: Severity,
+        score: f64,
+    },
+    /// A rejected input record's original bytes, for the dead-letter topic.
+    DeadLetter,
+}
+
+impl Record {
+    fn dest(self) -> Dest {
+        match self {
+            Record::Alert { .. } => Dest::Alerts,
+            Record::DeadLetter => Dest::Dlq,
+        }
+    }
+}
 
 /// Where a record goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +103,7 @@ impl ProducerContext for ProducerCtx {
 
 /// A record waiting for its delivery report (kept for re-sending).
 struct Pending {
-    dest: Dest,
+    record: Record,
     partition: i32,
     offset: i64,
     track: bool,
@@ -88,10 +111,6 @@ struct Pending {
     payload: Vec<u8>,
     headers: Option<OwnedHeaders>,
     source_ts_ms: i64,
-    /// For metrics once delivered.
-    kind: &'static str,
-    severity: &'static str,
-    score: f64,
     attempts: u32,
     /// Waiting to be (re)sent from this instant.
     retry_at: Option<Instant>,
@@ -106,7 +125,7 @@ struct State {
 
 /// An alert or dead-letter record to send.
 pub struct Outgoing {
-    pub dest: Dest,
+    pub record: Record,
     pub partition: i32,
     pub offset: i64,
     /// Hold the input offset until delivered (not for alerts re-sent during a rebuild,
@@ -116,9 +135,6 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
     pub headers: Option<OwnedHeaders>,
     pub source_ts_ms: i64,
-    pub kind: &'static str,
-    pub severity: &'static str,
-    pub score: f64,
 }
 
 pub struct Outbox {
@@ -177,7 +193,7 @@ impl Outbox {
             st.tracker.hold(out.partition, out.offset);
         }
         let mut p = Pending {
-            dest: out.dest,
+            record: out.record,
             partition: out.partition,
             offset: out.offset,
             track: out.track,
@@ -185,9 +201,6 @@ impl Outbox {
             payload: out.payload,
             headers: out.headers,
             source_ts_ms: out.source_ts_ms,
-            kind: out.kind,
-            severity: out.severity,
-            score: out.score,
             attempts: 0,
             retry_at: None,
         };
@@ -197,7 +210,8 @@ impl Outbox {
     }
 
     fn produce(&self, id: u64, p: &mut Pending) {
-        let topic = match p.dest {
+        let dest = p.record.dest();
+        let topic = match dest {
             Dest::Alerts => &self.alerts_topic,
             Dest::Dlq => &self.dlq_topic,
         };
@@ -205,7 +219,7 @@ impl Outbox {
             topic,
             Box::new(Tag {
                 id,
-                dest: p.dest,
+                dest,
                 source_ts_ms: p.source_ts_ms,
             }),
         )
@@ -223,7 +237,7 @@ impl Outbox {
                     e,
                     KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
                 ) {
-                    self.producer_errors[p.dest as usize].increment(1);
+                    self.producer_errors[dest as usize].increment(1);
                     tracing::warn!(error = %e, "could not queue a record; retrying");
                 }
                 p.retry_at = Some(Instant::now() + Duration::from_millis(50));
@@ -295,23 +309,28 @@ impl Outbox {
                 if p.track {
                     st.tracker.release(p.partition, p.offset);
                 }
-                match p.dest {
-                    Dest::Alerts => {
+                match p.record {
+                    Record::Alert {
+                        kind,
+                        severity,
+                        score,
+                    } => {
                         metrics::counter!(telemetry::ALERTS,
-                            "kind" => p.kind, "severity" => p.severity)
+                            "kind" => kind.as_str(), "severity" => severity.as_str())
                         .increment(1);
-                        metrics::histogram!(telemetry::ALERT_SCORE, "kind" => p.kind)
-                            .record(p.score);
+                        metrics::histogram!(telemetry::ALERT_SCORE, "kind" => kind.as_str())
+                            .record(score);
                     }
-                    Dest::Dlq => self.dlq_delivered.increment(1),
+                    Record::DeadLetter => self.dlq_delivered.increment(1),
                 }
             }
             Some(e) => {
-                self.producer_errors[p.dest as usize].increment(1);
+                let dest = p.record.dest();
+                self.producer_errors[dest as usize].increment(1);
                 let backoff = Duration::from_millis((200u64 << p.attempts.min(5)).min(5000));
                 tracing::warn!(
                     error = %e,
-                    destination = p.dest.label(),
+                    destination = dest.label(),
                     attempts = p.attempts,
                     "delivery failed; will retry"
                 );

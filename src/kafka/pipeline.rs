@@ -19,11 +19,11 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use super::context::{Changes, ConsumerCtx};
 use super::guard::Guard;
 use super::merge::{Intent, Merge, Span, Taken};
-use super::outbox::{Dest, Outbox, Outgoing};
+use super::outbox::{Outbox, Outgoing, Record};
 use super::seek::Reader;
 use super::ServiceError;
-use crate::alert::Alert;
-use crate::config::ValidConfig;
+use crate::alert::{Alert, Kind, Severity};
+use crate::config::{Format, ValidConfig};
 use crate::control::LiveAllowlist;
 use crate::engine::{Engine, Outcome, Stats};
 use crate::event::{DecodeError, Decoder, Event};
@@ -63,6 +63,8 @@ struct Counters {
     malformed: Counter,
     suppressed_catchup: Counter,
     suppressed_allowlist: Counter,
+    /// By kind: bulk, cluster.
+    rate_limited: [Counter; 2],
     catchup_events: Counter,
     evicted_accounts: Counter,
     evicted_values: Counter,
@@ -91,6 +93,8 @@ impl Counters {
             malformed: ev("malformed"),
             suppressed_catchup: metrics::counter!(t::ALERTS_SUPPRESSED, "reason" => "catchup"),
             suppressed_allowlist: metrics::counter!(t::ALERTS_SUPPRESSED, "reason" => "allowlist"),
+            rate_limited: [Kind::BulkExtraction, Kind::FakeAccountCluster]
+                .map(|k| metrics::counter!(t::ALERTS_RATE_LIMITED, "kind" => k.as_str())),
             catchup_events: metrics::counter!(t::CATCHUP_EVENTS),
             evicted_accounts: metrics::counter!(t::EVICTIONS, "state" => "accounts"),
             evicted_values: metrics::counter!(t::EVICTIONS, "state" => "attribute_values"),
@@ -115,10 +119,12 @@ impl Counters {
         for r in ["ok", "duplicate", "late", "out_of_range", "malformed"] {
             metrics::counter!(t::EVENTS, "result" => r).increment(0);
         }
-        for k in [crate::alert::KIND_BULK, crate::alert::KIND_CLUSTER] {
-            for s in ["low", "medium", "high", "critical"] {
-                metrics::counter!(t::ALERTS, "kind" => k, "severity" => s).increment(0);
+        for k in Kind::ALL {
+            for s in Severity::ALL {
+                metrics::counter!(t::ALERTS, "kind" => k.as_str(), "severity" => s.as_str())
+                    .increment(0);
             }
+            metrics::counter!(t::ALERTS_RATE_LIMITED, "kind" => k.as_str()).increment(0);
         }
         for r in DecodeError::REASONS {
             metrics::counter!(t::MALFORMED, "reason" => *r).increment(0);
@@ -174,7 +180,7 @@ pub struct Pipeline {
     alerts: Vec<Alert>,
     /// (kind, account) pairs already alerted within the rebuild span, read back from the
     /// alerts topic: a re-read record's alert is sent again only if it names someone new.
-    emitted: HashSet<(String, String)>,
+    emitted: HashSet<(Kind, String)>,
     c: Counters,
     /// Engine counters already exported (the engine is replaced on every rebuild).
     exported: Stats,
@@ -200,8 +206,8 @@ impl Pipeline {
         let k = &cfg.raw.kafka;
         Ok(Self {
             topic: k.input_topic.clone(),
-            json_in: k.input_format == "json",
-            json_out: k.alerts_format == "json",
+            json_in: k.input_format == Format::Json,
+            json_out: k.alerts_format == Format::Json,
             engine: Engine::new(cfg.clone()).with_live_allowlist(live.clone()),
             live,
             decoder,
@@ -422,7 +428,12 @@ impl Pipeline {
         let t0 = item.sampled.map(|d| (Instant::now(), d));
         match &item.decoded {
             Ok(ev) => {
-                let allow_before = self.engine.stats().alerts_suppressed_allowlist;
+                let before = self.engine.stats();
+                let allow_before = before.alerts_suppressed_allowlist;
+                let limited_before = [
+                    before.alerts_rate_limited_bulk,
+                    before.alerts_rate_limited_cluster,
+                ];
                 self.guard.touch(item.partition, item.offset);
                 let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| {
                     self.engine.process(ev, &mut self.alerts)
@@ -445,18 +456,27 @@ impl Pipeline {
                         Outcome::Late => self.c.late.increment(1),
                         Outcome::OutOfRange => self.c.out_of_range.increment(1),
                     }
-                    let allowed = self.engine.stats().alerts_suppressed_allowlist - allow_before;
+                    let s = self.engine.stats();
+                    let allowed = s.alerts_suppressed_allowlist - allow_before;
                     self.c.suppressed_allowlist.increment(allowed);
+                    let limited = [s.alerts_rate_limited_bulk, s.alerts_rate_limited_cluster];
+                    for (c, (now, was)) in self
+                        .c
+                        .rate_limited
+                        .iter()
+                        .zip(limited.iter().zip(limited_before))
+                    {
+                        c.increment(now - was);
+                    }
                 }
                 let alerts = std::mem::take(&mut self.alerts);
                 for alert in alerts {
                     // Re-read for a rebuild: already sent before the restart or rebalance
                     // unless it names an account not yet alerted for this kind.
                     let resend = live || {
-                        let kind = alert.kind.clone();
                         let mut new = false;
                         for a in &alert.accounts {
-                            new |= self.emitted.insert((kind.clone(), a.clone()));
+                            new |= self.emitted.insert((alert.kind, a.clone()));
                         }
                         new
                     };
@@ -529,7 +549,7 @@ impl Pipeline {
             headers
         };
         self.outbox.send(Outgoing {
-            dest: Dest::Dlq,
+            record: Record::DeadLetter,
             partition: item.partition,
             offset: item.offset,
             track: true,
@@ -537,9 +557,6 @@ impl Pipeline {
             payload,
             headers: Some(headers),
             source_ts_ms: item.msg_ts,
-            kind: "",
-            severity: "",
-            score: 0.0,
         });
     }
 
@@ -564,7 +581,11 @@ impl Pipeline {
             alert.to_proto().encode_to_vec()
         };
         self.outbox.send(Outgoing {
-            dest: Dest::Alerts,
+            record: Record::Alert {
+                kind: alert.kind,
+                severity: alert.severity,
+                score: alert.score,
+            },
             partition: item.partition,
             offset: item.offset,
             track,
@@ -572,18 +593,11 @@ impl Pipeline {
             payload,
             headers: None,
             source_ts_ms: item.msg_ts,
-            kind: if alert.kind == crate::alert::KIND_BULK {
-                crate::alert::KIND_BULK
-            } else {
-                crate::alert::KIND_CLUSTER
-            },
-            severity: severity_label(&alert.severity),
-            score: alert.score,
         });
     }
 
     /// (kind, account) pairs on the alerts topic since `since_ms` (by record timestamp).
-    fn read_emitted(&self, reader: &Reader, since_ms: i64) -> HashSet<(String, String)> {
+    fn read_emitted(&self, reader: &Reader, since_ms: i64) -> HashSet<(Kind, String)> {
         let mut out = HashSet::new();
         let topic = &self.cfg.raw.kafka.alerts_topic;
         let Ok(md) = reader
@@ -629,11 +643,11 @@ impl Pipeline {
             } else {
                 crate::proto::Alert::decode(bytes)
                     .ok()
-                    .map(Alert::from_proto)
+                    .and_then(|p| Alert::from_proto(p).ok())
             };
             if let Some(a) = alert {
                 for acc in a.accounts {
-                    out.insert((a.kind.clone(), acc));
+                    out.insert((a.kind, acc));
                 }
             }
         }
@@ -852,13 +866,4 @@ fn dlq_cap(cfg: &ValidConfig) -> usize {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(1_000_000)
         .saturating_sub(16 * 1024)
-}
-
-fn severity_label(s: &str) -> &'static str {
-    match s {
-        "low" => "low",
-        "medium" => "medium",
-        "high" => "high",
-        _ => "critical",
-    }
 }

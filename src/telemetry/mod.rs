@@ -25,6 +25,9 @@ pub const ALERTS: &str = "distillguard_alerts_total";
 /// Alerts the engine decided but the service did not send, by `reason`: catchup (already
 /// emitted before a restart or rebalance), allowlist.
 pub const ALERTS_SUPPRESSED: &str = "distillguard_alerts_suppressed_total";
+/// `suspend` alerts the safety valve downgraded to `throttle` (`alerts.max_suspend_per_hour*`),
+/// by `kind`.
+pub const ALERTS_RATE_LIMITED: &str = "distillguard_alerts_rate_limited_total";
 /// Score of each delivered alert, by `kind`.
 pub const ALERT_SCORE: &str = "distillguard_alert_score";
 /// Decode plus engine time per event (sampled 1 in 32).
@@ -95,6 +98,7 @@ pub const ALL: &[&str] = &[
     MALFORMED,
     ALERTS,
     ALERTS_SUPPRESSED,
+    ALERTS_RATE_LIMITED,
     ALERT_SCORE,
     PROCESSING,
     EVENT_TO_ALERT,
@@ -180,6 +184,7 @@ fn describe() {
         "Alerts delivered to the alerts topic, by kind and severity."
     );
     describe_counter!(ALERTS_SUPPRESSED, Unit::Count, "Alerts decided but not sent, by reason: catchup (already emitted before a restart or rebalance), allowlist.");
+    describe_counter!(ALERTS_RATE_LIMITED, Unit::Count, "Alerts recommending suspend that the safety valve (alerts.max_suspend_per_hour*) sent as throttle instead, by kind.");
     describe_histogram!(
         ALERT_SCORE,
         Unit::Count,

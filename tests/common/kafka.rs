@@ -16,7 +16,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 
 use distillguard::alert::Alert;
-use distillguard::config::{Config, ValidConfig};
+use distillguard::config::{AutoOffsetReset, Config, Format, ValidConfig};
 use distillguard::sim::{self, Label, SimOptions};
 
 pub const INPUT: &str = "llm-requests";
@@ -65,9 +65,9 @@ pub fn config(brokers: &str, group: &str) -> Config {
     let mut c = Config::default();
     c.kafka.brokers = brokers.to_string();
     c.kafka.group_id = group.to_string();
-    c.kafka.input_format = "json".into();
-    c.kafka.alerts_format = "json".into();
-    c.kafka.auto_offset_reset = "earliest".into();
+    c.kafka.input_format = Format::Json;
+    c.kafka.alerts_format = Format::Json;
+    c.kafka.auto_offset_reset = AutoOffsetReset::Earliest;
     c.service.metrics_addr = "127.0.0.1:0".into();
     c.service.shutdown_deadline_secs = 10;
     c.service.statistics_interval_ms = 500;

@@ -1,7 +1,7 @@
 //! Alerts read back from the alerts topic (the service does this after every rebalance): any
-//! bytes as a protobuf or JSON alert decode or fail without a panic, and what decodes survives
-//! a round trip (protobuf: a fixed point after one normalisation; JSON: the same alert, floats
-//! within a rounding step).
+//! bytes as a protobuf or JSON alert decode or fail without a panic (a kind, severity or action
+//! outside the contract fails), and what decodes survives a round trip (protobuf: a fixed point
+//! after one normalisation; JSON: the same alert, floats within a rounding step).
 #![no_main]
 
 use distillguard::alert::Alert;
@@ -33,12 +33,15 @@ fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(p) = proto::Alert::decode(data) {
-        let once = Alert::from_proto(p);
+    // A kind, severity or action outside the contract is rejected (no panic); what is
+    // accepted must survive the round trip.
+    if let Ok(Ok(once)) = proto::Alert::decode(data).map(Alert::from_proto) {
         let bytes = once.to_proto().encode_to_vec();
-        let twice = Alert::from_proto(proto::Alert::decode(bytes.as_slice()).expect("re-decodes"));
+        let twice = Alert::from_proto(proto::Alert::decode(bytes.as_slice()).expect("re-decodes"))
+            .expect("an encoded alert's closed sets parse");
         let bytes2 = twice.to_proto().encode_to_vec();
-        let thrice = Alert::from_proto(proto::Alert::decode(bytes2.as_slice()).expect("again"));
+        let thrice = Alert::from_proto(proto::Alert::decode(bytes2.as_slice()).expect("again"))
+            .expect("and again");
         assert!(
             twice.alert_id == thrice.alert_id
                 && twice.accounts == thrice.accounts
