@@ -34,6 +34,24 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// `v` is a share: between 0 and 1.
+fn share(key: &str, v: f64) -> Result<(), ConfigError> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{v} must be between 0 and 1")))
+    }
+}
+
+/// `v` is a finite positive number.
+fn positive(key: &str, v: f64) -> Result<(), ConfigError> {
+    if v > 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{v} must be a positive number")))
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -656,20 +674,35 @@ impl Config {
 
     /// Checks every key once; the error names the key and what would fix it.
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
-        let share = |key: &str, v: f64| {
-            if (0.0..=1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(invalid(key, format!("{v} must be between 0 and 1")))
-            }
-        };
-        let positive = |key: &str, v: f64| {
-            if v > 0.0 && v.is_finite() {
-                Ok(())
-            } else {
-                Err(invalid(key, format!("{v} must be a positive number")))
-            }
-        };
+        self.check_detection()?;
+        let allowlist = self.check_allowlist()?;
+        self.check_kafka()?;
+        self.check_service()?;
+        // The detector version covers what decides alerts, not where they are sent.
+        let detection = (
+            &self.engine,
+            &self.fingerprint,
+            &self.harvest,
+            &self.bulk,
+            &self.cluster,
+            &self.cohort,
+            &self.alerts,
+            &self.allowlist,
+        );
+        let hash = xxh3_64(
+            serde_json::to_string(&detection)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        Ok(ValidConfig {
+            raw: self,
+            allowlist,
+            hash,
+        })
+    }
+
+    /// Engine, fingerprint, harvest, cohort, bulk, cluster and alert settings.
+    fn check_detection(&self) -> Result<(), ConfigError> {
         let e = &self.engine;
         positive("engine.dedup_window_secs", e.dedup_window_secs as f64)?;
         positive("engine.account_idle_secs", e.account_idle_secs as f64)?;
@@ -839,6 +872,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The static allowlist, with its expiries parsed.
+    fn check_allowlist(&self) -> Result<Vec<Allow>, ConfigError> {
         let mut allowlist = Vec::with_capacity(self.allowlist.len());
         for (i, entry) in self.allowlist.iter().enumerate() {
             let key = format!("allowlist[{i}]");
@@ -867,6 +905,11 @@ impl Config {
                 expires_ms,
             });
         }
+        Ok(allowlist)
+    }
+
+    /// Topics, formats and librdkafka properties.
+    fn check_kafka(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
         for (key, v) in [
             ("kafka.brokers", &k.brokers),
@@ -912,7 +955,7 @@ impl Config {
                 "must be at most 60000: a silent partition delays alerts by up to this much",
             ));
         }
-        if k.rebuild_secs > e.account_idle_secs {
+        if k.rebuild_secs > self.engine.account_idle_secs {
             return Err(invalid(
                 "kafka.rebuild_secs",
                 "must be at most engine.account_idle_secs (state older than that is forgotten anyway)",
@@ -932,6 +975,11 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The service process.
+    fn check_service(&self) -> Result<(), ConfigError> {
         let sv = &self.service;
         if sv.metrics_addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
@@ -957,27 +1005,7 @@ impl Config {
                 "must be at least 100",
             ));
         }
-        // The detector version covers what decides alerts, not where they are sent.
-        let detection = (
-            &self.engine,
-            &self.fingerprint,
-            &self.harvest,
-            &self.bulk,
-            &self.cluster,
-            &self.cohort,
-            &self.alerts,
-            &self.allowlist,
-        );
-        let hash = xxh3_64(
-            serde_json::to_string(&detection)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
-        Ok(ValidConfig {
-            raw: self,
-            allowlist,
-            hash,
-        })
+        Ok(())
     }
 
     /// The documented default configuration file (`deploy/distillguard.toml`).

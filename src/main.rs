@@ -68,39 +68,7 @@ enum Command {
     /// Score an alerts file against simulator labels; with several `--alerts`/`--labels` pairs
     /// or `--aggregate DIR`, score every run and report over all of them (worst run, median
     /// run, time to detect pooled over runs) and apply the bars to that.
-    Eval {
-        /// Alerts, JSON Lines (repeatable, paired in order with `--labels`).
-        #[arg(long)]
-        alerts: Vec<PathBuf>,
-        /// Labels, JSON Lines (repeatable).
-        #[arg(long)]
-        labels: Vec<PathBuf>,
-        /// A directory of runs: every `DIR/RUN/alerts.jsonl` with its `DIR/RUN/labels.jsonl`.
-        #[arg(long, conflicts_with_all = ["alerts", "labels"])]
-        aggregate: Option<PathBuf>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Exit non-zero if precision is below this.
-        #[arg(long)]
-        min_precision: Option<f64>,
-        /// Exit non-zero if recall is below this.
-        #[arg(long)]
-        min_recall: Option<f64>,
-        /// Exit non-zero if any attack family's recall is below this.
-        #[arg(long)]
-        min_family_recall: Option<f64>,
-        /// Exit non-zero if any attack family's median time to detect exceeds this.
-        #[arg(long)]
-        max_median_ttd_minutes: Option<f64>,
-        /// Benign families that must have no flagged account (repeatable).
-        #[arg(long = "zero-fp-family")]
-        zero_fp_families: Vec<String>,
-        /// `FAMILY=MINUTES`: exit non-zero if that family's median time to detect exceeds it
-        /// (repeatable).
-        #[arg(long = "max-family-median-ttd", value_parser = eval::parse_family_minutes)]
-        family_median_ttd: Vec<(String, f64)>,
-    },
+    Eval(EvalArgs),
     /// The Kafka service: consume request events, detect, produce alerts.
     Run {
         /// TOML configuration (defaults when absent); DISTILLGUARD__SECTION__KEY environment
@@ -141,57 +109,10 @@ enum Command {
     },
     /// Write or list live allowlist entries on the control topic (applied by every running
     /// instance within seconds, no restart).
-    #[command(group(clap::ArgGroup::new("who").args(["account", "org"])))]
-    Allow {
-        /// The account to allowlist (or remove with --remove).
-        #[arg(long)]
-        account: Option<String>,
-        /// The verified organisation to allowlist (or remove with --remove).
-        #[arg(long)]
-        org: Option<String>,
-        /// Why: a ticket, a review. Required for a new entry.
-        #[arg(long, required_unless_present_any = ["remove", "list"])]
-        reason: Option<String>,
-        /// Until when: RFC 3339 (2027-01-31T00:00:00Z) or a duration from now (90m, 12h, 7d, 2w).
-        #[arg(long, required_unless_present_any = ["remove", "list"])]
-        expires: Option<String>,
-        /// Who decided (default: $USER).
-        #[arg(long)]
-        author: Option<String>,
-        /// Remove the entry (a tombstone on the control topic).
-        #[arg(long, conflicts_with_all = ["reason", "expires", "list"])]
-        remove: bool,
-        /// Print the entries in force, one JSON object a line (reads the topic to its end).
-        #[arg(long, conflicts_with_all = ["account", "org", "reason", "expires"])]
-        list: bool,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        kafka: KafkaFlags,
-    },
+    Allow(AllowArgs),
     /// Record an analyst's verdict on an alert (counted by the service in
     /// distillguard_alert_verdicts_total).
-    Verdict {
-        alert_id: String,
-        #[arg(value_parser = ["confirmed", "false_positive", "unsure"])]
-        verdict: String,
-        /// Who judged (default: $USER).
-        #[arg(long)]
-        author: Option<String>,
-        /// Free text; never logged in full, never a metric label.
-        #[arg(long)]
-        note: Option<String>,
-        /// The alert's kind, if known (the service otherwise uses the alerts it remembers).
-        #[arg(long, value_parser = ["bulk_extraction", "fake_account_cluster"])]
-        kind: Option<String>,
-        /// The alert's severity, if known.
-        #[arg(long, value_parser = ["low", "medium", "high", "critical"])]
-        severity: Option<String>,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        kafka: KafkaFlags,
-    },
+    Verdict(VerdictArgs),
     /// Configuration helpers.
     Config {
         /// Print the documented default configuration file.
@@ -201,6 +122,94 @@ enum Command {
         #[arg(long)]
         check: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Alerts, JSON Lines (repeatable, paired in order with `--labels`).
+    #[arg(long)]
+    alerts: Vec<PathBuf>,
+    /// Labels, JSON Lines (repeatable).
+    #[arg(long)]
+    labels: Vec<PathBuf>,
+    /// A directory of runs: every `DIR/RUN/alerts.jsonl` with its `DIR/RUN/labels.jsonl`.
+    #[arg(long, conflicts_with_all = ["alerts", "labels"])]
+    aggregate: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Exit non-zero if precision is below this.
+    #[arg(long)]
+    min_precision: Option<f64>,
+    /// Exit non-zero if recall is below this.
+    #[arg(long)]
+    min_recall: Option<f64>,
+    /// Exit non-zero if any attack family's recall is below this.
+    #[arg(long)]
+    min_family_recall: Option<f64>,
+    /// Exit non-zero if any attack family's median time to detect exceeds this.
+    #[arg(long)]
+    max_median_ttd_minutes: Option<f64>,
+    /// Benign families that must have no flagged account (repeatable).
+    #[arg(long = "zero-fp-family")]
+    zero_fp_families: Vec<String>,
+    /// `FAMILY=MINUTES`: exit non-zero if that family's median time to detect exceeds it
+    /// (repeatable).
+    #[arg(long = "max-family-median-ttd", value_parser = eval::parse_family_minutes)]
+    family_median_ttd: Vec<(String, f64)>,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("who").args(["account", "org"])))]
+struct AllowArgs {
+    /// The account to allowlist (or remove with --remove).
+    #[arg(long)]
+    account: Option<String>,
+    /// The verified organisation to allowlist (or remove with --remove).
+    #[arg(long)]
+    org: Option<String>,
+    /// Why: a ticket, a review. Required for a new entry.
+    #[arg(long, required_unless_present_any = ["remove", "list"])]
+    reason: Option<String>,
+    /// Until when: RFC 3339 (2027-01-31T00:00:00Z) or a duration from now (90m, 12h, 7d, 2w).
+    #[arg(long, required_unless_present_any = ["remove", "list"])]
+    expires: Option<String>,
+    /// Who decided (default: $USER).
+    #[arg(long)]
+    author: Option<String>,
+    /// Remove the entry (a tombstone on the control topic).
+    #[arg(long, conflicts_with_all = ["reason", "expires", "list"])]
+    remove: bool,
+    /// Print the entries in force, one JSON object a line (reads the topic to its end).
+    #[arg(long, conflicts_with_all = ["account", "org", "reason", "expires"])]
+    list: bool,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    kafka: KafkaFlags,
+}
+
+#[derive(clap::Args)]
+struct VerdictArgs {
+    alert_id: String,
+    #[arg(value_parser = ["confirmed", "false_positive", "unsure"])]
+    verdict: String,
+    /// Who judged (default: $USER).
+    #[arg(long)]
+    author: Option<String>,
+    /// Free text; never logged in full, never a metric label.
+    #[arg(long)]
+    note: Option<String>,
+    /// The alert's kind, if known (the service otherwise uses the alerts it remembers).
+    #[arg(long, value_parser = ["bulk_extraction", "fake_account_cluster"])]
+    kind: Option<String>,
+    /// The alert's severity, if known.
+    #[arg(long, value_parser = ["low", "medium", "high", "critical"])]
+    severity: Option<String>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    kafka: KafkaFlags,
 }
 
 /// The contract's flags for `run`; each overrides the file and the environment.
@@ -355,6 +364,167 @@ fn default_author() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// `eval`: scores alerts against labels, one run or many, and applies the bars.
+fn eval_cmd(args: EvalArgs) -> Result<()> {
+    let EvalArgs {
+        alerts,
+        labels,
+        aggregate,
+        json,
+        min_precision,
+        min_recall,
+        min_family_recall,
+        max_median_ttd_minutes,
+        zero_fp_families,
+        family_median_ttd,
+    } = args;
+    let req = eval::Requirements {
+        min_precision,
+        min_recall,
+        min_family_recall,
+        max_median_ttd_minutes,
+        zero_fp_families,
+        family_median_ttd,
+    };
+    let runs = eval_runs(alerts, labels, aggregate.as_deref())?;
+    let failed = if let [(_, alerts, labels)] = &runs[..] {
+        let report = eval::evaluate(alerts, labels);
+        print_report(&report, json, |r| r.to_text())?;
+        report.check(&req)
+    } else {
+        let reports: Vec<(String, eval::EvalReport)> = runs
+            .iter()
+            .map(|(name, a, l)| (name.clone(), eval::evaluate(a, l)))
+            .collect();
+        let report = eval::aggregate(&reports);
+        print_report(&report, json, |r| r.to_text())?;
+        report.check(&req)
+    };
+    if !failed.is_empty() {
+        bail!("requirements not met:\n  {}", failed.join("\n  "));
+    }
+    Ok(())
+}
+
+/// The configuration with the environment's overrides and the Kafka flags applied.
+fn kafka_config(
+    path: Option<&Path>,
+    kafka: KafkaFlags,
+) -> Result<distillguard::config::ValidConfig> {
+    let mut c = Config::load(path)?;
+    kafka.apply(&mut c);
+    Ok(c.validate()?)
+}
+
+/// Prints a report as JSON or as text.
+fn print_report<R: serde::Serialize>(
+    report: &R,
+    json: bool,
+    text: impl FnOnce(&R) -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", text(report));
+    }
+    Ok(())
+}
+
+/// `allow`: writes, removes or lists live allowlist entries on the control topic.
+fn allow_cmd(args: AllowArgs) -> Result<()> {
+    let AllowArgs {
+        account,
+        org,
+        reason,
+        expires,
+        author,
+        remove,
+        list,
+        config,
+        kafka,
+    } = args;
+    use distillguard::control::{Entry, Subject};
+    use distillguard::kafka::control as ctl;
+    let cfg = kafka_config(config.as_deref(), kafka)?;
+    let topic = cfg.raw.kafka.control_topic.clone();
+    if list {
+        let (entries, malformed) = ctl::read_allowlist(&cfg)?;
+        let mut out = std::io::stdout().lock();
+        for e in &entries {
+            writeln!(out, "{}", serde_json::to_string(&e.to_record())?)?;
+        }
+        if malformed > 0 {
+            eprintln!("{malformed} malformed record(s) on {topic} skipped (they are on the dead-letter topic)");
+        }
+        return Ok(());
+    }
+    let subject = match (account, org) {
+        (Some(a), None) => Subject::Account(a),
+        (None, Some(o)) => Subject::Org(o),
+        _ => bail!("say --account ID or --org ID (or --list)"),
+    };
+    let key = subject.key();
+    if remove {
+        ctl::write(&cfg, &topic, &[(key.clone(), None)])?;
+        eprintln!("removed {key} from {topic}");
+        return Ok(());
+    }
+    let now = distillguard::telemetry::now_ms();
+    let expires_ms =
+        distillguard::control::parse_expiry(expires.as_deref().unwrap_or_default(), now)
+            .map_err(|e| anyhow::anyhow!("--expires {e}"))?;
+    let reason = reason.unwrap_or_default();
+    if reason.trim().is_empty() {
+        bail!("--reason must say why (a ticket, a review)");
+    }
+    let entry = Entry {
+        subject,
+        reason,
+        author: author.unwrap_or_else(default_author),
+        created_ms: Some(now),
+        expires_ms,
+    };
+    let record = serde_json::to_string(&entry.to_record())?;
+    ctl::write(&cfg, &topic, &[(key, Some(record.clone().into_bytes()))])?;
+    println!("{record}");
+    Ok(())
+}
+
+/// `verdict`: writes an analyst's verdict to the verdicts topic.
+fn verdict_cmd(args: VerdictArgs) -> Result<()> {
+    let VerdictArgs {
+        alert_id,
+        verdict,
+        author,
+        note,
+        kind,
+        severity,
+        config,
+        kafka,
+    } = args;
+    use distillguard::control::{Judgement, Verdict};
+    let cfg = kafka_config(config.as_deref(), kafka)?;
+    let v = Verdict {
+        alert_id: alert_id.clone(),
+        verdict: Judgement::parse(&verdict)
+            .ok_or_else(|| anyhow::anyhow!("verdict `{verdict}`"))?,
+        author: author.unwrap_or_else(default_author),
+        judged_at: distillguard::event::time::format_ms(distillguard::telemetry::now_ms()),
+        note,
+        kind,
+        severity,
+    };
+    let record = serde_json::to_string(&v)?;
+    let topic = cfg.raw.kafka.verdicts_topic.clone();
+    distillguard::kafka::control::write(
+        &cfg,
+        &topic,
+        &[(alert_id, Some(record.clone().into_bytes()))],
+    )?;
+    println!("{record}");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -412,52 +582,7 @@ fn main() -> Result<()> {
                 "simulated"
             );
         }
-        Command::Eval {
-            alerts,
-            labels,
-            aggregate,
-            json,
-            min_precision,
-            min_recall,
-            min_family_recall,
-            max_median_ttd_minutes,
-            zero_fp_families,
-            family_median_ttd,
-        } => {
-            let req = eval::Requirements {
-                min_precision,
-                min_recall,
-                min_family_recall,
-                max_median_ttd_minutes,
-                zero_fp_families,
-                family_median_ttd,
-            };
-            let runs = eval_runs(alerts, labels, aggregate.as_deref())?;
-            let failed = if let [(_, alerts, labels)] = &runs[..] {
-                let report = eval::evaluate(alerts, labels);
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", report.to_text());
-                }
-                report.check(&req)
-            } else {
-                let reports: Vec<(String, eval::EvalReport)> = runs
-                    .iter()
-                    .map(|(name, a, l)| (name.clone(), eval::evaluate(a, l)))
-                    .collect();
-                let report = eval::aggregate(&reports);
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", report.to_text());
-                }
-                report.check(&req)
-            };
-            if !failed.is_empty() {
-                bail!("requirements not met:\n  {}", failed.join("\n  "));
-            }
-        }
+        Command::Eval(args) => eval_cmd(args)?,
         Command::Run {
             config,
             kafka,
@@ -510,97 +635,8 @@ fn main() -> Result<()> {
             ))?;
             std::process::exit(0);
         }
-        Command::Allow {
-            account,
-            org,
-            reason,
-            expires,
-            author,
-            remove,
-            list,
-            config,
-            kafka,
-        } => {
-            use distillguard::control::{Entry, Subject};
-            use distillguard::kafka::control as ctl;
-            let mut c = Config::load(config.as_deref())?;
-            kafka.apply(&mut c);
-            let cfg = c.validate()?;
-            let topic = cfg.raw.kafka.control_topic.clone();
-            if list {
-                let (entries, malformed) = ctl::read_allowlist(&cfg)?;
-                let mut out = std::io::stdout().lock();
-                for e in &entries {
-                    writeln!(out, "{}", serde_json::to_string(&e.to_record())?)?;
-                }
-                if malformed > 0 {
-                    eprintln!("{malformed} malformed record(s) on {topic} skipped (they are on the dead-letter topic)");
-                }
-                return Ok(());
-            }
-            let subject = match (account, org) {
-                (Some(a), None) => Subject::Account(a),
-                (None, Some(o)) => Subject::Org(o),
-                _ => bail!("say --account ID or --org ID (or --list)"),
-            };
-            let key = subject.key();
-            if remove {
-                ctl::write(&cfg, &topic, &[(key.clone(), None)])?;
-                eprintln!("removed {key} from {topic}");
-                return Ok(());
-            }
-            let now = distillguard::telemetry::now_ms();
-            let expires_ms =
-                distillguard::control::parse_expiry(expires.as_deref().unwrap_or_default(), now)
-                    .map_err(|e| anyhow::anyhow!("--expires {e}"))?;
-            let reason = reason.unwrap_or_default();
-            if reason.trim().is_empty() {
-                bail!("--reason must say why (a ticket, a review)");
-            }
-            let entry = Entry {
-                subject,
-                reason,
-                author: author.unwrap_or_else(default_author),
-                created_ms: Some(now),
-                expires_ms,
-            };
-            let record = serde_json::to_string(&entry.to_record())?;
-            ctl::write(&cfg, &topic, &[(key, Some(record.clone().into_bytes()))])?;
-            println!("{record}");
-        }
-        Command::Verdict {
-            alert_id,
-            verdict,
-            author,
-            note,
-            kind,
-            severity,
-            config,
-            kafka,
-        } => {
-            use distillguard::control::{Judgement, Verdict};
-            let mut c = Config::load(config.as_deref())?;
-            kafka.apply(&mut c);
-            let cfg = c.validate()?;
-            let v = Verdict {
-                alert_id: alert_id.clone(),
-                verdict: Judgement::parse(&verdict)
-                    .ok_or_else(|| anyhow::anyhow!("verdict `{verdict}`"))?,
-                author: author.unwrap_or_else(default_author),
-                judged_at: distillguard::event::time::format_ms(distillguard::telemetry::now_ms()),
-                note,
-                kind,
-                severity,
-            };
-            let record = serde_json::to_string(&v)?;
-            let topic = cfg.raw.kafka.verdicts_topic.clone();
-            distillguard::kafka::control::write(
-                &cfg,
-                &topic,
-                &[(alert_id, Some(record.clone().into_bytes()))],
-            )?;
-            println!("{record}");
-        }
+        Command::Allow(args) => allow_cmd(args)?,
+        Command::Verdict(args) => verdict_cmd(args)?,
         Command::Config {
             print_default,
             check,

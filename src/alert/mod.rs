@@ -227,6 +227,18 @@ impl Alert {
         }
     }
 
+    /// An alert read from the alerts topic in either encoding; `None` if it is not one.
+    pub fn decode(bytes: &[u8], json: bool) -> Option<Alert> {
+        if json {
+            serde_json::from_slice::<Alert>(bytes).ok()
+        } else {
+            use prost::Message as _;
+            proto::Alert::decode(bytes)
+                .ok()
+                .and_then(|p| Alert::from_proto(p).ok())
+        }
+    }
+
     /// From the protobuf form (for consumers of the alerts topic: the service after a
     /// rebalance, tests, the demo). A kind, severity or action outside the contract is an
     /// error, like an unknown string in the JSON form.

@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
@@ -304,14 +303,7 @@ impl State {
         let k = &self.cfg.raw.kafka;
         if m.topic() == k.alerts_topic {
             let Some(bytes) = m.payload() else { return };
-            let alert = if self.json_alerts {
-                serde_json::from_slice::<Alert>(bytes).ok()
-            } else {
-                crate::proto::Alert::decode(bytes)
-                    .ok()
-                    .and_then(|p| Alert::from_proto(p).ok())
-            };
-            if let Some(a) = alert {
+            if let Some(a) = Alert::decode(bytes, self.json_alerts) {
                 self.recent.remember(&a);
             }
             return;
@@ -427,41 +419,19 @@ impl State {
             error = %e,
             "malformed control record dead-lettered"
         );
-        let mut payload = m.payload().unwrap_or_default();
-        let original_len = payload.len();
-        payload = &payload[..payload.len().min(DLQ_CAP)];
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "distillguard.reason",
-                value: Some(e.reason()),
-            })
-            .insert(Header {
-                key: "distillguard.error",
-                value: Some(&e.to_string()),
-            })
-            .insert(Header {
-                key: "distillguard.source.topic",
-                value: Some(m.topic()),
-            })
-            .insert(Header {
-                key: "distillguard.source.partition",
-                value: Some(&m.partition().to_string()),
-            })
-            .insert(Header {
-                key: "distillguard.source.offset",
-                value: Some(&m.offset().to_string()),
-            });
-        if original_len > payload.len() {
-            headers = headers.insert(Header {
-                key: "distillguard.truncated_from",
-                value: Some(&original_len.to_string()),
-            });
-        }
+        let mut payload = m.payload().unwrap_or_default().to_vec();
+        let source = super::dead_letter::Source {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+        };
+        let headers =
+            super::dead_letter::prepare(e.reason(), &e.to_string(), source, &mut payload, DLQ_CAP);
         send(
             &self.producer,
             &self.cfg.raw.kafka.dlq_topic,
             m.key().unwrap_or_default(),
-            Some(payload),
+            Some(&payload),
             Some(headers),
             "dlq",
         );

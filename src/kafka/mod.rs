@@ -15,9 +15,23 @@
 //!   the committed offsets.
 //! - The live allowlist (`kafka.control_topic`) is read to its end before the first event is
 //!   judged (at most 10 s), then followed on its own thread ([`control`]).
+//!
+//! # Parts, by job
+//!
+//! - `pipeline`: the consumer loop: poll, decode, engine, alerts and dead letters to the
+//!   outbox, offsets, rebuilds, back-pressure.
+//! - `merge`: the event-time merge of the owned partitions, sans-io (records and `now` in,
+//!   records and pause/resume intents out), with its unit tests.
+//! - `context`: rebalance callbacks; `offsets`: which offsets may be stored; `outbox`: the
+//!   alert and dead-letter producer and its delivery tracking; `seek`: window starts and the
+//!   alerts-topic read-back; `dead_letter`: the dead-letter header scheme; `events`: the
+//!   loop's metrics, one type per event; `guard`: the crash-loop guard; [`control`]: the
+//!   control and verdicts topics.
 
 mod context;
 pub mod control;
+mod dead_letter;
+mod events;
 mod guard;
 mod merge;
 mod offsets;

@@ -3,7 +3,7 @@
 //!
 //! It runs on one dedicated thread because the engine is synchronous and owns its state.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,10 +13,12 @@ use metrics::{Counter, Gauge, Histogram};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::context::{Changes, ConsumerCtx};
+use super::dead_letter;
+use super::events::{Judged, Recorder, State, Suppressed};
 use super::guard::Guard;
 use super::merge::{Intent, Merge, Span, Taken};
 use super::outbox::{Outbox, Outgoing, Record};
@@ -25,7 +27,7 @@ use super::ServiceError;
 use crate::alert::{Alert, Kind, Severity};
 use crate::config::{Format, ValidConfig};
 use crate::control::LiveAllowlist;
-use crate::engine::{Engine, Outcome, Stats};
+use crate::engine::{Engine, Stats};
 use crate::event::{DecodeError, Decoder, Event};
 use crate::telemetry::{self, Health};
 
@@ -56,20 +58,9 @@ impl Item {
 }
 
 struct Counters {
-    ok: Counter,
-    duplicate: Counter,
-    late: Counter,
-    out_of_range: Counter,
-    malformed: Counter,
-    suppressed_catchup: Counter,
-    suppressed_allowlist: Counter,
-    /// By kind: bulk, cluster.
-    rate_limited: [Counter; 2],
+    /// Labelled per-record events (see [`super::events`]).
+    ev: Recorder,
     catchup_events: Counter,
-    evicted_accounts: Counter,
-    evicted_values: Counter,
-    expired_accounts: Counter,
-    expired_values: Counter,
     kafka_errors: Counter,
     processing: Histogram,
     catchup_duration: Histogram,
@@ -84,22 +75,9 @@ struct Counters {
 impl Counters {
     fn new() -> Self {
         use telemetry as t;
-        let ev = |r: &'static str| metrics::counter!(t::EVENTS, "result" => r);
         Self {
-            ok: ev("ok"),
-            duplicate: ev("duplicate"),
-            late: ev("late"),
-            out_of_range: ev("out_of_range"),
-            malformed: ev("malformed"),
-            suppressed_catchup: metrics::counter!(t::ALERTS_SUPPRESSED, "reason" => "catchup"),
-            suppressed_allowlist: metrics::counter!(t::ALERTS_SUPPRESSED, "reason" => "allowlist"),
-            rate_limited: [Kind::BulkExtraction, Kind::FakeAccountCluster]
-                .map(|k| metrics::counter!(t::ALERTS_RATE_LIMITED, "kind" => k.as_str())),
+            ev: Recorder::new(),
             catchup_events: metrics::counter!(t::CATCHUP_EVENTS),
-            evicted_accounts: metrics::counter!(t::EVICTIONS, "state" => "accounts"),
-            evicted_values: metrics::counter!(t::EVICTIONS, "state" => "attribute_values"),
-            expired_accounts: metrics::counter!(t::EXPIRATIONS, "state" => "accounts"),
-            expired_values: metrics::counter!(t::EXPIRATIONS, "state" => "attribute_values"),
             kafka_errors: metrics::counter!(t::KAFKA_ERRORS),
             processing: metrics::histogram!(t::PROCESSING),
             catchup_duration: metrics::histogram!(t::CATCHUP_DURATION),
@@ -116,21 +94,12 @@ impl Counters {
     /// see them before the first occurrence.
     fn touch() {
         use telemetry as t;
-        for r in ["ok", "duplicate", "late", "out_of_range", "malformed"] {
-            metrics::counter!(t::EVENTS, "result" => r).increment(0);
-        }
+        Recorder::register();
         for k in Kind::ALL {
             for s in Severity::ALL {
                 metrics::counter!(t::ALERTS, "kind" => k.as_str(), "severity" => s.as_str())
                     .increment(0);
             }
-            metrics::counter!(t::ALERTS_RATE_LIMITED, "kind" => k.as_str()).increment(0);
-        }
-        for r in DecodeError::REASONS {
-            metrics::counter!(t::MALFORMED, "reason" => *r).increment(0);
-        }
-        for r in ["catchup", "allowlist"] {
-            metrics::counter!(t::ALERTS_SUPPRESSED, "reason" => r).increment(0);
         }
         for d in ["alerts", "dlq"] {
             metrics::counter!(t::PRODUCER_ERRORS, "destination" => d).increment(0);
@@ -140,10 +109,6 @@ impl Counters {
         }
         for r in ["ok", "error"] {
             metrics::counter!(t::COMMITS, "result" => r).increment(0);
-        }
-        for s in ["accounts", "attribute_values"] {
-            metrics::counter!(t::EVICTIONS, "state" => s).increment(0);
-            metrics::counter!(t::EXPIRATIONS, "state" => s).increment(0);
         }
         metrics::counter!(t::DLQ_MESSAGES).increment(0);
         metrics::counter!(t::POISON_SKIPPED).increment(0);
@@ -450,23 +415,16 @@ impl Pipeline {
                     }
                 };
                 if live {
-                    match outcome {
-                        Outcome::Accepted => self.c.ok.increment(1),
-                        Outcome::Duplicate => self.c.duplicate.increment(1),
-                        Outcome::Late => self.c.late.increment(1),
-                        Outcome::OutOfRange => self.c.out_of_range.increment(1),
-                    }
+                    self.c.ev.judged(Judged::from(outcome));
                     let s = self.engine.stats();
                     let allowed = s.alerts_suppressed_allowlist - allow_before;
-                    self.c.suppressed_allowlist.increment(allowed);
-                    let limited = [s.alerts_rate_limited_bulk, s.alerts_rate_limited_cluster];
-                    for (c, (now, was)) in self
-                        .c
-                        .rate_limited
-                        .iter()
-                        .zip(limited.iter().zip(limited_before))
-                    {
-                        c.increment(now - was);
+                    self.c.ev.suppressed(Suppressed::Allowlist, allowed);
+                    let limited = [
+                        (Kind::BulkExtraction, s.alerts_rate_limited_bulk),
+                        (Kind::FakeAccountCluster, s.alerts_rate_limited_cluster),
+                    ];
+                    for ((kind, now), was) in limited.into_iter().zip(limited_before) {
+                        self.c.ev.rate_limited(kind, now - was);
                     }
                 }
                 let alerts = std::mem::take(&mut self.alerts);
@@ -481,7 +439,7 @@ impl Pipeline {
                         new
                     };
                     if !resend {
-                        self.c.suppressed_catchup.increment(1);
+                        self.c.ev.suppressed(Suppressed::Catchup, 1);
                         continue;
                     }
                     self.send_alert(&alert, &item, live);
@@ -511,43 +469,14 @@ impl Pipeline {
     /// Sends `item`'s original bytes to the dead-letter topic with `e`'s reason, and holds its
     /// offset until delivered.
     fn dead_letter(&self, item: &Item, e: &DecodeError, key: Vec<u8>, mut payload: Vec<u8>) {
-        // A copy larger than the producer may send would be retried for ever and hold the
-        // partition: keep its head, and say how long it was.
-        let original_len = payload.len();
-        let cap = dlq_cap(&self.cfg).saturating_sub(key.len());
-        payload.truncate(cap);
-        let reason = e.reason();
-        self.c.malformed.increment(1);
-        metrics::counter!(telemetry::MALFORMED, "reason" => reason).increment(1);
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "distillguard.reason",
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: "distillguard.error",
-                value: Some(&e.to_string()),
-            })
-            .insert(Header {
-                key: "distillguard.source.topic",
-                value: Some(&self.topic),
-            })
-            .insert(Header {
-                key: "distillguard.source.partition",
-                value: Some(&item.partition.to_string()),
-            })
-            .insert(Header {
-                key: "distillguard.source.offset",
-                value: Some(&item.offset.to_string()),
-            });
-        let headers = if original_len > payload.len() {
-            headers.insert(Header {
-                key: "distillguard.truncated_from",
-                value: Some(&original_len.to_string()),
-            })
-        } else {
-            headers
+        self.c.ev.malformed(e);
+        let source = dead_letter::Source {
+            topic: &self.topic,
+            partition: item.partition,
+            offset: item.offset,
         };
+        let cap = dead_letter::cap(&self.cfg).saturating_sub(key.len());
+        let headers = dead_letter::prepare(e.reason(), &e.to_string(), source, &mut payload, cap);
         self.outbox.send(Outgoing {
             record: Record::DeadLetter,
             partition: item.partition,
@@ -596,64 +525,6 @@ impl Pipeline {
         });
     }
 
-    /// (kind, account) pairs on the alerts topic since `since_ms` (by record timestamp).
-    fn read_emitted(&self, reader: &Reader, since_ms: i64) -> HashSet<(Kind, String)> {
-        let mut out = HashSet::new();
-        let topic = &self.cfg.raw.kafka.alerts_topic;
-        let Ok(md) = reader
-            .consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-        else {
-            return out;
-        };
-        let mut starts = TopicPartitionList::new();
-        let mut ends = BTreeMap::new();
-        for t in md.topics() {
-            for p in t.partitions() {
-                let Some((low, high)) = reader.watermarks(topic, p.id()) else {
-                    continue;
-                };
-                let start = reader.offset_at(topic, p.id(), since_ms, low, high);
-                if start < high {
-                    let _ = starts.add_partition_offset(topic, p.id(), Offset::Offset(start));
-                    ends.insert(p.id(), high);
-                }
-            }
-        }
-        if ends.is_empty() || reader.consumer.assign(&starts).is_err() {
-            return out;
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ends.is_empty() && Instant::now() < deadline {
-            let Some(Ok(m)) = reader.consumer.poll(Duration::from_millis(100)) else {
-                continue;
-            };
-            if m.topic() != topic.as_str() {
-                continue;
-            }
-            if ends
-                .get(&m.partition())
-                .is_some_and(|&end| m.offset() + 1 >= end)
-            {
-                ends.remove(&m.partition());
-            }
-            let Some(bytes) = m.payload() else { continue };
-            let alert = if self.json_out {
-                serde_json::from_slice::<Alert>(bytes).ok()
-            } else {
-                crate::proto::Alert::decode(bytes)
-                    .ok()
-                    .and_then(|p| Alert::from_proto(p).ok())
-            };
-            if let Some(a) = alert {
-                for acc in a.accounts {
-                    out.insert((a.kind, acc));
-                }
-            }
-        }
-        out
-    }
-
     /// After any assignment change: a fresh engine, every owned partition re-read from one
     /// window back. Returns the partitions re-positioned by a seek (records already fetched
     /// for them are stale).
@@ -688,7 +559,11 @@ impl Pipeline {
             None
         };
         self.emitted = match &reader {
-            Some(r) => self.read_emitted(r, telemetry::now_ms() - rebuild_ms),
+            Some(r) => r.alerted_since(
+                &self.cfg.raw.kafka.alerts_topic,
+                self.json_out,
+                telemetry::now_ms() - rebuild_ms,
+            ),
             None => HashSet::new(),
         };
         let mut spans = Vec::with_capacity(assignment.len());
@@ -825,18 +700,18 @@ impl Pipeline {
         }
         let s = self.engine.stats().clone();
         let d = |now: u64, before: u64| now.saturating_sub(before);
-        self.c
-            .evicted_accounts
-            .increment(d(s.accounts_evicted, self.exported.accounts_evicted));
-        self.c
-            .evicted_values
-            .increment(d(s.attributes_evicted, self.exported.attributes_evicted));
-        self.c
-            .expired_accounts
-            .increment(d(s.accounts_expired, self.exported.accounts_expired));
-        self.c
-            .expired_values
-            .increment(d(s.attributes_expired, self.exported.attributes_expired));
+        let e = &self.exported;
+        let ev = &self.c.ev;
+        ev.evicted(State::Accounts, d(s.accounts_evicted, e.accounts_evicted));
+        ev.evicted(
+            State::AttributeValues,
+            d(s.attributes_evicted, e.attributes_evicted),
+        );
+        ev.expired(State::Accounts, d(s.accounts_expired, e.accounts_expired));
+        ev.expired(
+            State::AttributeValues,
+            d(s.attributes_expired, e.attributes_expired),
+        );
         self.exported = s;
         metrics::gauge!(telemetry::BUILD_INFO,
             "version" => env!("CARGO_PKG_VERSION"),
@@ -854,16 +729,4 @@ fn new_merge(cfg: &ValidConfig) -> Merge<Item> {
         Duration::from_millis(cfg.raw.kafka.idle_partition_ms),
         (cfg.raw.engine.late_allowance_secs * 1000 / 2) as i64,
     )
-}
-
-/// Largest dead-letter payload sent whole: the producer's `message.max.bytes` (librdkafka's
-/// default unless the config sets it) less room for the key, headers and framing.
-fn dlq_cap(cfg: &ValidConfig) -> usize {
-    let k = &cfg.raw.kafka;
-    k.producer_properties
-        .get("message.max.bytes")
-        .or_else(|| k.properties.get("message.max.bytes"))
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1_000_000)
-        .saturating_sub(16 * 1024)
 }

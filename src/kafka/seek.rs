@@ -3,6 +3,7 @@
 //! (librdkafka's mock cluster answers "none") fall back to a binary search over record
 //! timestamps, about log2(n) single-record fetches.
 
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -10,6 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 
+use crate::alert::{Alert, Kind};
 use crate::config::ValidConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,5 +114,57 @@ impl Reader {
         self.consumer
             .fetch_watermarks(topic, partition, TIMEOUT)
             .ok()
+    }
+}
+
+impl Reader {
+    /// (kind, account) pairs on the alerts topic since `since_ms` (by record timestamp).
+    pub fn alerted_since(&self, topic: &str, json: bool, since_ms: i64) -> HashSet<(Kind, String)> {
+        let mut out = HashSet::new();
+        let Ok(md) = self
+            .consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+        else {
+            return out;
+        };
+        let mut starts = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for t in md.topics() {
+            for p in t.partitions() {
+                let Some((low, high)) = self.watermarks(topic, p.id()) else {
+                    continue;
+                };
+                let start = self.offset_at(topic, p.id(), since_ms, low, high);
+                if start < high {
+                    let _ = starts.add_partition_offset(topic, p.id(), Offset::Offset(start));
+                    ends.insert(p.id(), high);
+                }
+            }
+        }
+        if ends.is_empty() || self.consumer.assign(&starts).is_err() {
+            return out;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ends.is_empty() && Instant::now() < deadline {
+            let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            if m.topic() != topic {
+                continue;
+            }
+            if ends
+                .get(&m.partition())
+                .is_some_and(|&end| m.offset() + 1 >= end)
+            {
+                ends.remove(&m.partition());
+            }
+            let Some(bytes) = m.payload() else { continue };
+            if let Some(a) = Alert::decode(bytes, json) {
+                for acc in a.accounts {
+                    out.insert((a.kind, acc));
+                }
+            }
+        }
+        out
     }
 }
