@@ -289,6 +289,7 @@ def check_k8s(objs: dict[str, dict], binary: Binary | None) -> None:
         state = (cfg["engine"]["max_accounts"] * BYTES_PER_ACCOUNT
                  + cfg["engine"]["max_attribute_values"] * BYTES_PER_ATTRIBUTE_VALUE
                  + cfg["service"]["max_pending_deliveries"] * BYTES_PER_PENDING_DELIVERY
+                 + cfg["harvest"]["copies_sketch_max_mib"] * 2**20
                  + BASELINE_BYTES)
         if req < state:
             fail(f"{where}: memory request {res['requests']['memory']} is below the "
