@@ -10,7 +10,7 @@
 use super::{pct, Signal};
 use crate::config::{BulkConfig, Config};
 use crate::engine::account::Account;
-use crate::engine::window::BUCKET_MS;
+use crate::engine::window::{Counts, BUCKET_MS};
 
 /// Score subtracted for a verified organisation behind the account.
 const ORG_WEIGHT: f64 = 0.2;
@@ -126,90 +126,27 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
     if !volume_ok {
         return None;
     }
-    let cv = acc.gaps.cv();
-    let active_hours = acc.day.active_hours(now_ms);
-
-    let vol_threshold = if fresh {
-        cfg.min_harvest_fresh
-    } else if infra_change {
-        cfg.min_harvest_corroborated
-    } else {
-        cfg.min_harvest_established
+    let f = Facts {
+        t,
+        harvest,
+        projected,
+        single,
+        reasoning,
+        templated,
+        ratio,
+        new_model,
+        pivot,
+        fresh,
+        infra_change,
+        streak_minutes,
+        sustained,
+        cv: acc.gaps.cv(),
+        active_hours: acc.day.active_hours(now_ms),
+        age_days,
+        moved_hours_ago: ((now_ms - acc.changed_infra_ms) as f64) / 3_600_000.0,
     };
-    let mut signals = vec![
-        Signal::at_least(
-            "harvest_requests_1h",
-            f64::from(harvest),
-            f64::from(vol_threshold),
-        ),
-        Signal::at_least(
-            "projected_harvest_per_hour",
-            f64::from(projected),
-            f64::from(vol_threshold),
-        ),
-        Signal::at_least(
-            "output_tokens_1h",
-            t.output_tokens as f64,
-            cfg.high_volume_output_tokens as f64,
-        ),
-        Signal::at_least("single_turn_share", single, cfg.min_single_turn_share),
-        Signal::at_least("reasoning_prompt_share", reasoning, cfg.min_reasoning_share),
-        Signal::at_least("output_input_ratio", ratio, cfg.min_output_ratio),
-        Signal::at_least("template_share", templated, cfg.min_template_share),
-        Signal::at_least("novel_prompt_share", t.share(t.novel), 0.8),
-        Signal::at_least("new_model_share", new_model, cfg.min_new_model_share),
-        Signal::at_least(
-            "active_minutes_streak",
-            f64::from(streak_minutes),
-            f64::from(cfg.sustained_minutes),
-        ),
-        Signal::at_least(
-            "active_hours_24h",
-            f64::from(active_hours),
-            f64::from(cfg.min_active_hours),
-        ),
-    ];
-    if !t.text_known() {
-        signals.push(Signal::at_least(
-            "prompt_text_share",
-            t.share(t.with_text),
-            0.5,
-        ));
-    }
-    if let Some(cv) = cv {
-        signals.push(Signal::at_most("inter_arrival_cv", cv, cfg.max_gap_cv));
-    }
-    if let Some(d) = age_days {
-        signals.push(Signal::at_most("account_age_days", d, fresh_days));
-    }
-    if infra_change {
-        signals.push(Signal::at_least(
-            "new_device_or_network_hours_ago",
-            ((now_ms - acc.changed_infra_ms) as f64) / 3_600_000.0,
-            0.0,
-        ));
-    }
-
-    let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let mut score = 0.5
-        + 0.15 * (f64::from(projected) / f64::from(cfg.high_volume_harvest.max(1))).min(1.0)
-        + 0.10 * (t.output_tokens as f64 / cfg.high_volume_output_tokens.max(1) as f64).min(1.0)
-        + 0.05 * flag(reasoning >= cfg.min_reasoning_share || single >= cfg.min_single_turn_share)
-        + 0.05 * flag(ratio >= cfg.min_output_ratio)
-        + 0.05 * flag(templated >= cfg.min_template_share)
-        + 0.05 * flag(cv.is_some_and(|c| c <= cfg.max_gap_cv))
-        + 0.05 * flag(active_hours >= cfg.min_active_hours)
-        + 0.05 * flag(pivot)
-        + 0.05 * flag(fresh)
-        + 0.05 * flag(infra_change || sustained);
-    if acc.org_id.is_some() {
-        score -= ORG_WEIGHT;
-    }
-    // Traffic that is mostly not harvest (an app backend's long-context requests, among which
-    // some short questions get long answers) scores lower. A score term, not a gate, and only
-    // below half: cover traffic lowers it only by hiding the harvest in twice its volume.
-    score -= OTHER_TRAFFIC_WEIGHT * ((0.5 - t.share(harvest)) * 2.0).clamp(0.0, 1.0);
-    let score = score.clamp(0.0, 1.0);
+    let signals = f.signals(cfg, fresh_days);
+    let score = f.score(cfg, acc.org_id.is_some());
     Some(Assessment {
         score,
         signals,
@@ -226,4 +163,130 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
         age_days,
         suspend_withheld: cfg.established_suspend_needs_corroboration && !fresh && !infra_change,
     })
+}
+
+/// What [`assess`] measured of an account's trailing hour, for its signals and score.
+struct Facts {
+    t: Counts,
+    harvest: u32,
+    projected: u32,
+    single: f64,
+    reasoning: f64,
+    templated: f64,
+    ratio: f64,
+    new_model: f64,
+    pivot: bool,
+    fresh: bool,
+    infra_change: bool,
+    streak_minutes: u32,
+    sustained: bool,
+    cv: Option<f64>,
+    active_hours: u32,
+    age_days: Option<f64>,
+    moved_hours_ago: f64,
+}
+
+impl Facts {
+    /// Each measured value against the bar it is compared with.
+    fn signals(&self, cfg: &BulkConfig, fresh_days: f64) -> Vec<Signal> {
+        let t = &self.t;
+        let vol_threshold = if self.fresh {
+            cfg.min_harvest_fresh
+        } else if self.infra_change {
+            cfg.min_harvest_corroborated
+        } else {
+            cfg.min_harvest_established
+        };
+        let mut signals = vec![
+            Signal::at_least(
+                "harvest_requests_1h",
+                f64::from(self.harvest),
+                f64::from(vol_threshold),
+            ),
+            Signal::at_least(
+                "projected_harvest_per_hour",
+                f64::from(self.projected),
+                f64::from(vol_threshold),
+            ),
+            Signal::at_least(
+                "output_tokens_1h",
+                t.output_tokens as f64,
+                cfg.high_volume_output_tokens as f64,
+            ),
+            Signal::at_least("single_turn_share", self.single, cfg.min_single_turn_share),
+            Signal::at_least(
+                "reasoning_prompt_share",
+                self.reasoning,
+                cfg.min_reasoning_share,
+            ),
+            Signal::at_least("output_input_ratio", self.ratio, cfg.min_output_ratio),
+            Signal::at_least("template_share", self.templated, cfg.min_template_share),
+            Signal::at_least("novel_prompt_share", t.share(t.novel), 0.8),
+            Signal::at_least("new_model_share", self.new_model, cfg.min_new_model_share),
+            Signal::at_least(
+                "active_minutes_streak",
+                f64::from(self.streak_minutes),
+                f64::from(cfg.sustained_minutes),
+            ),
+            Signal::at_least(
+                "active_hours_24h",
+                f64::from(self.active_hours),
+                f64::from(cfg.min_active_hours),
+            ),
+        ];
+        if !t.text_known() {
+            signals.push(Signal::at_least(
+                "prompt_text_share",
+                t.share(t.with_text),
+                0.5,
+            ));
+        }
+        if let Some(cv) = self.cv {
+            signals.push(Signal::at_most("inter_arrival_cv", cv, cfg.max_gap_cv));
+        }
+        if let Some(d) = self.age_days {
+            signals.push(Signal::at_most("account_age_days", d, fresh_days));
+        }
+        if self.infra_change {
+            signals.push(Signal::at_least(
+                "new_device_or_network_hours_ago",
+                self.moved_hours_ago,
+                0.0,
+            ));
+        }
+        signals
+    }
+
+    /// Volume and output first, then a step for each kind of corroboration; less for a
+    /// verified org and for traffic that is mostly not harvest.
+    fn score(&self, cfg: &BulkConfig, has_org: bool) -> f64 {
+        let t = &self.t;
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let mut score = 0.5
+            + 0.15
+                * (f64::from(self.projected) / f64::from(cfg.high_volume_harvest.max(1))).min(1.0)
+            + 0.10
+                * (t.output_tokens as f64 / cfg.high_volume_output_tokens.max(1) as f64).min(1.0)
+            + 0.05
+                * flag(
+                    self.reasoning >= cfg.min_reasoning_share
+                        || self.single >= cfg.min_single_turn_share,
+                )
+            + 0.05 * flag(self.ratio >= cfg.min_output_ratio)
+            + 0.05 * flag(self.templated >= cfg.min_template_share)
+            + 0.05 * flag(self.cv.is_some_and(|c| c <= cfg.max_gap_cv))
+            + 0.05 * flag(self.active_hours >= cfg.min_active_hours)
+            + 0.05 * flag(self.pivot)
+            + 0.05 * flag(self.fresh)
+            + 0.05 * flag(self.infra_change || self.sustained);
+        if has_org {
+            score -= ORG_WEIGHT;
+        }
+        // Traffic that is mostly not harvest (an app backend's long-context requests, among
+        // which some short questions get long answers) scores lower. A score term, not a
+        // gate, and only below half: cover traffic lowers it only by hiding the harvest in
+        // twice its volume.
+        score -= OTHER_TRAFFIC_WEIGHT * ((0.5 - t.share(self.harvest)) * 2.0).clamp(0.0, 1.0);
+        score.clamp(0.0, 1.0)
+    }
 }
