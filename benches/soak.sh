@@ -6,10 +6,16 @@
 #   rss_mib        the service's resident set every 10 s (should be flat)
 #   hostile, dlq   hostile records produced and records the service dead-lettered (equal)
 #   recall, replay_recall   eval of the service's alerts and of `replay` on the clean records
-#                            (equal)
+#                            (equal within half a point)
 #   restarts       times the service died and was restarted (zero)
 #
 #   bash benches/soak.sh [SECS]        # default 600; SOAK_SCALE (1.0) sets the traffic volume
+#
+# Simulated hours are replayed in SECS seconds (36x real time by default), so the event-time
+# merge waits up to 10 s (kafka.idle_partition_ms) for a partition whose next fetch is late:
+# at that speed the default wait would be minutes of event time and reorder records that
+# `replay` sees in order. "lag" samples, every 10 s, records handed to the producer client
+# and not yet processed by the service (the client's own queue included).
 #
 # Needs the e2e client venv (confluent-kafka; tests/e2e/run.sh creates it) and builds the
 # release binary if it is missing.
@@ -60,7 +66,7 @@ MPORT=$("${CLIENT[@]}" free-port)
 (
   restarts=0
   while :; do
-    DISTILLGUARD__KAFKA__AUTO_OFFSET_RESET=earliest \
+    DISTILLGUARD__KAFKA__AUTO_OFFSET_RESET=earliest DISTILLGUARD__KAFKA__IDLE_PARTITION_MS=10000 \
       DISTILLGUARD__SERVICE__CRASH_MARKER="$WORK/marker" RUST_LOG=warn \
       "$BIN" run --brokers "$BROKERS" --group-id soak --input-topic in --alerts-topic alerts \
       --dlq-topic dlq --input-format json --alerts-format json \
@@ -89,7 +95,9 @@ hostile = [
     b'\x0a\x80\x80\x80\x80\x08ab',
     b'{"event_id":"h","ts":NaN,"account_id":"h"}',
 ]
-lines = [l.rstrip(b"\n") for l in open(os.path.join(work, "clean.jsonl"), "rb") if l.strip()]
+path = os.path.join(work, "clean.jsonl")
+n_lines = sum(1 for l in open(path, "rb") if l.strip())
+lines = (l.rstrip(b"\n") for l in open(path, "rb") if l.strip())
 p = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "message.max.bytes": 4_000_000,
               "enable.idempotence": True, "acks": "all"})
 def scrape():
@@ -102,6 +110,9 @@ def scrape():
         if l.startswith("distillguard_events_total") or l.startswith("distillguard_dlq_messages_total"):
             name = l.split("{")[0].split(" ")[0]
             out[name] = out.get(name, 0.0) + float(l.rsplit(" ", 1)[1])
+            if 'result="' in l:
+                r = l.split('result="')[1].split('"')[0]
+                out[r] = out.get(r, 0.0) + float(l.rsplit(" ", 1)[1])
     return out
 def rss():
     try:
@@ -111,7 +122,7 @@ def rss():
                 return int(l.split()[1]) // 1024
     except Exception:
         return None
-samples, n_hostile, t0, next_sample = [], 0, time.monotonic(), 0.0
+samples, lag, n_hostile, t0, next_sample = [], [], 0, time.monotonic(), 0.0
 def send(key, value):
     while True:
         try:
@@ -121,7 +132,7 @@ def send(key, value):
             p.poll(0.01)
     p.poll(0)
 for i, line in enumerate(lines):
-    due = t0 + secs * i / len(lines)
+    due = t0 + secs * i / n_lines
     while time.monotonic() < due:
         p.poll(min(0.005, max(0.0, due - time.monotonic())))
     acct = json.loads(line)["account_id"].encode()
@@ -130,16 +141,20 @@ for i, line in enumerate(lines):
         send(b"hostile", hostile[n_hostile % len(hostile)])
         n_hostile += 1
     if time.monotonic() - t0 >= next_sample:
+        m = scrape()
+        lag.append((round(time.monotonic() - t0), i + n_hostile + 1 - int(m.get("distillguard_events_total", 0))))
         samples.append((round(time.monotonic() - t0), rss()))
         next_sample += 10
 p.flush(60)
-total = len(lines) + n_hostile
+produce_secs = time.monotonic() - t0
+total = n_lines + n_hostile
 deadline = time.monotonic() + 300
 while time.monotonic() < deadline:
     m = scrape()
     if m.get("distillguard_events_total", 0) >= total and m.get("distillguard_dlq_messages_total", 0) >= n_hostile:
         break
-    time.sleep(1)
+    time.sleep(0.2)
+drain_secs = time.monotonic() - t0 - produce_secs
 samples.append((round(time.monotonic() - t0), rss()))
 m = scrape()
 c = Consumer({"bootstrap.servers": brokers, "group.id": f"soak-reader-{time.time()}",
@@ -155,9 +170,12 @@ c.close()
 with open(os.path.join(work, "alerts.jsonl"), "wb") as f:
     for a in alerts:
         f.write(a + b"\n")
-json.dump({"rss_mib": samples, "hostile": n_hostile, "events": total,
+json.dump({"rss_mib": samples, "lag": lag, "hostile": n_hostile, "events": total,
+           "produce_secs": round(produce_secs, 1), "drain_secs": round(drain_secs, 1),
+           "events_per_sec": round(total / produce_secs),
            "processed": m.get("distillguard_events_total"),
-           "dlq": m.get("distillguard_dlq_messages_total")},
+           "dlq": m.get("distillguard_dlq_messages_total"),
+           "late": m.get("late"), "duplicate": m.get("duplicate")},
           open(os.path.join(work, "soak.json"), "w"))
 PY
 "$BIN" eval --alerts "$WORK/alerts.jsonl" --labels "$WORK/labels.jsonl" --json >"$WORK/eval.json"
@@ -170,6 +188,9 @@ s["restarts"] = int(open(r).read()) if os.path.exists(r) else 0
 s["recall"] = json.load(open(os.path.join(w, "eval.json")))["recall"]
 s["replay_recall"] = json.load(open(os.path.join(w, "replay-eval.json")))["recall"]
 print(json.dumps(s))
-ok = s["dlq"] == s["hostile"] and s["restarts"] == 0 and abs(s["recall"] - s["replay_recall"]) < 1e-9
+# Records of simultaneous or nearly simultaneous event time can reach the engine in another
+# order through three partitions than through one file (at 36x real time a partition's
+# half-second fetch gap is 18 s of event time): recall must match replay's within half a point.
+ok = s["dlq"] == s["hostile"] and s["restarts"] == 0 and abs(s["recall"] - s["replay_recall"]) <= 0.005
 sys.exit(0 if ok else 1)
 PY
