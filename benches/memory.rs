@@ -38,6 +38,10 @@ fn strip_attributes(e: &mut Event) {
     e.device_fingerprint = None;
     e.payment_fingerprint = None;
     e.email_domain = None;
+    // Autonomous systems and creation minutes are attribute values too: phase 2 counts them
+    // per value.
+    e.asn = None;
+    e.account_created_ms = None;
     e.prompt.template = 0;
 }
 
@@ -67,8 +71,11 @@ fn main() {
         let mut c = Config::default();
         c.engine.max_accounts = max_accounts;
         c.engine.max_attribute_values = max_values;
-        // Keep the de-duplication set small so it does not blur the per-account figure.
+        // Keep the de-duplication set and the prompt-copies sketch small so they do not blur
+        // the per-account figure: both are fixed costs set by config (`engine.max_dedup_ids`,
+        // `harvest.copies_sketch_max_mib`), sized by traffic, not by accounts.
         c.engine.max_dedup_ids = 100_000;
+        c.harvest.copies_sketch_max_mib = 1;
         Arc::new(c.validate().expect("valid"))
     };
 
