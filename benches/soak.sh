@@ -3,7 +3,8 @@
 # tests/e2e/tansu.sh) for SECS seconds of simulated traffic paced by event time, with 1% hostile
 # records mixed in (deep nesting, 400-digit numbers, invalid UTF-8, lone surrogates, NUL, a
 # 2^31 protobuf length read as JSON, NaN). Reports, as JSON on the last line:
-#   rss_mib        the service's resident set every 10 s (should be flat)
+#   rss_mib        the service's resident set every 10 s (should be flat), beside
+#                  tracked_accounts_values_clusters (the state gauges at the same moments)
 #   hostile, dlq   hostile records produced and records the service dead-lettered (equal)
 #   recall, replay_recall   eval of the service's alerts and of `replay` on the clean records
 #                            (equal within half a point)
@@ -113,6 +114,9 @@ def scrape():
             if 'result="' in l:
                 r = l.split('result="')[1].split('"')[0]
                 out[r] = out.get(r, 0.0) + float(l.rsplit(" ", 1)[1])
+        elif l.startswith(("distillguard_tracked_accounts ", "distillguard_tracked_attribute_values ",
+                           "distillguard_tracked_clusters ")):
+            out[l.split(" ")[0]] = float(l.rsplit(" ", 1)[1])
     return out
 def rss():
     try:
@@ -122,7 +126,7 @@ def rss():
                 return int(l.split()[1]) // 1024
     except Exception:
         return None
-samples, lag, n_hostile, t0, next_sample = [], [], 0, time.monotonic(), 0.0
+samples, lag, tracked, n_hostile, t0, next_sample = [], [], [], 0, time.monotonic(), 0.0
 def send(key, value):
     while True:
         try:
@@ -144,6 +148,9 @@ for i, line in enumerate(lines):
         m = scrape()
         lag.append((round(time.monotonic() - t0), i + n_hostile + 1 - int(m.get("distillguard_events_total", 0))))
         samples.append((round(time.monotonic() - t0), rss()))
+        tracked.append((round(time.monotonic() - t0), int(m.get("distillguard_tracked_accounts", 0)),
+                        int(m.get("distillguard_tracked_attribute_values", 0)),
+                        int(m.get("distillguard_tracked_clusters", 0))))
         next_sample += 10
 p.flush(60)
 produce_secs = time.monotonic() - t0
@@ -170,7 +177,7 @@ c.close()
 with open(os.path.join(work, "alerts.jsonl"), "wb") as f:
     for a in alerts:
         f.write(a + b"\n")
-json.dump({"rss_mib": samples, "lag": lag, "hostile": n_hostile, "events": total,
+json.dump({"rss_mib": samples, "lag": lag, "tracked_accounts_values_clusters": tracked, "hostile": n_hostile, "events": total,
            "produce_secs": round(produce_secs, 1), "drain_secs": round(drain_secs, 1),
            "events_per_sec": round(total / produce_secs),
            "processed": m.get("distillguard_events_total"),
