@@ -16,7 +16,9 @@ use distillguard::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
 
 fn feed(engine: &mut Engine, decoder: &Decoder, start: u64, n: u64, accounts: u64, strip: bool) {
     let mut out = Vec::new();
-    let chunk = 500_000;
+    // Small chunks: the encoded events are transient, and a large batch of them (kept by the
+    // allocator after it is freed) would be counted as engine state.
+    let chunk = 10_000;
     let mut i = start;
     while i < start + n {
         let m = chunk.min(start + n - i);
@@ -91,6 +93,10 @@ fn main() {
             g.accounts,
             (support::rss_bytes() - base) as f64 / 1048576.0,
             per_account
+        );
+        println!(
+            "  of which the account record: {} B (size_of::<Account>)",
+            std::mem::size_of::<distillguard::engine::account::Account>()
         );
         println!("PER_ACCOUNT={per_account:.0}");
         return;

@@ -234,7 +234,9 @@ pub struct EngineConfig {
     pub account_idle_secs: u64,
     /// Hard cap on tracked accounts; past it the least recently active are evicted.
     pub max_accounts: usize,
-    /// Hard cap on tracked attribute values (IPs, fingerprints, templates, ...).
+    /// Hard cap on attribute values (IPs, fingerprints, templates, ...) shared by two or
+    /// more accounts. A value held by one account is a bare pair, bounded by
+    /// `max_accounts` times the account's attribute slots.
     pub max_attribute_values: usize,
     /// Accounts younger than this count as fresh (days).
     pub fresh_account_days: f64,
