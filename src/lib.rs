@@ -42,6 +42,7 @@ pub mod fingerprint;
 pub mod kafka;
 pub mod replay;
 pub mod sim;
+pub mod state;
 pub mod telemetry;
 
 /// Generated from `proto/distillguard/v1/distillguard.proto`.

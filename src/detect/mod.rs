@@ -95,8 +95,140 @@
 pub mod bulk;
 pub mod cluster;
 pub mod cohort;
+pub mod link;
 
-use crate::alert::signal;
+use crate::alert::{signal, Decision};
+use crate::config::Config;
+use crate::event::Event;
+use crate::state::account::Account;
+use crate::state::attribute::AttrKind;
+use crate::state::{Accounts, Allowlist, Values};
+
+/// Version of the detection logic; with the config hash it forms `detector_version`.
+pub const DETECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The shared state as the detectors see it, at one event time.
+pub struct View<'a> {
+    pub cfg: &'a Config,
+    pub accounts: &'a mut Accounts,
+    /// The attribute index.
+    pub values: &'a mut Values,
+    pub allow: &'a Allowlist,
+    pub now: i64,
+}
+
+/// One accepted event, after the shared state took it in.
+pub struct Observed<'a> {
+    pub ev: &'a Event,
+    /// Key of its account (present in [`View::accounts`]).
+    pub account: u64,
+    /// It harvested (see `[harvest]`).
+    pub harvest: bool,
+    /// The account moved to a new device or network after some history.
+    pub moved: bool,
+    /// The shared attribute values it touched, in the order it carries them.
+    pub values: &'a [(u64, AttrKind)],
+}
+
+/// What the detectors decided: alerts in the order they were decided (the engine passes them
+/// through the safety valve in that order), and alerts withheld for the allowlist.
+#[derive(Default)]
+pub struct Out {
+    pub decisions: Vec<Decision>,
+    pub suppressed: u64,
+}
+
+/// A detector that judges accounts on their own traffic and alerts.
+pub trait Detector {
+    /// Sees one accepted event.
+    fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, out: &mut Out);
+}
+
+/// What links accounts: a shared attribute value, or co-activity waves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Value(AttrKind),
+    Wave,
+}
+
+/// A link decision: plain data (keys, kinds, event time), the unit the cluster assembler
+/// consumes from the link detectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkRecord {
+    pub kind: LinkKind,
+    /// The linking values or waves as link keys: one value's index key, or the waves (see
+    /// [`cohort::wave_link`]) still remembered.
+    pub keys: smallvec::SmallVec<[u64; 3]>,
+    /// The cluster the link already feeds, as its source remembers it (0: none).
+    pub cluster: u32,
+    /// Link key and public-id seed of a cluster this link founds.
+    pub founder: u64,
+    pub seed: u64,
+    /// Accounts the link names, in the order they join.
+    pub accounts: Vec<u64>,
+    /// Names only accounts already in a cluster (a value that alone names no one: it merges).
+    pub merge_only: bool,
+    pub at_ms: i64,
+}
+
+/// A detector that links accounts; the cluster assembler consumes its records and asks it to
+/// explain its links in a cluster alert.
+pub trait LinkDetector {
+    /// Sees one accepted event; appends the links it decides to `links`.
+    fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, links: &mut Vec<LinkRecord>);
+    /// Adds what it knows of a cluster member to the cluster's evidence.
+    fn explain_member(&self, _acc: &Account, _ev: &mut cluster::Evidence) {}
+    /// Adds link `key` of a cluster to the cluster's evidence; false if the link is not its own.
+    fn explain_link(&self, view: &View<'_>, key: u64, ev: &mut cluster::Evidence) -> bool;
+}
+
+/// Every detector, in the order it sees an event. A new detector is a module and a line here.
+pub struct Detectors {
+    bulk: bulk::Bulk,
+    values: link::ValueLinks,
+    cohort: cohort::CohortLinks,
+    clusters: cluster::Assembler,
+    links: Vec<LinkRecord>,
+}
+
+impl Detectors {
+    pub fn new(cfg: &Config, config_hash: u64) -> Self {
+        Self {
+            bulk: bulk::Bulk::new(config_hash),
+            values: link::ValueLinks::default(),
+            cohort: cohort::CohortLinks::new(cfg.cohort.clone()),
+            clusters: cluster::Assembler::new(config_hash),
+            links: Vec::new(),
+        }
+    }
+
+    /// Hands one accepted event to every detector.
+    pub fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, out: &mut Out) {
+        self.bulk.observe(view, obs, out);
+        let mut links = std::mem::take(&mut self.links);
+        links.clear();
+        self.values.observe(view, obs, &mut links);
+        self.cohort.observe(view, obs, &mut links);
+        let explain: [&dyn LinkDetector; 2] = [&self.values, &self.cohort];
+        self.clusters.assemble(view, obs, &links, &explain, out);
+        self.links = links;
+    }
+
+    /// An account left the shared state (expired or evicted).
+    pub fn forget(&mut self, key: u64, acc: &Account) {
+        self.clusters.forget(key, acc);
+    }
+
+    /// Periodic upkeep, after the engine's sweep.
+    pub fn sweep(&mut self) {
+        self.clusters.sweep();
+    }
+
+    /// Clusters held.
+    pub fn clusters(&self) -> usize {
+        self.clusters.len()
+    }
+}
 
 /// One signal of a decision: its value against the threshold it was compared with.
 #[derive(Debug, Clone)]
