@@ -1,11 +1,34 @@
-//! The detectors. [`bulk`] judges one account's harvest; [`cluster`] links accounts through shared
-//! values and assembles clusters; [`cohort`] links accounts that harvest in synchronised waves (its
-//! links join the same clusters). They read engine state and return decisions with their evidence;
-//! the engine decides when to call them and turns decisions into alerts. Every number that decides
-//! a tier is a config key (`[harvest]`, `[bulk]`, `[cluster]`, `[cohort]`, `[alerts]`, each
-//! documented with its reason in `distillguard config --print-default`) and part of the
-//! `detector_version` hash. These docs name the keys, never their values, so they cannot drift from
-//! the config.
+//! The detectors. Each owns its rules, its evidence, its alert cadence and its state; the engine
+//! keeps only the shared state ([`crate::state`]: accounts, the attribute index, the clock,
+//! de-duplication, the prompt-copies sketch, expiry and caps) and hands every accepted event to
+//! [`Detectors::observe`]. `detect` imports `state`, never `engine`.
+//!
+//! # Architecture
+//!
+//! ```text
+//! engine ─► Detectors::observe(View, Observed, Out)
+//!             ├─ bulk::Bulk            (Detector)      ─► Decision
+//!             ├─ link::ValueLinks      (LinkDetector)  ─► LinkRecord ─┐
+//!             ├─ cohort::CohortLinks   (LinkDetector)  ─► LinkRecord ─┤
+//!             └─ cluster::Assembler  ◄──────────────────────────────┘ ─► Decision
+//! ```
+//! - A [`Detector`] judges the event's account and pushes [`crate::alert::Decision`]s into
+//!   [`Out`]; the engine passes them through the safety valve in order.
+//! - A [`LinkDetector`] decides which accounts a link names and emits a [`LinkRecord`]: plain
+//!   data (link keys, kind, accounts, event time), so that link decisions can later travel
+//!   between stages. It also explains its links and members when a cluster is alerted.
+//! - The cluster assembler ([`cluster::Assembler`]) applies link records with union-find,
+//!   keeps stable cluster ids, gathers member evidence and decides when a cluster alerts.
+//! - Per-account detector fields (bulk's last alert and moves, cohort's [`cohort::Presence`],
+//!   the account's cluster) live in the account record so that an event touches one record;
+//!   only the owning detector writes them. The cluster a value feeds is kept on the value.
+//! - A new detector is one module and one line in [`Detectors`].
+//!
+//! Every number that decides a tier is a config key (`[harvest]`, `[bulk]`, `[cluster]`,
+//! `[cohort]`, `[alerts]`, each documented with its reason in
+//! `distillguard config --print-default`) and part of the `detector_version` hash. Score
+//! weights are named consts beside their rule. These docs name the keys, never their values,
+//! so they cannot drift from the config.
 //!
 //! # How it decides
 //!
@@ -51,8 +74,9 @@
 //! run's rate projected to an hour. A fresh account needs `bulk.min_harvest_fresh` an hour; an
 //! established one `bulk.min_harvest_established` actual harvests with
 //! `bulk.min_output_tokens_established` output tokens (customers' evaluation runs are normal), or
-//! `bulk.min_harvest_corroborated` if it moved to a new device or network (an account that moves
-//! all the time, an app on many servers, is not corroborated by a move); anyone
+//! `bulk.min_harvest_corroborated` if it moved to a new device or network within
+//! `bulk.move_corroborates_hours` (an account that moved more than `bulk.max_credible_moves`
+//! times, an app on many servers, is not corroborated by a move); anyone
 //! `bulk.high_volume_harvest`. The score adds volume, output tokens, reasoning, template and
 //! single-turn shares, machine-like timing, round-the-clock activity, a model pivot and account
 //! age, and subtracts a verified org.
@@ -66,10 +90,11 @@
 //!   org stands behind it, and the coordination fits the kind: fresh accounts or many accounts on
 //!   one card; fresh accounts behind one network, client or creation minute whose traffic is
 //!   overwhelmingly single-turn (`cluster.min_single_turn_share`: people at a venue converse);
-//!   lockstep timing on a template.
+//!   lockstep timing on a template, or a crowd of fresh single-turn accounts on one
+//!   (`cluster.template_crowd_fresh_share`, `cluster.template_crowd_single_turn_share`).
 //! - *Co-activity waves* ([`cohort`], after SynchroTrap and CopyCatch): per model, bins of
 //!   `cohort.bin_secs` count the accounts harvesting in them against a baseline learned from the
-//!   recent bins; an improbably busy bin is a wave, and an account is in step when chance cannot
+//!   recent bins (after `cohort.warmup_bins`); an improbably busy bin is a wave, and an account is in step when chance cannot
 //!   explain how many of its active bins were waves. This links campaigns that share no IP, card,
 //!   device or wording.
 //! - Union-find joins linked accounts into clusters; a cluster keeps the id of its oldest part, so
@@ -88,7 +113,8 @@
 //! `review` (medium) from the detector's `bulk.alert_score` or `cluster.alert_score`, `throttle`
 //! (high) from `alerts.throttle_score`, `suspend` (critical) from `alerts.suspend_score` with at
 //! least `alerts.suspend_min_signals` crossed signals. An account's alert repeats only when its
-//! tier rises (or after `alerts.repeat_secs`); a cluster's alert is updated at most every
+//! tier rises (or after `alerts.repeat_secs`); a cluster is re-evaluated at most every
+//! `cluster.recheck_secs` unless it grew, its alert is updated at most every
 //! `alerts.cluster_update_secs` while it grows and always repeats every account still implicated.
 //! Alert ids are deterministic.
 

@@ -5,7 +5,7 @@
 //! the Kafka service, the benches and the tests all drive it.
 //!
 //! State is keyed by 64-bit hashes: accounts in a DashMap of boxed per-account windows,
-//! attribute values in a flat open-addressing table ([`flat::FlatMap`], one cache line per
+//! attribute values in a flat open-addressing table ([`crate::state::flat::FlatMap`], one cache line per
 //! lookup, which matters at millions of values and several lookups per event). The engine is
 //! single-writer and owned by one thread (the Kafka pipeline reads its gauges, and builds a
 //! new engine on every rebalance, re-reading a window of input to rebuild its state). Memory
