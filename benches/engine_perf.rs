@@ -29,8 +29,8 @@ fn main() {
     let accounts = env("ACCOUNTS", 100_000);
     eprintln!(
         "size_of Account={} Attribute={}",
-        std::mem::size_of::<distillguard::engine::account::Account>(),
-        std::mem::size_of::<distillguard::engine::attribute::Attribute>()
+        std::mem::size_of::<distillguard::state::account::Account>(),
+        std::mem::size_of::<distillguard::state::attribute::Attribute>()
     );
     let measure = env("MEASURE", 1_000_000);
     let rate = 20_000;

@@ -373,6 +373,11 @@ pub struct BulkConfig {
     /// Minutes of continuously active 5-minute buckets that count as a sustained run (a
     /// scoring signal, not a trigger: one-off evaluation runs are sustained too).
     pub sustained_minutes: u32,
+    /// A move to a new device or network corroborates a takeover only for an account that
+    /// rarely moves: past this many moves it is multi-homed (an app backend on many servers).
+    pub max_credible_moves: u8,
+    /// How long a move corroborates (hours): a takeover starts harvesting soon after it.
+    pub move_corroborates_hours: f64,
 }
 
 impl Default for BulkConfig {
@@ -398,6 +403,8 @@ impl Default for BulkConfig {
             new_model_hours: 14.0 * 24.0,
             alert_score: 0.6,
             sustained_minutes: 45,
+            max_credible_moves: 2,
+            move_corroborates_hours: 2.0,
         }
     }
 }
@@ -473,6 +480,18 @@ pub struct ClusterConfig {
     pub alert_score: f64,
     /// Time constant of the decayed per-value aggregates (seconds).
     pub horizon_secs: u64,
+    /// A prompt template shared without lockstep timing links only a crowd of fresh accounts
+    /// that never converse: at least this share of its traffic from fresh accounts (starter
+    /// kits and SDK examples are shared by established users)...
+    pub template_crowd_fresh_share: f64,
+    /// ...and at least this share single-turn (people building on a template converse).
+    pub template_crowd_single_turn_share: f64,
+    /// Score signal: creation times of a value's accounts spread over at most this many hours
+    /// (accounts made in one batch).
+    pub max_creation_spread_hours: f64,
+    /// A changed cluster is re-evaluated at most this often (seconds) unless it grew by a
+    /// quarter: evaluation walks every member, so its cost is paid per interval, not per event.
+    pub recheck_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -513,6 +532,10 @@ impl Default for ClusterConfig {
             max_member_chat_share: 0.2,
             alert_score: 0.6,
             horizon_secs: 3600,
+            template_crowd_fresh_share: 0.8,
+            template_crowd_single_turn_share: 0.95,
+            max_creation_spread_hours: 72.0,
+            recheck_secs: 30,
         }
     }
 }
@@ -537,6 +560,9 @@ pub struct CohortConfig {
     pub min_waves: u32,
     /// ...when that many waves among its active bins is this improbable by chance.
     pub max_account_p: f64,
+    /// Bins a model must have been observed for before any of its bins is called a wave: a
+    /// baseline needs data.
+    pub warmup_bins: u64,
 }
 
 impl Default for CohortConfig {
@@ -549,6 +575,7 @@ impl Default for CohortConfig {
             min_wave_accounts: 8,
             min_waves: 3,
             max_account_p: 1e-4,
+            warmup_bins: 20,
         }
     }
 }
@@ -759,6 +786,12 @@ impl Config {
         positive("cohort.bin_secs", co.bin_secs as f64)?;
         share("cohort.max_wave_p", co.max_wave_p)?;
         share("cohort.max_account_p", co.max_account_p)?;
+        if co.warmup_bins < 1 || co.warmup_bins > (co.baseline_secs / co.bin_secs.max(1)) {
+            return Err(invalid(
+                "cohort.warmup_bins",
+                "must be at least 1 and at most the bins in cohort.baseline_secs",
+            ));
+        }
         if co.baseline_secs < 60 * co.bin_secs {
             return Err(invalid(
                 "cohort.baseline_secs",
@@ -780,6 +813,7 @@ impl Config {
         positive("bulk.min_output_ratio", b.min_output_ratio)?;
         positive("bulk.max_gap_cv", b.max_gap_cv)?;
         positive("bulk.new_model_hours", b.new_model_hours)?;
+        positive("bulk.move_corroborates_hours", b.move_corroborates_hours)?;
         if b.min_harvest_corroborated > b.min_harvest_established {
             return Err(invalid(
                 "bulk.min_harvest_corroborated",
@@ -809,6 +843,19 @@ impl Config {
         share("cluster.max_org_share", c.max_org_share)?;
         share("cluster.min_fresh_share", c.min_fresh_share)?;
         share("cluster.alert_score", c.alert_score)?;
+        share(
+            "cluster.template_crowd_fresh_share",
+            c.template_crowd_fresh_share,
+        )?;
+        share(
+            "cluster.template_crowd_single_turn_share",
+            c.template_crowd_single_turn_share,
+        )?;
+        positive(
+            "cluster.max_creation_spread_hours",
+            c.max_creation_spread_hours,
+        )?;
+        positive("cluster.recheck_secs", c.recheck_secs as f64)?;
         positive("cluster.min_synchrony", c.min_synchrony)?;
         positive(
             "cluster.min_accounts_per_network",
@@ -835,7 +882,7 @@ impl Config {
             }
         }
         for k in &c.link_kinds {
-            if crate::engine::attribute::AttrKind::from_name(k).is_none() {
+            if crate::state::attribute::AttrKind::from_name(k).is_none() {
                 return Err(invalid(
                     "cluster.link_kinds",
                     format!("unknown kind `{k}`; use ip, ip_prefix, device_fingerprint, payment_fingerprint, email_domain or prompt_template"),

@@ -4,9 +4,11 @@
 //!
 //! - [`event`]: the request event, decoded and validated from JSON or protobuf.
 //! - [`fingerprint`]: prompt fingerprints computed on arrival; the text is then dropped.
-//! - [`engine`]: the synchronous, deterministic, event-time engine: per-account windows,
-//!   the shared-attribute index, de-duplication and late-event handling.
-//! - [`detect`]: the `bulk_extraction` and `fake_account_cluster` detectors.
+//! - [`state`]: the shared state: accounts and their windows, the attribute index, de-duplication.
+//! - [`engine`]: the synchronous, deterministic, event-time engine: it updates the shared state,
+//!   handles late events, sweeps, and hands each event to the detectors.
+//! - [`detect`]: the detectors behind one trait: `bulk_extraction`, value and co-activity links,
+//!   and the `fake_account_cluster` assembler.
 //! - [`alert`]: the contract's alert record, ids, tiers and encodings, and the safety valve
 //!   that bounds `suspend` recommendations per hour.
 //! - [`config`]: the TOML configuration, its defaults and validation.
@@ -42,6 +44,7 @@ pub mod fingerprint;
 pub mod kafka;
 pub mod replay;
 pub mod sim;
+pub mod state;
 pub mod telemetry;
 
 /// Generated from `proto/distillguard/v1/distillguard.proto`.

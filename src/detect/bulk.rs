@@ -7,16 +7,111 @@
 //! fresh ones: one-off evaluation runs of a few hundred prompts are normal for established
 //! customers, on newly released models as much as on old ones.
 
-use super::{pct, Signal};
+use super::{pct, Detector, Observed, Out, Signal, View};
+use crate::alert::{Decision, Kind, Tier};
 use crate::config::{BulkConfig, Config};
-use crate::engine::account::Account;
-use crate::engine::window::{Counts, BUCKET_MS};
+use crate::state::account::Account;
+use crate::state::window::{Counts, BUCKET_MS};
 
 /// Score subtracted for a verified organisation behind the account.
 const ORG_WEIGHT: f64 = 0.2;
 /// Score subtracted, at most, when little of the hour's traffic harvested (all of it when
 /// none did, none from half up).
 const OTHER_TRAFFIC_WEIGHT: f64 = 0.15;
+
+/// The `bulk_extraction` detector: judges the event's account after every event and alerts
+/// when its tier rises (or after `alerts.repeat_secs`). Its per-account state (last alert,
+/// moves) lives in the account record.
+pub struct Bulk {
+    version: String,
+}
+
+impl Bulk {
+    pub fn new(config_hash: u64) -> Self {
+        Self {
+            version: format!(
+                "{}/{}+cfg.{:08x}",
+                Kind::BulkExtraction,
+                super::DETECTOR_VERSION,
+                config_hash as u32
+            ),
+        }
+    }
+}
+
+impl Detector for Bulk {
+    fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, out: &mut Out) {
+        let cfg = view.cfg;
+        let now = view.now;
+        let Some(mut acc) = view.accounts.get_mut(&obs.account) else {
+            return;
+        };
+        if obs.moved {
+            // A move corroborates a takeover only for an account that rarely moves.
+            acc.infra_changes = acc.infra_changes.saturating_add(1);
+            if acc.infra_changes <= cfg.bulk.max_credible_moves {
+                acc.changed_infra_ms = now;
+            } else {
+                acc.changed_infra_ms = 0;
+            }
+        }
+        if !cfg.bulk.enabled {
+            return;
+        }
+        let Some(a) = assess(&mut acc, now, cfg) else {
+            return;
+        };
+        if a.score < cfg.bulk.alert_score {
+            return;
+        }
+        let mut tier = Tier::from_score(a.score, a.crossed(), &cfg.alerts);
+        let withheld = a.suspend_withheld && tier > Tier::High;
+        if withheld {
+            tier = Tier::High;
+        }
+        let rank = tier as u8 + 1;
+        let repeat_due = cfg.alerts.repeat_secs > 0
+            && acc.bulk_alert_ms != 0
+            && now - acc.bulk_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
+        if rank <= acc.bulk_alert_rank && !repeat_due {
+            return;
+        }
+        if view.allow.allows(&acc.id, acc.org_id.as_deref(), now) {
+            out.suppressed += 1;
+            return;
+        }
+        acc.bulk_alert_rank = rank.max(acc.bulk_alert_rank);
+        acc.bulk_alert_ms = now;
+        let mut examples = acc.example_ids();
+        examples.truncate(cfg.alerts.example_events);
+        let mut evidence = serde_json::json!({
+            "summary": a.summary(),
+            "signals": a.signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+            "signals_crossed": a.crossed(),
+            "account_age_days": a.age_days.map(|d| (d * 10.0).round() / 10.0),
+            "org_id": acc.org_id.as_deref(),
+            "example_event_ids": examples,
+        });
+        if withheld {
+            evidence["suspend_withheld"] = serde_json::json!(
+                "established account on its usual device and network: throttle at most \
+                 (bulk.established_suspend_needs_corroboration)"
+            );
+        }
+        out.decisions.push(Decision {
+            kind: Kind::BulkExtraction,
+            subject: acc.id.to_string(),
+            accounts: vec![acc.id.to_string()],
+            tier,
+            score: a.score,
+            detected_at_ms: now,
+            window_start_ms: a.window_start_ms,
+            window_end_ms: now,
+            evidence,
+            detector_version: self.version.clone(),
+        });
+    }
+}
 
 /// The outcome of judging one account.
 #[derive(Debug, Clone)]
@@ -107,7 +202,8 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
     let fresh = acc.is_fresh(now_ms, fresh_days);
     let new_model = t.share(t.new_model);
     let pivot = new_model >= cfg.min_new_model_share;
-    let infra_change = acc.changed_infra_ms > 0 && now_ms - acc.changed_infra_ms < 2 * 3_600_000;
+    let infra_change = acc.changed_infra_ms > 0
+        && ((now_ms - acc.changed_infra_ms) as f64) < cfg.move_corroborates_hours * 3_600_000.0;
     let streak_minutes = acc.hour.active_streak() * (BUCKET_MS / 60_000) as u32;
     let sustained = streak_minutes >= cfg.sustained_minutes;
     let harvest = t.harvest;

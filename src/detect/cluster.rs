@@ -1,135 +1,18 @@
-//! `fake_account_cluster`: many accounts operated together.
-//!
-//! A shared attribute value *links* the accounts holding it when its traffic looks operated
-//! rather than organic: enough accounts, API-style (single-turn) extraction-like traffic, no
-//! verified organisation behind it, and coordination that fits the kind of value (fresh
-//! accounts sharing one card, a proxy IP or a custom client; accounts firing a template in
-//! lockstep). A carrier NAT IP or a popular SDK fingerprint carries mostly organic traffic and
-//! never links; a card shared by a handful of fresh extraction accounts does.
-//!
-//! Linked accounts are joined into clusters (union-find). A cluster keeps the id of its oldest
-//! part as it grows and merges, so replacement accounts join the existing alert.
+//! `fake_account_cluster`: the cluster assembler. It consumes the link detectors'
+//! [`LinkRecord`]s and joins the accounts they name into clusters (union-find). A cluster keeps
+//! the id of its oldest part as it grows and merges, so replacement accounts join the existing
+//! alert. It owns the clusters, their cadence (evaluation, updates, repeats) and their evidence,
+//! for which it asks each link detector to explain its links and members.
 
-use compact_str::CompactString;
 use nohash_hasher::{IntMap, IntSet};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::Signal;
+use super::link::Link;
+use super::{pct, LinkDetector, LinkKind, LinkRecord, Observed, Out, Signal, View};
+use crate::alert::{Decision, Kind, Tier};
 use crate::config::ClusterConfig;
-use crate::engine::attribute::{AttrKind, Attribute};
-
-/// The evidence that makes one attribute value a link.
-#[derive(Debug, Clone)]
-pub struct Link {
-    pub kind: AttrKind,
-    pub members: usize,
-    pub purity: f64,
-    pub single_turn: f64,
-    pub reasoning: f64,
-    pub output_ratio: f64,
-    pub fresh: f64,
-    pub org: f64,
-    pub synchrony: f64,
-    pub creation_spread_hours: Option<f64>,
-    pub accounts_per_network: Option<f64>,
-}
-
-impl Link {
-    pub fn to_json(&self, value: &str) -> serde_json::Value {
-        let r = |x: f64| (x * 1000.0).round() / 1000.0;
-        serde_json::json!({
-            "kind": self.kind.name(),
-            "value": value,
-            "accounts": self.members,
-            "extraction_like_account_share": r(self.purity),
-            "single_turn_share": r(self.single_turn),
-            "reasoning_prompt_share": r(self.reasoning),
-            "output_input_ratio": r(self.output_ratio),
-            "fresh_account_share": r(self.fresh),
-            "verified_org_share": r(self.org),
-            "synchrony": r(self.synchrony),
-            "creation_spread_hours": self.creation_spread_hours.map(r),
-            "accounts_per_network": self.accounts_per_network.map(r),
-        })
-    }
-}
-
-fn min_members(kind: AttrKind, cfg: &ClusterConfig) -> u32 {
-    match kind {
-        AttrKind::Ip => cfg.min_members_ip,
-        AttrKind::IpPrefix => cfg.min_members_ip_prefix,
-        AttrKind::Device => cfg.min_members_device,
-        AttrKind::Payment => cfg.min_members_payment,
-        AttrKind::EmailDomain => cfg.min_members_email_domain,
-        AttrKind::Template => cfg.min_members_template,
-        AttrKind::Creation => cfg.min_members_creation,
-        AttrKind::Asn => cfg.min_members_asn,
-    }
-}
-
-/// What an attribute value shows now, strong or not.
-pub fn evidence(attr: &Attribute, now_ms: i64, cfg: &ClusterConfig) -> Link {
-    let horizon_ms = cfg.horizon_secs as f32 * 1000.0;
-    let bin_ms = (cfg.sync_bin_secs * 1000) as i64;
-    Link {
-        kind: attr.kind,
-        members: attr.members.len(),
-        purity: attr.purity(),
-        single_turn: attr.share(attr.single_turn),
-        reasoning: attr.share(attr.reasoning),
-        output_ratio: attr.output_ratio(),
-        fresh: attr.share(attr.fresh),
-        org: attr.share(attr.org),
-        synchrony: attr.synchrony(now_ms, horizon_ms, bin_ms),
-        creation_spread_hours: attr.creation_spread_hours(),
-        accounts_per_network: attr.accounts_per_network(),
-    }
-}
-
-/// Whether `attr` links its accounts now; the evidence if it does.
-pub fn link(attr: &Attribute, now_ms: i64, cfg: &ClusterConfig) -> Option<Link> {
-    let min = min_members(attr.kind, cfg) as usize;
-    let members = attr.members.len();
-    // Cheap rejections first: this runs for every value of every event.
-    if members < min || attr.requests < min as f32 || attr.purity() < cfg.min_member_purity {
-        return None;
-    }
-    // Material harvest through the value within the horizon (as many harvesting requests
-    // as the value needs holders), judged on absolute harvest, so chat mixed in as cover
-    // neither opens nor closes the link, and a swarm of slow accounts still counts.
-    if attr.harvest < min as f32 {
-        return None;
-    }
-    let l = evidence(attr, now_ms, cfg);
-    if l.org > cfg.max_org_share {
-        return None;
-    }
-    if matches!(attr.kind, AttrKind::Device | AttrKind::EmailDomain)
-        && l.accounts_per_network.unwrap_or(0.0) < cfg.min_accounts_per_network
-    {
-        // Spread across as many networks as accounts: a popular client or mail provider.
-        return None;
-    }
-    let lockstep = l.synchrony >= cfg.min_synchrony;
-    let coordinated = match attr.kind {
-        // One card paying for many API-extraction accounts is itself coordination.
-        AttrKind::Payment => l.fresh >= cfg.min_fresh_share || members >= 2 * min || lockstep,
-        // Templates are shared by unrelated people (starter kits, SDK examples, app
-        // wrappers): only lockstep timing, or a crowd of fresh accounts that never converse,
-        // makes them a link.
-        AttrKind::Template => {
-            lockstep || (l.fresh >= 0.8 && l.single_turn >= 0.95 && members >= 2 * min)
-        }
-        // A venue's network or a sign-up rush carries people talking to the model: a shared
-        // network or creation minute links only traffic that is overwhelmingly single-turn.
-        AttrKind::Ip | AttrKind::IpPrefix | AttrKind::Creation | AttrKind::Asn => {
-            (l.fresh >= cfg.min_fresh_share || lockstep)
-                && l.single_turn >= cfg.min_single_turn_share
-        }
-        _ => l.fresh >= cfg.min_fresh_share || lockstep,
-    };
-    coordinated.then_some(l)
-}
+use crate::state::account::Account;
+use crate::state::attribute::AttrKind;
 
 /// One cluster (a union-find root).
 #[derive(Debug, Clone)]
@@ -199,18 +82,6 @@ impl Clusters {
 
     pub fn get_mut(&mut self, root: u32) -> Option<&mut Cluster> {
         self.roots.get_mut(&root)
-    }
-
-    /// A new cluster founded by attribute `link_key` with value `value` of `kind`.
-    pub fn create(
-        &mut self,
-        kind: AttrKind,
-        value: &CompactString,
-        link_key: u64,
-        now_ms: i64,
-    ) -> u32 {
-        let h = xxh3_64(value.as_bytes()) ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.create_seeded(h, link_key, now_ms)
     }
 
     /// A new cluster founded by link `link_key`, its public id derived from `seed`.
@@ -413,7 +284,7 @@ pub fn score(m: &MemberStats, links: &[Link], cfg: &ClusterConfig) -> (f64, Vec<
         signals.push(Signal::at_most(
             "creation_spread_hours",
             tight_creation,
-            72.0,
+            cfg.max_creation_spread_hours,
         ));
     }
     if kinds.contains(&AttrKind::Payment) {
@@ -429,94 +300,451 @@ pub fn score(m: &MemberStats, links: &[Link], cfg: &ClusterConfig) -> (f64, Vec<
     (score.clamp(0.0, 1.0), signals)
 }
 
+/// A cluster alert's evidence as it is gathered: member statistics, and each link detector's
+/// account of its links (value links scored and readable, co-activity waves readable).
+#[derive(Debug, Default)]
+pub struct Evidence {
+    pub stats: MemberStats,
+    pub links: Vec<Link>,
+    pub shared: Vec<serde_json::Value>,
+    pub waves: Vec<serde_json::Value>,
+}
+
+/// A cluster due for evaluation: whether an alert now would be an update of a grown cluster
+/// or a repeat of an unchanged one (if neither, only an escalation is alerted).
+struct ClusterDue {
+    update: bool,
+    repeat: bool,
+}
+
+/// The cluster assembler. Which cluster each account is in is kept in the account record
+/// (`Account::cluster`), which cluster a value feeds on the value (`Attribute::cluster`); which
+/// cluster a co-activity wave feeds is kept here.
+pub struct Assembler {
+    clusters: Clusters,
+    /// Cluster of each co-activity wave link.
+    waves: IntMap<u64, u32>,
+    touched: Vec<u32>,
+    version: String,
+}
+
+impl Assembler {
+    pub fn new(config_hash: u64) -> Self {
+        Self {
+            clusters: Clusters::default(),
+            waves: IntMap::default(),
+            touched: Vec::new(),
+            version: format!(
+                "{}/{}+cfg.{:08x}",
+                Kind::FakeAccountCluster,
+                super::DETECTOR_VERSION,
+                config_hash as u32
+            ),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.clusters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clusters.is_empty()
+    }
+
+    /// Applies the event's link records, then re-evaluates the clusters they touched (and the
+    /// account's own: an account already in a cluster keeps it fresh), alerting when due.
+    pub fn assemble(
+        &mut self,
+        view: &mut View<'_>,
+        obs: &Observed<'_>,
+        records: &[LinkRecord],
+        explain: &[&dyn LinkDetector],
+        out: &mut Out,
+    ) {
+        if !view.cfg.cluster.enabled {
+            return;
+        }
+        let own = view.accounts.get(&obs.account).map_or(0, |a| a.cluster);
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
+        let mut own_done = false;
+        for r in records {
+            let root = match r.kind {
+                LinkKind::Value(_) => self.apply_value(view, r),
+                LinkKind::Wave => {
+                    if !own_done {
+                        self.touch_own(own, &mut touched);
+                        own_done = true;
+                    }
+                    self.apply_waves(view, r)
+                }
+            };
+            if let Some(root) = root {
+                if !touched.contains(&root) {
+                    touched.push(root);
+                }
+            }
+        }
+        if !own_done {
+            self.touch_own(own, &mut touched);
+        }
+        for &root in &touched {
+            self.check_cluster(view, root, explain, out);
+        }
+        self.touched = touched;
+    }
+
+    fn touch_own(&mut self, own: u32, touched: &mut Vec<u32>) {
+        let root = self.clusters.find(own);
+        if root != 0 && !touched.contains(&root) {
+            touched.push(root);
+        }
+    }
+
+    /// Joins the accounts a shared value names. Returns the cluster root.
+    fn apply_value(&mut self, view: &mut View<'_>, r: &LinkRecord) -> Option<u32> {
+        let key = r.founder;
+        let root = self.clusters.find(r.cluster);
+        if root != 0 {
+            // An established link: only the current account may be new.
+            for &a in &r.accounts {
+                self.join(view, root, a);
+            }
+            return Some(self.clusters.find(root));
+        }
+        // A new link: every named holder joins, merging their clusters.
+        let mut joining = Vec::with_capacity(r.accounts.len());
+        let mut prior = Vec::new();
+        for &m in &r.accounts {
+            if let Some(acc) = view.accounts.get(&m) {
+                if r.merge_only && acc.cluster == 0 {
+                    continue;
+                }
+                joining.push(m);
+                if acc.cluster != 0 {
+                    prior.push(acc.cluster);
+                }
+            }
+        }
+        if joining.is_empty() {
+            return None;
+        }
+        let mut root = self.clusters.create_seeded(r.seed, key, r.at_ms);
+        for p in prior {
+            root = self.clusters.union(root, p);
+        }
+        self.clusters.add_link(root, key);
+        if let Some(g) = view.values.get_mut(key).and_then(|h| h.shared_mut()) {
+            g.cluster = root;
+        }
+        for m in joining {
+            self.join(view, root, m);
+        }
+        Some(self.clusters.find(root))
+    }
+
+    /// Joins an in-step account to the cluster of the waves it took part in (creating it).
+    fn apply_waves(&mut self, view: &mut View<'_>, r: &LinkRecord) -> Option<u32> {
+        let mut root = 0;
+        for k in &r.keys {
+            if let Some(&c) = self.waves.get(k) {
+                let found = self.clusters.find(c);
+                if found != 0 {
+                    root = if root == 0 {
+                        found
+                    } else {
+                        self.clusters.union(root, found)
+                    };
+                }
+            }
+        }
+        if root == 0 {
+            if r.founder == 0 {
+                return None;
+            }
+            root = self.clusters.create_seeded(r.seed, r.founder, r.at_ms);
+        }
+        for &k in &r.keys {
+            self.waves.insert(k, root);
+            self.clusters.add_link(root, k);
+        }
+        for &a in &r.accounts {
+            self.join(view, root, a);
+        }
+        Some(self.clusters.find(root))
+    }
+
+    fn join(&mut self, view: &mut View<'_>, root: u32, akey: u64) {
+        let Some(mut acc) = view.accounts.get_mut(&akey) else {
+            return;
+        };
+        let current = self.clusters.find(acc.cluster);
+        if current == root {
+            return;
+        }
+        let root = if current != 0 {
+            self.clusters.union(current, root)
+        } else {
+            root
+        };
+        acc.cluster = root;
+        self.clusters.add_member(root, akey);
+    }
+
+    /// An account left the shared state.
+    pub fn forget(&mut self, key: u64, acc: &Account) {
+        if acc.cluster != 0 {
+            self.clusters.remove_member(acc.cluster, key);
+        }
+    }
+
+    /// Drops the wave links and union-find entries of dissolved clusters.
+    pub fn sweep(&mut self) {
+        let clusters = &mut self.clusters;
+        self.waves.retain(|_, c| clusters.find(*c) != 0);
+        self.clusters.compact();
+    }
+
+    /// Re-evaluates a cluster the event touched, when due, and alerts when it is large,
+    /// harvesting and scored high enough.
+    fn check_cluster(
+        &mut self,
+        view: &mut View<'_>,
+        root: u32,
+        explain: &[&dyn LinkDetector],
+        out: &mut Out,
+    ) {
+        let now = view.now;
+        let Some(due) = self.due(view, root) else {
+            return;
+        };
+        let Some(c) = self.clusters.get(root) else {
+            return;
+        };
+        let mut members: Vec<u64> = c.members.iter().copied().collect();
+        members.sort_unstable();
+        let link_keys = c.links.clone();
+        let name = c.name.clone();
+        let last_rank = c.last_alert_rank;
+
+        let mut ev = Evidence {
+            stats: MemberStats {
+                first_seen_ms: now,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (mut names, examples, suppressed) = gather_members(view, &members, explain, &mut ev);
+        for k in &link_keys {
+            for d in explain {
+                if d.explain_link(view, *k, &mut ev) {
+                    break;
+                }
+            }
+        }
+        let cfg = view.cfg;
+        let (score, signals) = score(&ev.stats, &ev.links, &cfg.cluster);
+        let crossed = signals.iter().filter(|s| s.crossed).count() as u32;
+        if let Some(c) = self.clusters.get_mut(root) {
+            c.last_eval_ms = now;
+            c.last_eval_size = c.members.len();
+        }
+        out.suppressed += suppressed;
+        let stats = &ev.stats;
+        if stats.accounts < cfg.cluster.min_cluster_size as usize
+            || score < cfg.cluster.alert_score
+            || stats.harvest < u64::from(cfg.cluster.min_cluster_harvest)
+        {
+            return;
+        }
+        let tier = Tier::from_score(score, crossed, &cfg.alerts);
+        let rank = tier as u8 + 1;
+        if !(due.update || due.repeat || rank > last_rank) {
+            return;
+        }
+        names.sort_unstable();
+        let link_count = self.clusters.get(root).map_or(0, |c| c.link_count);
+        let accounts = stats.accounts;
+        let window_start_ms = stats
+            .first_seen_ms
+            .max(now - (cfg.engine.account_idle_secs * 1000) as i64);
+        let evidence = cluster_evidence(ev, &examples, &signals, link_count);
+        let d = Decision {
+            kind: Kind::FakeAccountCluster,
+            subject: name,
+            accounts: names,
+            tier,
+            score,
+            detected_at_ms: now,
+            window_start_ms,
+            window_end_ms: now,
+            evidence,
+            detector_version: self.version.clone(),
+        };
+        if let Some(c) = self.clusters.get_mut(root) {
+            c.dirty = false;
+            c.last_alert_ms = now;
+            c.last_alert_rank = c.last_alert_rank.max(rank);
+            c.last_alert_size = accounts;
+        }
+        out.decisions.push(d);
+    }
+
+    /// Whether a cluster is due for evaluation now, and if so whether an alert would be an
+    /// update or a repeat (otherwise only an escalation is alerted).
+    fn due(&self, view: &View<'_>, root: u32) -> Option<ClusterDue> {
+        let cfg = view.cfg;
+        let now = view.now;
+        let update_ms = (cfg.alerts.cluster_update_secs * 1000) as i64;
+        let recheck_ms = (cfg.cluster.recheck_secs * 1000) as i64;
+        let c = self.clusters.get(root)?;
+        if c.members.len() < cfg.cluster.min_cluster_size as usize {
+            return None;
+        }
+        let grown = c.members.len() >= c.last_eval_size + c.last_eval_size.div_ceil(4);
+        let eval_due = c.last_eval_ms == i64::MIN
+            || (c.dirty && (grown || now - c.last_eval_ms >= recheck_ms));
+        let repeat = cfg.alerts.repeat_secs > 0
+            && c.last_alert_ms != i64::MIN
+            && now - c.last_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
+        if !eval_due && !repeat {
+            return None;
+        }
+        let alerted_before = c.last_alert_ms != i64::MIN;
+        let update = !alerted_before || (c.dirty && now - c.last_alert_ms >= update_ms);
+        // Otherwise still check for an escalation, but not more than every
+        // `cluster.recheck_secs`. (A cluster that merged into one never evaluated has an
+        // alert time but no evaluation time.)
+        if !update && !repeat && c.last_eval_ms != i64::MIN && now - c.last_eval_ms < recheck_ms {
+            return None;
+        }
+        Some(ClusterDue { update, repeat })
+    }
+}
+
+/// Statistics over a cluster's members that are not allowlisted (bounded by the alert rate,
+/// not per event): into `ev.stats`; returns their names, a few example events, and how many
+/// were left out for the allowlist.
+fn gather_members(
+    view: &mut View<'_>,
+    members: &[u64],
+    explain: &[&dyn LinkDetector],
+    ev: &mut Evidence,
+) -> (Vec<String>, Vec<String>, u64) {
+    let cfg = view.cfg;
+    let now = view.now;
+    let mut names = Vec::with_capacity(members.len());
+    let mut examples = Vec::new();
+    let mut suppressed = 0;
+    for m in members {
+        let Some(mut acc) = view.accounts.get_mut(m) else {
+            continue;
+        };
+        if view.allow.allows(&acc.id, acc.org_id.as_deref(), now) {
+            suppressed += 1;
+            continue;
+        }
+        let t = acc.hour.totals(now);
+        let stats = &mut ev.stats;
+        stats.accounts += 1;
+        if let Some(d) = acc.age_days(now) {
+            stats.with_known_age += 1;
+            if d < cfg.engine.fresh_account_days {
+                stats.fresh += 1;
+            }
+        }
+        for d in explain {
+            d.explain_member(&acc, ev);
+        }
+        let stats = &mut ev.stats;
+        stats.requests += u64::from(t.requests);
+        stats.single_turn += u64::from(t.single_turn);
+        stats.reasoning += u64::from(t.reasoning);
+        stats.output_tokens += t.output_tokens;
+        stats.harvest += u64::from(acc.harvest_ever);
+        stats.input_tokens += t.input_tokens;
+        stats.first_seen_ms = stats.first_seen_ms.min(acc.first_seen_ms);
+        if examples.len() < cfg.alerts.example_events {
+            if let Some(e) = acc.example_ids().pop() {
+                examples.push(e);
+            }
+        }
+        names.push(acc.id.to_string());
+    }
+    (names, examples, suppressed)
+}
+
+/// A cluster alert's evidence: a readable summary, the scored signals, the shared values
+/// and co-activity waves that link it, and example events.
+fn cluster_evidence(
+    ev: Evidence,
+    examples: &[String],
+    signals: &[Signal],
+    link_count: u32,
+) -> serde_json::Value {
+    let stats = &ev.stats;
+    let crossed = signals.iter().filter(|s| s.crossed).count() as u32;
+    let share = |x: u64| {
+        if stats.requests == 0 {
+            0.0
+        } else {
+            x as f64 / stats.requests as f64
+        }
+    };
+    let kinds: Vec<&str> = {
+        let mut k: Vec<&str> = ev.links.iter().map(|l| l.kind.name()).collect();
+        k.sort_unstable();
+        k.dedup();
+        k
+    };
+    let mut how = Vec::with_capacity(2);
+    if !kinds.is_empty() {
+        how.push(format!("shared {}", kinds.join(", ")));
+    }
+    if !ev.waves.is_empty() {
+        how.push(format!(
+            "harvesting in step ({} in step, {} co-activity waves)",
+            stats.in_step,
+            ev.waves.len()
+        ));
+    }
+    let summary = format!(
+        "{} accounts linked by {} ({} linking values); {} single-turn, {} reasoning-eliciting, {:.0}k output tokens in the last hour",
+        stats.accounts,
+        how.join(" and "),
+        link_count,
+        pct(share(stats.single_turn)),
+        pct(share(stats.reasoning)),
+        stats.output_tokens as f64 / 1000.0,
+    );
+    serde_json::json!({
+        "summary": summary,
+        "cluster_size": stats.accounts,
+        "signals": signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+        "signals_crossed": crossed,
+        "shared_attributes": ev.shared,
+        "co_activity": if ev.waves.is_empty() { serde_json::Value::Null } else { serde_json::json!({
+            "waves": ev.waves,
+            "members_in_step": stats.in_step,
+            "largest_member_chance_p": stats.in_step_max_p,
+        }) },
+        "linking_values": link_count,
+        "output_tokens_1h": stats.output_tokens,
+        "example_event_ids": examples,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::attribute::Touch;
 
     const T0: i64 = 1_793_577_600_000;
-
-    fn attr_with(kind: AttrKind, accounts: u64, t: Touch) -> Attribute {
-        let mut a = Attribute::new(kind, "v".into(), T0);
-        for i in 0..accounts {
-            a.add_member(i, t.single_turn && t.reasoning && !t.org);
-            for k in 0..5 {
-                a.touch(T0 + (i * 5 + k) as i64 * 7_001, &t, 3_600_000.0, 5_000);
-            }
-        }
-        a
-    }
-
-    #[test]
-    fn card_shared_by_fresh_extraction_accounts_links() {
-        let cfg = ClusterConfig::default();
-        let t = Touch {
-            single_turn: true,
-            harvest: true,
-            reasoning: true,
-            fresh: true,
-            new_account_bin: true,
-            ..Default::default()
-        };
-        let a = attr_with(AttrKind::Payment, 5, t);
-        assert!(link(&a, T0 + 200_000, &cfg).is_some());
-        // The same card carrying no harvest (copies of one prompt) links nobody.
-        let a = attr_with(
-            AttrKind::Payment,
-            5,
-            Touch {
-                harvest: false,
-                ..t
-            },
-        );
-        assert!(link(&a, T0 + 200_000, &cfg).is_none());
-        let a = attr_with(AttrKind::Payment, 5, t);
-        assert!(link(&a, T0 + 200_000, &cfg).is_some());
-    }
-
-    #[test]
-    fn organic_or_org_traffic_does_not_link() {
-        let cfg = ClusterConfig::default();
-        let chat = Touch {
-            single_turn: false,
-            reasoning: true,
-            fresh: true,
-            new_account_bin: true,
-            ..Default::default()
-        };
-        assert!(link(&attr_with(AttrKind::Ip, 50, chat), T0, &cfg).is_none());
-        let org = Touch {
-            single_turn: true,
-            reasoning: true,
-            fresh: true,
-            org: true,
-            new_account_bin: true,
-            ..Default::default()
-        };
-        assert!(link(&attr_with(AttrKind::Payment, 50, org), T0, &cfg).is_none());
-        let old = Touch {
-            single_turn: true,
-            reasoning: true,
-            fresh: false,
-            new_account_bin: true,
-            ..Default::default()
-        };
-        assert!(link(&attr_with(AttrKind::Ip, 50, old), T0 + 1_000_000, &cfg).is_none());
-        let few = Touch {
-            single_turn: true,
-            reasoning: true,
-            fresh: true,
-            new_account_bin: true,
-            ..Default::default()
-        };
-        assert!(link(&attr_with(AttrKind::Device, 3, few), T0, &cfg).is_none());
-    }
 
     #[test]
     fn union_keeps_the_older_id_and_all_members() {
         let mut c = Clusters::default();
-        let a = c.create(AttrKind::Payment, &"p".into(), 1, T0);
-        let b = c.create(AttrKind::Ip, &"i".into(), 2, T0 + 10);
+        let a = c.create_seeded(1, 1, T0);
+        let b = c.create_seeded(2, 2, T0 + 10);
         for m in 0..10 {
             c.add_member(a, m);
         }

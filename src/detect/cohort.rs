@@ -19,15 +19,30 @@
 
 use nohash_hasher::IntMap;
 use std::collections::VecDeque;
+use xxhash_rust::xxh3::xxh3_64;
 
+use super::{cluster, LinkDetector, LinkKind, LinkRecord, Observed, View};
 use crate::config::CohortConfig;
+use crate::state::account::Account;
+pub use crate::state::account::Presence;
 
 /// Accounts remembered per bin until it is known whether it is a wave.
 const MAX_PARTICIPANTS: usize = 1024;
 /// Recent bins whose counts make the baseline.
 const RECENT: usize = 32;
-/// Bins that must have been observed before any is called a wave (a baseline needs data).
-const WARMUP_BINS: u64 = 20;
+
+/// Tag of a cluster link that is a co-activity wave rather than an attribute value.
+const WAVE_LINK: u64 = 0xc0ac_0000_0000_0000;
+
+/// The link key of a wave.
+pub fn wave_link(wave: u32) -> u64 {
+    WAVE_LINK | u64::from(wave)
+}
+
+/// The wave of a link key, if it is one.
+pub fn as_wave(link: u64) -> Option<u32> {
+    (link & 0xffff_ffff_0000_0000 == WAVE_LINK).then_some(link as u32)
+}
 
 /// One model's current bin.
 #[derive(Debug, Default)]
@@ -58,30 +73,6 @@ pub struct Wave {
     pub expected: f64,
     /// Poisson tail probability of `accounts` or more under the baseline, when declared.
     pub p_value: f64,
-    /// Cluster it links into (0: none yet).
-    pub cluster: u32,
-}
-
-/// Per-account co-activity state, kept in the account.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Presence {
-    /// Last bin (per model) the account was counted in.
-    pub bin: i64,
-    pub active_bins: u16,
-    pub wave_bins: u16,
-    /// Latest waves taken part in (0: empty).
-    pub waves: [u32; 3],
-}
-
-impl Presence {
-    fn credit(&mut self, wave: u32) {
-        if self.waves.contains(&wave) {
-            return;
-        }
-        self.wave_bins = self.wave_bins.saturating_add(1);
-        self.waves.rotate_right(1);
-        self.waves[0] = wave;
-    }
 }
 
 /// What an account's co-activity shows now.
@@ -148,10 +139,6 @@ impl Cohort {
         self.waves.get(&id)
     }
 
-    pub fn wave_mut(&mut self, id: u32) -> Option<&mut Wave> {
-        self.waves.get_mut(&id)
-    }
-
     pub fn waves_held(&self) -> usize {
         self.waves.len()
     }
@@ -201,6 +188,7 @@ impl Cohort {
         }
         let max_wave_p = self.cfg.max_wave_p;
         let min_wave = self.cfg.min_wave_accounts;
+        let warmup = self.cfg.warmup_bins;
         let b = &mut self.bins[idx];
         b.accounts += 1;
         if b.wave != 0 {
@@ -213,7 +201,7 @@ impl Cohort {
         if b.participants.len() < MAX_PARTICIPANTS {
             b.participants.push(account);
         }
-        if b.observed < WARMUP_BINS || b.accounts < min_wave {
+        if b.observed < warmup || b.accounts < min_wave {
             return 0;
         }
         // The baseline excludes the current bin; at least one account per bin is expected
@@ -236,7 +224,6 @@ impl Cohort {
                 accounts: b.accounts,
                 expected,
                 p_value,
-                cluster: 0,
             },
         );
         self.order.push_back(id);
@@ -330,6 +317,108 @@ impl Cohort {
         let in_step =
             u32::from(p.wave_bins) >= self.cfg.min_waves && p_value <= self.cfg.max_account_p;
         (s, in_step)
+    }
+}
+
+/// The behavioural-link detector: counts each harvesting request in its co-activity bin and,
+/// when a wave puts accounts in step, links each in-step account through the waves it took
+/// part in. Its per-account state is [`Presence`], kept in the account record.
+pub struct CohortLinks {
+    cohort: Cohort,
+    credited: Vec<u64>,
+}
+
+impl CohortLinks {
+    pub fn new(cfg: CohortConfig) -> Self {
+        Self {
+            cohort: Cohort::new(cfg),
+            credited: Vec::new(),
+        }
+    }
+
+    /// The link record of an in-step account, if it may be named (it also counts as caught in
+    /// step for its own ground).
+    fn link(&self, view: &mut View<'_>, akey: u64) -> Option<LinkRecord> {
+        let min_harvest = view.cfg.cluster.min_member_harvest;
+        let mut acc = view.accounts.get_mut(&akey)?;
+        let (_, in_step) = self.cohort.step(&acc.presence);
+        if !in_step || !acc.extraction_like || acc.harvest_ever < min_harvest {
+            return None;
+        }
+        acc.sync_hits = acc.sync_hits.saturating_add(1);
+        let waves = acc.presence.waves;
+        let first = waves.iter().copied().find(|&w| w != 0).unwrap_or(0);
+        Some(LinkRecord {
+            kind: LinkKind::Wave,
+            keys: waves
+                .iter()
+                .filter(|&&w| w != 0 && self.cohort.wave(w).is_some())
+                .map(|&w| wave_link(w))
+                .collect(),
+            cluster: 0,
+            founder: if first == 0 { 0 } else { wave_link(first) },
+            seed: u64::from(first) ^ 0xc0ac_7171,
+            accounts: vec![akey],
+            merge_only: false,
+            at_ms: view.now,
+        })
+    }
+}
+
+impl LinkDetector for CohortLinks {
+    fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, links: &mut Vec<LinkRecord>) {
+        if !(view.cfg.cohort.enabled && view.cfg.cluster.enabled && obs.harvest) {
+            return;
+        }
+        let ev = obs.ev;
+        let akey = obs.account;
+        let model = ev.model.as_ref().map_or(0, |m| xxh3_64(m.as_bytes()));
+        let mut credited = std::mem::take(&mut self.credited);
+        credited.clear();
+        let wave = match view.accounts.get_mut(&akey) {
+            Some(mut acc) => {
+                self.cohort
+                    .observe(model, ev.ts_ms, akey, &mut acc.presence, &mut credited)
+            }
+            None => 0,
+        };
+        for &other in &credited {
+            if let Some(mut acc) = view.accounts.get_mut(&other) {
+                acc.presence.credit(wave);
+            }
+        }
+        credited.push(akey);
+        for &k in &credited {
+            if let Some(r) = self.link(view, k) {
+                links.push(r);
+            }
+        }
+        self.credited = credited;
+    }
+
+    fn explain_member(&self, acc: &Account, ev: &mut cluster::Evidence) {
+        let (step, in_step) = self.cohort.step(&acc.presence);
+        if in_step {
+            ev.stats.in_step += 1;
+            ev.stats.in_step_max_p = ev.stats.in_step_max_p.max(step.p_value);
+        }
+    }
+
+    fn explain_link(&self, view: &View<'_>, key: u64, ev: &mut cluster::Evidence) -> bool {
+        let Some(w) = as_wave(key) else {
+            return false;
+        };
+        if let Some(wave) = self.cohort.wave(w) {
+            ev.stats.waves += 1;
+            ev.waves.push(serde_json::json!({
+                "bin_start": crate::event::time::format_ms(wave.start_ms),
+                "bin_secs": view.cfg.cohort.bin_secs,
+                "harvesting_accounts": wave.accounts,
+                "expected_by_baseline": (wave.expected * 100.0).round() / 100.0,
+                "chance_p": wave.p_value,
+            }));
+        }
+        true
     }
 }
 

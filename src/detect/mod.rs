@@ -1,11 +1,34 @@
-//! The detectors. [`bulk`] judges one account's harvest; [`cluster`] links accounts through shared
-//! values and assembles clusters; [`cohort`] links accounts that harvest in synchronised waves (its
-//! links join the same clusters). They read engine state and return decisions with their evidence;
-//! the engine decides when to call them and turns decisions into alerts. Every number that decides
-//! a tier is a config key (`[harvest]`, `[bulk]`, `[cluster]`, `[cohort]`, `[alerts]`, each
-//! documented with its reason in `distillguard config --print-default`) and part of the
-//! `detector_version` hash. These docs name the keys, never their values, so they cannot drift from
-//! the config.
+//! The detectors. Each owns its rules, its evidence, its alert cadence and its state; the engine
+//! keeps only the shared state ([`crate::state`]: accounts, the attribute index, the clock,
+//! de-duplication, the prompt-copies sketch, expiry and caps) and hands every accepted event to
+//! [`Detectors::observe`]. `detect` imports `state`, never `engine`.
+//!
+//! # Architecture
+//!
+//! ```text
+//! engine ─► Detectors::observe(View, Observed, Out)
+//!             ├─ bulk::Bulk            (Detector)      ─► Decision
+//!             ├─ link::ValueLinks      (LinkDetector)  ─► LinkRecord ─┐
+//!             ├─ cohort::CohortLinks   (LinkDetector)  ─► LinkRecord ─┤
+//!             └─ cluster::Assembler  ◄──────────────────────────────┘ ─► Decision
+//! ```
+//! - A [`Detector`] judges the event's account and pushes [`crate::alert::Decision`]s into
+//!   [`Out`]; the engine passes them through the safety valve in order.
+//! - A [`LinkDetector`] decides which accounts a link names and emits a [`LinkRecord`]: plain
+//!   data (link keys, kind, accounts, event time), so that link decisions can later travel
+//!   between stages. It also explains its links and members when a cluster is alerted.
+//! - The cluster assembler ([`cluster::Assembler`]) applies link records with union-find,
+//!   keeps stable cluster ids, gathers member evidence and decides when a cluster alerts.
+//! - Per-account detector fields (bulk's last alert and moves, cohort's [`cohort::Presence`],
+//!   the account's cluster) live in the account record so that an event touches one record;
+//!   only the owning detector writes them. The cluster a value feeds is kept on the value.
+//! - A new detector is one module and one line in [`Detectors`].
+//!
+//! Every number that decides a tier is a config key (`[harvest]`, `[bulk]`, `[cluster]`,
+//! `[cohort]`, `[alerts]`, each documented with its reason in
+//! `distillguard config --print-default`) and part of the `detector_version` hash. Score
+//! weights are named consts beside their rule. These docs name the keys, never their values,
+//! so they cannot drift from the config.
 //!
 //! # How it decides
 //!
@@ -51,8 +74,9 @@
 //! run's rate projected to an hour. A fresh account needs `bulk.min_harvest_fresh` an hour; an
 //! established one `bulk.min_harvest_established` actual harvests with
 //! `bulk.min_output_tokens_established` output tokens (customers' evaluation runs are normal), or
-//! `bulk.min_harvest_corroborated` if it moved to a new device or network (an account that moves
-//! all the time, an app on many servers, is not corroborated by a move); anyone
+//! `bulk.min_harvest_corroborated` if it moved to a new device or network within
+//! `bulk.move_corroborates_hours` (an account that moved more than `bulk.max_credible_moves`
+//! times, an app on many servers, is not corroborated by a move); anyone
 //! `bulk.high_volume_harvest`. The score adds volume, output tokens, reasoning, template and
 //! single-turn shares, machine-like timing, round-the-clock activity, a model pivot and account
 //! age, and subtracts a verified org.
@@ -66,10 +90,11 @@
 //!   org stands behind it, and the coordination fits the kind: fresh accounts or many accounts on
 //!   one card; fresh accounts behind one network, client or creation minute whose traffic is
 //!   overwhelmingly single-turn (`cluster.min_single_turn_share`: people at a venue converse);
-//!   lockstep timing on a template.
+//!   lockstep timing on a template, or a crowd of fresh single-turn accounts on one
+//!   (`cluster.template_crowd_fresh_share`, `cluster.template_crowd_single_turn_share`).
 //! - *Co-activity waves* ([`cohort`], after SynchroTrap and CopyCatch): per model, bins of
 //!   `cohort.bin_secs` count the accounts harvesting in them against a baseline learned from the
-//!   recent bins; an improbably busy bin is a wave, and an account is in step when chance cannot
+//!   recent bins (after `cohort.warmup_bins`); an improbably busy bin is a wave, and an account is in step when chance cannot
 //!   explain how many of its active bins were waves. This links campaigns that share no IP, card,
 //!   device or wording.
 //! - Union-find joins linked accounts into clusters; a cluster keeps the id of its oldest part, so
@@ -88,15 +113,148 @@
 //! `review` (medium) from the detector's `bulk.alert_score` or `cluster.alert_score`, `throttle`
 //! (high) from `alerts.throttle_score`, `suspend` (critical) from `alerts.suspend_score` with at
 //! least `alerts.suspend_min_signals` crossed signals. An account's alert repeats only when its
-//! tier rises (or after `alerts.repeat_secs`); a cluster's alert is updated at most every
+//! tier rises (or after `alerts.repeat_secs`); a cluster is re-evaluated at most every
+//! `cluster.recheck_secs` unless it grew, its alert is updated at most every
 //! `alerts.cluster_update_secs` while it grows and always repeats every account still implicated.
 //! Alert ids are deterministic.
 
 pub mod bulk;
 pub mod cluster;
 pub mod cohort;
+pub mod link;
 
-use crate::alert::signal;
+use crate::alert::{signal, Decision};
+use crate::config::Config;
+use crate::event::Event;
+use crate::state::account::Account;
+use crate::state::attribute::AttrKind;
+use crate::state::{Accounts, Allowlist, Values};
+
+/// Version of the detection logic; with the config hash it forms `detector_version`.
+pub const DETECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The shared state as the detectors see it, at one event time.
+pub struct View<'a> {
+    pub cfg: &'a Config,
+    pub accounts: &'a mut Accounts,
+    /// The attribute index.
+    pub values: &'a mut Values,
+    pub allow: &'a Allowlist,
+    pub now: i64,
+}
+
+/// One accepted event, after the shared state took it in.
+pub struct Observed<'a> {
+    pub ev: &'a Event,
+    /// Key of its account (present in [`View::accounts`]).
+    pub account: u64,
+    /// It harvested (see `[harvest]`).
+    pub harvest: bool,
+    /// The account moved to a new device or network after some history.
+    pub moved: bool,
+    /// The shared attribute values it touched, in the order it carries them.
+    pub values: &'a [(u64, AttrKind)],
+}
+
+/// What the detectors decided: alerts in the order they were decided (the engine passes them
+/// through the safety valve in that order), and alerts withheld for the allowlist.
+#[derive(Default)]
+pub struct Out {
+    pub decisions: Vec<Decision>,
+    pub suppressed: u64,
+}
+
+/// A detector that judges accounts on their own traffic and alerts.
+pub trait Detector {
+    /// Sees one accepted event.
+    fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, out: &mut Out);
+}
+
+/// What links accounts: a shared attribute value, or co-activity waves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Value(AttrKind),
+    Wave,
+}
+
+/// A link decision: plain data (keys, kinds, event time), the unit the cluster assembler
+/// consumes from the link detectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkRecord {
+    pub kind: LinkKind,
+    /// The linking values or waves as link keys: one value's index key, or the waves (see
+    /// [`cohort::wave_link`]) still remembered.
+    pub keys: smallvec::SmallVec<[u64; 3]>,
+    /// The cluster the link already feeds, as its source remembers it (0: none).
+    pub cluster: u32,
+    /// Link key and public-id seed of a cluster this link founds.
+    pub founder: u64,
+    pub seed: u64,
+    /// Accounts the link names, in the order they join.
+    pub accounts: Vec<u64>,
+    /// Names only accounts already in a cluster (a value that alone names no one: it merges).
+    pub merge_only: bool,
+    pub at_ms: i64,
+}
+
+/// A detector that links accounts; the cluster assembler consumes its records and asks it to
+/// explain its links in a cluster alert.
+pub trait LinkDetector {
+    /// Sees one accepted event; appends the links it decides to `links`.
+    fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, links: &mut Vec<LinkRecord>);
+    /// Adds what it knows of a cluster member to the cluster's evidence.
+    fn explain_member(&self, _acc: &Account, _ev: &mut cluster::Evidence) {}
+    /// Adds link `key` of a cluster to the cluster's evidence; false if the link is not its own.
+    fn explain_link(&self, view: &View<'_>, key: u64, ev: &mut cluster::Evidence) -> bool;
+}
+
+/// Every detector, in the order it sees an event. A new detector is a module and a line here.
+pub struct Detectors {
+    bulk: bulk::Bulk,
+    values: link::ValueLinks,
+    cohort: cohort::CohortLinks,
+    clusters: cluster::Assembler,
+    links: Vec<LinkRecord>,
+}
+
+impl Detectors {
+    pub fn new(cfg: &Config, config_hash: u64) -> Self {
+        Self {
+            bulk: bulk::Bulk::new(config_hash),
+            values: link::ValueLinks::default(),
+            cohort: cohort::CohortLinks::new(cfg.cohort.clone()),
+            clusters: cluster::Assembler::new(config_hash),
+            links: Vec::new(),
+        }
+    }
+
+    /// Hands one accepted event to every detector.
+    pub fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, out: &mut Out) {
+        self.bulk.observe(view, obs, out);
+        let mut links = std::mem::take(&mut self.links);
+        links.clear();
+        self.values.observe(view, obs, &mut links);
+        self.cohort.observe(view, obs, &mut links);
+        let explain: [&dyn LinkDetector; 2] = [&self.values, &self.cohort];
+        self.clusters.assemble(view, obs, &links, &explain, out);
+        self.links = links;
+    }
+
+    /// An account left the shared state (expired or evicted).
+    pub fn forget(&mut self, key: u64, acc: &Account) {
+        self.clusters.forget(key, acc);
+    }
+
+    /// Periodic upkeep, after the engine's sweep.
+    pub fn sweep(&mut self) {
+        self.clusters.sweep();
+    }
+
+    /// Clusters held.
+    pub fn clusters(&self) -> usize {
+        self.clusters.len()
+    }
+}
 
 /// One signal of a decision: its value against the threshold it was compared with.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 //! the Kafka service, the benches and the tests all drive it.
 //!
 //! State is keyed by 64-bit hashes: accounts in a DashMap of boxed per-account windows,
-//! attribute values in a flat open-addressing table ([`flat::FlatMap`], one cache line per
+//! attribute values in a flat open-addressing table ([`crate::state::flat::FlatMap`], one cache line per
 //! lookup, which matters at millions of values and several lookups per event). The engine is
 //! single-writer and owned by one thread (the Kafka pipeline reads its gauges, and builds a
 //! new engine on every rebalance, re-reading a window of input to rebuild its state). Memory
@@ -15,38 +15,30 @@
 //! Every alert passes the suspension safety valve ([`valve::Valve`]) on its way out, on the
 //! same event-time clock.
 
-pub mod account;
-pub mod attribute;
-pub mod copies;
-pub mod dedup;
-pub mod flat;
-mod prefetch;
-pub mod window;
-
 use compact_str::CompactString;
-use dashmap::DashMap;
-use nohash_hasher::{BuildNoHashHasher, IntMap};
+use nohash_hasher::IntMap;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::alert::{valve, Alert, Decision, Kind, Tier};
+use crate::alert::{valve, Alert, Kind};
 use crate::config::ValidConfig;
 use crate::control::LiveAllowlist;
-use crate::detect::{bulk, cluster, cohort};
+use crate::detect::{Detectors, Observed, Out, View};
 use crate::event::Event;
-use account::{
-    Account, JoinGround, SLOT_ASN, SLOT_DEVICE, SLOT_EMAIL, SLOT_IP, SLOT_PAYMENT, SLOT_PREFIX,
+use crate::state::account::{
+    self, Account, SLOT_ASN, SLOT_DEVICE, SLOT_EMAIL, SLOT_IP, SLOT_PAYMENT, SLOT_PREFIX,
     SLOT_TEMPLATE,
 };
-use attribute::{AttrKind, Attribute, Touch};
-use dedup::Dedup;
-use flat::FlatMap;
-use window::Sample;
+use crate::state::attribute::{self, AttrKind, Attribute, Touch};
+use crate::state::dedup::Dedup;
+use crate::state::window::Sample;
+use crate::state::{
+    copies, creation_key, prefetch, release_value, Accounts, Allowlist, Held, Values,
+};
 
-/// Version of the detection logic; with the config hash it forms `detector_version`.
-pub const DETECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use crate::detect::DETECTOR_VERSION;
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,33 +120,6 @@ impl Profile {
     }
 }
 
-/// A cluster due for evaluation: whether an alert now would be an update of a grown cluster
-/// or a repeat of an unchanged one (if neither, only an escalation is alerted).
-struct ClusterDue {
-    update: bool,
-    repeat: bool,
-}
-
-/// What the engine gathered over a cluster's members.
-struct Gathered {
-    stats: cluster::MemberStats,
-    names: Vec<String>,
-    examples: Vec<String>,
-    /// Members left out because they are allowlisted.
-    suppressed: u64,
-}
-
-/// What the bulk detector made of an account after an event.
-enum BulkVerdict {
-    Nothing,
-    /// It would alert, but the account or its org is allowlisted.
-    Suppressed,
-    Alert(Box<Decision>),
-}
-
-/// A value that links accounts after an event: (key, kind, cluster it already links into).
-type Link = (u64, AttrKind, u32);
-
 /// An attribute value carried by the current event.
 struct Carried {
     kind: AttrKind,
@@ -196,26 +161,6 @@ impl Value {
     }
 }
 
-/// Kinds of value that many honest people share by circumstance: a venue's network, a NAT,
-/// the minute of a sign-up rush.
-fn weak_link(kind: AttrKind) -> bool {
-    matches!(
-        kind,
-        AttrKind::Ip | AttrKind::IpPrefix | AttrKind::Creation | AttrKind::Asn
-    )
-}
-
-/// Kinds of value so widely shared (a popular client, a cloud provider) that alone they name
-/// no one: they merge clusters and add to a second linking value.
-fn client_or_provider(kind: AttrKind) -> bool {
-    matches!(kind, AttrKind::Device | AttrKind::Asn)
-}
-
-/// Index key of a creation minute.
-fn creation_key(minute: i64) -> u64 {
-    attribute::key(AttrKind::Creation, &minute.to_le_bytes())
-}
-
 /// Index keys of an address and of its /24 or /64, from its bytes.
 fn ip_keys(ip: &std::net::IpAddr) -> (u64, u64) {
     match ip {
@@ -240,21 +185,6 @@ fn ip_keys(ip: &std::net::IpAddr) -> (u64, u64) {
 }
 
 const SWEEP_EVERY_MS: i64 = 60_000;
-
-/// A move to a new device or network corroborates a takeover only for an account that rarely
-/// moves: past this many moves it is multi-homed (an app backend on many servers).
-const MAX_CREDIBLE_MOVES: u8 = 2;
-
-/// Tag of a cluster link that is a co-activity wave rather than an attribute value.
-const WAVE_LINK: u64 = 0xc0ac_0000_0000_0000;
-
-fn wave_link(wave: u32) -> u64 {
-    WAVE_LINK | u64::from(wave)
-}
-
-fn as_wave(link: u64) -> Option<u32> {
-    (link & 0xffff_ffff_0000_0000 == WAVE_LINK).then_some(link as u32)
-}
 
 /// How many events ahead [`Engine::process_all`] prefetches hash-table slots.
 const AHEAD: usize = 3;
@@ -321,50 +251,6 @@ impl Keys {
     }
 }
 
-/// An attribute value in the index. A value held by one account only is a bare (value,
-/// account) pair: aggregates start when a second account shows up. Most IPs, cards and
-/// devices stay solo. Both live in one flat table (key and value in the same slot) so that a
-/// value costs one lookup, usually one cache line.
-enum Held {
-    Solo(u64),
-    Shared(Box<Attribute>),
-}
-
-impl Default for Held {
-    /// The filler of an empty slot in the index.
-    fn default() -> Self {
-        Held::Solo(0)
-    }
-}
-
-impl Held {
-    fn shared(&self) -> Option<&Attribute> {
-        match self {
-            Held::Shared(g) => Some(g),
-            Held::Solo(_) => None,
-        }
-    }
-
-    fn shared_mut(&mut self) -> Option<&mut Attribute> {
-        match self {
-            Held::Shared(g) => Some(g),
-            Held::Solo(_) => None,
-        }
-    }
-}
-
-/// What decides whether and how an alert is raised: read-only after construction, kept apart
-/// from the state so that it can be consulted while an account is borrowed.
-struct Policy {
-    allow_accounts: HashMap<String, i64>,
-    allow_orgs: HashMap<String, i64>,
-    /// The live allowlist from the control topic (the service only; `replay` keeps to the
-    /// static list and stays deterministic).
-    live: Option<LiveAllowlist>,
-    bulk_version: String,
-    cluster_version: String,
-}
-
 pub struct Engine {
     cfg: Arc<ValidConfig>,
     /// Accounts by key (an xxh3 hash of the id).
@@ -375,25 +261,24 @@ pub struct Engine {
     /// them; entries of accounts seen since are pushed again at their new due time.
     expiry: BinaryHeap<Reverse<(i64, u64)>>,
     /// Attribute values by key: held by one account so far, or shared (aggregated).
-    values: FlatMap<Held>,
+    values: Values,
     /// Entries of `values` that are [`Held::Shared`].
     shared_values: usize,
     /// Per-event buffers, kept to avoid an allocation per event.
     carried_buf: Vec<Carried>,
-    links_buf: Vec<Link>,
-    clusters: cluster::Clusters,
+    touched_buf: Vec<(u64, AttrKind)>,
     dedup: Dedup,
     /// Template keys seen in the last hour (doorkeeper for the template index).
     templates_seen: Dedup,
     models: IntMap<u64, i64>,
-    /// Co-activity waves (behavioural links).
-    cohort: cohort::Cohort,
-    credited_buf: Vec<u64>,
     /// How many accounts sent each prompt lately: copies harvest nothing new.
     copies: copies::PromptCopies,
     /// Attribute kinds tracked for linking, indexed by `AttrKind as usize`.
     kinds: [bool; 8],
-    policy: Policy,
+    allow: Allowlist,
+    /// The detectors, and what they decided on the current event.
+    detectors: Detectors,
+    decided: Out,
     /// Caps on `suspend` per sliding hour of event time.
     valve: valve::Valve,
     watermark: i64,
@@ -411,14 +296,13 @@ fn account_key(id: &str) -> u64 {
 impl Engine {
     pub fn new(cfg: Arc<ValidConfig>) -> Self {
         let e = &cfg.raw.engine;
-        let mut allow_accounts = HashMap::new();
-        let mut allow_orgs = HashMap::new();
+        let mut allow = Allowlist::default();
         for a in &cfg.allowlist {
             if let Some(acc) = &a.account {
-                allow_accounts.insert(acc.clone(), a.expires_ms);
+                allow.accounts.insert(acc.clone(), a.expires_ms);
             }
             if let Some(org) = &a.org {
-                allow_orgs.insert(org.clone(), a.expires_ms);
+                allow.orgs.insert(org.clone(), a.expires_ms);
             }
         }
         let mut kinds = [false; 8];
@@ -433,33 +317,18 @@ impl Engine {
             templates_seen: Dedup::new(3_600_000, e.max_attribute_values),
             accounts: Accounts::default(),
             expiry: BinaryHeap::new(),
-            values: FlatMap::default(),
+            values: Values::default(),
             shared_values: 0,
             carried_buf: Vec::with_capacity(8),
-            links_buf: Vec::new(),
-            clusters: cluster::Clusters::default(),
+            touched_buf: Vec::with_capacity(8),
             models: IntMap::default(),
-            cohort: cohort::Cohort::new(cfg.raw.cohort.clone()),
-            credited_buf: Vec::new(),
             copies: copies::PromptCopies::new(
                 (cfg.raw.harvest.copies_window_secs * 1000) as i64,
                 (cfg.raw.harvest.copies_sketch_max_mib as usize) << 20,
             ),
-            policy: Policy {
-                allow_accounts,
-                allow_orgs,
-                live: None,
-                bulk_version: format!(
-                    "{}/{DETECTOR_VERSION}+cfg.{:08x}",
-                    Kind::BulkExtraction,
-                    cfg.hash as u32
-                ),
-                cluster_version: format!(
-                    "{}/{DETECTOR_VERSION}+cfg.{:08x}",
-                    Kind::FakeAccountCluster,
-                    cfg.hash as u32
-                ),
-            },
+            allow,
+            detectors: Detectors::new(&cfg.raw, cfg.hash),
+            decided: Out::default(),
             valve: valve::Valve::new(&cfg.raw.alerts),
             watermark: i64::MIN,
             next_sweep_ms: i64::MIN,
@@ -473,7 +342,7 @@ impl Engine {
     /// Also consults `live` (entries from the control topic) before emitting an alert. Its
     /// alerts then depend on what the control topic held when they were decided.
     pub fn with_live_allowlist(mut self, live: LiveAllowlist) -> Self {
-        self.policy.live = Some(live);
+        self.allow.live = Some(live);
         self
     }
 
@@ -485,7 +354,7 @@ impl Engine {
         Gauges {
             accounts: self.accounts.len(),
             attribute_values: self.values.len(),
-            clusters: self.clusters.len(),
+            clusters: self.detectors.clusters(),
             dedup_ids: self.dedup.len(),
         }
     }
@@ -564,33 +433,53 @@ impl Engine {
         let akey = keys.account;
         let mut carried = std::mem::take(&mut self.carried_buf);
         carried.clear();
-        let (touch, profile) = self.update_account(ev, keys, now, &mut carried);
-        let mut links = std::mem::take(&mut self.links_buf);
-        links.clear();
-        let in_burst =
-            self.update_attributes(ev, now, akey, &carried, &touch, &profile, &mut links);
+        let (touch, profile, moved) = self.update_account(ev, keys, now, &mut carried);
+        let mut touched = std::mem::take(&mut self.touched_buf);
+        touched.clear();
+        let in_burst = self.update_attributes(ev, akey, &carried, &touch, &profile, &mut touched);
         self.carried_buf = carried;
-        let (ground, own_cluster) = self.revisit_account(akey, in_burst, now, out);
-        let mut touched_clusters: Vec<u32> = Vec::new();
-        if self.cfg.raw.cluster.enabled {
-            let eligible = self.may_join(akey, ground, &links);
-            self.link_clusters(
-                akey,
-                &links,
-                eligible,
-                own_cluster,
-                now,
-                &mut touched_clusters,
-            );
+        if in_burst {
+            if let Some(mut acc) = self.accounts.get_mut(&akey) {
+                acc.sync_hits = acc.sync_hits.saturating_add(1);
+            }
         }
-        self.links_buf = links;
-        if self.cfg.raw.cohort.enabled && self.cfg.raw.cluster.enabled && touch.harvest {
-            self.observe_cohort(ev, akey, now, &mut touched_clusters);
-        }
-        for root in touched_clusters {
-            self.check_cluster(root, now, out);
-        }
+        let obs = Observed {
+            ev,
+            account: akey,
+            harvest: touch.harvest,
+            moved,
+            values: &touched,
+        };
+        let mut view = View {
+            cfg: &self.cfg.raw,
+            accounts: &mut self.accounts,
+            values: &mut self.values,
+            allow: &self.allow,
+            now,
+        };
+        self.detectors.observe(&mut view, &obs, &mut self.decided);
+        self.touched_buf = touched;
+        self.emit(out);
         Outcome::Accepted
+    }
+
+    /// Passes the detectors' decisions through the safety valve into `out`, in order.
+    fn emit(&mut self, out: &mut Vec<Alert>) {
+        self.stats.alerts_suppressed_allowlist += std::mem::take(&mut self.decided.suppressed);
+        for mut d in self.decided.decisions.drain(..) {
+            let limited = self.valve.apply(&mut d);
+            match d.kind {
+                Kind::BulkExtraction => {
+                    self.stats.alerts_bulk += 1;
+                    self.stats.alerts_rate_limited_bulk += u64::from(limited);
+                }
+                Kind::FakeAccountCluster => {
+                    self.stats.alerts_cluster += 1;
+                    self.stats.alerts_rate_limited_cluster += u64::from(limited);
+                }
+            }
+            out.push(d.into_alert());
+        }
     }
 
     /// Admits an event to the clock: skips it if it is too late, too far ahead or a
@@ -626,171 +515,6 @@ impl Engine {
         Ok(now)
     }
 
-    /// One more look at the account after the event: burst participation, the
-    /// bulk_extraction verdict (its alert through the valve into `out`), and its ground for
-    /// joining clusters and the cluster it is in.
-    fn revisit_account(
-        &mut self,
-        akey: u64,
-        in_burst: bool,
-        now: i64,
-        out: &mut Vec<Alert>,
-    ) -> (JoinGround, u32) {
-        let Some(mut acc) = self.accounts.get_mut(&akey) else {
-            return (JoinGround::No, 0);
-        };
-        if in_burst {
-            acc.sync_hits = acc.sync_hits.saturating_add(1);
-        }
-        if self.cfg.raw.bulk.enabled {
-            match self.policy.judge_bulk(&self.cfg.raw, &mut acc, now) {
-                BulkVerdict::Alert(mut d) => {
-                    self.stats.alerts_bulk += 1;
-                    if self.valve.apply(&mut d) {
-                        self.stats.alerts_rate_limited_bulk += 1;
-                    }
-                    out.push(d.into_alert());
-                }
-                BulkVerdict::Suppressed => self.stats.alerts_suppressed_allowlist += 1,
-                BulkVerdict::Nothing => {}
-            }
-        }
-        (
-            acc.join_ground(
-                now,
-                self.cfg.raw.engine.fresh_account_days,
-                self.cfg.raw.cluster.min_member_harvest,
-            ),
-            acc.cluster,
-        )
-    }
-
-    /// Whether the values that link accounts after this event may name this account.
-    fn may_join(&self, akey: u64, ground: JoinGround, links: &[Link]) -> bool {
-        // An old account that merely never chatted is named by infrastructure only: a person
-        // who only ever sends one-off questions ("... Please explain step by step.") can match
-        // a campaign's template.
-        // A person's chat history keeps weak links (network, creation minute) from naming it.
-        let chatty = self
-            .accounts
-            .get(&akey)
-            .is_some_and(|a| a.chat_share() > self.cfg.raw.cluster.max_member_chat_share);
-        let counts = |l: &&Link| !(chatty && weak_link(l.1));
-        let counted = links.iter().filter(counts).count();
-        let infra = links
-            .iter()
-            .filter(counts)
-            .filter(|l| l.1 != AttrKind::Template)
-            .count();
-        let payment = links.iter().any(|l| l.1 == AttrKind::Payment);
-        // A popular client fingerprint or a provider alone never names anyone; any other value
-        // names an account that carries evidence of its own (see `join_ground`).
-        let not_client = links
-            .iter()
-            .filter(counts)
-            .any(|l| !client_or_provider(l.1));
-        match ground {
-            JoinGround::No => false,
-            JoinGround::FreshOrInStep => counted >= 2 || not_client,
-            JoinGround::NeverChatted => infra >= 2 || payment,
-        }
-    }
-
-    /// Applies the links to clusters; appends the clusters they touched, and the account's own
-    /// (an account already in a cluster keeps it fresh), to `touched`.
-    fn link_clusters(
-        &mut self,
-        akey: u64,
-        links: &[Link],
-        eligible: bool,
-        own_cluster: u32,
-        now: i64,
-        touched: &mut Vec<u32>,
-    ) {
-        for &(key, kind, existing) in links {
-            if let Some(root) = self.apply_link(key, kind, existing, akey, eligible, now) {
-                if !touched.contains(&root) {
-                    touched.push(root);
-                }
-            }
-        }
-        let root = self.clusters.find(own_cluster);
-        if root != 0 && !touched.contains(&root) {
-            touched.push(root);
-        }
-    }
-
-    /// Counts a harvesting request in its co-activity bin; links the accounts a wave puts in
-    /// step. Appends the clusters that changed to `touched`.
-    fn observe_cohort(&mut self, ev: &Event, akey: u64, now: i64, touched: &mut Vec<u32>) {
-        let model = ev.model.as_ref().map_or(0, |m| xxh3_64(m.as_bytes()));
-        let mut credited = std::mem::take(&mut self.credited_buf);
-        credited.clear();
-        let wave = match self.accounts.get_mut(&akey) {
-            Some(mut acc) => {
-                self.cohort
-                    .observe(model, ev.ts_ms, akey, &mut acc.presence, &mut credited)
-            }
-            None => 0,
-        };
-        for &other in &credited {
-            if let Some(mut acc) = self.accounts.get_mut(&other) {
-                cohort::Cohort::credit(&mut acc.presence, wave);
-            }
-        }
-        credited.push(akey);
-        for &k in &credited {
-            if let Some(root) = self.cohort_join(k, now) {
-                if !touched.contains(&root) {
-                    touched.push(root);
-                }
-            }
-        }
-        self.credited_buf = credited;
-    }
-
-    /// Joins an in-step account to the cluster of the waves it took part in (creating it).
-    fn cohort_join(&mut self, akey: u64, now: i64) -> Option<u32> {
-        let cfg = &self.cfg.raw;
-        let waves = {
-            let mut acc = self.accounts.get_mut(&akey)?;
-            let (_, in_step) = self.cohort.step(&acc.presence);
-            if !in_step || !acc.extraction_like || acc.harvest_ever < cfg.cluster.min_member_harvest
-            {
-                return None;
-            }
-            acc.sync_hits = acc.sync_hits.saturating_add(1);
-            acc.presence.waves
-        };
-        let mut root = 0;
-        for &w in waves.iter().filter(|&&w| w != 0) {
-            if let Some(c) = self.cohort.wave(w).map(|w| w.cluster) {
-                let r = self.clusters.find(c);
-                if r != 0 {
-                    root = if root == 0 {
-                        r
-                    } else {
-                        self.clusters.union(root, r)
-                    };
-                }
-            }
-        }
-        if root == 0 {
-            let first = waves.iter().copied().find(|&w| w != 0)?;
-            root =
-                self.clusters
-                    .create_seeded(u64::from(first) ^ 0xc0ac_7171, wave_link(first), now);
-        }
-        for &w in waves.iter().filter(|&&w| w != 0) {
-            if let Some(wave) = self.cohort.wave_mut(w) {
-                wave.cluster = root;
-                self.clusters.add_link(root, wave_link(w));
-            }
-        }
-        self.join(root, akey);
-        Some(self.clusters.find(root))
-    }
-
     /// Updates the account's windows and attribute slots. Returns the values the event
     /// carries, what it contributes to them, and whether the account may join clusters.
     fn update_account(
@@ -799,7 +523,7 @@ impl Engine {
         keys: &Keys,
         now: i64,
         carried: &mut Vec<Carried>,
-    ) -> (Touch, Profile) {
+    ) -> (Touch, Profile, bool) {
         let cfg = &self.cfg.raw;
         let model_first_seen = ev
             .model
@@ -848,14 +572,6 @@ impl Engine {
             now,
             carried,
         );
-        if infra_changed && has_history {
-            acc.infra_changes = acc.infra_changes.saturating_add(1);
-            if acc.infra_changes <= MAX_CREDIBLE_MOVES {
-                acc.changed_infra_ms = now;
-            } else {
-                acc.changed_infra_ms = 0;
-            }
-        }
         let profile = Profile::update(&mut acc, cfg, now);
         let touch = Touch {
             single_turn: sample.single_turn,
@@ -873,21 +589,19 @@ impl Engine {
                 .find(|c| c.kind == AttrKind::IpPrefix)
                 .map_or(0, |c| c.key),
         };
-        (touch, profile)
+        (touch, profile, infra_changed && has_history)
     }
 
-    /// Feeds the event to the values it carries. Appends the values that link accounts now to
-    /// `links`; returns whether the event took part in a synchronised burst.
-    #[allow(clippy::too_many_arguments)]
+    /// Feeds the event to the values it carries. Appends the shared values it touched to
+    /// `touched`; returns whether the event took part in a synchronised burst.
     fn update_attributes(
         &mut self,
         ev: &Event,
-        now: i64,
         akey: u64,
         carried: &[Carried],
         touch: &Touch,
         profile: &Profile,
-        links: &mut Vec<Link>,
+        touched: &mut Vec<(u64, AttrKind)>,
     ) -> bool {
         let ts_ms = ev.ts_ms;
         let c = &self.cfg.raw.cluster;
@@ -943,291 +657,9 @@ impl Engine {
             }
             in_burst |=
                 g.touch(ts_ms, touch, horizon_ms, bin_ms) && item.kind == AttrKind::Template;
-            if c.enabled && cluster::link(g, now, c).is_some() {
-                links.push((item.key, item.kind, g.cluster));
-            }
+            touched.push((item.key, item.kind));
         }
         in_burst
-    }
-
-    /// Joins the accounts linked by attribute `key` into a cluster. Returns the cluster root.
-    #[allow(clippy::too_many_arguments)]
-    fn apply_link(
-        &mut self,
-        key: u64,
-        kind: AttrKind,
-        existing: u32,
-        akey: u64,
-        eligible: bool,
-        now: i64,
-    ) -> Option<u32> {
-        let root = self.clusters.find(existing);
-        if root != 0 {
-            // An established link: only the current account may be new.
-            if eligible {
-                self.join(root, akey);
-            }
-            return Some(self.clusters.find(root));
-        }
-        // A new link: every eligible holder of the value joins, merging their clusters.
-        let (members, value) = match self.attribute(key) {
-            Some(g) => (g.members.sorted(), g.value.clone()),
-            None => return None,
-        };
-        let mut joining = Vec::with_capacity(members.len());
-        let mut prior = Vec::new();
-        for m in members {
-            if let Some(acc) = self.accounts.get(&m) {
-                // A client fingerprint (a browser's TLS fingerprint) or an autonomous system
-                // (a cloud provider) can be everyday and still look pure while a swarm
-                // dominates it: on its own it names no one new. It merges clusters its
-                // holders are already in; others need a second value (see `process_keyed`).
-                let enough = !client_or_provider(kind) || acc.cluster != 0;
-                // A shared network or creation minute is the weakest link (a venue, a NAT, a
-                // sign-up rush): it does not name an account with a person's chat history.
-                let enough = enough
-                    && !(weak_link(kind)
-                        && acc.chat_share() > self.cfg.raw.cluster.max_member_chat_share);
-                let ground = acc.join_ground(
-                    now,
-                    self.cfg.raw.engine.fresh_account_days,
-                    self.cfg.raw.cluster.min_member_harvest,
-                );
-                let may = match ground {
-                    JoinGround::No => false,
-                    JoinGround::FreshOrInStep => true,
-                    // One shared value names such an account only if it is a card (see
-                    // `process_keyed`).
-                    JoinGround::NeverChatted => kind == AttrKind::Payment,
-                };
-                if enough && may {
-                    joining.push(m);
-                    if acc.cluster != 0 {
-                        prior.push(acc.cluster);
-                    }
-                }
-            }
-        }
-        if joining.is_empty() {
-            return None;
-        }
-        let mut root = self.clusters.create(kind, &value, key, now);
-        for p in prior {
-            root = self.clusters.union(root, p);
-        }
-        self.clusters.add_link(root, key);
-        if let Some(g) = self.attribute_mut(key) {
-            g.cluster = root;
-        }
-        for m in joining {
-            self.join(root, m);
-        }
-        Some(self.clusters.find(root))
-    }
-
-    fn join(&mut self, root: u32, akey: u64) {
-        let Some(mut acc) = self.accounts.get_mut(&akey) else {
-            return;
-        };
-        let current = self.clusters.find(acc.cluster);
-        if current == root {
-            return;
-        }
-        let root = if current != 0 {
-            self.clusters.union(current, root)
-        } else {
-            root
-        };
-        acc.cluster = root;
-        self.clusters.add_member(root, akey);
-    }
-
-    /// Re-evaluates a cluster the event touched, when due, and alerts (through the valve)
-    /// when it is large, harvesting and scored high enough.
-    fn check_cluster(&mut self, root: u32, now: i64, out: &mut Vec<Alert>) {
-        let Some(due) = self.cluster_due(root, now) else {
-            return;
-        };
-        let Some(c) = self.clusters.get(root) else {
-            return;
-        };
-        let mut members: Vec<u64> = c.members.iter().copied().collect();
-        members.sort_unstable();
-        let link_keys = c.links.clone();
-        let name = c.name.clone();
-        let last_rank = c.last_alert_rank;
-
-        let mut g = self.gather_members(&members, now);
-        let (links, shared, waves) = self.gather_links(&link_keys, now, &mut g.stats);
-        let cfg = &self.cfg.raw;
-        let (score, signals) = cluster::score(&g.stats, &links, &cfg.cluster);
-        let crossed = signals.iter().filter(|s| s.crossed).count() as u32;
-        if let Some(c) = self.clusters.get_mut(root) {
-            c.last_eval_ms = now;
-            c.last_eval_size = c.members.len();
-        }
-        self.stats.alerts_suppressed_allowlist += g.suppressed;
-        let stats = &g.stats;
-        if stats.accounts < cfg.cluster.min_cluster_size as usize
-            || score < cfg.cluster.alert_score
-            || stats.harvest < u64::from(cfg.cluster.min_cluster_harvest)
-        {
-            return;
-        }
-        let tier = Tier::from_score(score, crossed, &cfg.alerts);
-        let rank = tier as u8 + 1;
-        if !(due.update || due.repeat || rank > last_rank) {
-            return;
-        }
-        g.names.sort_unstable();
-        let link_count = self.clusters.get(root).map_or(0, |c| c.link_count);
-        let evidence = cluster_evidence(&g, &links, &signals, shared, waves, link_count);
-        let accounts = stats.accounts;
-        let mut d = Decision {
-            kind: Kind::FakeAccountCluster,
-            subject: name,
-            accounts: g.names,
-            tier,
-            score,
-            detected_at_ms: now,
-            window_start_ms: g
-                .stats
-                .first_seen_ms
-                .max(now - (cfg.engine.account_idle_secs * 1000) as i64),
-            window_end_ms: now,
-            evidence,
-            detector_version: self.policy.cluster_version.clone(),
-        };
-        if let Some(c) = self.clusters.get_mut(root) {
-            c.dirty = false;
-            c.last_alert_ms = now;
-            c.last_alert_rank = c.last_alert_rank.max(rank);
-            c.last_alert_size = accounts;
-        }
-        self.stats.alerts_cluster += 1;
-        if self.valve.apply(&mut d) {
-            self.stats.alerts_rate_limited_cluster += 1;
-        }
-        out.push(d.into_alert());
-    }
-
-    /// Whether a cluster is due for evaluation now, and if so whether an alert would be an
-    /// update or a repeat (otherwise only an escalation is alerted).
-    fn cluster_due(&self, root: u32, now: i64) -> Option<ClusterDue> {
-        let cfg = &self.cfg.raw;
-        let update_ms = (cfg.alerts.cluster_update_secs * 1000) as i64;
-        let c = self.clusters.get(root)?;
-        if c.members.len() < cfg.cluster.min_cluster_size as usize {
-            return None;
-        }
-        let grown = c.members.len() >= c.last_eval_size + c.last_eval_size.div_ceil(4);
-        let eval_due =
-            c.last_eval_ms == i64::MIN || (c.dirty && (grown || now - c.last_eval_ms >= 30_000));
-        let repeat = cfg.alerts.repeat_secs > 0
-            && c.last_alert_ms != i64::MIN
-            && now - c.last_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
-        if !eval_due && !repeat {
-            return None;
-        }
-        let alerted_before = c.last_alert_ms != i64::MIN;
-        let update = !alerted_before || (c.dirty && now - c.last_alert_ms >= update_ms);
-        // Otherwise still check for an escalation, but not more than every 30 s. (A cluster
-        // that merged into one never evaluated has an alert time but no evaluation time.)
-        if !update && !repeat && c.last_eval_ms != i64::MIN && now - c.last_eval_ms < 30_000 {
-            return None;
-        }
-        Some(ClusterDue { update, repeat })
-    }
-
-    /// Statistics over a cluster's members that are not allowlisted (bounded by the alert
-    /// rate, not per event), their names and a few example events.
-    fn gather_members(&mut self, members: &[u64], now: i64) -> Gathered {
-        let cfg = &self.cfg.raw;
-        let mut g = Gathered {
-            stats: cluster::MemberStats {
-                first_seen_ms: now,
-                ..Default::default()
-            },
-            names: Vec::with_capacity(members.len()),
-            examples: Vec::new(),
-            suppressed: 0,
-        };
-        let stats = &mut g.stats;
-        for m in members {
-            let Some(mut acc) = self.accounts.get_mut(m) else {
-                continue;
-            };
-            if self.policy.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
-                g.suppressed += 1;
-                continue;
-            }
-            let t = acc.hour.totals(now);
-            stats.accounts += 1;
-            if let Some(d) = acc.age_days(now) {
-                stats.with_known_age += 1;
-                if d < cfg.engine.fresh_account_days {
-                    stats.fresh += 1;
-                }
-            }
-            let (step, in_step) = self.cohort.step(&acc.presence);
-            if in_step {
-                stats.in_step += 1;
-                stats.in_step_max_p = stats.in_step_max_p.max(step.p_value);
-            }
-            stats.requests += u64::from(t.requests);
-            stats.single_turn += u64::from(t.single_turn);
-            stats.reasoning += u64::from(t.reasoning);
-            stats.output_tokens += t.output_tokens;
-            stats.harvest += u64::from(acc.harvest_ever);
-            stats.input_tokens += t.input_tokens;
-            stats.first_seen_ms = stats.first_seen_ms.min(acc.first_seen_ms);
-            if g.examples.len() < cfg.alerts.example_events {
-                if let Some(e) = acc.example_ids().pop() {
-                    g.examples.push(e);
-                }
-            }
-            g.names.push(acc.id.to_string());
-        }
-        g
-    }
-
-    /// The evidence of a cluster's links: shared attribute values (scored and readable) and
-    /// co-activity waves (readable; counted into `stats`).
-    fn gather_links(
-        &self,
-        link_keys: &[u64],
-        now: i64,
-        stats: &mut cluster::MemberStats,
-    ) -> (
-        Vec<cluster::Link>,
-        Vec<serde_json::Value>,
-        Vec<serde_json::Value>,
-    ) {
-        let cfg = &self.cfg.raw;
-        let mut links = Vec::new();
-        let mut shared = Vec::new();
-        let mut waves = Vec::new();
-        for k in link_keys {
-            if let Some(w) = as_wave(*k) {
-                if let Some(wave) = self.cohort.wave(w) {
-                    stats.waves += 1;
-                    waves.push(serde_json::json!({
-                        "bin_start": crate::event::time::format_ms(wave.start_ms),
-                        "bin_secs": cfg.cohort.bin_secs,
-                        "harvesting_accounts": wave.accounts,
-                        "expected_by_baseline": (wave.expected * 100.0).round() / 100.0,
-                        "chance_p": wave.p_value,
-                    }));
-                }
-                continue;
-            }
-            if let Some(g) = self.attribute(*k) {
-                let link = cluster::evidence(g, now, &cfg.cluster);
-                shared.push(link.to_json(&g.value));
-                links.push(link);
-            }
-        }
-        (links, shared, waves)
     }
 
     /// Expires idle state and enforces the caps.
@@ -1271,7 +703,7 @@ impl Engine {
         debug_assert_eq!(self.shared_values, self.count_shared());
         self.stats.attributes_expired += gone as u64;
         self.enforce_caps();
-        self.clusters.compact();
+        self.detectors.sweep();
     }
 
     /// Evicts the least recently active accounts and values past the caps, down to 90% of
@@ -1327,9 +759,9 @@ impl Engine {
         }
         let entries: Vec<Reverse<(i64, u64)>> = self
             .accounts
-            .0
-            .iter()
-            .map(|e| Reverse((e.value().last_seen_ms + idle, *e.key())))
+            .seen_keys()
+            .into_iter()
+            .map(|(seen, key)| Reverse((seen + idle, key)))
             .collect();
         self.expiry = BinaryHeap::from(entries);
     }
@@ -1347,17 +779,7 @@ impl Engine {
             let k = creation_key(created.div_euclid(60_000));
             release_value(&mut self.values, k, key, acc.extraction_like);
         }
-        if acc.cluster != 0 {
-            self.clusters.remove_member(acc.cluster, key);
-        }
-    }
-
-    fn attribute(&self, key: u64) -> Option<&Attribute> {
-        self.values.get(key).and_then(Held::shared)
-    }
-
-    fn attribute_mut(&mut self, key: u64) -> Option<&mut Attribute> {
-        self.values.get_mut(key).and_then(Held::shared_mut)
+        self.detectors.forget(key, &acc);
     }
 
     fn count_shared(&self) -> usize {
@@ -1366,136 +788,6 @@ impl Engine {
             .filter(|h| matches!(h, Held::Shared(_)))
             .count()
     }
-}
-
-impl Policy {
-    fn allowlisted(&self, account: &str, org: Option<&str>, now: i64) -> bool {
-        self.allow_accounts
-            .get(account)
-            .is_some_and(|&exp| now < exp)
-            || org.is_some_and(|o| self.allow_orgs.get(o).is_some_and(|&exp| now < exp))
-            || self
-                .live
-                .as_ref()
-                .is_some_and(|l| l.allows(account, org, now))
-    }
-
-    fn judge_bulk(&self, cfg: &crate::config::Config, acc: &mut Account, now: i64) -> BulkVerdict {
-        let Some(a) = bulk::assess(acc, now, cfg) else {
-            return BulkVerdict::Nothing;
-        };
-        if a.score < cfg.bulk.alert_score {
-            return BulkVerdict::Nothing;
-        }
-        let mut tier = Tier::from_score(a.score, a.crossed(), &cfg.alerts);
-        let withheld = a.suspend_withheld && tier > Tier::High;
-        if withheld {
-            tier = Tier::High;
-        }
-        let rank = tier as u8 + 1;
-        let repeat_due = cfg.alerts.repeat_secs > 0
-            && acc.bulk_alert_ms != 0
-            && now - acc.bulk_alert_ms >= (cfg.alerts.repeat_secs * 1000) as i64;
-        if rank <= acc.bulk_alert_rank && !repeat_due {
-            return BulkVerdict::Nothing;
-        }
-        if self.allowlisted(&acc.id, acc.org_id.as_deref(), now) {
-            return BulkVerdict::Suppressed;
-        }
-        acc.bulk_alert_rank = rank.max(acc.bulk_alert_rank);
-        acc.bulk_alert_ms = now;
-        let mut examples = acc.example_ids();
-        examples.truncate(cfg.alerts.example_events);
-        let evidence = serde_json::json!({
-            "summary": a.summary(),
-            "signals": a.signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
-            "signals_crossed": a.crossed(),
-            "account_age_days": a.age_days.map(|d| (d * 10.0).round() / 10.0),
-            "org_id": acc.org_id.as_deref(),
-            "example_event_ids": examples,
-        });
-        let mut evidence = evidence;
-        if withheld {
-            evidence["suspend_withheld"] = serde_json::json!(
-                "established account on its usual device and network: throttle at most \
-                 (bulk.established_suspend_needs_corroboration)"
-            );
-        }
-        BulkVerdict::Alert(Box::new(Decision {
-            kind: Kind::BulkExtraction,
-            subject: acc.id.to_string(),
-            accounts: vec![acc.id.to_string()],
-            tier,
-            score: a.score,
-            detected_at_ms: now,
-            window_start_ms: a.window_start_ms,
-            window_end_ms: now,
-            evidence,
-            detector_version: self.bulk_version.clone(),
-        }))
-    }
-}
-
-/// A cluster alert's evidence: a readable summary, the scored signals, the shared values
-/// and co-activity waves that link it, and example events.
-fn cluster_evidence(
-    g: &Gathered,
-    links: &[cluster::Link],
-    signals: &[crate::detect::Signal],
-    shared: Vec<serde_json::Value>,
-    waves: Vec<serde_json::Value>,
-    link_count: u32,
-) -> serde_json::Value {
-    let stats = &g.stats;
-    let crossed = signals.iter().filter(|s| s.crossed).count() as u32;
-    let share = |x: u64| {
-        if stats.requests == 0 {
-            0.0
-        } else {
-            x as f64 / stats.requests as f64
-        }
-    };
-    let kinds: Vec<&str> = {
-        let mut k: Vec<&str> = links.iter().map(|l| l.kind.name()).collect();
-        k.sort_unstable();
-        k.dedup();
-        k
-    };
-    let mut how = Vec::with_capacity(2);
-    if !kinds.is_empty() {
-        how.push(format!("shared {}", kinds.join(", ")));
-    }
-    if !waves.is_empty() {
-        how.push(format!(
-            "harvesting in step ({} in step, {} co-activity waves)",
-            stats.in_step,
-            waves.len()
-        ));
-    }
-    let summary = format!(
-        "{} accounts linked by {} ({} linking values); {} single-turn, {} reasoning-eliciting, {:.0}k output tokens in the last hour",
-        stats.accounts,
-        how.join(" and "),
-        link_count,
-        crate::detect::pct(share(stats.single_turn)),
-        crate::detect::pct(share(stats.reasoning)),
-        stats.output_tokens as f64 / 1000.0,
-    );
-    serde_json::json!({
-        "summary": summary,
-        "cluster_size": stats.accounts,
-        "signals": signals.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
-        "signals_crossed": crossed,
-        "shared_attributes": shared,
-        "co_activity": if waves.is_empty() { serde_json::Value::Null } else { serde_json::json!({
-            "waves": waves,
-            "members_in_step": stats.in_step,
-            "largest_member_chance_p": stats.in_step_max_p,
-        }) },
-        "linking_values": link_count,
-        "output_tokens_1h": stats.output_tokens,
-        "example_event_ids": &g.examples,
-    })
 }
 
 /// What a request contributes to its account's windows. It harvests when it is extractive
@@ -1678,72 +970,6 @@ fn carry_values(
     }
     carried.retain(|c| kinds[c.kind as usize]);
     infra_changed
-}
-
-/// Accounts by key (an xxh3 hash of the account id, used as is: no rehash), in a DashMap of
-/// boxes so that an account never moves. The engine is the only writer; methods that hand out
-/// a writable account take `&mut self`, so the borrow checker rules out holding two shard
-/// guards at once (no deadlock by construction).
-#[derive(Default)]
-struct Accounts(DashMap<u64, Box<Account>, BuildNoHashHasher<u64>>);
-
-impl Accounts {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn get(&self, key: &u64) -> Option<dashmap::mapref::one::Ref<'_, u64, Box<Account>>> {
-        self.0.get(key)
-    }
-
-    fn get_mut(
-        &mut self,
-        key: &u64,
-    ) -> Option<dashmap::mapref::one::RefMut<'_, u64, Box<Account>>> {
-        self.0.get_mut(key)
-    }
-
-    /// The account of `key`, made by `make` if absent; the flag is true if it was made.
-    fn get_or_insert_with(
-        &mut self,
-        key: u64,
-        make: impl FnOnce() -> Account,
-    ) -> (dashmap::mapref::one::RefMut<'_, u64, Box<Account>>, bool) {
-        let mut created = false;
-        let acc = self.0.entry(key).or_insert_with(|| {
-            created = true;
-            Box::new(make())
-        });
-        (acc, created)
-    }
-
-    fn remove(&mut self, key: &u64) -> Option<Box<Account>> {
-        self.0.remove(key).map(|(_, a)| a)
-    }
-
-    /// Keys of the accounts `keep` selects (a snapshot: the map is not borrowed afterwards).
-    fn keys_where(&self, keep: impl Fn(&Account) -> bool) -> Vec<u64> {
-        self.0
-            .iter()
-            .filter(|e| keep(e.value()))
-            .map(|e| *e.key())
-            .collect()
-    }
-
-    fn last_seen(&self) -> Vec<i64> {
-        self.0.iter().map(|e| e.value().last_seen_ms).collect()
-    }
-}
-
-/// Account `akey` no longer holds value `key`.
-fn release_value(values: &mut FlatMap<Held>, key: u64, akey: u64, extraction_like: bool) {
-    values.remove_if(key, |held| match held {
-        Held::Shared(g) => {
-            g.remove_member(akey, extraction_like);
-            true
-        }
-        Held::Solo(a) => *a != akey,
-    });
 }
 
 /// The `n`-th smallest value (1-based) of `values`.

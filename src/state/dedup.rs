@@ -88,7 +88,7 @@ impl IdSet {
     #[inline]
     fn prefetch(&self, id: u64) {
         if !self.slots.is_empty() {
-            crate::engine::prefetch::line(&self.slots[self.home(id)]);
+            super::prefetch::line(&self.slots[self.home(id)]);
         }
     }
 

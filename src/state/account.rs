@@ -42,6 +42,30 @@ impl TopTemplates {
     }
 }
 
+/// Per-account state of the co-activity detector (`detect::cohort`), kept in the account record
+/// so that an event touches one record; only that detector writes it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presence {
+    /// Last bin (per model) the account was counted in.
+    pub bin: i64,
+    pub active_bins: u16,
+    pub wave_bins: u16,
+    /// Latest waves taken part in (0: empty).
+    pub waves: [u32; 3],
+}
+
+impl Presence {
+    /// Counts a wave the account took part in (once).
+    pub fn credit(&mut self, wave: u32) {
+        if self.waves.contains(&wave) {
+            return;
+        }
+        self.wave_bins = self.wave_bins.saturating_add(1);
+        self.waves.rotate_right(1);
+        self.waves[0] = wave;
+    }
+}
+
 /// Why an extraction-like account may be named in a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinGround {
@@ -93,7 +117,7 @@ pub struct Account {
     /// is multi-homed, and a move says nothing about it.
     pub infra_changes: u8,
     /// Co-activity: bins and waves the account took part in.
-    pub presence: crate::detect::cohort::Presence,
+    pub presence: Presence,
     /// Keys of the attribute values this account holds (0: empty).
     pub slots: [u64; SLOTS],
     recent_simhash: [u64; 4],

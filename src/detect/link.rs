@@ -1,0 +1,375 @@
+//! The attribute-link detector: a shared attribute value *links* the accounts holding it when
+//! its traffic looks operated rather than organic: enough accounts, API-style (single-turn)
+//! extraction-like traffic, no verified organisation behind it, and coordination that fits the
+//! kind of value (fresh accounts sharing one card, a proxy IP or a custom client; accounts
+//! firing a template in lockstep). A carrier NAT IP or a popular SDK fingerprint carries mostly
+//! organic traffic and never links; a card shared by a handful of fresh extraction accounts
+//! does. Its state is the attribute index's aggregates (shared state); it decides which
+//! accounts each linking value names and hands that to the cluster assembler as a
+//! [`LinkRecord`].
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::{cluster, LinkDetector, LinkKind, LinkRecord, Observed, View};
+use crate::config::ClusterConfig;
+use crate::state::account::JoinGround;
+use crate::state::attribute::{AttrKind, Attribute};
+
+/// The evidence that makes one attribute value a link.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub kind: AttrKind,
+    pub members: usize,
+    pub purity: f64,
+    pub single_turn: f64,
+    pub reasoning: f64,
+    pub output_ratio: f64,
+    pub fresh: f64,
+    pub org: f64,
+    pub synchrony: f64,
+    pub creation_spread_hours: Option<f64>,
+    pub accounts_per_network: Option<f64>,
+}
+
+impl Link {
+    pub fn to_json(&self, value: &str) -> serde_json::Value {
+        let r = |x: f64| (x * 1000.0).round() / 1000.0;
+        serde_json::json!({
+            "kind": self.kind.name(),
+            "value": value,
+            "accounts": self.members,
+            "extraction_like_account_share": r(self.purity),
+            "single_turn_share": r(self.single_turn),
+            "reasoning_prompt_share": r(self.reasoning),
+            "output_input_ratio": r(self.output_ratio),
+            "fresh_account_share": r(self.fresh),
+            "verified_org_share": r(self.org),
+            "synchrony": r(self.synchrony),
+            "creation_spread_hours": self.creation_spread_hours.map(r),
+            "accounts_per_network": self.accounts_per_network.map(r),
+        })
+    }
+}
+
+fn min_members(kind: AttrKind, cfg: &ClusterConfig) -> u32 {
+    match kind {
+        AttrKind::Ip => cfg.min_members_ip,
+        AttrKind::IpPrefix => cfg.min_members_ip_prefix,
+        AttrKind::Device => cfg.min_members_device,
+        AttrKind::Payment => cfg.min_members_payment,
+        AttrKind::EmailDomain => cfg.min_members_email_domain,
+        AttrKind::Template => cfg.min_members_template,
+        AttrKind::Creation => cfg.min_members_creation,
+        AttrKind::Asn => cfg.min_members_asn,
+    }
+}
+
+/// What an attribute value shows now, strong or not.
+pub fn evidence(attr: &Attribute, now_ms: i64, cfg: &ClusterConfig) -> Link {
+    let horizon_ms = cfg.horizon_secs as f32 * 1000.0;
+    let bin_ms = (cfg.sync_bin_secs * 1000) as i64;
+    Link {
+        kind: attr.kind,
+        members: attr.members.len(),
+        purity: attr.purity(),
+        single_turn: attr.share(attr.single_turn),
+        reasoning: attr.share(attr.reasoning),
+        output_ratio: attr.output_ratio(),
+        fresh: attr.share(attr.fresh),
+        org: attr.share(attr.org),
+        synchrony: attr.synchrony(now_ms, horizon_ms, bin_ms),
+        creation_spread_hours: attr.creation_spread_hours(),
+        accounts_per_network: attr.accounts_per_network(),
+    }
+}
+
+/// Whether `attr` links its accounts now; the evidence if it does.
+pub fn link(attr: &Attribute, now_ms: i64, cfg: &ClusterConfig) -> Option<Link> {
+    let min = min_members(attr.kind, cfg) as usize;
+    let members = attr.members.len();
+    // Cheap rejections first: this runs for every value of every event.
+    if members < min || attr.requests < min as f32 || attr.purity() < cfg.min_member_purity {
+        return None;
+    }
+    // Material harvest through the value within the horizon (as many harvesting requests
+    // as the value needs holders), judged on absolute harvest, so chat mixed in as cover
+    // neither opens nor closes the link, and a swarm of slow accounts still counts.
+    if attr.harvest < min as f32 {
+        return None;
+    }
+    let l = evidence(attr, now_ms, cfg);
+    if l.org > cfg.max_org_share {
+        return None;
+    }
+    if matches!(attr.kind, AttrKind::Device | AttrKind::EmailDomain)
+        && l.accounts_per_network.unwrap_or(0.0) < cfg.min_accounts_per_network
+    {
+        // Spread across as many networks as accounts: a popular client or mail provider.
+        return None;
+    }
+    let lockstep = l.synchrony >= cfg.min_synchrony;
+    let coordinated = match attr.kind {
+        // One card paying for many API-extraction accounts is itself coordination.
+        AttrKind::Payment => l.fresh >= cfg.min_fresh_share || members >= 2 * min || lockstep,
+        // Templates are shared by unrelated people (starter kits, SDK examples, app
+        // wrappers): only lockstep timing, or a crowd of fresh accounts that never converse,
+        // makes them a link.
+        AttrKind::Template => {
+            lockstep
+                || (l.fresh >= cfg.template_crowd_fresh_share
+                    && l.single_turn >= cfg.template_crowd_single_turn_share
+                    && members >= 2 * min)
+        }
+        // A venue's network or a sign-up rush carries people talking to the model: a shared
+        // network or creation minute links only traffic that is overwhelmingly single-turn.
+        AttrKind::Ip | AttrKind::IpPrefix | AttrKind::Creation | AttrKind::Asn => {
+            (l.fresh >= cfg.min_fresh_share || lockstep)
+                && l.single_turn >= cfg.min_single_turn_share
+        }
+        _ => l.fresh >= cfg.min_fresh_share || lockstep,
+    };
+    coordinated.then_some(l)
+}
+
+/// Kinds of value that many honest people share by circumstance: a venue's network, a NAT,
+/// the minute of a sign-up rush.
+fn weak_link(kind: AttrKind) -> bool {
+    matches!(
+        kind,
+        AttrKind::Ip | AttrKind::IpPrefix | AttrKind::Creation | AttrKind::Asn
+    )
+}
+
+/// Kinds of value so widely shared (a popular client, a cloud provider) that alone they name
+/// no one: they merge clusters and add to a second linking value.
+fn client_or_provider(kind: AttrKind) -> bool {
+    matches!(kind, AttrKind::Device | AttrKind::Asn)
+}
+
+/// Public-id seed of a cluster founded by a value.
+fn seed(kind: AttrKind, value: &str) -> u64 {
+    xxh3_64(value.as_bytes()) ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The attribute-link detector. Stateless beyond the index: which cluster a value feeds is
+/// kept on the value (`Attribute::cluster`), written by the assembler.
+#[derive(Default)]
+pub struct ValueLinks {
+    /// Per-event buffer: (key, kind, cluster) of the values that link now.
+    linking: Vec<(u64, AttrKind, u32)>,
+}
+
+impl ValueLinks {
+    /// Whether the values that link accounts after this event may name this account.
+    fn may_join(&self, view: &View<'_>, akey: u64, ground: JoinGround) -> bool {
+        let links = &self.linking;
+        // An old account that merely never chatted is named by infrastructure only: a person
+        // who only ever sends one-off questions ("... Please explain step by step.") can match
+        // a campaign's template.
+        // A person's chat history keeps weak links (network, creation minute) from naming it.
+        let chatty = view
+            .accounts
+            .get(&akey)
+            .is_some_and(|a| a.chat_share() > view.cfg.cluster.max_member_chat_share);
+        let counts = |l: &&(u64, AttrKind, u32)| !(chatty && weak_link(l.1));
+        let counted = links.iter().filter(counts).count();
+        let infra = links
+            .iter()
+            .filter(counts)
+            .filter(|l| l.1 != AttrKind::Template)
+            .count();
+        let payment = links.iter().any(|l| l.1 == AttrKind::Payment);
+        // A popular client fingerprint or a provider alone never names anyone; any other value
+        // names an account that carries evidence of its own (see `join_ground`).
+        let not_client = links
+            .iter()
+            .filter(counts)
+            .any(|l| !client_or_provider(l.1));
+        match ground {
+            JoinGround::No => false,
+            JoinGround::FreshOrInStep => counted >= 2 || not_client,
+            JoinGround::NeverChatted => infra >= 2 || payment,
+        }
+    }
+
+    /// The holders of a value that a new link names (before the assembler's merge-only
+    /// filter), in key order.
+    fn named_holders(view: &View<'_>, g: &Attribute) -> Vec<u64> {
+        let cfg = view.cfg;
+        let mut named = Vec::new();
+        for m in g.members.sorted() {
+            if let Some(acc) = view.accounts.get(&m) {
+                // A shared network or creation minute is the weakest link (a venue, a NAT, a
+                // sign-up rush): it does not name an account with a person's chat history.
+                let enough =
+                    !(weak_link(g.kind) && acc.chat_share() > cfg.cluster.max_member_chat_share);
+                let ground = acc.join_ground(
+                    view.now,
+                    cfg.engine.fresh_account_days,
+                    cfg.cluster.min_member_harvest,
+                );
+                let may = match ground {
+                    JoinGround::No => false,
+                    JoinGround::FreshOrInStep => true,
+                    // One shared value names such an account only if it is a card (see
+                    // `may_join`).
+                    JoinGround::NeverChatted => g.kind == AttrKind::Payment,
+                };
+                if enough && may {
+                    named.push(m);
+                }
+            }
+        }
+        named
+    }
+}
+
+impl LinkDetector for ValueLinks {
+    fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, links: &mut Vec<LinkRecord>) {
+        let c = &view.cfg.cluster;
+        if !c.enabled {
+            return;
+        }
+        self.linking.clear();
+        for &(key, kind) in obs.values {
+            if let Some(g) = view.values.get(key).and_then(|h| h.shared()) {
+                if link(g, view.now, c).is_some() {
+                    self.linking.push((key, kind, g.cluster));
+                }
+            }
+        }
+        let ground = match view.accounts.get(&obs.account) {
+            Some(acc) => acc.join_ground(
+                view.now,
+                view.cfg.engine.fresh_account_days,
+                c.min_member_harvest,
+            ),
+            None => JoinGround::No,
+        };
+        let eligible = self.may_join(view, obs.account, ground);
+        for &(key, kind, cluster) in &self.linking {
+            let Some(g) = view.values.get(key).and_then(|h| h.shared()) else {
+                continue;
+            };
+            // An established link names only the current account, a new one every holder
+            // that may be named. (The assembler tells them apart by `cluster`.)
+            let accounts = if cluster != 0 {
+                if eligible {
+                    vec![obs.account]
+                } else {
+                    Vec::new()
+                }
+            } else {
+                Self::named_holders(view, g)
+            };
+            links.push(LinkRecord {
+                kind: LinkKind::Value(kind),
+                keys: smallvec::smallvec![key],
+                cluster,
+                founder: key,
+                seed: seed(kind, &g.value),
+                accounts,
+                // A client fingerprint (a browser's TLS fingerprint) or an autonomous system
+                // (a cloud provider) can be everyday and still look pure while a swarm
+                // dominates it: on its own it names no one new. It merges clusters its
+                // holders are already in; others need a second value.
+                merge_only: client_or_provider(kind),
+                at_ms: view.now,
+            });
+        }
+    }
+
+    fn explain_link(&self, view: &View<'_>, key: u64, ev: &mut cluster::Evidence) -> bool {
+        let Some(g) = view.values.get(key).and_then(|h| h.shared()) else {
+            return false;
+        };
+        let link = evidence(g, view.now, &view.cfg.cluster);
+        ev.shared.push(link.to_json(&g.value));
+        ev.links.push(link);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::attribute::Touch;
+
+    const T0: i64 = 1_793_577_600_000;
+
+    fn attr_with(kind: AttrKind, accounts: u64, t: Touch) -> Attribute {
+        let mut a = Attribute::new(kind, "v".into(), T0);
+        for i in 0..accounts {
+            a.add_member(i, t.single_turn && t.reasoning && !t.org);
+            for k in 0..5 {
+                a.touch(T0 + (i * 5 + k) as i64 * 7_001, &t, 3_600_000.0, 5_000);
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn card_shared_by_fresh_extraction_accounts_links() {
+        let cfg = ClusterConfig::default();
+        let t = Touch {
+            single_turn: true,
+            harvest: true,
+            reasoning: true,
+            fresh: true,
+            new_account_bin: true,
+            ..Default::default()
+        };
+        let a = attr_with(AttrKind::Payment, 5, t);
+        assert!(link(&a, T0 + 200_000, &cfg).is_some());
+        // The same card carrying no harvest (copies of one prompt) links nobody.
+        let a = attr_with(
+            AttrKind::Payment,
+            5,
+            Touch {
+                harvest: false,
+                ..t
+            },
+        );
+        assert!(link(&a, T0 + 200_000, &cfg).is_none());
+        let a = attr_with(AttrKind::Payment, 5, t);
+        assert!(link(&a, T0 + 200_000, &cfg).is_some());
+    }
+
+    #[test]
+    fn organic_or_org_traffic_does_not_link() {
+        let cfg = ClusterConfig::default();
+        let chat = Touch {
+            single_turn: false,
+            reasoning: true,
+            fresh: true,
+            new_account_bin: true,
+            ..Default::default()
+        };
+        assert!(link(&attr_with(AttrKind::Ip, 50, chat), T0, &cfg).is_none());
+        let org = Touch {
+            single_turn: true,
+            reasoning: true,
+            fresh: true,
+            org: true,
+            new_account_bin: true,
+            ..Default::default()
+        };
+        assert!(link(&attr_with(AttrKind::Payment, 50, org), T0, &cfg).is_none());
+        let old = Touch {
+            single_turn: true,
+            reasoning: true,
+            fresh: false,
+            new_account_bin: true,
+            ..Default::default()
+        };
+        assert!(link(&attr_with(AttrKind::Ip, 50, old), T0 + 1_000_000, &cfg).is_none());
+        let few = Touch {
+            single_turn: true,
+            reasoning: true,
+            fresh: true,
+            new_account_bin: true,
+            ..Default::default()
+        };
+        assert!(link(&attr_with(AttrKind::Device, 3, few), T0, &cfg).is_none());
+    }
+}
