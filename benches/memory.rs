@@ -96,7 +96,7 @@ fn main() {
         );
         println!(
             "  of which the account record: {} B (size_of::<Account>)",
-            std::mem::size_of::<distillguard::engine::account::Account>()
+            std::mem::size_of::<distillguard::state::account::Account>()
         );
         println!("PER_ACCOUNT={per_account:.0}");
         return;

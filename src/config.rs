@@ -467,6 +467,11 @@ pub struct ClusterConfig {
     /// Harvesting requests an account must have sent itself before any link names it: one
     /// request on a campus network or a popular fingerprint is no evidence.
     pub min_member_harvest: u32,
+    /// A shared network, ASN or creation minute (shared by circumstance) names an account only if
+    /// it harvested at least this share of what the value's holders harvested each on average
+    /// within the horizon: a person who signed up in a burst's minute, or sits on its network,
+    /// harvests a fraction of what the operated accounts do.
+    pub min_member_harvest_share: f64,
     /// Harvesting requests a cluster's members must have sent between them before it is
     /// alerted: the harvest must be material.
     pub min_cluster_harvest: u32,
@@ -528,6 +533,7 @@ impl Default for ClusterConfig {
             sync_bin_secs: 5,
             min_cluster_size: 5,
             min_member_harvest: 2,
+            min_member_harvest_share: 0.1,
             min_cluster_harvest: 40,
             max_member_chat_share: 0.2,
             alert_score: 0.6,
@@ -838,6 +844,10 @@ impl Config {
         let c = &self.cluster;
         share("cluster.min_single_turn_share", c.min_single_turn_share)?;
         share("cluster.min_member_purity", c.min_member_purity)?;
+        share(
+            "cluster.min_member_harvest_share",
+            c.min_member_harvest_share,
+        )?;
         share("cluster.max_member_chat_share", c.max_member_chat_share)?;
         share("cluster.min_reasoning_share", c.min_reasoning_share)?;
         share("cluster.max_org_share", c.max_org_share)?;

@@ -192,17 +192,32 @@ impl ValueLinks {
         }
     }
 
+    /// The harvest an account must have sent itself to be named through `g`. A shared network,
+    /// ASN or creation minute is shared by circumstance: a person who signed up in a burst's
+    /// minute, or sits on its network, harvests a small fraction of what the operated accounts
+    /// holding it do on average (`cluster.min_member_harvest_share`).
+    fn bystander_floor(view: &View<'_>, g: &Attribute) -> f32 {
+        if weak_link(g.kind) {
+            let per_holder = g.harvest / g.members.len().max(1) as f32;
+            per_holder * view.cfg.cluster.min_member_harvest_share as f32
+        } else {
+            0.0
+        }
+    }
+
     /// The holders of a value that a new link names (before the assembler's merge-only
     /// filter), in key order.
     fn named_holders(view: &View<'_>, g: &Attribute) -> Vec<u64> {
         let cfg = view.cfg;
+        let floor = Self::bystander_floor(view, g);
         let mut named = Vec::new();
         for m in g.members.sorted() {
             if let Some(acc) = view.accounts.get(&m) {
                 // A shared network or creation minute is the weakest link (a venue, a NAT, a
                 // sign-up rush): it does not name an account with a person's chat history.
-                let enough =
-                    !(weak_link(g.kind) && acc.chat_share() > cfg.cluster.max_member_chat_share);
+                let enough = !(weak_link(g.kind)
+                    && acc.chat_share() > cfg.cluster.max_member_chat_share)
+                    && acc.harvest_ever as f32 >= floor;
                 let ground = acc.join_ground(
                     view.now,
                     cfg.engine.fresh_account_days,
@@ -254,7 +269,11 @@ impl LinkDetector for ValueLinks {
             // An established link names only the current account, a new one every holder
             // that may be named. (The assembler tells them apart by `cluster`.)
             let accounts = if cluster != 0 {
-                if eligible {
+                let bystander = view
+                    .accounts
+                    .get(&obs.account)
+                    .is_some_and(|a| (a.harvest_ever as f32) < Self::bystander_floor(view, g));
+                if eligible && !bystander {
                     vec![obs.account]
                 } else {
                     Vec::new()

@@ -103,8 +103,10 @@
 //! An account is *named* only with evidence of its own: at least `cluster.min_member_harvest`
 //! harvests, an extraction-like hour, and fresh, in step, or never chatted. A popular client
 //! fingerprint or an autonomous system alone names no one (they merge clusters and add to a second
-//! value), nor does a shared network or creation minute name an account with a chat history. A
-//! cluster is alerted with at least `cluster.min_cluster_size` named accounts and
+//! value), nor does a shared network or creation minute name an account with a chat history, or
+//! one that harvested less than `cluster.min_member_harvest_share` of what the value's holders
+//! harvested each on average (a person who signed up in a burst's minute, a bystander on a
+//! swarm's network). A cluster is alerted with at least `cluster.min_cluster_size` named accounts and
 //! `cluster.min_cluster_harvest` harvests between them; its score weighs size, reasoning and fresh
 //! shares, distinct link kinds and synchrony, minus multi-turn use.
 //!

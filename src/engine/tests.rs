@@ -443,6 +443,54 @@ fn assert_swarm_clustered_without(alerts: &[Alert], who: &str) {
     }
 }
 
+/// A person who signed up in the same minute as a swarm's burst of accounts, and sends a few
+/// extraction-like questions of its own, is not named with the swarm through the creation
+/// minute: it harvested a small fraction of what each swarm account did
+/// (`cluster.min_member_harvest_share`). With that share at zero it would be.
+#[test]
+fn a_person_signed_up_in_a_swarms_minute_is_not_named_with_it() {
+    let named = |share: f64| {
+        let mut cfg = Config::default();
+        cfg.cluster.min_member_harvest_share = share;
+        let mut eng = engine_with(cfg);
+        let created = T0 - 30 * MIN + 7_000;
+        let mut events = Vec::new();
+        let mut id = 0;
+        for half_minute in 0..80 {
+            for a in 0..20 {
+                let ts = T0 + half_minute * 30_000 + a * 700;
+                let mut e = extraction(id, ts, &format!("swarm_{a}"));
+                e.ip = Some(
+                    format!("203.0.{a}.{}", 1 + half_minute % 200)
+                        .parse()
+                        .expect("ip"),
+                );
+                e.account_created_ms = Some(created + a * 1_000);
+                id += 1;
+                events.push(e);
+            }
+            if [40, 56, 72].contains(&half_minute) {
+                let mut e = extraction(id, T0 + half_minute * 30_000 + 15_000, "person");
+                e.account_created_ms = Some(created + 30_000);
+                e.ip = Some("192.0.2.77".parse().expect("ip"));
+                e.prompt.template = 0x99;
+                id += 1;
+                events.push(e);
+            }
+        }
+        let alerts = run(&mut eng, &events);
+        assert!(
+            alerts.iter().any(|a| a.kind == Kind::FakeAccountCluster),
+            "the swarm is clustered"
+        );
+        alerts
+            .iter()
+            .any(|a| a.accounts.iter().any(|x| x == "person"))
+    };
+    assert!(!named(0.1), "a bystander of the creation minute is named");
+    assert!(named(0.0), "without the rule the test shows nothing");
+}
+
 /// A person who only ever sends one-off questions (no conversation: an old one looks like a
 /// bought account that never chatted, a new one is fresh), on a popular browser fingerprint
 /// that a swarm of fresh accounts also uses, is not named with the swarm.
