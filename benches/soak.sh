@@ -5,6 +5,8 @@
 # 2^31 protobuf length read as JSON, NaN). Reports, as JSON on the last line:
 #   rss_mib        the service's resident set every 10 s (should be flat), beside
 #                  tracked_accounts_values_clusters (the state gauges at the same moments)
+#                  and broker_lag_pending_deliveries_late (the service's consumer lag per
+#                  partition, deliveries in flight and events dropped as late so far)
 #   hostile, dlq   hostile records produced and records the service dead-lettered (equal)
 #   recall, replay_recall   eval of the service's alerts and of `replay` on the clean records
 #                            (equal within half a point)
@@ -115,8 +117,11 @@ def scrape():
                 r = l.split('result="')[1].split('"')[0]
                 out[r] = out.get(r, 0.0) + float(l.rsplit(" ", 1)[1])
         elif l.startswith(("distillguard_tracked_accounts ", "distillguard_tracked_attribute_values ",
-                           "distillguard_tracked_clusters ")):
+                           "distillguard_tracked_clusters ", "distillguard_pending_deliveries ")):
             out[l.split(" ")[0]] = float(l.rsplit(" ", 1)[1])
+        elif l.startswith("distillguard_consumer_lag_messages{"):
+            part = l.split('partition="')[1].split('"')[0]
+            out.setdefault("broker_lag", {})[part] = int(float(l.rsplit(" ", 1)[1]))
     return out
 def rss():
     try:
@@ -126,7 +131,7 @@ def rss():
                 return int(l.split()[1]) // 1024
     except Exception:
         return None
-samples, lag, tracked, n_hostile, t0, next_sample = [], [], [], 0, time.monotonic(), 0.0
+samples, lag, tracked, kafka, n_hostile, t0, next_sample = [], [], [], [], 0, time.monotonic(), 0.0
 def send(key, value):
     while True:
         try:
@@ -151,6 +156,8 @@ for i, line in enumerate(lines):
         tracked.append((round(time.monotonic() - t0), int(m.get("distillguard_tracked_accounts", 0)),
                         int(m.get("distillguard_tracked_attribute_values", 0)),
                         int(m.get("distillguard_tracked_clusters", 0))))
+        kafka.append((round(time.monotonic() - t0), m.get("broker_lag", {}),
+                      int(m.get("distillguard_pending_deliveries", 0)), int(m.get("late", 0))))
         next_sample += 10
 p.flush(60)
 produce_secs = time.monotonic() - t0
@@ -177,7 +184,8 @@ c.close()
 with open(os.path.join(work, "alerts.jsonl"), "wb") as f:
     for a in alerts:
         f.write(a + b"\n")
-json.dump({"rss_mib": samples, "lag": lag, "tracked_accounts_values_clusters": tracked, "hostile": n_hostile, "events": total,
+json.dump({"rss_mib": samples, "lag": lag, "tracked_accounts_values_clusters": tracked,
+           "broker_lag_pending_deliveries_late": kafka, "hostile": n_hostile, "events": total,
            "produce_secs": round(produce_secs, 1), "drain_secs": round(drain_secs, 1),
            "events_per_sec": round(total / produce_secs),
            "processed": m.get("distillguard_events_total"),
