@@ -8,8 +8,11 @@
 //! buffered could still deliver an older one:
 //! - not past the newest event time of a partition still catching up (reading the backlog it
 //!   had when assigned), unless it has been silent for [`CATCHUP_WAIT`];
-//! - not more than `slack_ms` (half the late allowance) past the newest event time of any other
-//!   partition, unless it has been silent for `idle_wait` (`kafka.idle_partition_ms`).
+//! - not more than `slack_ms` (half the late allowance) past the newest event time of a partition
+//!   with more on its way (the broker has not reported it at its end since its last record),
+//!   unless it has been silent for `idle_wait` (`kafka.idle_partition_ms`);
+//! - not more than `slack_ms` past where the merge had reached when a partition at its end ran
+//!   empty (its next record is produced after that), unless it has been silent for `idle_wait`.
 //!
 //! A partition whose buffer reaches [`HIGH`] records is paused, and resumed at [`LOW`] (unless
 //! the whole consumer is held back for delivery back-pressure).
@@ -62,6 +65,8 @@ struct Part<T> {
     target: i64,
     end: i64,
     done: bool,
+    /// The broker reported the partition at its end and nothing has arrived since.
+    at_end: bool,
     paused: bool,
     /// Newest event time received from this partition.
     last_ts: i64,
@@ -105,6 +110,7 @@ impl<T> Merge<T> {
                     target: s.target,
                     end: s.end,
                     done: s.start >= s.end,
+                    at_end: s.start >= s.end,
                     paused: false,
                     last_ts: i64::MIN,
                     last_arrival: None,
@@ -144,6 +150,7 @@ impl<T> Merge<T> {
         part.last_ts = part.last_ts.max(order);
         part.last_arrival = Some(now);
         part.anchor = None;
+        part.at_end = false;
         part.buf.push_back(Entry {
             offset,
             order,
@@ -163,6 +170,7 @@ impl<T> Merge<T> {
     pub fn eof(&mut self, partition: i32) {
         if let Some(part) = self.parts.get_mut(&partition) {
             part.done = true;
+            part.at_end = true;
         }
     }
 
@@ -234,6 +242,16 @@ impl<T> Merge<T> {
                 let since = part.last_arrival.or(catchup);
                 if since.is_some_and(|t| now.saturating_duration_since(t) < CATCHUP_WAIT) {
                     bound = bound.min(part.last_ts);
+                }
+                continue;
+            }
+            if !part.at_end {
+                // More records are on their way (a burst, a backlog): none older than its
+                // newest so far, give or take the slack. Where the merge has reached says
+                // nothing about them.
+                let quiet = part.last_arrival.or(catchup);
+                if quiet.is_some_and(|t| now.saturating_duration_since(t) < self.idle_wait) {
+                    bound = bound.min(part.last_ts.saturating_add(self.slack_ms));
                 }
                 continue;
             }
@@ -413,6 +431,25 @@ mod tests {
         let (mut out, mut intents) = (Vec::new(), Vec::new());
         m.drain(t0 + IDLE, false, &mut out, &mut intents);
         assert_eq!(intents, vec![Intent::Resume(0)]);
+    }
+
+    #[test]
+    fn a_partition_with_more_on_its_way_holds_the_others_until_its_end() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK);
+        // Both at their ends (a quiet topic); then a burst, partition 0 fetched far ahead.
+        m.assign([live(0, 0), live(1, 0)], t0);
+        for i in 0..4 {
+            m.push(0, i, 200_000 + i * 60_000, i, t0);
+        }
+        m.push(1, 0, 0, 10, t0);
+        // Partition 1 ran empty at 0 with more on its way: nothing past 0 + SLACK.
+        assert_eq!(taken(&mut m, t0), vec![(1, 10)]);
+        m.push(1, 1, 100_000, 11, t0);
+        assert_eq!(taken(&mut m, t0), vec![(1, 11), (0, 0)]);
+        // At its end (the broker says so), partition 1 no longer holds back what was fetched.
+        m.eof(1);
+        assert_eq!(taken(&mut m, t0), vec![(0, 1), (0, 2), (0, 3)]);
     }
 
     #[test]
