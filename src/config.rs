@@ -558,7 +558,13 @@ pub struct CohortConfig {
     /// (seconds).
     pub baseline_secs: u64,
     /// A bin is a wave when its count of harvesting accounts is this improbable (Poisson
-    /// tail) under the baseline...
+    /// tail) under the baseline... A screen, not the verdict: the account-level test
+    /// (`max_account_p`, against the share of bins that turned out waves) carries the
+    /// significance. A strict screen only sees a wave standing several standard deviations
+    /// above the bin's background, and the background grows with the deployment's traffic
+    /// while a campaign does not: a few dozen accounts firing together over fifty others
+    /// harvesting in the same 15 s never made one. A loose screen makes more bins waves, and
+    /// the learned wave share raises the account-level bar with them.
     pub max_wave_p: f64,
     /// ...and at least this many accounts took part.
     pub min_wave_accounts: u32,
@@ -577,7 +583,7 @@ impl Default for CohortConfig {
             enabled: true,
             bin_secs: 15,
             baseline_secs: 3600,
-            max_wave_p: 1e-6,
+            max_wave_p: 0.01,
             min_wave_accounts: 8,
             min_waves: 3,
             max_account_p: 1e-4,
