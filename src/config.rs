@@ -75,7 +75,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct VerdictsConfig {
     /// Alerts remembered by id (read back from the alerts topic) to label verdicts by kind
-    /// and severity.
+    /// and severity: a few hundred bytes each, plus up to 100 of its account ids while
+    /// `false_positive_allow_secs` is on (a false positive allowlists at most those).
     pub remember_alerts: usize,
     /// A false_positive verdict allowlists the alert's accounts for this long (seconds) through
     /// the control topic; 0: off.

@@ -506,7 +506,9 @@ pub struct Remembered {
     pub accounts: Vec<String>,
 }
 
-/// The most recent alerts by id, at most `capacity` (oldest forgotten first).
+/// The most recent alerts by id, at most `capacity` (oldest forgotten first), each with at
+/// most `max_accounts` of its accounts: a cluster alert can name thousands, and only the ones
+/// a verdict may act on are worth their memory.
 #[derive(Debug, Clone)]
 pub struct RecentAlerts {
     inner: Arc<Mutex<Recent>>,
@@ -515,15 +517,17 @@ pub struct RecentAlerts {
 #[derive(Debug)]
 struct Recent {
     capacity: usize,
+    max_accounts: usize,
     by_id: HashMap<String, Remembered>,
     order: VecDeque<String>,
 }
 
 impl RecentAlerts {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, max_accounts: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Recent {
                 capacity: capacity.max(1),
+                max_accounts,
                 by_id: HashMap::new(),
                 order: VecDeque::new(),
             })),
@@ -541,7 +545,7 @@ impl RecentAlerts {
         let rem = Remembered {
             kind,
             severity,
-            accounts: alert.accounts.clone(),
+            accounts: alert.accounts[..alert.accounts.len().min(r.max_accounts)].to_vec(),
         };
         // An update of an alert (same id, redelivered) keeps its place.
         if r.by_id.insert(alert.alert_id.clone(), rem).is_none() {
@@ -789,12 +793,12 @@ mod tests {
 
     #[test]
     fn recent_alerts_are_bounded() {
-        let recent = RecentAlerts::new(2);
+        let recent = RecentAlerts::new(2, 1);
         let alert = |id: &str| crate::alert::Alert {
             alert_id: id.into(),
             kind: crate::alert::Kind::BulkExtraction,
             subject: "a".into(),
-            accounts: vec!["a".into()],
+            accounts: vec!["a".into(), "b".into()],
             severity: crate::alert::Severity::High,
             score: 0.8,
             recommended_action: crate::alert::Action::Throttle,
@@ -810,5 +814,10 @@ mod tests {
         assert_eq!(recent.len(), 2);
         assert!(recent.get("1").is_none(), "oldest forgotten");
         assert_eq!(recent.get("3").map(|r| r.severity), Some("high"));
+        assert_eq!(
+            recent.get("3").map(|r| r.accounts),
+            Some(vec!["a".to_string()]),
+            "only the accounts a verdict may act on"
+        );
     }
 }

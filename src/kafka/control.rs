@@ -205,7 +205,15 @@ impl State {
             tail: Arc::new(reader(&cfg, "control")?),
             verdicts,
             producer: producer(&cfg)?,
-            recent: RecentAlerts::new(cfg.raw.verdicts.remember_alerts),
+            // Accounts are kept only where a false_positive verdict may allowlist them.
+            recent: RecentAlerts::new(
+                cfg.raw.verdicts.remember_alerts,
+                if cfg.raw.verdicts.false_positive_allow_secs > 0 {
+                    MAX_VERDICT_ACCOUNTS
+                } else {
+                    0
+                },
+            ),
             live,
             pending: BTreeMap::new(),
             assigned: false,
