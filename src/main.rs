@@ -11,7 +11,9 @@ use clap::{Parser, Subcommand};
 use distillguard::config::{Config, Format};
 
 /// Events are parsed on worker threads and freed on the engine thread; mimalloc handles that
-/// cross-thread pattern far better than the system allocator.
+/// cross-thread pattern far better than the system allocator. The `system-alloc` feature
+/// leaves the system allocator in place, for heap profilers that hook malloc (heaptrack).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use distillguard::{eval, replay, sim};
