@@ -55,10 +55,21 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 PROMRULE = K8S / "prometheusrule.yaml"
 ENV_PREFIX = "DISTILLGUARD__"
 
+BENCHES = ROOT / "benches" / "README.md"
+
+
+def measured_bytes(row: str) -> int:
+    """A figure in bytes from the "Speed and memory" table of benches/README.md."""
+    m = re.search(r"^\| " + re.escape(row) + r" \|[^|]*\| ([\d,]+) B\b", BENCHES.read_text(), re.M)
+    if not m:
+        sys.exit(f"validate: no '{row}' row with a figure in bytes in {BENCHES}")
+    return int(m.group(1).replace(",", ""))
+
+
 # Measured memory (benches/README.md, "Speed and memory"): bytes per tracked account / attribute value, and the
 # rest of the process, plus librdkafka's prefetch queue and the pending-delivery buffer.
-BYTES_PER_ACCOUNT = 929
-BYTES_PER_ATTRIBUTE_VALUE = 242
+BYTES_PER_ACCOUNT = measured_bytes("memory per tracked account")
+BYTES_PER_ATTRIBUTE_VALUE = measured_bytes("memory per attribute value")
 BASELINE_BYTES = 330 * 2**20 + 64 * 2**20
 BYTES_PER_PENDING_DELIVERY = 1536
 
