@@ -13,8 +13,15 @@
 //! not. The verdict is per account, where the evidence adds up over its bins: an account is
 //! *in step* when so many of its active bins are waves that chance
 //! cannot explain it: the binomial tail of its wave count, given its active bins and the
-//! share of bins that were waves over the last `cohort.baseline_secs`, is below `cohort.max_account_p`, over at least
+//! share of bins that were waves, is below `cohort.max_account_p`, over at least
 //! `cohort.min_waves` waves. In-step accounts are linked through the waves they shared.
+//!
+//! The share of bins that were waves is the larger of two: over the last
+//! `cohort.baseline_secs`, and over the account's own span since its first harvesting bin.
+//! An account that is simply always on (an evaluation run at a request every few seconds, an
+//! app backend) takes part in every wave of its span, and in as many bins that are not: it
+//! shows no selectivity, whatever a campaign firing at the same time does. A campaign member
+//! fires in the waves and little else.
 //!
 //! State is bounded: per model a current bin with at most `MAX_PARTICIPANTS` accounts, a
 //! registry of waves of the last `baseline_secs`, and a few fields per account. Each event
@@ -93,6 +100,8 @@ pub struct Cohort {
     waves: IntMap<u32, Wave>,
     order: VecDeque<u32>,
     next_id: u32,
+    /// Waves declared so far (wrapping), over all models.
+    declared: u32,
     /// First and newest bin seen, over all models.
     first_bin: i64,
     newest_bin: i64,
@@ -119,10 +128,61 @@ pub fn poisson_tail(k: u32, mean: f64) -> f64 {
     (1.0 - cdf).max(0.0)
 }
 
-/// P(X >= k) for X ~ Binomial(n, q), by the Poisson approximation with mean n*q (tight for
-/// the small q of waves, and an upper bound's neighbour where it matters).
+/// P(X >= k) for X ~ Binomial(n, q), summed from k upward in log space until the terms no
+/// longer matter (past the mean each is a smaller fraction of the one before, so after
+/// [`TAIL_TERMS`] terms the rest is bounded by a geometric series: an upper bound, never
+/// more work). At or below the mean the answer is not small, and 1 is returned: only small
+/// tails are compared with a threshold.
 pub fn binomial_tail(k: u32, n: u32, q: f64) -> f64 {
-    poisson_tail(k, f64::from(n) * q)
+    if k == 0 || q >= 1.0 {
+        return 1.0;
+    }
+    if k > n || q <= 0.0 {
+        return 0.0;
+    }
+    let (nf, kf) = (f64::from(n), f64::from(k));
+    if kf <= nf * q {
+        return 1.0;
+    }
+    let (lq, lp) = (q.ln(), (-q).ln_1p());
+    // ln C(n, k) + k ln q + (n - k) ln(1 - q)
+    let mut ln_term = ln_choose(n, k) + kf * lq + (nf - kf) * lp;
+    let mut sum = 0.0;
+    let mut i = k;
+    for _ in 0..TAIL_TERMS {
+        let term = ln_term.exp();
+        sum += term;
+        if i == n || term < sum * 1e-12 {
+            return sum.min(1.0);
+        }
+        // C(n, i+1) / C(n, i) = (n - i) / (i + 1); below 1 past the mean, and falling.
+        let ratio = f64::from(n - i) / f64::from(i + 1) * q / (1.0 - q);
+        ln_term += ratio.ln();
+        i += 1;
+        if ratio >= 1.0 {
+            return 1.0;
+        }
+    }
+    let ratio = f64::from(n - i) / f64::from(i + 1) * q / (1.0 - q);
+    (sum + ln_term.exp() / (1.0 - ratio).max(f64::MIN_POSITIVE)).min(1.0)
+}
+
+/// Terms of a binomial tail summed exactly before the rest is bounded.
+const TAIL_TERMS: u32 = 64;
+
+/// ln C(n, k) by the log-gamma of the factorials (Stirling's series past small arguments).
+fn ln_choose(n: u32, k: u32) -> f64 {
+    ln_factorial(n) - ln_factorial(k) - ln_factorial(n - k)
+}
+
+fn ln_factorial(n: u32) -> f64 {
+    if n < 32 {
+        return (2..=n).map(|i| f64::from(i).ln()).sum();
+    }
+    let x = f64::from(n) + 1.0;
+    // ln Gamma(x), Stirling with two correction terms: error below 1e-10 for x >= 32.
+    (x - 0.5) * x.ln() - x + 0.5 * (2.0 * std::f64::consts::PI).ln() + 1.0 / (12.0 * x)
+        - 1.0 / (360.0 * x * x * x)
 }
 
 impl Cohort {
@@ -133,6 +193,7 @@ impl Cohort {
             waves: IntMap::default(),
             order: VecDeque::new(),
             next_id: 0,
+            declared: 0,
             first_bin: i64::MAX,
             newest_bin: i64::MIN,
         }
@@ -171,6 +232,10 @@ impl Cohort {
         }
         p.bin = key;
         p.active_bins = p.active_bins.saturating_add(1);
+        if p.since == 0 {
+            p.since = (bin - self.first_bin + 1).clamp(1, i64::from(u32::MAX)) as u32;
+            p.waves_before = self.declared;
+        }
         let idx = match self.bins.iter().position(|b| b.model == model) {
             Some(i) => i,
             None => {
@@ -215,6 +280,7 @@ impl Cohort {
             return 0;
         }
         self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.declared = self.declared.wrapping_add(1);
         let id = self.next_id;
         b.wave = id;
         b.waves_held += 1;
@@ -308,9 +374,19 @@ impl Cohort {
         p.credit(wave);
     }
 
+    /// The share of bins that were waves over the account's own span (0 before it has one).
+    fn span_share(&self, p: &Presence) -> f64 {
+        if p.since == 0 || self.newest_bin < self.first_bin {
+            return 0.0;
+        }
+        let first = self.first_bin + i64::from(p.since) - 1;
+        let bins = (self.newest_bin - first + 1).max(1) as f64;
+        (f64::from(self.declared.wrapping_sub(p.waves_before)) / bins).min(1.0)
+    }
+
     /// The account's co-activity, and whether it is in step.
     pub fn step(&self, p: &Presence) -> (Step, bool) {
-        let q = self.wave_share();
+        let q = self.wave_share().max(self.span_share(p));
         let p_value = binomial_tail(u32::from(p.wave_bins), u32::from(p.active_bins), q);
         let s = Step {
             active_bins: p.active_bins,
@@ -543,6 +619,70 @@ mod tests {
         };
         let (campaign, _) = small_campaign_over_busy_background(strict);
         assert_eq!(campaign, 0);
+    }
+
+    #[test]
+    fn binomial_tails_are_exact_where_waves_are_common() {
+        assert!((binomial_tail(14, 14, 0.5) - 0.5f64.powi(14)).abs() < 1e-12);
+        // P(X >= 12), X ~ Binomial(20, 0.4) = 0.056526...
+        assert!((binomial_tail(12, 20, 0.4) - 0.056_526).abs() < 1e-5);
+        // P(X >= 40), X ~ Binomial(400, 0.05) = 3.1303e-5
+        assert!((binomial_tail(40, 400, 0.05) / 3.1303e-5 - 1.0).abs() < 1e-3);
+        assert_eq!(binomial_tail(5, 20, 0.4), 1.0, "at or below the mean");
+        assert_eq!(binomial_tail(21, 20, 0.4), 0.0);
+        // Just past the mean of a long run, the bounded rest keeps the cost fixed and errs
+        // upward (fewer accounts in step, never more).
+        let p = binomial_tail(20_100, 60_000, 1.0 / 3.0);
+        assert!((0.18..=1.0).contains(&p), "{p} (the tail is about 0.19)");
+    }
+
+    #[test]
+    fn an_always_on_account_is_not_in_step_with_a_campaign_beside_it() {
+        // A quiet background, then, for the last half hour, a campaign of 14 accounts firing
+        // together every third bin; from the campaign's start an evaluation run sends a
+        // request every few seconds, so it is in every wave, and in every bin between them.
+        // Over the last hour a third as many bins were waves as over the run's own span.
+        let cfg = CohortConfig::default();
+        let bin_ms = (cfg.bin_secs * 1000) as i64;
+        let mut c = Cohort::new(cfg);
+        let mut pres: IntMap<u64, Presence> = IntMap::default();
+        let mut credited = Vec::new();
+        let mut hit = |c: &mut Cohort, pres: &mut IntMap<u64, Presence>, a: u64, ts: i64| {
+            let mut p = pres.remove(&a).unwrap_or_default();
+            credited.clear();
+            let w = c.observe(1, ts, a, &mut p, &mut credited);
+            pres.insert(a, p);
+            for &o in &credited {
+                if let Some(q) = pres.get_mut(&o) {
+                    Cohort::credit(q, w);
+                }
+            }
+        };
+        const ALWAYS_ON: u64 = 999;
+        for b in 0..480u64 {
+            let ts = T0 + b as i64 * bin_ms;
+            for a in 0..3u64 {
+                if xxh3_64(&(a << 32 | b).to_le_bytes()) % 2 == 0 {
+                    hit(&mut c, &mut pres, 1_000 + a, ts + 10 + a as i64);
+                }
+            }
+            if b >= 360 {
+                hit(&mut c, &mut pres, ALWAYS_ON, ts + 5_000);
+                if b % 3 == 0 {
+                    for a in 0..14u64 {
+                        hit(&mut c, &mut pres, a, ts + 7_000 + a as i64 * 100);
+                    }
+                }
+            }
+        }
+        let in_step = (0..14u64).filter(|a| c.step(&pres[a]).1).count();
+        assert!(in_step >= 12, "{in_step} of 14 campaign accounts in step");
+        let (step, on) = c.step(&pres[&ALWAYS_ON]);
+        assert!(!on, "the always-on account: {step:?}");
+        assert!(
+            step.wave_bins >= 35,
+            "it did take part in the waves: {step:?}"
+        );
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub struct Presence {
     pub wave_bins: u16,
     /// Latest waves taken part in (0: empty).
     pub waves: [u32; 3],
+    /// The account's first active bin, counted from the detector's first (1-based; 0: none
+    /// yet), and the waves declared before it: the share of bins that were waves over the
+    /// account's own span.
+    pub since: u32,
+    pub waves_before: u32,
 }
 
 impl Presence {
