@@ -107,8 +107,8 @@ fn run_until_done(
         let mut child = start(brokers, group, fault, &marker, &log, addr, &config);
         let mut last = String::new();
         let done = wait_for(Duration::from_secs(120), || {
-            if let Ok(s) = std::net::TcpStream::connect(addr).map(|_| http_get(&addr, "/metrics").1)
-            {
+            // The service may die mid-request (that is the point of the fault).
+            if let Ok((_, s)) = try_http_get(&addr, "/metrics") {
                 last = s;
             }
             child.try_wait().ok().flatten().is_some() || committed(brokers, group, 1) == ends

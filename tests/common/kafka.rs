@@ -292,23 +292,27 @@ pub fn metric(scrape: &str, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
-/// GET over plain HTTP/1.1 (status, body).
+/// GET over plain HTTP/1.1 (status, body); the service must be up.
 pub fn http_get(addr: &std::net::SocketAddr, path: &str) -> (u16, String) {
+    try_http_get(addr, path).expect("GET")
+}
+
+/// GET over plain HTTP/1.1, for a service that may die or be killed mid-request.
+pub fn try_http_get(addr: &std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
+    )?;
     let mut buf = String::new();
-    s.read_to_string(&mut buf).expect("read");
+    s.read_to_string(&mut buf)?;
     let status = buf
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    Ok((status, body))
 }
