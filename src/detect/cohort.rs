@@ -565,6 +565,36 @@ mod tests {
         assert_eq!(flagged, 0);
     }
 
+    /// Harvesting requests on one model, with each account's presence, crediting the
+    /// participants of every wave as the engine does.
+    struct Traffic {
+        c: Cohort,
+        pres: IntMap<u64, Presence>,
+        credited: Vec<u64>,
+    }
+
+    impl Traffic {
+        fn new(cfg: CohortConfig) -> Self {
+            Self {
+                c: Cohort::new(cfg),
+                pres: IntMap::default(),
+                credited: Vec::new(),
+            }
+        }
+
+        fn hit(&mut self, a: u64, ts: i64) {
+            let mut p = self.pres.remove(&a).unwrap_or_default();
+            self.credited.clear();
+            let w = self.c.observe(1, ts, a, &mut p, &mut self.credited);
+            self.pres.insert(a, p);
+            for &o in &self.credited {
+                if let Some(q) = self.pres.get_mut(&o) {
+                    Cohort::credit(q, w);
+                }
+            }
+        }
+    }
+
     /// A pool of `pool` independent accounts, each harvesting in a bin with probability
     /// `1/every` (pseudo-random, fixed), and `n` campaign accounts, each joining a wave every
     /// `period` bins with probability 0.6. Returns how many campaign and pool accounts end
@@ -572,36 +602,23 @@ mod tests {
     fn small_campaign_over_busy_background(cfg: CohortConfig) -> (usize, usize) {
         let (pool, every, n, period) = (600u64, 40u64, 14u64, 20u64);
         let bin_ms = (cfg.bin_secs * 1000) as i64;
-        let mut c = Cohort::new(cfg);
-        let mut pres: IntMap<u64, Presence> = IntMap::default();
-        let mut credited = Vec::new();
-        let mut hit = |c: &mut Cohort, pres: &mut IntMap<u64, Presence>, a: u64, ts: i64| {
-            let mut p = pres.remove(&a).unwrap_or_default();
-            credited.clear();
-            let w = c.observe(1, ts, a, &mut p, &mut credited);
-            pres.insert(a, p);
-            for &o in &credited {
-                if let Some(q) = pres.get_mut(&o) {
-                    Cohort::credit(q, w);
-                }
-            }
-        };
+        let mut s = Traffic::new(cfg);
         for b in 0..720u64 {
             let ts = T0 + b as i64 * bin_ms;
             for a in 0..pool {
                 if xxh3_64(&(a << 32 | b).to_le_bytes()) % every == 0 {
-                    hit(&mut c, &mut pres, 1_000_000 + a, ts + 10 + a as i64);
+                    s.hit(1_000_000 + a, ts + 10 + a as i64);
                 }
             }
             if b >= 120 && b % period == 0 {
                 for a in 0..n {
                     if xxh3_64(&(a << 40 | b).to_le_bytes()) % 10 < 6 {
-                        hit(&mut c, &mut pres, a, ts + 7_000 + a as i64 * 100);
+                        s.hit(a, ts + 7_000 + a as i64 * 100);
                     }
                 }
             }
         }
-        let in_step = |lo: u64, hi: u64| (lo..hi).filter(|a| c.step(&pres[a]).1).count();
+        let in_step = |lo: u64, hi: u64| (lo..hi).filter(|a| s.c.step(&s.pres[a]).1).count();
         (in_step(0, n), in_step(1_000_000, 1_000_000 + pool))
     }
 
@@ -644,40 +661,27 @@ mod tests {
         // Over the last hour a third as many bins were waves as over the run's own span.
         let cfg = CohortConfig::default();
         let bin_ms = (cfg.bin_secs * 1000) as i64;
-        let mut c = Cohort::new(cfg);
-        let mut pres: IntMap<u64, Presence> = IntMap::default();
-        let mut credited = Vec::new();
-        let mut hit = |c: &mut Cohort, pres: &mut IntMap<u64, Presence>, a: u64, ts: i64| {
-            let mut p = pres.remove(&a).unwrap_or_default();
-            credited.clear();
-            let w = c.observe(1, ts, a, &mut p, &mut credited);
-            pres.insert(a, p);
-            for &o in &credited {
-                if let Some(q) = pres.get_mut(&o) {
-                    Cohort::credit(q, w);
-                }
-            }
-        };
+        let mut s = Traffic::new(cfg);
         const ALWAYS_ON: u64 = 999;
         for b in 0..480u64 {
             let ts = T0 + b as i64 * bin_ms;
             for a in 0..3u64 {
                 if xxh3_64(&(a << 32 | b).to_le_bytes()) % 2 == 0 {
-                    hit(&mut c, &mut pres, 1_000 + a, ts + 10 + a as i64);
+                    s.hit(1_000 + a, ts + 10 + a as i64);
                 }
             }
             if b >= 360 {
-                hit(&mut c, &mut pres, ALWAYS_ON, ts + 5_000);
+                s.hit(ALWAYS_ON, ts + 5_000);
                 if b % 3 == 0 {
                     for a in 0..14u64 {
-                        hit(&mut c, &mut pres, a, ts + 7_000 + a as i64 * 100);
+                        s.hit(a, ts + 7_000 + a as i64 * 100);
                     }
                 }
             }
         }
-        let in_step = (0..14u64).filter(|a| c.step(&pres[a]).1).count();
+        let in_step = (0..14u64).filter(|a| s.c.step(&s.pres[a]).1).count();
         assert!(in_step >= 12, "{in_step} of 14 campaign accounts in step");
-        let (step, on) = c.step(&pres[&ALWAYS_ON]);
+        let (step, on) = s.c.step(&s.pres[&ALWAYS_ON]);
         assert!(!on, "the always-on account: {step:?}");
         assert!(
             step.wave_bins >= 35,
