@@ -482,6 +482,11 @@ pub struct ClusterConfig {
     /// a shared IP, /24 or creation minute (a venue, a NAT, a sign-up rush). Cards, client
     /// fingerprints, templates and co-activity still name it.
     pub max_member_chat_share: f64,
+    /// A creation minute links only if that many holders created in one minute would arise by
+    /// chance (Poisson, at the rate the tracked accounts were created in the rest of that hour)
+    /// with at most this probability: in a sign-up rush every minute is shared by unrelated
+    /// people, and an operator can stay under `min_members_creation` a minute anyway.
+    pub creation_minute_max_chance: f64,
     /// Score at or above which a cluster is alerted.
     pub alert_score: f64,
     /// Time constant of the decayed per-value aggregates (seconds).
@@ -537,6 +542,7 @@ impl Default for ClusterConfig {
             min_member_harvest_share: 0.1,
             min_cluster_harvest: 40,
             max_member_chat_share: 0.2,
+            creation_minute_max_chance: 1e-3,
             alert_score: 0.6,
             horizon_secs: 3600,
             template_crowd_fresh_share: 0.8,
@@ -859,6 +865,10 @@ impl Config {
         share("cluster.min_reasoning_share", c.min_reasoning_share)?;
         share("cluster.max_org_share", c.max_org_share)?;
         share("cluster.min_fresh_share", c.min_fresh_share)?;
+        share(
+            "cluster.creation_minute_max_chance",
+            c.creation_minute_max_chance,
+        )?;
         share("cluster.alert_score", c.alert_score)?;
         share(
             "cluster.template_crowd_fresh_share",

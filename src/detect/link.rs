@@ -8,11 +8,12 @@
 //! accounts each linking value names and hands that to the cluster assembler as a
 //! [`LinkRecord`].
 
+use nohash_hasher::IntMap;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{cluster, LinkDetector, LinkKind, LinkRecord, Observed, View};
+use super::{cluster, cohort, LinkDetector, LinkKind, LinkRecord, Observed, View};
 use crate::config::ClusterConfig;
-use crate::state::account::JoinGround;
+use crate::state::account::{Account, JoinGround};
 use crate::state::attribute::{AttrKind, Attribute};
 
 /// The evidence that makes one attribute value a link.
@@ -151,15 +152,55 @@ fn seed(kind: AttrKind, value: &str) -> u64 {
     xxh3_64(value.as_bytes()) ^ (kind as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// The attribute-link detector. Stateless beyond the index: which cluster a value feeds is
-/// kept on the value (`Attribute::cluster`), written by the assembler.
+/// Most terms summed for a creation minute's Poisson tail.
+const MAX_TAIL_TERMS: u32 = 256;
+
+/// Hour key of an account creation time.
+fn creation_hour(created_ms: i64) -> i64 {
+    created_ms.div_euclid(3_600_000)
+}
+
+/// The attribute-link detector. Its state beyond the index is the sign-up baseline; which
+/// cluster a value feeds is kept on the value (`Attribute::cluster`), written by the assembler.
 #[derive(Default)]
 pub struct ValueLinks {
     /// Per-event buffer: (key, kind, cluster) of the values that link now.
     linking: Vec<(u64, AttrKind, u32)>,
+    /// Tracked accounts by creation hour: this stream's own sign-up rate around a creation
+    /// minute, against which a minute's holders are judged. Bounded by the tracked accounts.
+    sign_ups: IntMap<i64, u32>,
 }
 
 impl ValueLinks {
+    /// An account left the shared state.
+    pub fn forget(&mut self, acc: &Account) {
+        if let Some(c) = acc.created_ms {
+            let h = creation_hour(c);
+            if let Some(n) = self.sign_ups.get_mut(&h) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.sign_ups.remove(&h);
+                }
+            }
+        }
+    }
+
+    /// Whether as many holders as `g` has, created in one minute, are improbable given the
+    /// tracked accounts created in the rest of that hour. In a sign-up rush (a hackathon's
+    /// morning, a launch, a swarm's steady sign-ups) many unrelated accounts share every
+    /// minute, and a minute shared by chance names bystanders; a burst in a quiet hour is rare.
+    fn rare_minute(&self, g: &Attribute, cfg: &ClusterConfig) -> bool {
+        let Some(h) = g.creation_mean_hours() else {
+            return true;
+        };
+        let k = g.members.len() as u32;
+        let hour = self.sign_ups.get(&(h.floor() as i64)).copied().unwrap_or(0);
+        let background = f64::from(hour.saturating_sub(k)) / 59.0;
+        // The tail at a capped count is no smaller, so the cap keeps the cost per event flat
+        // at the price of calling a huge minute in a huge hour common.
+        cohort::poisson_tail(k.min(MAX_TAIL_TERMS), background) <= cfg.creation_minute_max_chance
+    }
+
     /// Whether the values that link accounts after this event may name this account.
     fn may_join(&self, view: &View<'_>, akey: u64, ground: JoinGround) -> bool {
         let links = &self.linking;
@@ -246,21 +287,28 @@ impl LinkDetector for ValueLinks {
             return;
         }
         self.linking.clear();
+        let ground = match view.accounts.get(&obs.account) {
+            Some(acc) => {
+                if let (1, Some(created)) = (acc.requests_ever, acc.created_ms) {
+                    *self.sign_ups.entry(creation_hour(created)).or_insert(0) += 1;
+                }
+                acc.join_ground(
+                    view.now,
+                    view.cfg.engine.fresh_account_days,
+                    c.min_member_harvest,
+                )
+            }
+            None => JoinGround::No,
+        };
         for &(key, kind) in obs.values {
             if let Some(g) = view.values.get(key).and_then(|h| h.shared()) {
-                if link(g, view.now, c).is_some() {
+                if link(g, view.now, c).is_some()
+                    && (kind != AttrKind::Creation || self.rare_minute(g, c))
+                {
                     self.linking.push((key, kind, g.cluster));
                 }
             }
         }
-        let ground = match view.accounts.get(&obs.account) {
-            Some(acc) => acc.join_ground(
-                view.now,
-                view.cfg.engine.fresh_account_days,
-                c.min_member_harvest,
-            ),
-            None => JoinGround::No,
-        };
         let eligible = self.may_join(view, obs.account, ground);
         for &(key, kind, cluster) in &self.linking {
             let Some(g) = view.values.get(key).and_then(|h| h.shared()) else {

@@ -244,6 +244,7 @@ impl Detectors {
 
     /// An account left the shared state (expired or evicted).
     pub fn forget(&mut self, key: u64, acc: &Account) {
+        self.values.forget(acc);
         self.clusters.forget(key, acc);
     }
 

@@ -494,6 +494,46 @@ fn a_person_signed_up_in_a_swarms_minute_is_not_named_with_it() {
 /// A person who only ever sends one-off questions (no conversation: an old one looks like a
 /// bought account that never chatted, a new one is fresh), on a popular browser fingerprint
 /// that a swarm of fresh accounts also uses, is not named with the swarm.
+/// A launch-day sign-up rush: unrelated people sign up eight a minute for an hour, each on its
+/// own network, and each tries a few reasoning questions. Every minute of that hour holds eight
+/// fresh extraction-like accounts, as a burst's would, but at the rate the hour's sign-ups
+/// arrive that is no coincidence (`cluster.creation_minute_max_chance`), so no minute links
+/// them. The same eight accounts created in one minute of a quiet hour are a burst.
+#[test]
+fn a_minute_of_a_sign_up_rush_is_no_burst() {
+    let named = |rush: bool| {
+        let mut eng = engine();
+        let minutes: Vec<i64> = if rush { (0..60).collect() } else { vec![30] };
+        let mut events = Vec::new();
+        let mut id = 0;
+        for round in 0..6 {
+            for (n, &m) in minutes.iter().enumerate() {
+                for i in 0..8 {
+                    let who = (n * 8 + i) as i64;
+                    let ts = T0 + round * 10 * MIN + who * 1_000 + i as i64;
+                    let mut e = extraction(id, ts, &format!("m{m}_{i}"));
+                    e.account_created_ms = Some(T0 - 3 * 60 * MIN + m * MIN + i as i64 * 5_000);
+                    e.ip = Some(
+                        format!("100.{}.{}.7", 64 + who / 250, who % 250)
+                            .parse()
+                            .expect("ip"),
+                    );
+                    e.prompt.template = 0;
+                    id += 1;
+                    events.push(e);
+                }
+            }
+        }
+        let alerts = run(&mut eng, &events);
+        alerts
+            .iter()
+            .filter(|a| a.kind == Kind::FakeAccountCluster)
+            .any(|a| a.accounts.iter().any(|x| x.starts_with("m30_")))
+    };
+    assert!(named(false), "a burst in a quiet hour is clustered");
+    assert!(!named(true), "a minute of a sign-up rush is clustered");
+}
+
 #[test]
 fn a_one_off_asker_sharing_a_popular_fingerprint_with_a_swarm_is_not_named() {
     for age_days in [400, 3] {

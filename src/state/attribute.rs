@@ -439,6 +439,11 @@ impl Attribute {
     }
 
     /// Standard deviation of member creation times (hours), if known for enough traffic.
+    /// Mean creation time of the holders' requests, in hours since the epoch.
+    pub fn creation_mean_hours(&self) -> Option<f64> {
+        (self.created_w > 0.0).then_some(self.created_mean)
+    }
+
     pub fn creation_spread_hours(&self) -> Option<f64> {
         (self.created_w >= 5.0).then(|| (self.created_m2 / f64::from(self.created_w)).sqrt())
     }
