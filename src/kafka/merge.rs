@@ -26,6 +26,10 @@ pub const HIGH: usize = 20_000;
 pub const LOW: usize = 5_000;
 /// How long the merge waits for a silent partition that is still catching up.
 pub const CATCHUP_WAIT: Duration = Duration::from_secs(5);
+/// How long after its last record a partition the broker reports at its end is still bounded
+/// by its own newest record: a producer sends each partition's batch when it is full or has
+/// lingered, so one partition's older records can reach the broker after another's newer ones.
+pub const END_GRACE: Duration = Duration::from_secs(1);
 
 /// What the consumer should do for a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,10 +249,13 @@ impl<T> Merge<T> {
                 }
                 continue;
             }
-            if !part.at_end {
-                // More records are on their way (a burst, a backlog): none older than its
-                // newest so far, give or take the slack. Where the merge has reached says
-                // nothing about them.
+            let just_heard = part
+                .last_arrival
+                .is_some_and(|t| now.saturating_duration_since(t) < END_GRACE);
+            if !part.at_end || just_heard {
+                // More records are on their way (a burst, a backlog), or may still be in a
+                // producer's batch: none older than its newest so far, give or take the slack.
+                // Where the merge has reached says nothing about them.
                 let quiet = part.last_arrival.or(catchup);
                 if quiet.is_some_and(|t| now.saturating_duration_since(t) < self.idle_wait) {
                     bound = bound.min(part.last_ts.saturating_add(self.slack_ms));
@@ -447,9 +454,18 @@ mod tests {
         assert_eq!(taken(&mut m, t0), vec![(1, 10)]);
         m.push(1, 1, 100_000, 11, t0);
         assert_eq!(taken(&mut m, t0), vec![(1, 11), (0, 0)]);
-        // At its end (the broker says so), partition 1 no longer holds back what was fetched.
+        // At its end (the broker says so), partition 1 still holds back what was fetched
+        // while a producer's batch of its older records may be in flight...
         m.eof(1);
-        assert_eq!(taken(&mut m, t0), vec![(0, 1), (0, 2), (0, 3)]);
+        assert!(taken(&mut m, t0 + END_GRACE / 2).is_empty());
+        m.push(1, 2, 120_000, 12, t0 + END_GRACE / 2);
+        m.eof(1);
+        assert_eq!(taken(&mut m, t0 + END_GRACE / 2), vec![(1, 12), (0, 1)]);
+        // ...and no longer once that grace has passed.
+        assert_eq!(
+            taken(&mut m, t0 + END_GRACE / 2 + END_GRACE),
+            vec![(0, 2), (0, 3)]
+        );
     }
 
     #[test]
