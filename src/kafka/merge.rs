@@ -12,7 +12,8 @@
 //!   with more on its way (the broker has not reported it at its end since its last record),
 //!   unless it has been silent for `idle_wait` (`kafka.idle_partition_ms`);
 //! - not more than `slack_ms` past where the merge had reached when a partition at its end ran
-//!   empty (its next record is produced after that), unless it has been silent for `idle_wait`.
+//!   empty (its next record is produced after that; until [`END_GRACE`] after its last record
+//!   it still counts as having more on its way), unless it has been silent for `idle_wait`.
 //!
 //! A partition whose buffer reaches [`HIGH`] records is paused, and resumed at [`LOW`] (unless
 //! the whole consumer is held back for delivery back-pressure).
