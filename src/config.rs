@@ -379,6 +379,21 @@ pub struct BulkConfig {
     pub max_credible_moves: u8,
     /// How long a move corroborates (hours): a takeover starts harvesting soon after it.
     pub move_corroborates_hours: f64,
+    /// An established account on its usual device and network is judged only once its
+    /// harvesting episode (its trailing hour at `min_harvest_fresh` or more, throughout) has
+    /// lasted this many hours... A customer's evaluation run is a harvest by every measure
+    /// but one: it ends, after the benchmark's few thousand prompts, within hours.
+    pub established_min_episode_hours: f64,
+    /// ...or has harvested more than this many requests in the episode: more answers than a
+    /// benchmark run collects (a request every two seconds for three hours is 5,400). A
+    /// harvester at scale crosses it within the hour.
+    pub established_min_episode_harvest: u32,
+    /// An established account on its usual device and network is alerted only if its traffic
+    /// shows a script: machine pacing (inter-arrival CV at most `max_gap_cv`) or long answers
+    /// to short prompts (at least `min_output_ratio`). Without either, its volume is its own
+    /// users' (an app backend relaying them); a takeover keeping the owner's device still has
+    /// to pace and word its harvest like one.
+    pub established_needs_script_tell: bool,
 }
 
 impl Default for BulkConfig {
@@ -406,6 +421,9 @@ impl Default for BulkConfig {
             sustained_minutes: 45,
             max_credible_moves: 2,
             move_corroborates_hours: 2.0,
+            established_min_episode_hours: 3.5,
+            established_min_episode_harvest: 6000,
+            established_needs_script_tell: true,
         }
     }
 }
@@ -833,6 +851,12 @@ impl Config {
         positive("bulk.max_gap_cv", b.max_gap_cv)?;
         positive("bulk.new_model_hours", b.new_model_hours)?;
         positive("bulk.move_corroborates_hours", b.move_corroborates_hours)?;
+        if !(0.0..=24.0).contains(&b.established_min_episode_hours) {
+            return Err(invalid(
+                "bulk.established_min_episode_hours",
+                "must be between 0 and 24",
+            ));
+        }
         if b.min_harvest_corroborated > b.min_harvest_established {
             return Err(invalid(
                 "bulk.min_harvest_corroborated",

@@ -159,6 +159,9 @@ struct EvalArgs {
     /// (repeatable).
     #[arg(long = "max-family-median-ttd", value_parser = eval::parse_family_minutes)]
     family_median_ttd: Vec<(String, f64)>,
+    /// `FAMILY=RECALL`: that family's recall bar, in place of --min-family-recall (repeatable).
+    #[arg(long = "family-min-recall", value_parser = eval::parse_family_share)]
+    family_min_recall: Vec<(String, f64)>,
 }
 
 #[derive(clap::Args)]
@@ -379,6 +382,7 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
         max_median_ttd_minutes,
         zero_fp_families,
         family_median_ttd,
+        family_min_recall,
     } = args;
     let req = eval::Requirements {
         min_precision,
@@ -387,6 +391,7 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
         max_median_ttd_minutes,
         zero_fp_families,
         family_median_ttd,
+        family_min_recall,
     };
     let runs = eval_runs(alerts, labels, aggregate.as_deref())?;
     let failed = if let [(_, alerts, labels)] = &runs[..] {

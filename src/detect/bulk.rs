@@ -4,8 +4,9 @@
 //! trailing hour, or on its current run's projected hourly rate: chat mixed in as cover adds
 //! nothing and hides nothing. Established accounts need more harvest and output tokens, or
 //! corroboration (a move to a new device or network, by an account that rarely moves), than
-//! fresh ones: one-off evaluation runs of a few hundred prompts are normal for established
-//! customers, on newly released models as much as on old ones.
+//! fresh ones: one-off evaluation runs are normal for established customers, on newly released
+//! models as much as on old ones. Without a move, an established account is judged only once
+//! its harvesting episode outlasts an evaluation run, in hours or in harvested answers.
 
 use super::{pct, Detector, Observed, Out, Signal, View};
 use crate::alert::{Decision, Kind, Tier};
@@ -58,7 +59,7 @@ impl Detector for Bulk {
         if !cfg.bulk.enabled {
             return;
         }
-        let Some(a) = assess(&mut acc, now, cfg) else {
+        let Some(a) = assess(&mut acc, now, obs.harvest, cfg) else {
             return;
         };
         if a.score < cfg.bulk.alert_score {
@@ -178,11 +179,26 @@ pub fn harvest_rate(acc: &Account, hour_harvest: u32, now_ms: i64, cfg: &BulkCon
     hour_harvest.max(projected)
 }
 
-/// Judges an account at event time `now_ms`. `None`: not a candidate at all.
-pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessment> {
+/// Judges an account at event time `now_ms`, after an event that harvested or not. `None`:
+/// not a candidate at all.
+pub fn assess(
+    acc: &mut Account,
+    now_ms: i64,
+    harvested: bool,
+    config: &Config,
+) -> Option<Assessment> {
     let cfg = &config.bulk;
     let fresh_days = config.engine.fresh_account_days;
     let t = acc.hour.totals(now_ms);
+    // The harvesting episode: since the trailing hour last reached `min_harvest_fresh`.
+    if t.harvest >= cfg.min_harvest_fresh {
+        if acc.episode_ms == 0 {
+            acc.episode_ms = now_ms;
+            acc.episode_base = acc.harvest_ever.saturating_sub(t.harvest);
+        }
+    } else {
+        acc.episode_ms = 0;
+    }
     let floor = cfg
         .min_harvest_fresh
         .min(cfg.min_harvest_established)
@@ -219,7 +235,19 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
                 && t.output_tokens >= cfg.min_output_tokens_established)
                 || (infra_change && projected >= cfg.min_harvest_corroborated)
         };
-    if !volume_ok {
+    // An established account on its usual device and network: a customer's evaluation run
+    // harvests too, but ends within hours and a few thousand prompts. Its episode is measured
+    // at a harvest, so the run's answers still in the window after it ended do not lengthen it.
+    let episode = (acc.episode_ms > 0 && harvested).then(|| Episode {
+        hours: (now_ms - acc.episode_ms) as f64 / 3_600_000.0,
+        harvest: acc.harvest_ever.saturating_sub(acc.episode_base),
+    });
+    let uncorroborated = !fresh && !infra_change;
+    let outlasts_evaluation = episode.is_some_and(|e| {
+        e.hours >= cfg.established_min_episode_hours
+            || e.harvest > cfg.established_min_episode_harvest
+    });
+    if !volume_ok || (uncorroborated && !outlasts_evaluation) {
         return None;
     }
     let f = Facts {
@@ -240,7 +268,14 @@ pub fn assess(acc: &mut Account, now_ms: i64, config: &Config) -> Option<Assessm
         active_hours: acc.day.active_hours(now_ms),
         age_days,
         moved_hours_ago: ((now_ms - acc.changed_infra_ms) as f64) / 3_600_000.0,
+        episode: episode.filter(|_| uncorroborated),
     };
+    // Without a move, the account's own traffic must show the script
+    // (`bulk.established_needs_script_tell`): an app backend relays its users' volume.
+    let scripted = f.cv.is_some_and(|c| c <= cfg.max_gap_cv) || f.ratio >= cfg.min_output_ratio;
+    if f.episode.is_some() && cfg.established_needs_script_tell && !scripted {
+        return None;
+    }
     let signals = f.signals(cfg, fresh_days);
     let score = f.score(cfg, acc.org_id.is_some());
     Some(Assessment {
@@ -280,6 +315,15 @@ struct Facts {
     active_hours: u32,
     age_days: Option<f64>,
     moved_hours_ago: f64,
+    /// The harvesting episode, for an established account on its usual device and network.
+    episode: Option<Episode>,
+}
+
+/// How long an account has been harvesting, and how much.
+#[derive(Clone, Copy)]
+struct Episode {
+    hours: f64,
+    harvest: u32,
 }
 
 impl Facts {
@@ -348,6 +392,18 @@ impl Facts {
                 "new_device_or_network_hours_ago",
                 self.moved_hours_ago,
                 0.0,
+            ));
+        }
+        if let Some(e) = self.episode {
+            signals.push(Signal::at_least(
+                "harvest_episode_hours",
+                (e.hours * 100.0).round() / 100.0,
+                cfg.established_min_episode_hours,
+            ));
+            signals.push(Signal::at_least(
+                "harvest_episode_requests",
+                f64::from(e.harvest),
+                f64::from(cfg.established_min_episode_harvest),
             ));
         }
         signals

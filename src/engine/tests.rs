@@ -210,12 +210,13 @@ fn a_slowly_harvesting_taken_over_account_on_a_new_device_is_caught_within_fifte
     );
 }
 
-/// A long-standing customer's evaluation run at a request every two seconds, on its usual
-/// laptop: flagged, but never recommended for suspension; the same harvest after a move to a
-/// new client may be.
+/// A long-standing customer's evaluation run at a request every two seconds for three hours,
+/// on its usual laptop, is not flagged: it ends. The same harvest going on is flagged once it
+/// outlasts an evaluation run, and never recommended for suspension; after a move to a new
+/// client it is judged at once and may be.
 #[test]
-fn an_established_account_on_its_own_device_is_throttled_at_most() {
-    let harvest = |moved: bool| {
+fn an_established_accounts_harvest_on_its_own_device_is_judged_once_it_outlasts_an_evaluation() {
+    let harvest = |moved: bool, n: u64| {
         let mut eng = engine();
         let mut events: Vec<Event> = (0..3)
             .map(|i| {
@@ -224,28 +225,54 @@ fn an_established_account_on_its_own_device_is_throttled_at_most() {
                 e
             })
             .collect();
-        let start = T0 + 40 * MIN;
-        for i in 0..5_400u64 {
-            let mut e = extraction(30_000 + i, start + i as i64 * 2_000, "acct_customer");
+        for i in 0..n {
+            let mut e = extraction(
+                30_000 + i,
+                HARVEST_START + i as i64 * 2_000,
+                "acct_customer",
+            );
             e.account_created_ms = Some(T0 - 900 * DAY);
             e.device_fingerprint = Some(if moved { "custom-client" } else { "laptop" }.into());
             events.push(e);
         }
         run(&mut eng, &events)
+            .into_iter()
+            .filter(|a| a.kind == Kind::BulkExtraction)
+            .collect::<Vec<_>>()
     };
-    let stayed = harvest(false);
+    const HARVEST_START: i64 = T0 + 40 * MIN;
+    let evaluation = harvest(false, 5_400);
+    assert!(
+        evaluation.is_empty(),
+        "{:?}",
+        evaluation.first().map(|a| &a.evidence)
+    );
+    let stayed = harvest(false, 9_000);
+    let first = stayed.first().expect("a harvest that goes on is flagged");
+    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
+    assert!(
+        detected - HARVEST_START >= 3 * 60 * MIN,
+        "judged after {} min, before it outlasted an evaluation run",
+        (detected - HARVEST_START) / MIN
+    );
+    let signals = first.evidence["signals"].as_array().expect("signals");
+    assert!(
+        signals.iter().any(|s| s["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("harvest_episode_"))
+            && s["crossed"] == true),
+        "{signals:?}"
+    );
     let top = stayed
         .iter()
-        .filter(|a| a.kind == Kind::BulkExtraction)
         .map(|a| a.recommended_action)
         .collect::<Vec<_>>();
-    assert!(
-        !top.is_empty(),
-        "an evaluation-sized harvest is still flagged"
-    );
     assert!(!top.contains(&crate::alert::Action::Suspend), "{top:?}");
     assert!(top.contains(&crate::alert::Action::Throttle), "{top:?}");
-    let moved = harvest(true);
+    let moved = harvest(true, 5_400);
+    let first_moved = moved.first().expect("a moved account is judged at once");
+    let detected = crate::event::time::parse_rfc3339_ms(&first_moved.detected_at).expect("ts");
+    assert!(detected - HARVEST_START <= 15 * MIN);
     assert!(
         moved
             .iter()
@@ -255,6 +282,48 @@ fn an_established_account_on_its_own_device_is_throttled_at_most() {
             .iter()
             .map(|a| (&a.recommended_action, a.score))
             .collect::<Vec<_>>()
+    );
+}
+
+/// An app backend relaying its users: a long-standing account on its own servers, thousands of
+/// reasoning questions an hour through its product's prompt, paced like independent users, with
+/// answers short for its long prompts. Its volume is its users', all day: not flagged. The same
+/// traffic with long answers to short prompts (a harvest's shape) is flagged once it outlasts
+/// an evaluation run.
+#[test]
+fn an_app_backend_relaying_its_users_is_not_flagged() {
+    let backend = |input_tokens: u32, output_tokens: u32| {
+        let mut eng = engine();
+        let mut events = Vec::new();
+        let mut t = T0;
+        let mut i = 0u64;
+        while t < T0 + 6 * 60 * MIN {
+            let mut e = extraction(40_000 + i, t, "acct_app");
+            e.account_created_ms = Some(T0 - 700 * DAY);
+            e.device_fingerprint = Some("app-server".into());
+            e.input_tokens = input_tokens;
+            e.output_tokens = output_tokens;
+            events.push(e);
+            // Exponential gaps, a mean of 1.5 s: independent users.
+            let u = ((mix(i + 7) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+            t += (-u.ln() * 1_500.0) as i64 + 1;
+            i += 1;
+        }
+        run(&mut eng, &events)
+            .into_iter()
+            .filter(|a| a.kind == Kind::BulkExtraction)
+            .collect::<Vec<_>>()
+    };
+    let relayed = backend(900, 350);
+    assert!(
+        relayed.is_empty(),
+        "{:?}",
+        relayed.first().map(|a| &a.evidence)
+    );
+    let harvested = backend(150, 1_500);
+    assert!(
+        !harvested.is_empty(),
+        "long answers to short prompts are a harvest"
     );
 }
 

@@ -266,7 +266,7 @@ impl AggregateReport {
         }
         let known = crate::sim::scenario_names();
         for f in self.families.iter().filter(|f| f.attack) {
-            if let (Some(min), Some(r)) = (req.min_family_recall, f.recall_min) {
+            if let (Some(min), Some(r)) = (req.family_recall_bar(&f.family), f.recall_min) {
                 if r < min {
                     fails.push(format!(
                         "family {} min recall over runs {r:.3} < {min:.3}",
@@ -297,6 +297,7 @@ impl AggregateReport {
                 fails.push(format!("TTD family {name:?} is not a simulator family"));
             }
         }
+        fails.extend(req.unknown_recall_families());
         for name in &req.zero_fp_families {
             if !known.contains(&name.as_str()) {
                 fails.push(format!("zero-FP family {name:?} is not a simulator family"));
@@ -379,6 +380,7 @@ mod tests {
             max_median_ttd_minutes: None,
             zero_fp_families: vec!["ordinary".into(), "classroom".into()],
             family_median_ttd: vec![("hydra".into(), 15.0), ("nope".into(), 1.0)],
+            family_min_recall: vec![],
         };
         let fails = agg.check(&req);
         assert_eq!(fails.len(), 5, "{fails:?}");
@@ -389,6 +391,16 @@ mod tests {
         assert!(fails.iter().any(|f| f.contains("hydra pooled median")));
         assert!(fails.iter().any(|f| f.contains("\"nope\"")));
         assert!(fails.iter().any(|f| f.contains("ordinary has 1")));
+        // A family's own bar replaces the one for every family; an unknown name fails.
+        let own = Requirements {
+            family_min_recall: vec![("single_harvester".into(), 0.0), ("nada".into(), 0.5)],
+            ..req
+        };
+        let fails = agg.check(&own);
+        assert!(!fails
+            .iter()
+            .any(|f| f.contains("single_harvester min recall")));
+        assert!(fails.iter().any(|f| f.contains("recall family \"nada\"")));
     }
 
     #[test]

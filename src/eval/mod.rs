@@ -162,6 +162,46 @@ pub struct Requirements {
     /// Per attack family: the largest median time to detect, in minutes (a family absent
     /// from the labels passes, a name that is not a simulator family fails).
     pub family_median_ttd: Vec<(String, f64)>,
+    /// Per attack family: a recall bar that replaces `min_family_recall` for it (a family
+    /// absent from the labels passes, a name that is not a simulator family fails).
+    pub family_min_recall: Vec<(String, f64)>,
+}
+
+impl Requirements {
+    /// The recall bar for one attack family: its own, else the one for every family.
+    pub fn family_recall_bar(&self, family: &str) -> Option<f64> {
+        self.family_min_recall
+            .iter()
+            .rev()
+            .find(|(n, _)| n == family)
+            .map(|(_, r)| *r)
+            .or(self.min_family_recall)
+    }
+
+    /// Failures for names in per-family recall bars that are not simulator families.
+    pub fn unknown_recall_families(&self) -> Vec<String> {
+        let known = crate::sim::scenario_names();
+        self.family_min_recall
+            .iter()
+            .filter(|(n, _)| !known.contains(&n.as_str()))
+            .map(|(n, _)| format!("recall family {n:?} is not a simulator family"))
+            .collect()
+    }
+}
+
+/// Parses `FAMILY=RECALL`, the form of a per-family recall bar.
+pub fn parse_family_share(s: &str) -> Result<(String, f64), String> {
+    let (f, r) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected FAMILY=RECALL, got {s:?}"))?;
+    let r: f64 = r
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad recall in {s:?}"))?;
+    if !(0.0..=1.0).contains(&r) {
+        return Err(format!("recall must be between 0 and 1 in {s:?}"));
+    }
+    Ok((f.trim().to_string(), r))
 }
 
 /// Parses `FAMILY=MINUTES`, the form of a per-family time-to-detect bar.
@@ -425,7 +465,7 @@ impl EvalReport {
             }
         }
         for f in self.families.iter().filter(|f| f.attack) {
-            if let (Some(min), Some(r)) = (req.min_family_recall, f.recall) {
+            if let (Some(min), Some(r)) = (req.family_recall_bar(&f.family), f.recall) {
                 if r < min {
                     fails.push(format!("family {} recall {r:.3} < {min:.3}", f.family));
                 }
@@ -439,6 +479,7 @@ impl EvalReport {
                 }
             }
         }
+        fails.extend(req.unknown_recall_families());
         let known = crate::sim::scenario_names();
         for (name, max) in &req.family_median_ttd {
             if !known.contains(&name.as_str()) {
@@ -628,9 +669,15 @@ mod tests {
                 "nope".into(),
             ],
             family_median_ttd: vec![("single_harvester".into(), 90.0), ("hydra".into(), 5.0)],
+            family_min_recall: vec![],
         };
         let fails = r.check(&req);
         assert_eq!(fails.len(), 5, "{fails:?}");
+        let own = Requirements {
+            family_min_recall: vec![("hydra".into(), 0.0)],
+            ..req.clone()
+        };
+        assert!(!r.check(&own).iter().any(|f| f.contains("hydra recall")));
         assert!(fails
             .iter()
             .any(|f| f.contains("hydra median time to detect 10.0")));
@@ -645,6 +692,7 @@ mod tests {
             max_median_ttd_minutes: None,
             zero_fp_families: vec![],
             family_median_ttd: vec![],
+            family_min_recall: vec![],
         };
         assert!(r.check(&none).is_empty());
     }

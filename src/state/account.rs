@@ -101,12 +101,17 @@ pub struct Account {
     pub last_coarse_bin: i64,
     /// Last bulk alert: event time and tier rank (0: none).
     pub bulk_alert_ms: i64,
+    /// Start of the current harvesting episode: since the trailing hour last reached
+    /// `bulk.min_harvest_fresh` harvesting requests (0: none).
+    pub episode_ms: i64,
     pub gaps: GapStats,
     /// Multi-turn requests ever seen: human chat history.
     pub multi_turn_ever: u32,
     pub requests_ever: u32,
     /// Harvesting requests while tracked (see `Sample::harvest`): the account's own evidence.
     pub harvest_ever: u32,
+    /// `harvest_ever` before the current episode's first hour.
+    pub episode_base: u32,
     /// Cluster (0: none).
     pub cluster: u32,
     /// Requests that landed in a synchronised burst on a shared template.
@@ -154,6 +159,8 @@ impl Account {
             multi_turn_ever: 0,
             requests_ever: 0,
             harvest_ever: 0,
+            episode_ms: 0,
+            episode_base: 0,
             changed_infra_ms: 0,
             infra_changes: 0,
             last_bin: i64::MIN,

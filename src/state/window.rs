@@ -280,6 +280,10 @@ impl DayWindow {
 }
 
 /// Exponentially weighted mean and variance of inter-arrival gaps (seconds), for regularity.
+///
+/// The weight is small enough that independent users' exponential gaps (a CV of 1) stay well
+/// above `bulk.max_gap_cv` at every one of the thousands of events an app backend sends in an
+/// hour, and the variance is corrected for its start at zero.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GapStats {
     mean: f32,
@@ -288,7 +292,9 @@ pub struct GapStats {
 }
 
 impl GapStats {
-    const ALPHA: f32 = 0.05;
+    const ALPHA: f32 = 0.02;
+    /// Gaps before the CV is judged.
+    const MIN_GAPS: u32 = 60;
 
     pub fn add(&mut self, gap_secs: f32) {
         if self.n == 0 {
@@ -304,7 +310,12 @@ impl GapStats {
 
     /// Coefficient of variation once there are enough gaps to judge.
     pub fn cv(&self) -> Option<f64> {
-        (self.n >= 30 && self.mean > 0.0).then(|| f64::from(self.var.sqrt() / self.mean))
+        if self.n < Self::MIN_GAPS || self.mean <= 0.0 {
+            return None;
+        }
+        // The variance started at zero: divide out the weight it has gathered so far.
+        let gathered = 1.0 - f64::from(1.0 - Self::ALPHA).powi((self.n - 1).min(10_000) as i32);
+        Some((f64::from(self.var) / gathered).sqrt() / f64::from(self.mean))
     }
 }
 
@@ -378,5 +389,37 @@ mod tests {
             g.add(2.0 + if i % 2 == 0 { 0.1 } else { -0.1 });
         }
         assert!(g.cv().expect("enough") < 0.2);
+    }
+
+    /// Independent users (exponential gaps) never look machine-paced, at any of 20,000 events;
+    /// a script with 50% jitter always does once judged.
+    #[test]
+    fn user_paced_gaps_stay_above_the_machine_bar_and_jittered_scripts_below() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut uniform = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let bar = crate::config::BulkConfig::default().max_gap_cv;
+        let mut users = GapStats::default();
+        let mut lowest = f64::MAX;
+        for _ in 0..20_000 {
+            users.add(-(1.0 - uniform()).ln() as f32 * 3.0);
+            if let Some(cv) = users.cv() {
+                lowest = lowest.min(cv);
+            }
+        }
+        assert!(lowest > bar, "user-paced gaps dipped to a CV of {lowest}");
+        let mut script = GapStats::default();
+        let mut highest = 0f64;
+        for _ in 0..2_000 {
+            script.add((2.0 * (0.5 + uniform())) as f32);
+            if let Some(cv) = script.cv() {
+                highest = highest.max(cv);
+            }
+        }
+        assert!(highest < bar, "a jittered script reached a CV of {highest}");
     }
 }
