@@ -226,11 +226,12 @@ pub struct Pool {
 pub struct Lost;
 
 impl Pool {
-    /// One decode thread per core but one (the engine thread's), at least one.
+    /// One decode thread per core but one (the engine thread's), and at least two: a spare
+    /// costs an idle thread, and batches then always come back through the reordering.
     pub fn workers() -> usize {
         std::thread::available_parallelism()
-            .map_or(1, |n| n.get().saturating_sub(1))
-            .clamp(1, MAX_WORKERS)
+            .map_or(2, |n| n.get().saturating_sub(1))
+            .clamp(2, MAX_WORKERS)
     }
 
     pub fn new(decode: &Decode, workers: usize) -> std::io::Result<Self> {
