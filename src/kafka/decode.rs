@@ -360,7 +360,7 @@ mod tests {
     fn line(i: i64) -> String {
         format!(
             r#"{{"event_id":"e{i}","ts":{},"account_id":"a{}"}}"#,
-            1_000 + i,
+            1_793_577_600_000 + i,
             i % 7
         )
     }
