@@ -194,6 +194,19 @@ impl Guard {
         false
     }
 
+    /// Whether a touch of (`partition`, `offset`) names it in the marker (it is in the dead
+    /// run's leases). Such a record must be decoded and processed while nothing else is, so
+    /// that a death is blamed on the right record.
+    #[inline]
+    pub fn is_careful(&self, partition: i32, offset: i64) -> bool {
+        self.file.is_some()
+            && !self.careful.is_empty()
+            && self
+                .careful
+                .get(&partition)
+                .is_some_and(|(lo, hi)| (*lo..*hi).contains(&offset))
+    }
+
     /// A poison record was dead-lettered (live).
     pub fn skipped(&self, partition: i32, offset: i64) {
         self.skipped.increment(1);

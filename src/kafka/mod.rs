@@ -31,6 +31,7 @@
 mod context;
 pub mod control;
 mod dead_letter;
+mod decode;
 mod events;
 mod guard;
 mod merge;
@@ -74,6 +75,10 @@ pub enum ServiceError {
     Thread(std::io::Error),
     #[error("the consumer thread stopped unexpectedly")]
     ThreadLost,
+    #[error(
+        "the decode threads stopped unexpectedly; uncommitted input will be re-read on restart"
+    )]
+    DecodeLost,
     #[error("shutdown did not finish within {0:?}; uncommitted input will be re-read on restart")]
     DrainTimeout(Duration),
 }

@@ -1,7 +1,12 @@
 //! The consumer loop: poll, decode, run the engine, hand alerts and dead letters to the
 //! outbox, store offsets once their deliveries succeeded, rebuild state after rebalances.
 //!
-//! It runs on one dedicated thread because the engine is synchronous and owns its state.
+//! The loop runs on one dedicated thread because the engine is synchronous and owns its state.
+//! Decoding and fingerprinting, about half of a record's cost, run on decode threads
+//! ([`super::decode`]): each turn's polled records go out as one batch while the engine takes
+//! the previous batches, which come back in poll order, into the event-time merge. A record
+//! the crash-loop guard must watch ([`super::guard`]) is decoded here instead, with no batch in
+//! flight, so that a death is blamed on the right record.
 
 use std::collections::{BTreeSet, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -18,6 +23,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::context::{Changes, ConsumerCtx};
 use super::dead_letter;
+use super::decode::{Batch, Decode, Decoded, Item, Lost, Pool, RecordRef};
 use super::events::{Judged, Recorder, State, Suppressed};
 use super::guard::Guard;
 use super::merge::{Intent, Merge, Span, Taken};
@@ -28,34 +34,13 @@ use crate::alert::{Alert, Kind, Severity};
 use crate::config::{Format, ValidConfig};
 use crate::control::LiveAllowlist;
 use crate::engine::{Engine, Stats};
-use crate::event::{DecodeError, Decoder, Event};
+use crate::event::DecodeError;
 use crate::telemetry::{self, Health};
 
 /// Messages taken per turn of the loop before outbox and offsets are serviced.
 const BATCH: usize = 2048;
 /// One event in this many has its processing time recorded.
 const SAMPLE_EVERY: u64 = 32;
-
-/// One input record, decoded.
-struct Item {
-    partition: i32,
-    offset: i64,
-    /// Kafka timestamp (ms), for event-to-alert latency.
-    msg_ts: i64,
-    /// Decode time when this record's processing time is sampled.
-    sampled: Option<Duration>,
-    decoded: Result<Event, DecodeError>,
-    /// Original key and bytes, kept only for malformed records (the dead-letter copy).
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-}
-
-impl Item {
-    /// Merge key during catch-up: event time (malformed records go first, they carry none).
-    fn order(&self) -> i64 {
-        self.decoded.as_ref().map_or(i64::MIN, |e| e.ts_ms)
-    }
-}
 
 struct Counters {
     /// Labelled per-record events (see [`super::events`]).
@@ -124,12 +109,14 @@ pub struct Pipeline {
     cfg: Arc<ValidConfig>,
     consumer: Arc<BaseConsumer<ConsumerCtx>>,
     outbox: Arc<Outbox>,
-    decoder: Decoder,
+    decode: Decode,
+    /// Decode threads, and the batch of this turn's records not yet handed to them.
+    pool: Pool,
+    pending: Batch,
     engine: Engine,
     health: Arc<Health>,
     stop: Arc<AtomicBool>,
     topic: String,
-    json_in: bool,
     json_out: bool,
     /// Records of all owned partitions, merged by event time (see [`super::merge`]).
     merge: Merge<Item>,
@@ -154,6 +141,8 @@ pub struct Pipeline {
     guard: Guard,
     /// Entries from the control topic, consulted by every engine built here.
     live: LiveAllowlist,
+    /// The decode threads are gone.
+    lost: bool,
 }
 
 impl Pipeline {
@@ -169,13 +158,16 @@ impl Pipeline {
             crate::replay::decoder(&cfg).map_err(|e| ServiceError::Config(e.to_string()))?;
         Counters::touch();
         let k = &cfg.raw.kafka;
+        let decode = Decode::new(decoder, k.input_format == Format::Json);
+        let mut pool = Pool::new(&decode, Pool::workers()).map_err(ServiceError::Thread)?;
         Ok(Self {
             topic: k.input_topic.clone(),
-            json_in: k.input_format == Format::Json,
             json_out: k.alerts_format == Format::Json,
             engine: Engine::new(cfg.clone()).with_live_allowlist(live.clone()),
             live,
-            decoder,
+            pending: pool.batch(),
+            pool,
+            decode,
             consumer: Arc::new(consumer),
             outbox,
             health,
@@ -193,6 +185,7 @@ impl Pipeline {
             exported: Stats::default(),
             tick: 0,
             guard: Guard::open(&cfg),
+            lost: false,
             cfg,
         })
     }
@@ -234,9 +227,9 @@ impl Pipeline {
                                 }
                             }
                         }
-                        self.on_message(&m);
+                        self.on_message(&m).map_err(|_| ServiceError::DecodeLost)?;
                     }
-                    Some(Err(KafkaError::PartitionEOF(p))) => self.on_eof(p),
+                    Some(Err(KafkaError::PartitionEOF(p))) => self.pending.eof(p),
                     Some(Err(e)) => {
                         self.c.kafka_errors.increment(1);
                         if last_error_log.elapsed() > Duration::from_secs(10) {
@@ -247,7 +240,14 @@ impl Pipeline {
                     }
                 }
             }
+            // Decoding this turn's batch overlaps the engine's work on the earlier ones; a
+            // quiet turn waits for them all, so that nothing sits decoded but unprocessed.
+            self.lost |= self.collect(n == 0).is_err();
             self.drain();
+            if self.lost {
+                // Batches in flight are gone: stop before anything past them is stored.
+                return Err(ServiceError::DecodeLost);
+            }
             let pending = self.outbox.pump();
             self.backpressure(pending);
             if last_store.elapsed() >= Duration::from_millis(100) {
@@ -286,57 +286,68 @@ impl Pipeline {
         tracing::info!(clean, "consumer stopped");
     }
 
-    fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
-        if self.json_in {
-            self.decoder.decode_json(bytes)
-        } else {
-            self.decoder.decode_protobuf(bytes)
+    /// Hands the pending batch to the decode threads and takes back, in order, the decoded
+    /// batches: all of them if `all`, else those ready, waiting while more batches than decode
+    /// threads are in flight.
+    fn collect(&mut self, all: bool) -> Result<(), Lost> {
+        if !self.pending.is_empty() {
+            let next = self.pool.batch();
+            self.pool
+                .submit(std::mem::replace(&mut self.pending, next))?;
         }
-    }
-
-    fn item(&mut self, m: &BorrowedMessage<'_>) -> Item {
-        let bytes = m.payload().unwrap_or(&[]);
-        let sample = self.tick % SAMPLE_EVERY == 0;
-        self.tick += 1;
-        let t0 = sample.then(Instant::now);
-        let decoded = if self.guard.touch(m.partition(), m.offset()) {
-            Err(DecodeError::Poison)
+        let lag = if all {
+            0
         } else {
-            // A decoder bug costs one record (dead-lettered), not the partition.
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.decode(bytes)))
-                .unwrap_or_else(|p| Err(DecodeError::Internal(crate::replay::panic_message(&*p))))
+            self.pool.workers_count() as u64
         };
-        let sampled = t0.map(|t| t.elapsed());
-        let bad = decoded.is_err();
-        Item {
-            partition: m.partition(),
-            offset: m.offset(),
-            msg_ts: m.timestamp().to_millis().unwrap_or(0),
-            sampled,
-            decoded,
-            key: if bad {
-                m.key().map(<[u8]>::to_vec)
-            } else {
-                None
-            },
-            payload: if bad { Some(bytes.to_vec()) } else { None },
+        while self.pool.in_flight() > lag {
+            match self.pool.next(true)? {
+                Some(out) => self.take_decoded(out),
+                None => break,
+            }
         }
+        while let Some(out) = self.pool.next(false)? {
+            self.take_decoded(out);
+        }
+        Ok(())
     }
 
-    fn on_message(&mut self, m: &BorrowedMessage<'_>) {
-        let (p, offset) = (m.partition(), m.offset());
-        if !self.merge.wants(p, offset) {
-            return; // not ours, or fetched before a seek
+    fn take_decoded(&mut self, mut out: Vec<Decoded>) {
+        for d in out.drain(..) {
+            match d {
+                Decoded::Record(item) => self.push(item),
+                Decoded::Eof(p) => self.merge.eof(p),
+            }
         }
-        let item = self.item(m);
-        let order = item.order();
+        self.pool.recycle(out);
+    }
+
+    fn push(&mut self, item: Item) {
+        let (p, offset, order) = (item.partition, item.offset, item.order());
         if let Some(intent) = self.merge.push(p, offset, order, item, self.turn) {
             self.apply(intent);
         }
     }
 
-    fn on_eof(&mut self, p: i32) {
-        self.merge.eof(p);
+    fn on_message(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Lost> {
+        let (p, offset) = (m.partition(), m.offset());
+        if !self.merge.wants(p, offset) {
+            return Ok(()); // not ours, or fetched before a seek
+        }
+        let sample = self.tick % SAMPLE_EVERY == 0;
+        self.tick += 1;
+        if self.guard.is_careful(p, offset) {
+            // Everything polled before it goes into the merge first (order per partition);
+            // then it is decoded here, alone.
+            self.collect(true)?;
+            let poison = self.guard.touch(p, offset);
+            let item = self.decode.item(RecordRef::of(m), poison, sample);
+            self.push(item);
+        } else {
+            let poison = self.guard.touch(p, offset);
+            self.pending.push(RecordRef::of(m), poison, sample);
+        }
+        Ok(())
     }
 
     fn apply(&self, intent: Intent) {
@@ -399,6 +410,10 @@ impl Pipeline {
                     before.alerts_rate_limited_bulk,
                     before.alerts_rate_limited_cluster,
                 ];
+                if self.guard.is_careful(item.partition, item.offset) {
+                    // Nothing is decoded while it is processed.
+                    self.lost |= self.collect(true).is_err();
+                }
                 self.guard.touch(item.partition, item.offset);
                 let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| {
                     self.engine.process(ev, &mut self.alerts)
@@ -530,6 +545,9 @@ impl Pipeline {
     /// for them are stale).
     fn rebuild(&mut self, ch: Changes) -> BTreeSet<i32> {
         self.seen_assignment |= ch.seen;
+        // Records polled or in flight were fetched before the partitions are re-positioned.
+        self.pending.clear();
+        self.pool.discard();
         let assignment: BTreeSet<i32> = match self.consumer.assignment() {
             Ok(tpl) => tpl
                 .elements()
