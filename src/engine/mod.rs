@@ -206,6 +206,17 @@ struct Keys {
     templates: [u64; 2],
 }
 
+/// An event's lookup keys, computed once by a caller that feeds the engine one event at a time
+/// and prefetches ahead ([`Engine::prefetch_ahead`], [`Engine::process_prepared`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared(Keys);
+
+impl Prepared {
+    pub fn of(ev: &Event) -> Self {
+        Self(Keys::of(ev))
+    }
+}
+
 impl Keys {
     fn of(ev: &Event) -> Self {
         let (ip, prefix) = ev.ip.as_ref().map_or((0, 0), ip_keys);
@@ -423,6 +434,28 @@ impl Engine {
     /// Processes one event, appending the alerts it caused to `out`.
     pub fn process(&mut self, ev: &Event, out: &mut Vec<Alert>) -> Outcome {
         self.process_keyed(ev, &Keys::of(ev), out)
+    }
+
+    /// How many events ahead of the one being processed a caller feeding events one at a
+    /// time should [`Engine::prefetch_ahead`] (what [`Engine::process_all`] does itself).
+    pub const PREFETCH_AHEAD: usize = AHEAD;
+
+    /// Prefetches the hash-table slots a prepared event will probe: call it
+    /// [`Engine::PREFETCH_AHEAD`] events before processing it.
+    pub fn prefetch_ahead(&self, p: &Prepared) {
+        self.prefetch_slots(&p.0);
+    }
+
+    /// Prefetches the account and shared values behind those slots: call it for the next
+    /// event, just before processing the current one.
+    pub fn prefetch_next(&self, p: &Prepared) {
+        self.prefetch_entries(&p.0);
+    }
+
+    /// [`Engine::process`] on an event whose keys were computed by [`Prepared::of`] (for
+    /// prefetching): the same outcome and alerts.
+    pub fn process_prepared(&mut self, ev: &Event, p: &Prepared, out: &mut Vec<Alert>) -> Outcome {
+        self.process_keyed(ev, &p.0, out)
     }
 
     fn process_keyed(&mut self, ev: &Event, keys: &Keys, out: &mut Vec<Alert>) -> Outcome {

@@ -33,7 +33,7 @@ use super::ServiceError;
 use crate::alert::{Alert, Kind, Severity};
 use crate::config::{Format, ValidConfig};
 use crate::control::LiveAllowlist;
-use crate::engine::{Engine, Stats};
+use crate::engine::{Engine, Prepared, Stats};
 use crate::event::DecodeError;
 use crate::telemetry::{self, Health};
 
@@ -366,12 +366,28 @@ impl Pipeline {
         for intent in intents.drain(..) {
             self.apply(intent);
         }
-        for t in taken.drain(..) {
+        // Each event's keys once, so that the engine's hash-table slots and entries for the
+        // next few are prefetched while it works on this one (as `Engine::process_all`).
+        let prepared: Vec<Option<Prepared>> = taken
+            .iter()
+            .map(|t| t.item.decoded.as_ref().ok().map(Prepared::of))
+            .collect();
+        let ahead = Engine::PREFETCH_AHEAD;
+        for p in prepared.iter().take(ahead - 1).flatten() {
+            self.engine.prefetch_ahead(p);
+        }
+        for (i, t) in taken.drain(..).enumerate() {
             debug_assert_eq!((t.partition, t.offset), (t.item.partition, t.item.offset));
+            if let Some(Some(p)) = prepared.get(i + ahead - 1) {
+                self.engine.prefetch_ahead(p);
+            }
+            if let Some(Some(p)) = prepared.get(i + 1) {
+                self.engine.prefetch_next(p);
+            }
             if !t.live {
                 self.c.catchup_events.increment(1);
             }
-            self.handle(t.item, t.live);
+            self.handle(t.item, t.live, prepared[i].as_ref());
         }
         self.taken = taken;
         self.intents = intents;
@@ -400,7 +416,7 @@ impl Pipeline {
 
     /// Runs one record through the engine. `live`: alerts and dead letters are sent and the
     /// offset tracked; otherwise (re-read for a rebuild) they were sent before and are not.
-    fn handle(&mut self, item: Item, live: bool) {
+    fn handle(&mut self, item: Item, live: bool, prepared: Option<&Prepared>) {
         let t0 = item.sampled.map(|d| (Instant::now(), d));
         match &item.decoded {
             Ok(ev) => {
@@ -415,8 +431,9 @@ impl Pipeline {
                     self.lost |= self.collect(true).is_err();
                 }
                 self.guard.touch(item.partition, item.offset);
-                let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    self.engine.process(ev, &mut self.alerts)
+                let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| match prepared {
+                    Some(p) => self.engine.process_prepared(ev, p, &mut self.alerts),
+                    None => self.engine.process(ev, &mut self.alerts),
                 })) {
                     Ok(o) => o,
                     Err(p) => {
