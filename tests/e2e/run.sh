@@ -43,10 +43,11 @@ BACKLOG=${E2E_BACKLOG:-1}
 BACKLOG_EXACT=${E2E_BACKLOG_EXACT-exact}
 # Detection quality proper is gated by .ci/run's quality step over whole 6-hour runs; two
 # hours of the classic families at half scale leave slow swarms too little time to show
-# evidence (replay: precision 0.947, recall 0.763 on seed 31). This run checks the service
-# against those figures and against replay.
+# evidence, and an aged takeover that keeps the owner's device and network cannot outlast
+# bulk.established_min_episode_hours (replay: precision 1.000, recall 0.710 on seed 31). This
+# run checks the service against those figures and against replay.
 MIN_PRECISION=${E2E_MIN_PRECISION:-0.9}
-MIN_RECALL=${E2E_MIN_RECALL:-0.7}
+MIN_RECALL=${E2E_MIN_RECALL:-0.65}
 # The Kafka run may differ from replay (partitions interleave differently from file order),
 # but not by more than this much recall.
 MAX_RECALL_GAP=${E2E_MAX_RECALL_GAP:-0.02}
