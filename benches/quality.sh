@@ -22,8 +22,13 @@ if [ $# -gt 3 ]; then
   [ "${1:-}" = "--" ] && shift
   gates=("$@")
 fi
-cargo build --release -q
-bin=target/release/distillguard
+# BIN=PATH runs a binary built elsewhere (to compare two builds side by side) instead of building.
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --release -q
+  bin=target/release/distillguard
+fi
 if [ -n "${KEEP:-}" ]; then
   work=$KEEP
   mkdir -p "$work"
