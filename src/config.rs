@@ -496,10 +496,15 @@ pub struct ClusterConfig {
     pub min_cluster_harvest: u32,
     /// An account more than this share of whose requests continued a conversation (a
     /// person talking to the model) counts as a person, not as extraction-like, for shared
-    /// values; and with such a chat history it is not named through the weakest links alone:
-    /// a shared IP, /24 or creation minute (a venue, a NAT, a sign-up rush). Cards, client
-    /// fingerprints, templates and co-activity still name it.
+    /// values; and with such a chat history it is not named through values shared by
+    /// circumstance alone: a shared IP, /24 or creation minute (a venue, a NAT, a sign-up
+    /// rush), or a template without lockstep timing (a starter kit). Cards, client
+    /// fingerprints, lockstep templates and co-activity still name it.
     pub max_member_chat_share: f64,
+    /// Nor does such a value name an account until its own activity spans this many seconds:
+    /// in a person's first minutes at a venue (setting up, trying the starter kit) there has
+    /// been no time to converse, so the absence of chat is no evidence yet.
+    pub weak_link_min_active_secs: u64,
     /// A creation minute links only if that many holders created in one minute would arise by
     /// chance (Poisson, at the rate the tracked accounts were created in the rest of that hour)
     /// with at most this probability: in a sign-up rush every minute is shared by unrelated
@@ -560,6 +565,7 @@ impl Default for ClusterConfig {
             min_member_harvest_share: 0.1,
             min_cluster_harvest: 40,
             max_member_chat_share: 0.2,
+            weak_link_min_active_secs: 600,
             creation_minute_max_chance: 1e-3,
             alert_score: 0.6,
             horizon_secs: 3600,

@@ -89,13 +89,14 @@ pub fn link(attr: &Attribute, now_ms: i64, cfg: &ClusterConfig) -> Option<Link> 
     let min = min_members(attr.kind, cfg) as usize;
     let members = attr.members.len();
     // Cheap rejections first: this runs for every value of every event.
-    if members < min || attr.requests < min as f32 || attr.purity() < cfg.min_member_purity {
+    if members < min || attr.purity() < cfg.min_member_purity {
         return None;
     }
-    // Material harvest through the value within the horizon (as many harvesting requests
-    // as the value needs holders), judged on absolute harvest, so chat mixed in as cover
-    // neither opens nor closes the link, and a swarm of slow accounts still counts.
-    if attr.harvest < min as f32 {
+    // Material harvest within the horizon (as many harvesting requests as the value needs
+    // holders), judged on absolute harvest, so chat mixed in as cover neither opens nor
+    // closes the link: either through the value, or carried by the holders that took it up
+    // (a slow swarm rotating over many networks leaves little on any one of them).
+    if attr.harvest.max(attr.joined_harvest) < min as f32 {
         return None;
     }
     let l = evidence(attr, now_ms, cfg);
@@ -141,6 +142,19 @@ fn weak_link(kind: AttrKind) -> bool {
     )
 }
 
+/// A value that links after this event.
+#[derive(Clone, Copy)]
+struct Linking {
+    key: u64,
+    kind: AttrKind,
+    /// Cluster the value feeds (0: a new link).
+    cluster: u32,
+    /// Shared by circumstance: a weak link, or a template shared without lockstep timing (a
+    /// starter kit, a docs example): it names only accounts that have shown, over time, that
+    /// they do not converse.
+    circumstantial: bool,
+}
+
 /// Kinds of value so widely shared (a popular client, a cloud provider) that alone they name
 /// no one: they merge clusters and add to a second linking value.
 fn client_or_provider(kind: AttrKind) -> bool {
@@ -165,7 +179,7 @@ fn creation_hour(created_ms: i64) -> i64 {
 #[derive(Default)]
 pub struct ValueLinks {
     /// Per-event buffer: (key, kind, cluster) of the values that link now.
-    linking: Vec<(u64, AttrKind, u32)>,
+    linking: Vec<Linking>,
     /// Tracked accounts by creation hour: this stream's own sign-up rate around a creation
     /// minute, against which a minute's holders are judged. Bounded by the tracked accounts.
     sign_ups: IntMap<i64, u32>,
@@ -207,25 +221,26 @@ impl ValueLinks {
         // An old account that merely never chatted is named by infrastructure only: a person
         // who only ever sends one-off questions ("... Please explain step by step.") can match
         // a campaign's template.
-        // A person's chat history keeps weak links (network, creation minute) from naming it.
+        // A person's chat history, or too short a history to show none, keeps weak links
+        // (network, creation minute) from naming it.
         let chatty = view
             .accounts
             .get(&akey)
-            .is_some_and(|a| a.chat_share() > view.cfg.cluster.max_member_chat_share);
-        let counts = |l: &&(u64, AttrKind, u32)| !(chatty && weak_link(l.1));
+            .is_some_and(|a| Self::unproven(view, &a));
+        let counts = |l: &&Linking| !(chatty && l.circumstantial);
         let counted = links.iter().filter(counts).count();
         let infra = links
             .iter()
             .filter(counts)
-            .filter(|l| l.1 != AttrKind::Template)
+            .filter(|l| l.kind != AttrKind::Template)
             .count();
-        let payment = links.iter().any(|l| l.1 == AttrKind::Payment);
+        let payment = links.iter().any(|l| l.kind == AttrKind::Payment);
         // A popular client fingerprint or a provider alone never names anyone; any other value
         // names an account that carries evidence of its own (see `join_ground`).
         let not_client = links
             .iter()
             .filter(counts)
-            .any(|l| !client_or_provider(l.1));
+            .any(|l| !client_or_provider(l.kind));
         match ground {
             JoinGround::No => false,
             JoinGround::FreshOrInStep => counted >= 2 || not_client,
@@ -246,9 +261,18 @@ impl ValueLinks {
         }
     }
 
+    /// Whether a weak link (a shared network or creation minute) may not name `acc`: it has a
+    /// person's chat history, or has not been active long enough for its lack of one to say
+    /// anything (`cluster.weak_link_min_active_secs`).
+    fn unproven(view: &View<'_>, acc: &Account) -> bool {
+        let c = &view.cfg.cluster;
+        acc.chat_share() > c.max_member_chat_share
+            || view.now - acc.first_seen_ms < (c.weak_link_min_active_secs * 1000) as i64
+    }
+
     /// The holders of a value that a new link names (before the assembler's merge-only
     /// filter), in key order.
-    fn named_holders(view: &View<'_>, g: &Attribute) -> Vec<u64> {
+    fn named_holders(view: &View<'_>, g: &Attribute, circumstantial: bool) -> Vec<u64> {
         let cfg = view.cfg;
         let floor = Self::bystander_floor(view, g);
         let mut named = Vec::new();
@@ -256,8 +280,7 @@ impl ValueLinks {
             if let Some(acc) = view.accounts.get(&m) {
                 // A shared network or creation minute is the weakest link (a venue, a NAT, a
                 // sign-up rush): it does not name an account with a person's chat history.
-                let enough = !(weak_link(g.kind)
-                    && acc.chat_share() > cfg.cluster.max_member_chat_share)
+                let enough = !(circumstantial && Self::unproven(view, &acc))
                     && acc.harvest_ever as f32 >= floor;
                 let ground = acc.join_ground(
                     view.now,
@@ -302,15 +325,27 @@ impl LinkDetector for ValueLinks {
         };
         for &(key, kind) in obs.values {
             if let Some(g) = view.values.get(key).and_then(|h| h.shared()) {
-                if link(g, view.now, c).is_some()
-                    && (kind != AttrKind::Creation || self.rare_minute(g, c))
-                {
-                    self.linking.push((key, kind, g.cluster));
+                if let Some(l) = link(g, view.now, c) {
+                    if kind != AttrKind::Creation || self.rare_minute(g, c) {
+                        self.linking.push(Linking {
+                            key,
+                            kind,
+                            cluster: g.cluster,
+                            circumstantial: weak_link(kind)
+                                || (kind == AttrKind::Template && l.synchrony < c.min_synchrony),
+                        });
+                    }
                 }
             }
         }
         let eligible = self.may_join(view, obs.account, ground);
-        for &(key, kind, cluster) in &self.linking {
+        for &Linking {
+            key,
+            kind,
+            cluster,
+            circumstantial,
+        } in &self.linking
+        {
             let Some(g) = view.values.get(key).and_then(|h| h.shared()) else {
                 continue;
             };
@@ -327,7 +362,7 @@ impl LinkDetector for ValueLinks {
                     Vec::new()
                 }
             } else {
-                Self::named_holders(view, g)
+                Self::named_holders(view, g, circumstantial)
             };
             links.push(LinkRecord {
                 kind: LinkKind::Value(kind),

@@ -90,8 +90,9 @@
 //! Accounts are linked three ways:
 //! - *Shared values*: an IP, /24 or /64, client fingerprint, card, prompt template, creation minute
 //!   or autonomous system links its holders when enough of them (`cluster.min_members_*`) are
-//!   extraction-like (`cluster.min_member_purity`), material harvest passes through it, no verified
-//!   org stands behind it, and the coordination fits the kind: fresh accounts or many accounts on
+//!   extraction-like (`cluster.min_member_purity`), material harvest passes through it or came
+//!   with the holders that took it up (a slow swarm rotating over many networks leaves little on
+//!   any one), no verified org stands behind it, and the coordination fits the kind: fresh accounts or many accounts on
 //!   one card; fresh accounts behind one network, client or creation minute whose traffic is
 //!   overwhelmingly single-turn (`cluster.min_single_turn_share`: people at a venue converse);
 //!   lockstep timing on a template, or a crowd of fresh single-turn accounts on one
@@ -107,8 +108,10 @@
 //! An account is *named* only with evidence of its own: at least `cluster.min_member_harvest`
 //! harvests, an extraction-like hour, and fresh, in step, or never chatted. A popular client
 //! fingerprint or an autonomous system alone names no one (they merge clusters and add to a second
-//! value), nor does a shared network or creation minute name an account with a chat history, or
-//! one that harvested less than `cluster.min_member_harvest_share` of what the value's holders
+//! value), nor does a value shared by circumstance (a network, a creation minute, a template
+//! without lockstep timing: a venue, a sign-up rush, a starter kit) name an account with a chat
+//! history, or one active for less than `cluster.weak_link_min_active_secs` (no time to converse
+//! yet), or, for a network or minute, one that harvested less than `cluster.min_member_harvest_share` of what the value's holders
 //! harvested each on average (a person who signed up in a burst's minute, a bystander on a
 //! swarm's network). A cluster is alerted with at least `cluster.min_cluster_size` named accounts and
 //! `cluster.min_cluster_harvest` harvests between them; its score weighs size, reasoning and fresh

@@ -621,6 +621,7 @@ impl Engine {
                 .iter()
                 .find(|c| c.kind == AttrKind::IpPrefix)
                 .map_or(0, |c| c.key),
+            harvest_ever: acc.harvest_ever,
         };
         (touch, profile, infra_changed && has_history)
     }
@@ -668,12 +669,13 @@ impl Engine {
                 Held::Solo(a) if *a == akey => continue,
                 Held::Solo(a) => {
                     let other = *a;
-                    let flag = self
+                    let (flag, other_harvest) = self
                         .accounts
                         .get(&other)
-                        .is_some_and(|acc| acc.extraction_like);
+                        .map_or((false, 0), |acc| (acc.extraction_like, acc.harvest_ever));
                     let mut g = Box::new(Attribute::new(item.kind, item.value.render(ev), ts_ms));
                     g.add_member(other, flag);
+                    g.joined_harvest = other_harvest as f32;
                     *held = Held::Shared(g);
                     created = true;
                     self.shared_values += 1;
@@ -685,11 +687,13 @@ impl Engine {
                 }
                 Held::Shared(g) => &mut **g,
             };
-            if item.added || created {
-                g.add_member(akey, profile.is);
-            }
+            let joined = (item.added || created) && g.add_member(akey, profile.is);
             in_burst |=
                 g.touch(ts_ms, touch, horizon_ms, bin_ms) && item.kind == AttrKind::Template;
+            if joined {
+                // After `touch`, which brought the decayed sums to this event's time.
+                g.joined_harvest += touch.harvest_ever as f32;
+            }
             touched.push((item.key, item.kind));
         }
         in_burst

@@ -1116,3 +1116,96 @@ fn the_suspend_valve_holds_suspensions_to_the_cap_and_marks_the_rest() {
     // Everything else is what the uncapped engine said, under another detector version.
     assert_eq!(alerts.len(), uncapped.len());
 }
+
+/// A slow swarm (one reworded request an hour per fresh account) rotating every request over a
+/// pool of datacenter /24s: little harvest passes through any one /24 within the horizon, but
+/// every holder that takes one up carries its own harvest, and that is what a network's link
+/// judges. Without that credit no /24 links and the swarm goes unflagged.
+#[test]
+fn a_slow_swarm_rotating_over_datacenter_networks_is_clustered() {
+    let mut eng = engine();
+    let accounts = 40u64;
+    let mut events = Vec::new();
+    let mut id = 1;
+    for hour in 0..6i64 {
+        for a in 0..accounts {
+            let ts = T0 + hour * 60 * MIN + (a as i64) * 90_000;
+            let mut e = paraphrased(id, ts, &format!("slow_{a}"));
+            e.account_created_ms = Some(T0 - DAY + a as i64 * 7 * MIN);
+            // Five requests a block an hour; every account on a new block each hour.
+            let block = (a as i64 * 3 + hour) % 8;
+            e.ip = Some(
+                format!("45.77.{}.{}", 10 + block, 1 + mix(id + 7) % 250)
+                    .parse()
+                    .expect("ip"),
+            );
+            id += 1;
+            events.push(e);
+        }
+    }
+    events.sort_by_key(|e| e.ts_ms);
+    let alerts = run(&mut eng, &events);
+    let named: std::collections::HashSet<&String> = alerts
+        .iter()
+        .filter(|a| a.kind == Kind::FakeAccountCluster)
+        .flat_map(|a| a.accounts.iter())
+        .collect();
+    assert!(
+        named.len() >= accounts as usize / 2,
+        "{} of {accounts} slow accounts named",
+        named.len()
+    );
+    assert!(named.iter().all(|a| a.starts_with("slow_")));
+}
+
+/// A hackathon's teams behind the venue's network: fresh accounts start within minutes of each
+/// other with the starter kit's reasoning prompts, and only a few minutes later begin to
+/// converse about what they build. In those first minutes the venue looks like a pool of
+/// single-turn accounts, and a weak link (the shared network) must not name anyone yet
+/// (`cluster.weak_link_min_active_secs`). With that at zero the first minutes name them.
+#[test]
+fn a_hackathon_venue_in_its_first_minutes_is_not_a_cluster() {
+    let venue = |cfg: Config| {
+        let mut eng = engine_with(cfg);
+        let mut events = Vec::new();
+        let mut id = 0;
+        for s in 0..24u64 {
+            let acct = format!("hacker_{s}");
+            let start = T0 + (mix(s) % (8 * MIN as u64)) as i64;
+            let mut t = start;
+            let mut k = 0u64;
+            while t < T0 + 3 * 60 * MIN {
+                // First the kit's prompts; after a few minutes every other request goes on
+                // with the conversation.
+                let mut e = if t - start > 3 * MIN && k % 2 == 1 {
+                    chat(id, t, &acct, 2 + (k % 4) as u32)
+                } else {
+                    extraction(id, t, &acct)
+                };
+                e.account_created_ms = Some(T0 - 30 * MIN);
+                e.ip = Some(format!("198.51.100.{}", 1 + s % 3).parse().expect("ip"));
+                e.prompt.template = 0x4ac;
+                events.push(e);
+                id += 1;
+                k += 1;
+                t += 40_000 + (mix(id) % 80_000) as i64;
+            }
+        }
+        events.sort_by_key(|e| e.ts_ms);
+        run(&mut eng, &events)
+    };
+    let alerts = venue(Config::default());
+    assert!(
+        alerts.iter().all(|a| a.kind != Kind::FakeAccountCluster),
+        "{:?}",
+        alerts.first().map(|a| a.one_line())
+    );
+    let mut eager = Config::default();
+    eager.cluster.weak_link_min_active_secs = 0;
+    assert!(
+        venue(eager)
+            .iter()
+            .any(|a| a.kind == Kind::FakeAccountCluster),
+        "without the wait the venue's first minutes name it"
+    );
+}

@@ -216,6 +216,8 @@ pub struct Touch {
     pub created_hours: Option<f64>,
     /// Key of the request's /24 or /64 (0: no address).
     pub network: u64,
+    /// Harvesting requests the account has sent while tracked, this one included.
+    pub harvest_ever: u32,
 }
 
 /// One attribute value and its aggregates, decayed with the configured horizon.
@@ -233,6 +235,10 @@ pub struct Attribute {
     pub requests: f32,
     /// Harvesting requests through the value.
     pub harvest: f32,
+    /// The holders' own harvest, credited as each one joins: the harvesting requests it had
+    /// sent (anywhere) when it took up the value. A swarm that rotates over many networks
+    /// passes little harvest through any one of them, but every holder carries its own.
+    pub joined_harvest: f32,
     pub single_turn: f32,
     pub reasoning: f32,
     pub fresh: f32,
@@ -270,6 +276,7 @@ impl Attribute {
             last_ms: ts_ms,
             requests: 0.0,
             harvest: 0.0,
+            joined_harvest: 0.0,
             single_turn: 0.0,
             reasoning: 0.0,
             fresh: 0.0,
@@ -335,6 +342,7 @@ impl Attribute {
             let f = (-((ts_ms - self.last_ms) as f32) / horizon_ms).exp();
             self.requests *= f;
             self.harvest *= f;
+            self.joined_harvest *= f;
             self.single_turn *= f;
             self.reasoning *= f;
             self.fresh *= f;
