@@ -330,7 +330,9 @@ pub struct BulkConfig {
     /// be judged: more new reasoning prompts than a person writes by hand.
     pub min_harvest_fresh: u32,
     /// Harvesting requests in the trailing hour before an established account is judged (one-off
-    /// evaluation runs of a few hundred prompts are normal for established customers)...
+    /// evaluation runs of a few hundred prompts are normal for established customers), unless
+    /// its harvesting episode has outlasted an evaluation run (`established_min_episode_hours`):
+    /// then the episode is the volume, however much cover thins its hour...
     pub min_harvest_established: u32,
     /// ...with at least this many output tokens in that hour (an evaluation run's answers
     /// rarely add up to this; a harvest of reasoning traces soon does).
@@ -565,7 +567,7 @@ impl Default for ClusterConfig {
             min_member_harvest_share: 0.1,
             min_cluster_harvest: 40,
             max_member_chat_share: 0.2,
-            weak_link_min_active_secs: 600,
+            weak_link_min_active_secs: 300,
             creation_minute_max_chance: 1e-3,
             alert_score: 0.6,
             horizon_secs: 3600,

@@ -226,15 +226,6 @@ pub fn assess(
     // Fresh and newly corroborated accounts are judged on a projected rate; an established
     // account on its actual hour (customers' evaluation runs are steady too).
     let projected = harvest_rate(acc, harvest, now_ms, cfg);
-    let volume_ok = harvest >= cfg.high_volume_harvest
-        || (t.output_tokens >= cfg.high_volume_output_tokens && harvest >= cfg.min_harvest_fresh)
-        || if fresh {
-            projected >= cfg.min_harvest_fresh
-        } else {
-            (harvest >= cfg.min_harvest_established
-                && t.output_tokens >= cfg.min_output_tokens_established)
-                || (infra_change && projected >= cfg.min_harvest_corroborated)
-        };
     // An established account on its usual device and network: a customer's evaluation run
     // harvests too, but ends within hours and a few thousand prompts. Its episode is measured
     // at a harvest, so the run's answers still in the window after it ended do not lengthen it.
@@ -247,6 +238,20 @@ pub fn assess(
         e.hours >= cfg.established_min_episode_hours
             || e.harvest > cfg.established_min_episode_harvest
     });
+    // An episode that outlasted any evaluation run is itself the volume: hours at
+    // `min_harvest_fresh` an hour or more. Asking its trailing hour for an established
+    // account's one-hour bar on top would let cover traffic, which thins the hour's harvest
+    // but not the episode's length, hide it.
+    let volume_ok = harvest >= cfg.high_volume_harvest
+        || (t.output_tokens >= cfg.high_volume_output_tokens && harvest >= cfg.min_harvest_fresh)
+        || if fresh {
+            projected >= cfg.min_harvest_fresh
+        } else {
+            (harvest >= cfg.min_harvest_established
+                && t.output_tokens >= cfg.min_output_tokens_established)
+                || (infra_change && projected >= cfg.min_harvest_corroborated)
+                || outlasts_evaluation
+        };
     if !volume_ok || (uncorroborated && !outlasts_evaluation) {
         return None;
     }

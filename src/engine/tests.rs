@@ -1209,3 +1209,50 @@ fn a_hackathon_venue_in_its_first_minutes_is_not_a_cluster() {
         "without the wait the venue's first minutes name it"
     );
 }
+
+/// An established account harvesting on its own device behind cover: every other request a
+/// chat turn, so its trailing hour holds half the harvest (150 an hour, answers of 800 tokens)
+/// and never reaches an established account's one-hour bar. Once the episode has outlasted an
+/// evaluation run (`bulk.established_min_episode_hours`), that is the volume: flagged. The same
+/// traffic for three hours is not.
+#[test]
+fn an_established_harvest_hidden_in_cover_is_judged_once_it_outlasts_an_evaluation() {
+    const START: i64 = T0 + 30 * MIN;
+    let covered = |hours: i64| {
+        let mut eng = engine();
+        let mut events = Vec::new();
+        let mut i = 0u64;
+        let mut t = START;
+        while t < START + hours * 60 * MIN {
+            let mut e = if i % 2 == 0 {
+                let mut e = extraction(50_000 + i, t, "acct_covered");
+                e.output_tokens = 800;
+                e
+            } else {
+                chat(50_000 + i, t, "acct_covered", 2 + (i % 3) as u32)
+            };
+            e.account_created_ms = Some(T0 - 400 * DAY);
+            e.device_fingerprint = Some("laptop".into());
+            events.push(e);
+            // Twelve seconds apart, give or take two: a script.
+            t += 10_000 + (mix(i) % 4_000) as i64;
+            i += 1;
+        }
+        run(&mut eng, &events)
+            .into_iter()
+            .filter(|a| a.kind == Kind::BulkExtraction)
+            .collect::<Vec<_>>()
+    };
+    let short = covered(3);
+    assert!(short.is_empty(), "{:?}", short.first().map(|a| &a.evidence));
+    let long = covered(5);
+    let first = long
+        .first()
+        .expect("a covered harvest that goes on is flagged");
+    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
+    assert!(
+        (3 * 60 * MIN..=5 * 60 * MIN).contains(&(detected - START)),
+        "judged {} min in",
+        (detected - START) / MIN
+    );
+}
