@@ -38,7 +38,9 @@ fn harvest(
                 "event_id": format!("{account}-{start}-{i}"),
                 "ts": start + i as i64 * 5_000,
                 "account_id": account,
-                "account_created_at": "2026-10-30T00:00:00Z",
+                // Two days before the traffic (which is relative to the wall clock): a fresh
+                // account whatever the date the test runs on.
+                "account_created_at": distillguard::event::time::format_ms(start - 2 * 86_400_000),
                 "ip": format!("10.{}.{}.{}", rng.gen_range(0..255), rng.gen_range(0..255), rng.gen_range(1..254)),
                 "model": "m1",
                 "input_tokens": 120,
