@@ -507,6 +507,12 @@ pub struct ClusterConfig {
     /// in a person's first minutes at a venue (setting up, trying the starter kit) there has
     /// been no time to converse, so the absence of chat is no evidence yet.
     pub weak_link_min_active_secs: u64,
+    /// Nor does such a value name an account on a network that is a crowd of people: an IP
+    /// held by at least this many accounts whose traffic converses too much to link
+    /// it (`cluster.min_single_turn_share`): a venue, a campus, a carrier NAT. Its
+    /// non-conversing holders (a team that only sends its starter kit's one-off prompts) are
+    /// people among people.
+    pub crowd_min_accounts: u32,
     /// A creation minute links only if that many holders created in one minute would arise by
     /// chance (Poisson, at the rate the tracked accounts were created in the rest of that hour)
     /// with at most this probability: in a sign-up rush every minute is shared by unrelated
@@ -568,6 +574,7 @@ impl Default for ClusterConfig {
             min_cluster_harvest: 40,
             max_member_chat_share: 0.2,
             weak_link_min_active_secs: 300,
+            crowd_min_accounts: 12,
             creation_minute_max_chance: 1e-3,
             alert_score: 0.6,
             horizon_secs: 3600,
@@ -935,6 +942,7 @@ impl Config {
             ("cluster.min_members_creation", c.min_members_creation),
             ("cluster.min_members_asn", c.min_members_asn),
             ("cluster.min_cluster_size", c.min_cluster_size),
+            ("cluster.crowd_min_accounts", c.crowd_min_accounts),
         ] {
             if v < 2 {
                 return Err(invalid(key, format!("{v} must be at least 2")));

@@ -13,7 +13,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{cluster, cohort, LinkDetector, LinkKind, LinkRecord, Observed, View};
 use crate::config::ClusterConfig;
-use crate::state::account::{Account, JoinGround};
+use crate::state::account::{Account, JoinGround, SLOT_IP};
 use crate::state::attribute::{AttrKind, Attribute};
 
 /// The evidence that makes one attribute value a link.
@@ -263,11 +263,31 @@ impl ValueLinks {
 
     /// Whether a weak link (a shared network or creation minute) may not name `acc`: it has a
     /// person's chat history, or has not been active long enough for its lack of one to say
-    /// anything (`cluster.weak_link_min_active_secs`).
+    /// anything (`cluster.weak_link_min_active_secs`), or sits on a network among people.
     fn unproven(view: &View<'_>, acc: &Account) -> bool {
         let c = &view.cfg.cluster;
         acc.chat_share() > c.max_member_chat_share
             || view.now - acc.first_seen_ms < (c.weak_link_min_active_secs * 1000) as i64
+            || Self::among_people(view, acc)
+    }
+
+    /// Whether `acc` is on a network that is a crowd of people: `cluster.crowd_min_accounts`
+    /// holders whose traffic converses too much to link it (`cluster.min_single_turn_share`).
+    /// (Not too few extraction-like holders: a hydra's busy proxy is full of replacement
+    /// accounts that have not harvested yet.)
+    fn among_people(view: &View<'_>, acc: &Account) -> bool {
+        let c = &view.cfg.cluster;
+        acc.slots[SLOT_IP..SLOT_IP + 2].iter().any(|&k| {
+            k != 0
+                && view
+                    .values
+                    .get(k)
+                    .and_then(|h| h.shared())
+                    .is_some_and(|g| {
+                        g.members.len() >= c.crowd_min_accounts as usize
+                            && g.share(g.single_turn) < c.min_single_turn_share
+                    })
+        })
     }
 
     /// The holders of a value that a new link names (before the assembler's merge-only

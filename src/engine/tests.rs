@@ -1210,6 +1210,61 @@ fn a_hackathon_venue_in_its_first_minutes_is_not_a_cluster() {
     );
 }
 
+/// A hackathon on one venue network: 30 people who converse with the model, and a team of 16
+/// who only send their starter kit's one-off reasoning prompts on its template, about 40 an
+/// hour each, for two hours. Fresh, single-turn, never chatted: the kit's template looks like a
+/// campaign's. But the network they share is a crowd of people (`cluster.crowd_min_accounts`
+/// holders whose traffic would not link it), and a value shared by circumstance names no one
+/// there. Without that rule the team is named.
+#[test]
+fn a_team_on_a_starter_kit_among_people_at_a_venue_is_not_a_cluster() {
+    let venue = |cfg: Config| {
+        let mut eng = engine_with(cfg);
+        let mut events = Vec::new();
+        let mut id = 0u64;
+        for s in 0..46u64 {
+            let acct = format!("attendee_{s}");
+            let team = s < 16;
+            let mut t = T0 + (mix(s) % (20 * MIN as u64)) as i64;
+            let mut k = 0u64;
+            while t < T0 + 2 * 60 * MIN {
+                let mut e = if !team && k % 2 == 1 {
+                    chat(id, t, &acct, 2 + (k % 4) as u32)
+                } else {
+                    extraction(id, t, &acct)
+                };
+                e.account_created_ms = Some(T0 - 60 * MIN);
+                e.ip = Some("198.51.100.7".parse().expect("ip"));
+                if team {
+                    e.prompt.template = 0x4ad;
+                } else if e.conversation_turns <= 1 {
+                    e.prompt.template = 0x700 + s;
+                }
+                events.push(e);
+                id += 1;
+                k += 1;
+                t += 60_000 + (mix(id) % 60_000) as i64;
+            }
+        }
+        events.sort_by_key(|e| e.ts_ms);
+        run(&mut eng, &events)
+    };
+    let alerts = venue(Config::default());
+    assert!(
+        alerts.iter().all(|a| a.kind != Kind::FakeAccountCluster),
+        "{:?}",
+        alerts.first().map(|a| a.one_line())
+    );
+    let mut blind = Config::default();
+    blind.cluster.crowd_min_accounts = 1_000;
+    assert!(
+        venue(blind)
+            .iter()
+            .any(|a| a.kind == Kind::FakeAccountCluster),
+        "without the crowd rule the team is named"
+    );
+}
+
 /// An established account harvesting on its own device behind cover: every other request a
 /// chat turn, so its trailing hour holds half the harvest (150 an hour, answers of 800 tokens)
 /// and never reaches an established account's one-hour bar. Once the episode has outlasted an
