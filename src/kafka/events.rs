@@ -138,7 +138,11 @@ impl Recorder {
     }
 
     pub fn judged(&self, j: Judged) {
-        self.judged[j as usize].increment(1);
+        self.judged_n(j, 1);
+    }
+
+    pub fn judged_n(&self, j: Judged, n: u64) {
+        self.judged[j as usize].increment(n);
     }
 
     /// A malformed record: counted as judged `malformed` and by its reason.

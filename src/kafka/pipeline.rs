@@ -123,6 +123,11 @@ pub struct Pipeline {
     /// Reused buffers for what the merge lets through and asks for.
     taken: Vec<Taken<Item>>,
     intents: Vec<Intent>,
+    /// Offsets processed in this turn, and how they were judged, handed to the offset tracker
+    /// and the counters once per turn: one lock of the outbox and a few atomic adds instead of
+    /// one of each per record.
+    processed: Vec<(i32, i64)>,
+    judged: [u64; Judged::ALL.len()],
     /// Wall clock at the start of this turn of the loop (one clock read per batch).
     turn: Instant,
     owned: BTreeSet<i32>,
@@ -175,6 +180,8 @@ impl Pipeline {
             merge: new_merge(&cfg),
             taken: Vec::new(),
             intents: Vec::new(),
+            processed: Vec::with_capacity(BATCH),
+            judged: [0; Judged::ALL.len()],
             turn: Instant::now(),
             owned: BTreeSet::new(),
             backpressured: false,
@@ -389,10 +396,28 @@ impl Pipeline {
             }
             self.handle(t.item, t.live, prepared[i].as_ref());
         }
+        self.flush_processed();
         self.taken = taken;
         self.intents = intents;
         if let Some(started) = self.merge.finish_catchup() {
             self.finish_catchup(started);
+        }
+    }
+
+    /// Hands this turn's processed offsets to the tracker and its verdicts to the counters.
+    fn flush_processed(&mut self) {
+        if !self.processed.is_empty() {
+            let done = &mut self.processed;
+            self.outbox.with_tracker(|t| {
+                for (partition, offset) in done.drain(..) {
+                    t.processed(partition, offset);
+                }
+            });
+        }
+        for (j, n) in Judged::ALL.into_iter().zip(&mut self.judged) {
+            if *n > 0 {
+                self.c.ev.judged_n(j, std::mem::take(n));
+            }
         }
     }
 
@@ -447,16 +472,20 @@ impl Pipeline {
                     }
                 };
                 if live {
-                    self.c.ev.judged(Judged::from(outcome));
+                    self.judged[Judged::from(outcome) as usize] += 1;
                     let s = self.engine.stats();
                     let allowed = s.alerts_suppressed_allowlist - allow_before;
-                    self.c.ev.suppressed(Suppressed::Allowlist, allowed);
+                    if allowed > 0 {
+                        self.c.ev.suppressed(Suppressed::Allowlist, allowed);
+                    }
                     let limited = [
                         (Kind::BulkExtraction, s.alerts_rate_limited_bulk),
                         (Kind::FakeAccountCluster, s.alerts_rate_limited_cluster),
                     ];
                     for ((kind, now), was) in limited.into_iter().zip(limited_before) {
-                        self.c.ev.rate_limited(kind, now - was);
+                        if now > was {
+                            self.c.ev.rate_limited(kind, now - was);
+                        }
                     }
                 }
                 let alerts = std::mem::take(&mut self.alerts);
@@ -488,8 +517,7 @@ impl Pipeline {
             Err(_) => {}
         }
         if live {
-            self.outbox
-                .with_tracker(|t| t.processed(item.partition, item.offset));
+            self.processed.push((item.partition, item.offset));
         }
         if let Some((t, decode)) = t0 {
             self.c
