@@ -1172,41 +1172,77 @@ fn a_hackathon_venue_in_its_first_minutes_is_not_a_cluster() {
         for s in 0..24u64 {
             let acct = format!("hacker_{s}");
             let start = T0 + (mix(s) % (8 * MIN as u64)) as i64;
-            let mut t = start;
-            let mut k = 0u64;
-            while t < T0 + 3 * 60 * MIN {
-                // First the kit's prompts; after a few minutes every other request goes on
-                // with the conversation.
-                let mut e = if t - start > 3 * MIN && k % 2 == 1 {
-                    chat(id, t, &acct, 2 + (k % 4) as u32)
-                } else {
-                    extraction(id, t, &acct)
-                };
-                e.account_created_ms = Some(T0 - 30 * MIN);
-                e.ip = Some(format!("198.51.100.{}", 1 + s % 3).parse().expect("ip"));
-                e.prompt.template = 0x4ac;
-                events.push(e);
-                id += 1;
-                k += 1;
-                t += 40_000 + (mix(id) % 80_000) as i64;
-            }
+            let end = T0 + 3 * 60 * MIN;
+            session(
+                start,
+                end,
+                (40_000, 80_000),
+                &mut id,
+                &mut events,
+                |k, t, id| {
+                    // First the kit's prompts; after a few minutes every other request goes on
+                    // with the conversation.
+                    let mut e = if t - start > 3 * MIN && k % 2 == 1 {
+                        chat(id, t, &acct, 2 + (k % 4) as u32)
+                    } else {
+                        extraction(id, t, &acct)
+                    };
+                    e.account_created_ms = Some(T0 - 30 * MIN);
+                    e.ip = Some(format!("198.51.100.{}", 1 + s % 3).parse().expect("ip"));
+                    e.prompt.template = 0x4ac;
+                    e
+                },
+            );
         }
         events.sort_by_key(|e| e.ts_ms);
         run(&mut eng, &events)
     };
-    let alerts = venue(Config::default());
+    no_cluster_but_without(
+        venue,
+        |c| c.cluster.weak_link_min_active_secs = 0,
+        "without the wait the venue's first minutes name it",
+    );
+}
+
+/// One account's requests from `start` until `end`, `gap.0` plus up to `gap.1` ms apart:
+/// `make(k, t, id)` builds its k-th request (event id `id`, counted across sessions).
+fn session(
+    start: i64,
+    end: i64,
+    gap: (i64, i64),
+    id: &mut u64,
+    events: &mut Vec<Event>,
+    mut make: impl FnMut(u64, i64, u64) -> Event,
+) {
+    let (mut t, mut k) = (start, 0u64);
+    while t < end {
+        events.push(make(k, t, *id));
+        *id += 1;
+        k += 1;
+        t += gap.0 + (mix(*id) % gap.1 as u64) as i64;
+    }
+}
+
+/// Asserts that `traffic` under the default config alerts no cluster, and that it does with
+/// `tweak` applied (the rule under test switched off): the test can fail.
+fn no_cluster_but_without(
+    traffic: impl Fn(Config) -> Vec<Alert>,
+    tweak: impl FnOnce(&mut Config),
+    why: &str,
+) {
+    let alerts = traffic(Config::default());
     assert!(
         alerts.iter().all(|a| a.kind != Kind::FakeAccountCluster),
         "{:?}",
         alerts.first().map(|a| a.one_line())
     );
-    let mut eager = Config::default();
-    eager.cluster.weak_link_min_active_secs = 0;
+    let mut off = Config::default();
+    tweak(&mut off);
     assert!(
-        venue(eager)
+        traffic(off)
             .iter()
             .any(|a| a.kind == Kind::FakeAccountCluster),
-        "without the wait the venue's first minutes name it"
+        "{why}"
     );
 }
 
@@ -1225,43 +1261,38 @@ fn a_team_on_a_starter_kit_among_people_at_a_venue_is_not_a_cluster() {
         for s in 0..46u64 {
             let acct = format!("attendee_{s}");
             let team = s < 16;
-            let mut t = T0 + (mix(s) % (20 * MIN as u64)) as i64;
-            let mut k = 0u64;
-            while t < T0 + 2 * 60 * MIN {
-                let mut e = if !team && k % 2 == 1 {
-                    chat(id, t, &acct, 2 + (k % 4) as u32)
-                } else {
-                    extraction(id, t, &acct)
-                };
-                e.account_created_ms = Some(T0 - 60 * MIN);
-                e.ip = Some("198.51.100.7".parse().expect("ip"));
-                if team {
-                    e.prompt.template = 0x4ad;
-                } else if e.conversation_turns <= 1 {
-                    e.prompt.template = 0x700 + s;
-                }
-                events.push(e);
-                id += 1;
-                k += 1;
-                t += 60_000 + (mix(id) % 60_000) as i64;
-            }
+            let start = T0 + (mix(s) % (20 * MIN as u64)) as i64;
+            let end = T0 + 2 * 60 * MIN;
+            session(
+                start,
+                end,
+                (60_000, 60_000),
+                &mut id,
+                &mut events,
+                |k, t, id| {
+                    let mut e = if !team && k % 2 == 1 {
+                        chat(id, t, &acct, 2 + (k % 4) as u32)
+                    } else {
+                        extraction(id, t, &acct)
+                    };
+                    e.account_created_ms = Some(T0 - 60 * MIN);
+                    e.ip = Some("198.51.100.7".parse().expect("ip"));
+                    if team {
+                        e.prompt.template = 0x4ad;
+                    } else if e.conversation_turns <= 1 {
+                        e.prompt.template = 0x700 + s;
+                    }
+                    e
+                },
+            );
         }
         events.sort_by_key(|e| e.ts_ms);
         run(&mut eng, &events)
     };
-    let alerts = venue(Config::default());
-    assert!(
-        alerts.iter().all(|a| a.kind != Kind::FakeAccountCluster),
-        "{:?}",
-        alerts.first().map(|a| a.one_line())
-    );
-    let mut blind = Config::default();
-    blind.cluster.crowd_min_accounts = 1_000;
-    assert!(
-        venue(blind)
-            .iter()
-            .any(|a| a.kind == Kind::FakeAccountCluster),
-        "without the crowd rule the team is named"
+    no_cluster_but_without(
+        venue,
+        |c| c.cluster.crowd_min_accounts = 1_000,
+        "without the crowd rule the team is named",
     );
 }
 
