@@ -508,8 +508,9 @@ pub struct ClusterConfig {
     /// been no time to converse, so the absence of chat is no evidence yet.
     pub weak_link_min_active_secs: u64,
     /// Nor does such a value name an account on a network that is a crowd of people: an IP
-    /// held by at least this many accounts whose traffic converses too much to link
-    /// it (`cluster.min_single_turn_share`): a venue, a campus, a carrier NAT. Its
+    /// held by at least this many accounts whose traffic would not link it, because it
+    /// converses too much (`cluster.min_single_turn_share`) or too few of its holders are
+    /// extraction-like (`cluster.min_member_purity`): a venue, a campus, a carrier NAT. Its
     /// non-conversing holders (a team that only sends its starter kit's one-off prompts) are
     /// people among people.
     pub crowd_min_accounts: u32,

@@ -272,9 +272,12 @@ impl ValueLinks {
     }
 
     /// Whether `acc` is on a network that is a crowd of people: `cluster.crowd_min_accounts`
-    /// holders whose traffic converses too much to link it (`cluster.min_single_turn_share`).
-    /// (Not too few extraction-like holders: a hydra's busy proxy is full of replacement
-    /// accounts that have not harvested yet.)
+    /// holders whose traffic would not link it, because it converses too much
+    /// (`cluster.min_single_turn_share`) or too few holders are extraction-like
+    /// (`cluster.min_member_purity`). In a venue's first hour nobody converses much yet, but
+    /// many of its people are not extraction-like. (A hydra's busy proxy, full of replacement
+    /// accounts that have not harvested yet, can pass for one: its accounts are then named
+    /// through cards, devices, lockstep templates or waves, not the network.)
     fn among_people(view: &View<'_>, acc: &Account) -> bool {
         let c = &view.cfg.cluster;
         acc.slots[SLOT_IP..SLOT_IP + 2].iter().any(|&k| {
@@ -285,7 +288,8 @@ impl ValueLinks {
                     .and_then(|h| h.shared())
                     .is_some_and(|g| {
                         g.members.len() >= c.crowd_min_accounts as usize
-                            && g.share(g.single_turn) < c.min_single_turn_share
+                            && (g.share(g.single_turn) < c.min_single_turn_share
+                                || g.purity() < c.min_member_purity)
                     })
         })
     }

@@ -112,7 +112,8 @@
 //! without lockstep timing: a venue, a sign-up rush, a starter kit) name an account with a chat
 //! history, or one active for less than `cluster.weak_link_min_active_secs` (no time to converse
 //! yet), or one on a network that is a crowd of people (`cluster.crowd_min_accounts` holders
-//! whose traffic converses: its quiet holders are people among people), or, for a
+//! whose traffic converses, or few of whom are extraction-like: its quiet holders are people
+//! among people), or, for a
 //! network or minute, one that harvested less than `cluster.min_member_harvest_share` of what the value's holders
 //! harvested each on average (a person who signed up in a burst's minute, a bystander on a
 //! swarm's network). A cluster is alerted with at least `cluster.min_cluster_size` named accounts and

@@ -1246,51 +1246,70 @@ fn no_cluster_but_without(
     );
 }
 
-/// A hackathon on one venue network: 30 people who converse with the model, and a team of 16
-/// who only send their starter kit's one-off reasoning prompts on its template, about 40 an
-/// hour each, for two hours. Fresh, single-turn, never chatted: the kit's template looks like a
-/// campaign's. But the network they share is a crowd of people (`cluster.crowd_min_accounts`
-/// holders whose traffic would not link it), and a value shared by circumstance names no one
+/// A hackathon on one venue network: a team of 16 who only send their starter kit's one-off
+/// reasoning prompts on its template, about 40 an hour each, for two hours, among 30 people who
+/// either converse with the model (`converse`) or send one-off everyday questions with short
+/// answers. Fresh, single-turn, never chatted: the kit's template looks like a campaign's.
+fn venue_with_a_kit_team(cfg: Config, converse: bool) -> Vec<Alert> {
+    let mut eng = engine_with(cfg);
+    let mut events = Vec::new();
+    let mut id = 0u64;
+    for s in 0..46u64 {
+        let acct = format!("attendee_{s}");
+        let team = s < 16;
+        let start = T0 + (mix(s) % (20 * MIN as u64)) as i64;
+        let end = T0 + 2 * 60 * MIN;
+        session(
+            start,
+            end,
+            (60_000, 60_000),
+            &mut id,
+            &mut events,
+            |k, t, id| {
+                let mut e = if team {
+                    let mut e = extraction(id, t, &acct);
+                    e.prompt.template = 0x4ad;
+                    e
+                } else if converse && k % 2 == 1 {
+                    chat(id, t, &acct, 2 + (k % 4) as u32)
+                } else {
+                    let mut e = extraction(id, t, &acct);
+                    e.prompt.template = 0x700 + s;
+                    if !converse {
+                        e.prompt.reasoning = false;
+                        e.output_tokens = 150;
+                    }
+                    e
+                };
+                e.account_created_ms = Some(T0 - 60 * MIN);
+                e.ip = Some("198.51.100.7".parse().expect("ip"));
+                e
+            },
+        );
+    }
+    events.sort_by_key(|e| e.ts_ms);
+    run(&mut eng, &events)
+}
+
+/// The venue's network is a crowd of people (`cluster.crowd_min_accounts` holders whose
+/// traffic converses too much to link it), and a value shared by circumstance names no one
 /// there. Without that rule the team is named.
 #[test]
 fn a_team_on_a_starter_kit_among_people_at_a_venue_is_not_a_cluster() {
-    let venue = |cfg: Config| {
-        let mut eng = engine_with(cfg);
-        let mut events = Vec::new();
-        let mut id = 0u64;
-        for s in 0..46u64 {
-            let acct = format!("attendee_{s}");
-            let team = s < 16;
-            let start = T0 + (mix(s) % (20 * MIN as u64)) as i64;
-            let end = T0 + 2 * 60 * MIN;
-            session(
-                start,
-                end,
-                (60_000, 60_000),
-                &mut id,
-                &mut events,
-                |k, t, id| {
-                    let mut e = if !team && k % 2 == 1 {
-                        chat(id, t, &acct, 2 + (k % 4) as u32)
-                    } else {
-                        extraction(id, t, &acct)
-                    };
-                    e.account_created_ms = Some(T0 - 60 * MIN);
-                    e.ip = Some("198.51.100.7".parse().expect("ip"));
-                    if team {
-                        e.prompt.template = 0x4ad;
-                    } else if e.conversation_turns <= 1 {
-                        e.prompt.template = 0x700 + s;
-                    }
-                    e
-                },
-            );
-        }
-        events.sort_by_key(|e| e.ts_ms);
-        run(&mut eng, &events)
-    };
     no_cluster_but_without(
-        venue,
+        |cfg| venue_with_a_kit_team(cfg, true),
+        |c| c.cluster.crowd_min_accounts = 1_000,
+        "without the crowd rule the team is named",
+    );
+}
+
+/// In a venue's first hour people may not have conversed yet: every request is a first turn.
+/// Most of them are still not extraction-like (their questions harvest nothing), and that too
+/// makes the network a crowd (`cluster.min_member_purity`).
+#[test]
+fn a_team_on_a_starter_kit_among_quiet_people_at_a_venue_is_not_a_cluster() {
+    no_cluster_but_without(
+        |cfg| venue_with_a_kit_team(cfg, false),
         |c| c.cluster.crowd_min_accounts = 1_000,
         "without the crowd rule the team is named",
     );
