@@ -382,14 +382,22 @@ pub struct BulkConfig {
     /// How long a move corroborates (hours): a takeover starts harvesting soon after it.
     pub move_corroborates_hours: f64,
     /// An established account on its usual device and network is judged only once its
-    /// harvesting episode (its trailing hour at `min_harvest_fresh` or more, throughout) has
-    /// lasted this many hours... A customer's evaluation run is a harvest by every measure
-    /// but one: it ends, after the benchmark's few thousand prompts, within hours.
+    /// harvesting episode (its trailing hour at `min_harvest_fresh` or more, throughout, up to
+    /// its last harvest at pace: `episode_pace_minutes`) has lasted this many hours... A
+    /// customer's evaluation run is a harvest by every measure but one: it ends, after the
+    /// benchmark's few thousand prompts, within hours (1-3 h).
     pub established_min_episode_hours: f64,
     /// ...or has harvested more than this many requests in the episode: more answers than a
     /// benchmark run collects (a request every two seconds for three hours is 5,400). A
     /// harvester at scale crosses it within the hour.
     pub established_min_episode_harvest: u32,
+    /// An episode lasts as long as its harvest keeps pace: `min_harvest_fresh` an hour over
+    /// the last this many minutes (whole 5-minute buckets, the current one included). The
+    /// answers still in the trailing hour after an evaluation run ended, or the owner's own
+    /// requests after it, keep the hour full for up to an hour but not the pace. Pauses do not
+    /// shorten a harvester's episode: it ends only when the trailing hour falls below
+    /// `min_harvest_fresh`, and its length runs to the last harvest that kept pace.
+    pub episode_pace_minutes: u32,
     /// An established account on its usual device and network is alerted only if its traffic
     /// shows a script: machine pacing (inter-arrival CV at most `max_gap_cv`) or long answers
     /// to short prompts (at least `min_output_ratio`). Without either, its volume is its own
@@ -423,8 +431,9 @@ impl Default for BulkConfig {
             sustained_minutes: 45,
             max_credible_moves: 2,
             move_corroborates_hours: 2.0,
-            established_min_episode_hours: 3.5,
+            established_min_episode_hours: 3.25,
             established_min_episode_harvest: 6000,
+            episode_pace_minutes: 15,
             established_needs_script_tell: true,
         }
     }
@@ -871,6 +880,12 @@ impl Config {
             return Err(invalid(
                 "bulk.established_min_episode_hours",
                 "must be between 0 and 24",
+            ));
+        }
+        if !(1..=60).contains(&b.episode_pace_minutes) {
+            return Err(invalid(
+                "bulk.episode_pace_minutes",
+                "must be between 1 and 60 (the window)",
             ));
         }
         if b.min_harvest_corroborated > b.min_harvest_established {

@@ -190,11 +190,22 @@ pub fn assess(
     let cfg = &config.bulk;
     let fresh_days = config.engine.fresh_account_days;
     let t = acc.hour.totals(now_ms);
-    // The harvesting episode: since the trailing hour last reached `min_harvest_fresh`.
+    // The harvesting episode: since the trailing hour last reached `min_harvest_fresh`, and
+    // as long as the harvest kept that pace (`episode_pace_minutes`): the answers still in
+    // the window after a run ended, or the owner's own traffic after it, do not lengthen it.
     if t.harvest >= cfg.min_harvest_fresh {
         if acc.episode_ms == 0 {
             acc.episode_ms = now_ms;
             acc.episode_base = acc.harvest_ever.saturating_sub(t.harvest);
+            acc.episode_paced_secs = 0;
+        }
+        let buckets = cfg
+            .episode_pace_minutes
+            .div_ceil((BUCKET_MS / 60_000) as u32) as usize;
+        let pace = u64::from(cfg.min_harvest_fresh) * u64::from(cfg.episode_pace_minutes);
+        if harvested && u64::from(acc.hour.recent_harvest(now_ms, buckets)) * 60 >= pace {
+            acc.episode_paced_secs =
+                ((now_ms - acc.episode_ms) / 1000).clamp(0, u32::MAX as i64) as u32;
         }
     } else {
         acc.episode_ms = 0;
@@ -230,7 +241,7 @@ pub fn assess(
     // harvests too, but ends within hours and a few thousand prompts. Its episode is measured
     // at a harvest, so the run's answers still in the window after it ended do not lengthen it.
     let episode = (acc.episode_ms > 0 && harvested).then(|| Episode {
-        hours: (now_ms - acc.episode_ms) as f64 / 3_600_000.0,
+        hours: f64::from(acc.episode_paced_secs) / 3600.0,
         harvest: acc.harvest_ever.saturating_sub(acc.episode_base),
     });
     let uncorroborated = !fresh && !infra_change;

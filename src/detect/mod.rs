@@ -80,7 +80,10 @@
 //! `bulk.high_volume_harvest`. An established account that did not move is judged only once its
 //! harvesting episode outlasts a customer's evaluation run: `bulk.established_min_episode_hours`
 //! of harvest, or more than `bulk.established_min_episode_harvest` harvests in it (such an episode
-//! is volume enough, whatever cover does to its trailing hour); and its traffic must show a script (`bulk.established_needs_script_tell`): machine pacing or long answers to
+//! is volume enough, whatever cover does to its trailing hour). The episode runs to its last
+//! harvest that kept pace (`bulk.episode_pace_minutes`), so the answers still in the trailing
+//! hour after a run ended, and the owner's own requests after it, do not lengthen it. Its
+//! traffic must also show a script (`bulk.established_needs_script_tell`): machine pacing or long answers to
 //! short prompts, which an app backend relaying its users shows neither of. The score adds volume,
 //! output tokens, reasoning, template and single-turn shares, machine-like timing, round-the-clock
 //! activity, a model pivot and account age, and subtracts a verified org.

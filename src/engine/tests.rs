@@ -1361,3 +1361,47 @@ fn an_established_harvest_hidden_in_cover_is_judged_once_it_outlasts_an_evaluati
         (detected - START) / MIN
     );
 }
+
+/// A customer's three-hour evaluation run (a request every two seconds) on its usual laptop,
+/// then the owner's own questions, one a minute, for another hour. The run's answers keep the
+/// trailing hour above `bulk.min_harvest_fresh` for most of that hour, but the harvest no
+/// longer keeps pace (`bulk.episode_pace_minutes`): the episode ended with the run, which does
+/// not outlast an evaluation run. Measured on the trailing hour alone, it would.
+#[test]
+fn the_owners_questions_after_an_evaluation_run_do_not_lengthen_it() {
+    let evaluation = |cfg: Config| {
+        let mut eng = engine_with(cfg);
+        let start = T0 + 40 * MIN;
+        let mut events: Vec<Event> = (0..3)
+            .map(|i| chat(i, T0 + i as i64 * 5 * MIN, "acct_customer", 3))
+            .collect();
+        let run_end = start + 3 * 60 * MIN;
+        let times = (start..run_end)
+            .step_by(2_000)
+            .chain((run_end..run_end + 60 * MIN).step_by(60_000));
+        for (i, t) in times.enumerate() {
+            let mut e = extraction(40_000 + i as u64, t, "acct_customer");
+            e.account_created_ms = Some(T0 - 900 * DAY);
+            events.push(e);
+        }
+        for e in &mut events {
+            e.device_fingerprint = Some("laptop".into());
+        }
+        run(&mut eng, &events)
+            .into_iter()
+            .filter(|a| a.kind == Kind::BulkExtraction)
+            .collect::<Vec<_>>()
+    };
+    let alerts = evaluation(Config::default());
+    assert!(
+        alerts.is_empty(),
+        "{:?}",
+        alerts.first().map(|a| &a.evidence)
+    );
+    let mut hourly = Config::default();
+    hourly.bulk.episode_pace_minutes = 60;
+    assert!(
+        !evaluation(hourly).is_empty(),
+        "measured on the trailing hour the episode outlasts an evaluation run"
+    );
+}

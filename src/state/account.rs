@@ -114,6 +114,9 @@ pub struct Account {
     pub episode_base: u32,
     /// Cluster (0: none).
     pub cluster: u32,
+    /// How far into the current episode (seconds from `episode_ms`) the harvest last kept its
+    /// pace (see `bulk.episode_pace_minutes`): the episode's length.
+    pub episode_paced_secs: u32,
     /// Requests that landed in a synchronised burst on a shared template.
     pub sync_hits: u16,
     /// Recent traffic is extraction-like (see [`Account::profile`]).
@@ -161,6 +164,7 @@ impl Account {
             harvest_ever: 0,
             episode_ms: 0,
             episode_base: 0,
+            episode_paced_secs: 0,
             changed_infra_ms: 0,
             infra_changes: 0,
             last_bin: i64::MIN,

@@ -233,6 +233,17 @@ impl HourWindow {
         (first * BUCKET_MS, harvest)
     }
 
+    /// Harvesting requests in the newest `buckets` buckets as of `now_ms` (the current one,
+    /// partly elapsed, and the ones before it): the harvest's recent pace.
+    pub fn recent_harvest(&self, now_ms: i64, buckets: usize) -> u32 {
+        let now = now_ms.div_euclid(BUCKET_MS);
+        (0..buckets.min(BUCKETS) as i64)
+            .map(|k| now - k)
+            .filter(|&b| b <= self.head && b > self.head - BUCKETS as i64)
+            .map(|b| u32::from(self.buckets[b.rem_euclid(BUCKETS as i64) as usize].harvest))
+            .sum()
+    }
+
     /// Start of the span the totals cover.
     pub fn start_ms(&self) -> i64 {
         (self.head - BUCKETS as i64 + 1) * BUCKET_MS
