@@ -528,6 +528,12 @@ pub struct ClusterConfig {
     /// with at most this probability: in a sign-up rush every minute is shared by unrelated
     /// people, and an operator can stay under `min_members_creation` a minute anyway.
     pub creation_minute_max_chance: f64,
+    /// A minute can be rare as a whole and still hold people who signed up in it by chance:
+    /// as many as the hour's background rate a minute. A creation minute names an account on
+    /// its own only if those could be at most this share of its holders; otherwise it merges
+    /// clusters and adds to a second value (a network, a card, a template), since nothing in
+    /// the minute tells the bystanders from the burst.
+    pub creation_minute_max_bystander_share: f64,
     /// Score at or above which a cluster is alerted.
     pub alert_score: f64,
     /// Time constant of the decayed per-value aggregates (seconds).
@@ -586,6 +592,7 @@ impl Default for ClusterConfig {
             weak_link_min_active_secs: 300,
             crowd_min_accounts: 12,
             creation_minute_max_chance: 1e-3,
+            creation_minute_max_bystander_share: 0.05,
             alert_score: 0.6,
             horizon_secs: 3600,
             template_crowd_fresh_share: 0.8,
@@ -923,6 +930,10 @@ impl Config {
         share(
             "cluster.creation_minute_max_chance",
             c.creation_minute_max_chance,
+        )?;
+        share(
+            "cluster.creation_minute_max_bystander_share",
+            c.creation_minute_max_bystander_share,
         )?;
         share("cluster.alert_score", c.alert_score)?;
         share(

@@ -153,6 +153,9 @@ struct Linking {
     /// starter kit, a docs example): it names only accounts that have shown, over time, that
     /// they do not converse.
     circumstantial: bool,
+    /// May name an account without a second value (not a popular client, a provider or a
+    /// creation minute that may hold bystanders).
+    names_alone: bool,
 }
 
 /// Kinds of value so widely shared (a popular client, a cloud provider) that alone they name
@@ -203,16 +206,25 @@ impl ValueLinks {
     /// tracked accounts created in the rest of that hour. In a sign-up rush (a hackathon's
     /// morning, a launch, a swarm's steady sign-ups) many unrelated accounts share every
     /// minute, and a minute shared by chance names bystanders; a burst in a quiet hour is rare.
-    fn rare_minute(&self, g: &Attribute, cfg: &ClusterConfig) -> bool {
+    ///
+    /// Returns whether the minute links and whether it may name an account alone: a minute can
+    /// be rare as a whole and still hold people who signed up in it by chance, as many as the
+    /// hour's background rate; if they could be more than
+    /// `cluster.creation_minute_max_bystander_share` of its holders, it only merges clusters
+    /// and adds to a second value.
+    fn rare_minute(&self, g: &Attribute, cfg: &ClusterConfig) -> (bool, bool) {
         let Some(h) = g.creation_mean_hours() else {
-            return true;
+            return (true, true);
         };
         let k = g.members.len() as u32;
         let hour = self.sign_ups.get(&(h.floor() as i64)).copied().unwrap_or(0);
         let background = f64::from(hour.saturating_sub(k)) / 59.0;
         // The tail at a capped count is no smaller, so the cap keeps the cost per event flat
         // at the price of calling a huge minute in a huge hour common.
-        cohort::poisson_tail(k.min(MAX_TAIL_TERMS), background) <= cfg.creation_minute_max_chance
+        let rare = cohort::poisson_tail(k.min(MAX_TAIL_TERMS), background)
+            <= cfg.creation_minute_max_chance;
+        let alone = background <= cfg.creation_minute_max_bystander_share * f64::from(k.max(1));
+        (rare, alone)
     }
 
     /// Whether the values that link accounts after this event may name this account.
@@ -237,10 +249,7 @@ impl ValueLinks {
         let payment = links.iter().any(|l| l.kind == AttrKind::Payment);
         // A popular client fingerprint or a provider alone never names anyone; any other value
         // names an account that carries evidence of its own (see `join_ground`).
-        let not_client = links
-            .iter()
-            .filter(counts)
-            .any(|l| !client_or_provider(l.kind));
+        let not_client = links.iter().filter(counts).any(|l| l.names_alone);
         match ground {
             JoinGround::No => false,
             JoinGround::FreshOrInStep => counted >= 2 || not_client,
@@ -350,11 +359,17 @@ impl LinkDetector for ValueLinks {
         for &(key, kind) in obs.values {
             if let Some(g) = view.values.get(key).and_then(|h| h.shared()) {
                 if let Some(l) = link(g, view.now, c) {
-                    if kind != AttrKind::Creation || self.rare_minute(g, c) {
+                    let (links, alone) = if kind == AttrKind::Creation {
+                        self.rare_minute(g, c)
+                    } else {
+                        (true, !client_or_provider(kind))
+                    };
+                    if links {
                         self.linking.push(Linking {
                             key,
                             kind,
                             cluster: g.cluster,
+                            names_alone: alone,
                             circumstantial: weak_link(kind)
                                 || (kind == AttrKind::Template && l.synchrony < c.min_synchrony),
                         });
@@ -368,6 +383,7 @@ impl LinkDetector for ValueLinks {
             kind,
             cluster,
             circumstantial,
+            names_alone,
         } in &self.linking
         {
             let Some(g) = view.values.get(key).and_then(|h| h.shared()) else {
@@ -398,8 +414,9 @@ impl LinkDetector for ValueLinks {
                 // A client fingerprint (a browser's TLS fingerprint) or an autonomous system
                 // (a cloud provider) can be everyday and still look pure while a swarm
                 // dominates it: on its own it names no one new. It merges clusters its
-                // holders are already in; others need a second value.
-                merge_only: client_or_provider(kind),
+                // holders are already in; others need a second value. So does a creation
+                // minute that may hold people who signed up in it by chance.
+                merge_only: !names_alone,
                 at_ms: view.now,
             });
         }

@@ -1405,3 +1405,76 @@ fn the_owners_questions_after_an_evaluation_run_do_not_lengthen_it() {
         "measured on the trailing hour the episode outlasts an evaluation run"
     );
 }
+
+/// A swarm's burst of twenty accounts created in one minute of a busy hour: people sign up
+/// three a minute all hour, so about three of any minute's holders signed up there by chance.
+/// A person who signed up in the burst's minute and harvests as much as a swarm account, on a
+/// network of their own, is not named through the minute alone
+/// (`cluster.creation_minute_max_bystander_share`); the swarm is, through the networks it
+/// shares. Without the rule the person is named with it.
+#[test]
+fn a_person_in_a_bursts_minute_of_a_busy_hour_is_not_named_through_it() {
+    let named = |share: f64| {
+        let mut cfg = Config::default();
+        cfg.cluster.creation_minute_max_bystander_share = share;
+        let mut eng = engine_with(cfg);
+        let hour = T0 - 3 * 60 * MIN;
+        let mut events = Vec::new();
+        let mut id = 0;
+        for p in 0..180 {
+            let mut e = chat(id, T0 + p * 1_000, &format!("signup_{p}"), 2);
+            e.account_created_ms = Some(hour + p * 20_000);
+            e.ip = Some(
+                format!("100.64.{}.{}", p / 200, p % 200 + 1)
+                    .parse()
+                    .expect("ip"),
+            );
+            id += 1;
+            events.push(e);
+        }
+        for round in 0..80 {
+            for a in 0..21 {
+                let who = if a == 20 {
+                    "person".to_string()
+                } else {
+                    format!("swarm_{a}")
+                };
+                // The person keeps a pace of their own, out of the swarm's step.
+                let ts = if a == 20 {
+                    T0 + 4 * MIN + round * 37_000 + 11_000
+                } else {
+                    T0 + 4 * MIN + round * 30_000 + a * 700
+                };
+                let mut e = extraction(id, ts, &who);
+                e.account_created_ms = Some(hour + 30 * MIN + a * 2_000);
+                e.ip = Some(if a == 20 {
+                    "192.0.2.77".parse().expect("ip")
+                } else {
+                    format!("203.0.113.{}", 1 + a % 4).parse().expect("ip")
+                });
+                if a == 20 {
+                    e.prompt.template = 0x99;
+                }
+                id += 1;
+                events.push(e);
+            }
+        }
+        events.sort_by_key(|e| e.ts_ms);
+        let alerts = run(&mut eng, &events);
+        assert!(
+            alerts.iter().any(|a| a.kind == Kind::FakeAccountCluster),
+            "the swarm is clustered"
+        );
+        alerts
+            .iter()
+            .any(|a| a.accounts.iter().any(|x| x == "person"))
+    };
+    let default = Config::default()
+        .cluster
+        .creation_minute_max_bystander_share;
+    assert!(
+        !named(default),
+        "a bystander of a busy hour's burst minute is named"
+    );
+    assert!(named(1.0), "without the rule the test shows nothing");
+}
