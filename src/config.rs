@@ -632,6 +632,12 @@ pub struct CohortConfig {
     /// Bins a model must have been observed for before any of its bins is called a wave: a
     /// baseline needs data.
     pub warmup_bins: u64,
+    /// The chance that an active bin of an independent account is a wave is also taken from
+    /// the moment it was active: the share of waves among the model's last this many bins (at
+    /// most 64), averaged over the account's active bins. An account that is always on (an
+    /// evaluation run) and starts while a campaign fires densely takes part in as many waves
+    /// as the moment has, however quiet the rest of its span was.
+    pub local_share_bins: u32,
 }
 
 impl Default for CohortConfig {
@@ -645,6 +651,7 @@ impl Default for CohortConfig {
             min_waves: 3,
             max_account_p: 1e-4,
             warmup_bins: 20,
+            local_share_bins: 16,
         }
     }
 }
@@ -859,6 +866,12 @@ impl Config {
             return Err(invalid(
                 "cohort.warmup_bins",
                 "must be at least 1 and at most the bins in cohort.baseline_secs",
+            ));
+        }
+        if !(1..=64).contains(&co.local_share_bins) {
+            return Err(invalid(
+                "cohort.local_share_bins",
+                "must be between 1 and 64",
             ));
         }
         if co.baseline_secs < 60 * co.bin_secs {

@@ -16,12 +16,15 @@
 //! share of bins that were waves, is below `cohort.max_account_p`, over at least
 //! `cohort.min_waves` waves. In-step accounts are linked through the waves they shared.
 //!
-//! The share of bins that were waves is the larger of two: over the last
-//! `cohort.baseline_secs`, and over the account's own span since its first harvesting bin.
-//! An account that is simply always on (an evaluation run at a request every few seconds, an
-//! app backend) takes part in every wave of its span, and in as many bins that are not: it
-//! shows no selectivity, whatever a campaign firing at the same time does. A campaign member
-//! fires in the waves and little else.
+//! The share of bins that were waves is the largest of three: over the last
+//! `cohort.baseline_secs`, over the account's own span since its first harvesting bin, and at
+//! the moments it was active (the share of waves among the model's last
+//! `cohort.local_share_bins` bins, averaged over its active bins). An account that is simply
+//! always on (an evaluation run at a request every few seconds, an app backend) takes part in
+//! every wave while it runs, and in as many bins that are not: it shows no selectivity,
+//! whatever a campaign firing at the same time does, even one that starts firing densely
+//! just as the run starts after a quiet hour. A campaign member fires in the waves and little
+//! else.
 //!
 //! State is bounded: per model a current bin with at most `MAX_PARTICIPANTS` accounts, a
 //! registry of waves of the last `baseline_secs`, and a few fields per account. Each event
@@ -70,6 +73,8 @@ struct Bins {
     pos: usize,
     mean: f64,
     observed: u64,
+    /// Which of the bins before the current one were waves (bit 0: the one just before).
+    wave_ring: u64,
 }
 
 /// A wave: a bin far busier with harvesting accounts than the baseline.
@@ -250,7 +255,9 @@ impl Cohort {
         };
         if bin > self.bins[idx].bin {
             self.close_bin(idx, bin);
-        } else if bin < self.bins[idx].bin {
+        }
+        p.expected_waves += self.local_share(idx) as f32;
+        if bin < self.bins[idx].bin {
             // A late event: counted for the account's rate, not for a closed bin.
             return 0;
         }
@@ -310,6 +317,10 @@ impl Cohort {
     /// closed bin's count and the empty bins skipped.
     fn close_bin(&mut self, idx: usize, bin: i64) {
         let b = &mut self.bins[idx];
+        let skipped = (bin - b.bin - 1).clamp(0, 64) as u32;
+        b.wave_ring = ((b.wave_ring << 1) | u64::from(b.wave != 0))
+            .checked_shl(skipped)
+            .unwrap_or(0);
         let gap = (bin - b.bin - 1).clamp(0, RECENT as i64) as usize;
         b.recent[b.pos] = b.accounts;
         b.pos = (b.pos + 1) % RECENT;
@@ -369,6 +380,16 @@ impl Cohort {
         (f64::from(most.max(1)) / span_bins).min(1.0)
     }
 
+    /// Share of the model's last `cohort.local_share_bins` bins (before the current one) that
+    /// were waves: how likely a bin of an independent account active now is a wave.
+    fn local_share(&self, idx: usize) -> f64 {
+        let b = &self.bins[idx];
+        let n = self.cfg.local_share_bins.clamp(1, 64);
+        let seen = (b.observed.min(u64::from(n)) as u32).max(1);
+        let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        f64::from((b.wave_ring & mask).count_ones()) / f64::from(seen)
+    }
+
     /// Credits a participant of a newly declared wave.
     pub fn credit(p: &mut Presence, wave: u32) {
         p.credit(wave);
@@ -386,7 +407,11 @@ impl Cohort {
 
     /// The account's co-activity, and whether it is in step.
     pub fn step(&self, p: &Presence) -> (Step, bool) {
-        let q = self.wave_share().max(self.span_share(p));
+        // The wave share when the account was active, averaged over its active bins: one that
+        // is always on while a campaign fires densely takes part in as many waves as the
+        // moment has, however quiet its span was before.
+        let local = f64::from(p.expected_waves) / f64::from(p.active_bins.max(1));
+        let q = self.wave_share().max(self.span_share(p)).max(local);
         let p_value = binomial_tail(u32::from(p.wave_bins), u32::from(p.active_bins), q);
         let s = Step {
             active_bins: p.active_bins,

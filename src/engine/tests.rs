@@ -1478,3 +1478,87 @@ fn a_person_in_a_bursts_minute_of_a_busy_hour_is_not_named_through_it() {
     );
     assert!(named(1.0), "without the rule the test shows nothing");
 }
+
+/// An evaluation run on an old account that asked a few questions earlier, always on (a
+/// request every three seconds on its own network), starts just as a campaign begins firing
+/// in every other 15-second bin. It takes part in half the bins' waves, as many as the moment
+/// has: not in step (`cohort.local_share_bins`), while the campaign, active in the waves
+/// alone, is. Judged against the wave share of its whole span, quiet before the campaign, or
+/// of a window longer than the campaign's first minutes, it would be named with it.
+#[test]
+fn an_evaluation_run_that_starts_as_a_campaign_fires_is_not_in_step_with_it() {
+    let named = |local_bins: u32| {
+        let mut cfg = Config::default();
+        cfg.cohort.local_share_bins = local_bins;
+        let mut eng = engine_with(cfg);
+        let mut events = Vec::new();
+        for i in 0..6000u64 {
+            let a = i % 400;
+            let mut e = paraphrased(
+                900_000 + i,
+                T0 + (mix(i) % (3 * 3_600_000)) as i64,
+                &format!("bg_{a}"),
+            );
+            e.ip = Some(format!("90.{}.{}.3", a % 200, a / 200).parse().expect("ip"));
+            e.account_created_ms = Some(T0 - (2 + a as i64 % 20) * DAY - a as i64 * 7_919);
+            events.push(e);
+        }
+        let start = T0 + 90 * MIN;
+        let mut id = 0u64;
+        for round in 0..120i64 {
+            for a in 0..40u64 {
+                let mut e = paraphrased(
+                    id,
+                    start + round * 30_000 + (mix(id) % 3_000) as i64,
+                    &format!("lock_{a}"),
+                );
+                e.account_created_ms = Some(T0 - (3 + a as i64 % 20) * DAY - a as i64 * 3_600_000);
+                e.ip = Some(
+                    format!("73.{}.{}.{}", (id * 7) % 250, (id * 13) % 250, id % 250)
+                        .parse()
+                        .expect("ip"),
+                );
+                events.push(e);
+                id += 1;
+            }
+        }
+        let mut t = T0 + 5 * MIN;
+        let mut n = 0u64;
+        while t < start + 60 * MIN {
+            let mut e = paraphrased(500_000 + n, t, "acct_eval");
+            e.account_created_ms = Some(T0 - 700 * DAY);
+            e.ip = Some("198.51.100.20".parse().expect("ip"));
+            events.push(e);
+            // A few questions early on, then the run from just before the campaign.
+            t += if t < T0 + 20 * MIN {
+                4 * MIN
+            } else if t < start - 2 * MIN {
+                start - 2 * MIN - t
+            } else {
+                3_000
+            };
+            n += 1;
+        }
+        events.sort_by_key(|e| e.ts_ms);
+        let alerts = run(&mut eng, &events);
+        let clusters: Vec<&Alert> = alerts
+            .iter()
+            .filter(|a| a.kind == Kind::FakeAccountCluster)
+            .collect();
+        assert!(
+            clusters
+                .iter()
+                .any(|a| a.accounts.iter().filter(|x| x.starts_with("lock_")).count() >= 30),
+            "the campaign is clustered"
+        );
+        clusters
+            .iter()
+            .any(|a| a.accounts.iter().any(|x| x == "acct_eval"))
+    };
+    let default = Config::default().cohort.local_share_bins;
+    assert!(
+        !named(default),
+        "an always-on evaluation run is named in step"
+    );
+    assert!(named(64), "with a long window the test shows nothing");
+}

@@ -57,6 +57,9 @@ pub struct Presence {
     /// account's own span.
     pub since: u32,
     pub waves_before: u32,
+    /// Waves expected among its active bins by chance: the sum, over them, of the share of
+    /// recent bins that were waves (`cohort.local_share_bins`).
+    pub expected_waves: f32,
 }
 
 impl Presence {
