@@ -16,6 +16,13 @@ fn engine() -> Engine {
     engine_with(Config::default())
 }
 
+/// An engine on the default configuration as `edit` changes it.
+fn engine_where(edit: impl FnOnce(&mut Config)) -> Engine {
+    let mut cfg = Config::default();
+    edit(&mut cfg);
+    engine_with(cfg)
+}
+
 fn mix(x: u64) -> u64 {
     xxh3_64(&x.to_le_bytes())
 }
@@ -53,6 +60,14 @@ fn chat(id: u64, ts: i64, account: &str, turn: u32) -> Event {
         text: true,
     };
     e
+}
+
+/// The `fake_account_cluster` alerts among `alerts`.
+fn cluster_alerts(alerts: &[Alert]) -> Vec<&Alert> {
+    alerts
+        .iter()
+        .filter(|a| a.kind == Kind::FakeAccountCluster)
+        .collect()
 }
 
 fn run(engine: &mut Engine, events: &[Event]) -> Vec<Alert> {
@@ -396,10 +411,7 @@ fn accounts_sharing_a_card_form_one_cluster_that_grows() {
     ));
     events.sort_by_key(|e| e.ts_ms);
     let alerts = run(&mut eng, &events);
-    let clusters: Vec<&Alert> = alerts
-        .iter()
-        .filter(|a| a.kind == Kind::FakeAccountCluster)
-        .collect();
+    let clusters = cluster_alerts(&alerts);
     assert!(!clusters.is_empty(), "a cluster alert");
     let first = clusters[0];
     assert!(first.accounts.len() >= 5);
@@ -512,6 +524,17 @@ fn assert_swarm_clustered_without(alerts: &[Alert], who: &str) {
     }
 }
 
+/// The swarm of a test is in a cluster alert; whether the account `person` is named too.
+fn person_named_with_the_swarm(alerts: &[Alert]) -> bool {
+    assert!(
+        alerts.iter().any(|a| a.kind == Kind::FakeAccountCluster),
+        "the swarm is clustered"
+    );
+    alerts
+        .iter()
+        .any(|a| a.accounts.iter().any(|x| x == "person"))
+}
+
 /// A person who signed up in the same minute as a swarm's burst of accounts, and sends a few
 /// extraction-like questions of its own, is not named with the swarm through the creation
 /// minute: it harvested a small fraction of what each swarm account did
@@ -547,14 +570,7 @@ fn a_person_signed_up_in_a_swarms_minute_is_not_named_with_it() {
                 events.push(e);
             }
         }
-        let alerts = run(&mut eng, &events);
-        assert!(
-            alerts.iter().any(|a| a.kind == Kind::FakeAccountCluster),
-            "the swarm is clustered"
-        );
-        alerts
-            .iter()
-            .any(|a| a.accounts.iter().any(|x| x == "person"))
+        person_named_with_the_swarm(&run(&mut eng, &events))
     };
     assert!(!named(0.1), "a bystander of the creation minute is named");
     assert!(named(0.0), "without the rule the test shows nothing");
@@ -980,24 +996,42 @@ fn a_class_on_one_campus_ip_sharing_an_assignment_is_not_a_cluster() {
     );
 }
 
+/// Background: 400 independent harvesting users at random times over three hours, each on its
+/// own network, created over the past weeks.
+fn independent_harvesters() -> Vec<Event> {
+    (0..6000u64)
+        .map(|i| {
+            let a = i % 400;
+            let mut e = paraphrased(
+                900_000 + i,
+                T0 + (mix(i) % (3 * 3_600_000)) as i64,
+                &format!("bg_{a}"),
+            );
+            e.ip = Some(format!("90.{}.{}.3", a % 200, a / 200).parse().expect("ip"));
+            e.account_created_ms = Some(T0 - (2 + a as i64 % 20) * DAY - a as i64 * 7_919);
+            e
+        })
+        .collect()
+}
+
+/// Request `id` of campaign account `lock_{a}` at `ts`: reworded, on a residential IP of its
+/// own each time, the account created over the past weeks, one by one.
+fn campaign_member(id: u64, ts: i64, a: u64) -> Event {
+    let mut e = paraphrased(id, ts, &format!("lock_{a}"));
+    e.account_created_ms = Some(T0 - (3 + a as i64 % 20) * DAY - a as i64 * 3_600_000);
+    e.ip = Some(
+        format!("73.{}.{}.{}", (id * 7) % 250, (id * 13) % 250, id % 250)
+            .parse()
+            .expect("ip"),
+    );
+    e
+}
+
 #[test]
 fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_waves() {
     let mut eng = engine();
-    let mut events = Vec::new();
+    let mut events = independent_harvesters();
     let mut id = 0u64;
-    // Background: 400 independent harvesting users at random times, each on its own network,
-    // created over the past weeks.
-    for i in 0..6000u64 {
-        let a = i % 400;
-        let mut e = paraphrased(
-            900_000 + i,
-            T0 + (mix(i) % (3 * 3_600_000)) as i64,
-            &format!("bg_{a}"),
-        );
-        e.ip = Some(format!("90.{}.{}.3", a % 200, a / 200).parse().expect("ip"));
-        e.account_created_ms = Some(T0 - (2 + a as i64 % 20) * DAY - a as i64 * 7_919);
-        events.push(e);
-    }
     // 40 accounts, each on its own residential IP, reworded prompts, firing within a few
     // seconds of each other every 6 minutes (70% of them each time).
     for wave in 0..30i64 {
@@ -1005,19 +1039,8 @@ fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_wav
             if mix(a ^ (wave as u64) << 16) % 10 < 3 {
                 continue;
             }
-            let mut e = paraphrased(
-                id,
-                T0 + 600_000 + wave * 360_000 + (mix(id) % 4_000) as i64,
-                &format!("lock_{a}"),
-            );
-            // Created over the past weeks, one by one.
-            e.account_created_ms = Some(T0 - (3 + a as i64 % 20) * DAY - a as i64 * 3_600_000);
-            e.ip = Some(
-                format!("73.{}.{}.{}", (id * 7) % 250, (id * 13) % 250, id % 250)
-                    .parse()
-                    .expect("ip"),
-            );
-            events.push(e);
+            let ts = T0 + 600_000 + wave * 360_000 + (mix(id) % 4_000) as i64;
+            events.push(campaign_member(id, ts, a));
             id += 1;
         }
     }
@@ -1415,9 +1438,7 @@ fn the_owners_questions_after_an_evaluation_run_do_not_lengthen_it() {
 #[test]
 fn a_person_in_a_bursts_minute_of_a_busy_hour_is_not_named_through_it() {
     let named = |share: f64| {
-        let mut cfg = Config::default();
-        cfg.cluster.creation_minute_max_bystander_share = share;
-        let mut eng = engine_with(cfg);
+        let mut eng = engine_where(|c| c.cluster.creation_minute_max_bystander_share = share);
         let hour = T0 - 3 * 60 * MIN;
         let mut events = Vec::new();
         let mut id = 0;
@@ -1460,14 +1481,7 @@ fn a_person_in_a_bursts_minute_of_a_busy_hour_is_not_named_through_it() {
             }
         }
         events.sort_by_key(|e| e.ts_ms);
-        let alerts = run(&mut eng, &events);
-        assert!(
-            alerts.iter().any(|a| a.kind == Kind::FakeAccountCluster),
-            "the swarm is clustered"
-        );
-        alerts
-            .iter()
-            .any(|a| a.accounts.iter().any(|x| x == "person"))
+        person_named_with_the_swarm(&run(&mut eng, &events))
     };
     let default = Config::default()
         .cluster
@@ -1488,37 +1502,14 @@ fn a_person_in_a_bursts_minute_of_a_busy_hour_is_not_named_through_it() {
 #[test]
 fn an_evaluation_run_that_starts_as_a_campaign_fires_is_not_in_step_with_it() {
     let named = |local_bins: u32| {
-        let mut cfg = Config::default();
-        cfg.cohort.local_share_bins = local_bins;
-        let mut eng = engine_with(cfg);
-        let mut events = Vec::new();
-        for i in 0..6000u64 {
-            let a = i % 400;
-            let mut e = paraphrased(
-                900_000 + i,
-                T0 + (mix(i) % (3 * 3_600_000)) as i64,
-                &format!("bg_{a}"),
-            );
-            e.ip = Some(format!("90.{}.{}.3", a % 200, a / 200).parse().expect("ip"));
-            e.account_created_ms = Some(T0 - (2 + a as i64 % 20) * DAY - a as i64 * 7_919);
-            events.push(e);
-        }
+        let mut eng = engine_where(|c| c.cohort.local_share_bins = local_bins);
+        let mut events = independent_harvesters();
         let start = T0 + 90 * MIN;
         let mut id = 0u64;
         for round in 0..120i64 {
             for a in 0..40u64 {
-                let mut e = paraphrased(
-                    id,
-                    start + round * 30_000 + (mix(id) % 3_000) as i64,
-                    &format!("lock_{a}"),
-                );
-                e.account_created_ms = Some(T0 - (3 + a as i64 % 20) * DAY - a as i64 * 3_600_000);
-                e.ip = Some(
-                    format!("73.{}.{}.{}", (id * 7) % 250, (id * 13) % 250, id % 250)
-                        .parse()
-                        .expect("ip"),
-                );
-                events.push(e);
+                let ts = start + round * 30_000 + (mix(id) % 3_000) as i64;
+                events.push(campaign_member(id, ts, a));
                 id += 1;
             }
         }
@@ -1541,10 +1532,7 @@ fn an_evaluation_run_that_starts_as_a_campaign_fires_is_not_in_step_with_it() {
         }
         events.sort_by_key(|e| e.ts_ms);
         let alerts = run(&mut eng, &events);
-        let clusters: Vec<&Alert> = alerts
-            .iter()
-            .filter(|a| a.kind == Kind::FakeAccountCluster)
-            .collect();
+        let clusters = cluster_alerts(&alerts);
         assert!(
             clusters
                 .iter()
