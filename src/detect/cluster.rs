@@ -7,11 +7,11 @@
 use nohash_hasher::{IntMap, IntSet};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::link::Link;
+use super::link::{self, Link};
 use super::{pct, LinkDetector, LinkKind, LinkRecord, Observed, Out, Signal, View};
 use crate::alert::{Decision, Kind, Tier};
 use crate::config::ClusterConfig;
-use crate::state::account::Account;
+use crate::state::account::{Facts, JoinGround};
 use crate::state::attribute::AttrKind;
 
 /// One cluster (a union-find root).
@@ -317,13 +317,82 @@ struct ClusterDue {
     repeat: bool,
 }
 
-/// The cluster assembler. Which cluster each account is in is kept in the account record
-/// (`Account::cluster`), which cluster a value feeds on the value (`Attribute::cluster`); which
-/// cluster a co-activity wave feeds is kept here.
+/// A link of the account's current event, as the assembler remembers it until the account's
+/// next event: what the account's eligibility is judged on (see [`Assembler::may_join`]).
+#[derive(Debug, Clone, Copy)]
+struct GroupLink {
+    key: u64,
+    kind: AttrKind,
+    seed: u64,
+    names_alone: bool,
+    circumstantial: bool,
+    /// The record named the account (it joins this link's cluster once eligible).
+    named: bool,
+}
+
+/// What the assembler knows of an account that link records mentioned.
+#[derive(Debug, Clone, Copy, Default)]
+struct Member {
+    /// Cluster (0: none).
+    cluster: u32,
+    /// Times it was caught in step: a synchronised burst on a template, or co-activity waves.
+    sync_hits: u16,
+}
+
+/// The value links of an account's current event, and whether they made it eligible.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    /// Event time of the links: the account's current event's.
+    at_ms: i64,
+    links: smallvec::SmallVec<[GroupLink; 4]>,
+    eligible: bool,
+    /// The account's ground and whether it is unproven for links by circumstance, judged at
+    /// its first link of the event (until it is caught in step).
+    judged: Option<(JoinGround, bool)>,
+}
+
+/// Whether the value links of an account's event may name it, on its `ground`. An old account
+/// that merely never chatted is named by infrastructure only: a person who only ever sends
+/// one-off questions ("... Please explain step by step.") can match a campaign's template. If
+/// it is `unproven` (see [`Assembler::judge`]), links by circumstance do not count.
+fn may_join(ground: JoinGround, unproven: bool, group: &[GroupLink]) -> bool {
+    let counts = |l: &&GroupLink| !(unproven && l.circumstantial);
+    let counted = group.iter().filter(counts).count();
+    let infra = group
+        .iter()
+        .filter(counts)
+        .filter(|l| l.kind != AttrKind::Template)
+        .count();
+    let payment = group.iter().any(|l| l.kind == AttrKind::Payment);
+    // A popular client fingerprint or a provider alone never names anyone; any other value
+    // names an account that carries evidence of its own (see `join_ground`).
+    let alone = group.iter().filter(counts).any(|l| l.names_alone);
+    match ground {
+        JoinGround::No => false,
+        JoinGround::FreshOrInStep => counted >= 2 || alone,
+        JoinGround::NeverChatted => infra >= 2 || payment,
+    }
+}
+
+/// How long (event time) an account's group of links is kept after its event: records of one
+/// event reach the assembler together in one process, and within seconds from link stages.
+const GROUP_KEEP_MS: i64 = 60_000;
+
+/// The cluster assembler: the cluster stage. It sees only link records and decides which
+/// named accounts join, from what it learnt of each account through them: whether it was
+/// caught in step (`Sync` and `Wave` records), whether its network is a crowd of people
+/// (`Crowd` records), and which values link it on its current event. Which cluster each
+/// account, value and co-activity wave feeds is kept here.
 pub struct Assembler {
     clusters: Clusters,
-    /// Cluster of each co-activity wave link.
-    waves: IntMap<u64, u32>,
+    /// Accounts that link records mentioned.
+    members: IntMap<u64, Member>,
+    /// The current event's value links of accounts, dropped after `GROUP_KEEP_MS`.
+    groups: IntMap<u64, Group>,
+    /// Cluster of each linking value and co-activity wave link.
+    links: IntMap<u64, u32>,
+    /// Networks that are crowds of people.
+    crowds: IntSet<u64>,
     touched: Vec<u32>,
     version: String,
 }
@@ -332,7 +401,10 @@ impl Assembler {
     pub fn new(config_hash: u64) -> Self {
         Self {
             clusters: Clusters::default(),
-            waves: IntMap::default(),
+            members: IntMap::default(),
+            groups: IntMap::default(),
+            links: IntMap::default(),
+            crowds: IntSet::default(),
             touched: Vec::new(),
             version: format!(
                 "{}/{}+cfg.{:08x}",
@@ -364,19 +436,33 @@ impl Assembler {
         if !view.cfg.cluster.enabled {
             return;
         }
-        let own = view.accounts.get(&obs.account).map_or(0, |a| a.cluster);
+        let own = self.members.get(&obs.account).map_or(0, |m| m.cluster);
         let mut touched = std::mem::take(&mut self.touched);
         touched.clear();
         let mut own_done = false;
         for r in records {
             let root = match r.kind {
-                LinkKind::Value(_) => self.apply_value(view, r),
+                LinkKind::Value(kind) => self.apply_value(view, r, kind, &mut touched),
                 LinkKind::Wave => {
                     if !own_done {
                         self.touch_own(own, &mut touched);
                         own_done = true;
                     }
-                    self.apply_waves(view, r)
+                    self.apply_waves(r)
+                }
+                LinkKind::Sync => {
+                    self.caught_in_step(r.account);
+                    None
+                }
+                LinkKind::Crowd => {
+                    for &k in &r.keys {
+                        if r.crowd {
+                            self.crowds.insert(k);
+                        } else {
+                            self.crowds.remove(&k);
+                        }
+                    }
+                    None
                 }
             };
             if let Some(root) = root {
@@ -401,53 +487,203 @@ impl Assembler {
         }
     }
 
-    /// Joins the accounts a shared value names. Returns the cluster root.
-    fn apply_value(&mut self, view: &mut View<'_>, r: &LinkRecord) -> Option<u32> {
-        let key = r.founder;
-        let root = self.clusters.find(r.cluster);
-        if root != 0 {
-            // An established link: only the current account may be new.
-            for &a in &r.accounts {
-                self.join(view, root, a);
+    fn caught_in_step(&mut self, akey: u64) {
+        let m = self.members.entry(akey).or_default();
+        m.sync_hits = m.sync_hits.saturating_add(1);
+        if let Some(g) = self.groups.get_mut(&akey) {
+            g.judged = None;
+        }
+    }
+
+    fn cluster_of(&self, akey: u64) -> u32 {
+        self.members.get(&akey).map_or(0, |m| m.cluster)
+    }
+
+    /// Applies a value link. A new link (naming every holder) founds a cluster of the holders
+    /// that may join on their own ground; a founded one joins the event's account once the
+    /// links of its event make it eligible (see [`Assembler::may_join`]). Returns the root.
+    fn apply_value(
+        &mut self,
+        view: &View<'_>,
+        r: &LinkRecord,
+        kind: AttrKind,
+        touched: &mut Vec<u32>,
+    ) -> Option<u32> {
+        if r.all_holders {
+            // Every linking value of the account's event counts for its eligibility.
+            self.add_to_group(view, r, kind, false, touched);
+            let joining: Vec<u64> = r
+                .accounts
+                .iter()
+                .copied()
+                .filter(|&m| self.may_join_alone(view, m, r, kind))
+                .collect();
+            return self.found(r, &joining);
+        }
+        let named = r.accounts.contains(&r.account);
+        self.add_to_group(view, r, kind, named, touched)
+    }
+
+    /// Adds a link of the account's current event to its group and joins the account to the
+    /// clusters of the group's links that named it, once the group makes it eligible.
+    fn add_to_group(
+        &mut self,
+        view: &View<'_>,
+        r: &LinkRecord,
+        kind: AttrKind,
+        named: bool,
+        touched: &mut Vec<u32>,
+    ) -> Option<u32> {
+        let akey = r.account;
+        let link = GroupLink {
+            key: r.founder,
+            kind,
+            seed: r.seed,
+            names_alone: !r.merge_only,
+            circumstantial: r.circumstantial,
+            named,
+        };
+        let judged = match self.groups.get(&akey) {
+            Some(g) if g.at_ms == r.at_ms && g.judged.is_some() => g.judged,
+            _ => self.judge(view, akey),
+        };
+        let g = self.groups.entry(akey).or_default();
+        if g.at_ms != r.at_ms {
+            g.at_ms = r.at_ms;
+            g.links.clear();
+            g.eligible = false;
+        }
+        g.judged = judged;
+        g.links.push(link);
+        let was = g.eligible;
+        g.eligible = judged.is_some_and(|(ground, chatty)| may_join(ground, chatty, &g.links));
+        if !g.eligible {
+            return None;
+        }
+        // Newly eligible: the earlier links of the event that named it too.
+        let joins: smallvec::SmallVec<[GroupLink; 4]> = if was {
+            smallvec::smallvec![link]
+        } else {
+            g.links.clone()
+        };
+        let mut last = None;
+        for l in joins.into_iter().filter(|l| l.named) {
+            let root = self.join_link(akey, &l);
+            if let Some(root) = root {
+                if !touched.contains(&root) {
+                    touched.push(root);
+                }
+                last = Some(root);
             }
+        }
+        last
+    }
+
+    /// Joins an eligible account to the cluster a value link feeds, founding it if there is
+    /// none (a value that alone names no one only merges: the account must be in a cluster).
+    fn join_link(&mut self, akey: u64, l: &GroupLink) -> Option<u32> {
+        let root = self.links.get(&l.key).map_or(0, |&c| self.clusters.find(c));
+        if root != 0 {
+            self.join(root, akey);
             return Some(self.clusters.find(root));
         }
-        // A new link: every named holder joins, merging their clusters.
-        let mut joining = Vec::with_capacity(r.accounts.len());
-        let mut prior = Vec::new();
-        for &m in &r.accounts {
-            if let Some(acc) = view.accounts.get(&m) {
-                if r.merge_only && acc.cluster == 0 {
-                    continue;
-                }
-                joining.push(m);
-                if acc.cluster != 0 {
-                    prior.push(acc.cluster);
-                }
-            }
+        if !l.names_alone && self.cluster_of(akey) == 0 {
+            return None;
         }
+        let mut r = LinkRecord::new(LinkKind::Value(l.kind), akey, 0);
+        r.founder = l.key;
+        r.seed = l.seed;
+        self.found_at(&r, &[akey], self.groups.get(&akey).map_or(0, |g| g.at_ms))
+    }
+
+    /// Founds (or feeds) the cluster of a new value link with `joining`. Returns the root.
+    fn found(&mut self, r: &LinkRecord, joining: &[u64]) -> Option<u32> {
+        self.found_at(r, joining, r.at_ms)
+    }
+
+    fn found_at(&mut self, r: &LinkRecord, joining: &[u64], at_ms: i64) -> Option<u32> {
         if joining.is_empty() {
             return None;
         }
-        let mut root = self.clusters.create_seeded(r.seed, key, r.at_ms);
-        for p in prior {
-            root = self.clusters.union(root, p);
+        let key = r.founder;
+        let existing = self.links.get(&key).map_or(0, |&c| self.clusters.find(c));
+        if existing != 0 {
+            for &a in joining {
+                self.join(existing, a);
+            }
+            return Some(self.clusters.find(existing));
+        }
+        let mut root = self.clusters.create_seeded(r.seed, key, at_ms);
+        for &m in joining {
+            let prior = self.cluster_of(m);
+            if prior != 0 {
+                root = self.clusters.union(root, prior);
+            }
         }
         self.clusters.add_link(root, key);
-        if let Some(g) = view.values.get_mut(key).and_then(|h| h.shared_mut()) {
-            g.cluster = root;
-        }
-        for m in joining {
-            self.join(view, root, m);
+        self.links.insert(key, root);
+        for &m in joining {
+            self.join(root, m);
         }
         Some(self.clusters.find(root))
     }
 
+    /// Whether a new link may name holder `m` on its own ground: fresh or caught in step, or,
+    /// through a card, an API-only account that never chatted; not, through a link by
+    /// circumstance, on a network that is a crowd of people; and, through a value that alone
+    /// names no one, only if it is in a cluster already.
+    fn may_join_alone(&self, view: &View<'_>, m: u64, r: &LinkRecord, kind: AttrKind) -> bool {
+        let Some(acc) = view.facts(m) else {
+            return false;
+        };
+        if r.merge_only && self.cluster_of(m) == 0 {
+            return false;
+        }
+        if r.circumstantial && self.among_people(&acc) {
+            return false;
+        }
+        match self.ground(view, m, &acc) {
+            JoinGround::No => false,
+            JoinGround::FreshOrInStep => true,
+            // One shared value names such an account only if it is a card.
+            JoinGround::NeverChatted => kind == AttrKind::Payment,
+        }
+    }
+
+    fn ground(&self, view: &View<'_>, akey: u64, acc: &Facts) -> JoinGround {
+        let c = &view.cfg.cluster;
+        let in_step = self.members.get(&akey).is_some_and(|m| m.sync_hits > 0);
+        acc.join_ground(
+            in_step,
+            view.now,
+            view.cfg.engine.fresh_account_days,
+            c.min_member_harvest,
+        )
+    }
+
+    /// Whether `acc` is on a network that is a crowd of people (see [`link::crowd`]).
+    fn among_people(&self, acc: &Facts) -> bool {
+        acc.ips.iter().any(|k| *k != 0 && self.crowds.contains(k))
+    }
+
+    /// The account's ground for joining, and whether links by circumstance (network, creation
+    /// minute) may not name it: a person's chat history, too short a history to show none, or
+    /// a network among people. None if it is not tracked.
+    fn judge(&self, view: &View<'_>, akey: u64) -> Option<(JoinGround, bool)> {
+        let acc = view.facts(akey)?;
+        let ground = self.ground(view, akey, &acc);
+        let chatty = link::unproven(&view.cfg.cluster, view.now, &acc) || self.among_people(&acc);
+        Some((ground, chatty))
+    }
+
     /// Joins an in-step account to the cluster of the waves it took part in (creating it).
-    fn apply_waves(&mut self, view: &mut View<'_>, r: &LinkRecord) -> Option<u32> {
+    fn apply_waves(&mut self, r: &LinkRecord) -> Option<u32> {
+        for &a in &r.accounts {
+            self.caught_in_step(a);
+        }
         let mut root = 0;
         for k in &r.keys {
-            if let Some(&c) = self.waves.get(k) {
+            if let Some(&c) = self.links.get(k) {
                 let found = self.clusters.find(c);
                 if found != 0 {
                     root = if root == 0 {
@@ -465,20 +701,18 @@ impl Assembler {
             root = self.clusters.create_seeded(r.seed, r.founder, r.at_ms);
         }
         for &k in &r.keys {
-            self.waves.insert(k, root);
+            self.links.insert(k, root);
             self.clusters.add_link(root, k);
         }
         for &a in &r.accounts {
-            self.join(view, root, a);
+            self.join(root, a);
         }
         Some(self.clusters.find(root))
     }
 
-    fn join(&mut self, view: &mut View<'_>, root: u32, akey: u64) {
-        let Some(mut acc) = view.accounts.get_mut(&akey) else {
-            return;
-        };
-        let current = self.clusters.find(acc.cluster);
+    fn join(&mut self, root: u32, akey: u64) {
+        let m = self.members.entry(akey).or_default();
+        let current = self.clusters.find(m.cluster);
         if current == root {
             return;
         }
@@ -487,21 +721,27 @@ impl Assembler {
         } else {
             root
         };
-        acc.cluster = root;
+        if let Some(m) = self.members.get_mut(&akey) {
+            m.cluster = root;
+        }
         self.clusters.add_member(root, akey);
     }
 
     /// An account left the shared state.
-    pub fn forget(&mut self, key: u64, acc: &Account) {
-        if acc.cluster != 0 {
-            self.clusters.remove_member(acc.cluster, key);
+    pub fn forget(&mut self, key: u64) {
+        self.groups.remove(&key);
+        if let Some(m) = self.members.remove(&key) {
+            if m.cluster != 0 {
+                self.clusters.remove_member(m.cluster, key);
+            }
         }
     }
 
     /// Drops the wave links and union-find entries of dissolved clusters.
-    pub fn sweep(&mut self) {
+    pub fn sweep(&mut self, now: i64) {
+        self.groups.retain(|_, g| g.at_ms >= now - GROUP_KEEP_MS);
         let clusters = &mut self.clusters;
-        self.waves.retain(|_, c| clusters.find(*c) != 0);
+        self.links.retain(|_, c| clusters.find(*c) != 0);
         self.clusters.compact();
     }
 
@@ -739,6 +979,90 @@ mod tests {
     use super::*;
 
     const T0: i64 = 1_793_577_600_000;
+
+    /// Fresh extraction-like accounts with harvest enough to be named, keyed 1..=n.
+    fn named_accounts(n: u64, cfg: &crate::config::Config) -> crate::state::Accounts {
+        let mut accounts = crate::state::Accounts::default();
+        for k in 1..=n {
+            let (mut a, _) = accounts.get_or_insert_with(k, || {
+                crate::state::account::Account::new(format!("acct-{k}").into(), T0 - 3_600_000)
+            });
+            a.created_ms = Some(T0 - 3_600_000);
+            a.extraction_like = true;
+            a.harvest_ever = cfg.cluster.min_member_harvest;
+            a.requests_ever = cfg.cluster.min_member_harvest;
+        }
+        accounts
+    }
+
+    fn value_record(kind: AttrKind, key: u64, account: u64, named: &[u64]) -> LinkRecord {
+        let mut r = LinkRecord::new(LinkKind::Value(kind), account, T0);
+        r.keys.push(key);
+        r.founder = key;
+        r.seed = key;
+        r.accounts = named.to_vec();
+        r.merge_only = matches!(kind, AttrKind::Device | AttrKind::Asn);
+        r
+    }
+
+    /// The cluster of each of accounts 1..=4 after a card founds a cluster of 1-3, their
+    /// provider (autonomous system 200) links into it, and account 4's event brings `records`.
+    fn after(records: &[LinkRecord]) -> Vec<u32> {
+        let cfg = crate::config::Config::default();
+        let mut accounts = named_accounts(4, &cfg);
+        let mut values = crate::state::Values::default();
+        let allow = crate::state::Allowlist::default();
+        let mut view = View {
+            cfg: &cfg,
+            accounts: &mut accounts,
+            values: &mut values,
+            allow: &allow,
+            now: T0,
+        };
+        let mut asm = Assembler::new(0);
+        let mut touched = Vec::new();
+        let mut card = value_record(AttrKind::Payment, 100, 1, &[1, 2, 3]);
+        card.all_holders = true;
+        asm.apply_value(&view, &card, AttrKind::Payment, &mut touched);
+        let mut provider = value_record(AttrKind::Asn, 200, 1, &[1, 2, 3]);
+        provider.all_holders = true;
+        asm.apply_value(&view, &provider, AttrKind::Asn, &mut touched);
+        view.now = T0 + 1_000;
+        for r in records {
+            let LinkKind::Value(kind) = r.kind else {
+                unreachable!("value records")
+            };
+            let mut r = r.clone();
+            r.at_ms = view.now;
+            asm.apply_value(&view, &r, kind, &mut touched);
+        }
+        (1..=4)
+            .map(|a| asm.clusters.find(asm.cluster_of(a)))
+            .collect()
+    }
+
+    #[test]
+    fn an_account_joins_once_its_events_links_together_make_it_eligible_in_any_order() {
+        // The provider names account 4; a template links on the same event but names no one
+        // (say account 4 harvested too little to be named through it).
+        let asn = value_record(AttrKind::Asn, 200, 4, &[4]);
+        let template = value_record(AttrKind::Template, 300, 4, &[]);
+        // A provider alone names no one.
+        let alone = after(std::slice::from_ref(&asn));
+        assert_ne!(alone[0], 0);
+        assert_eq!(alone[1..3], [alone[0]; 2]);
+        assert_eq!(alone[3], 0, "{alone:?}");
+        // With the template's link, in whichever order the two records arrive (from two link
+        // stages), the account joins the provider's cluster.
+        for order in [
+            [asn.clone(), template.clone()],
+            [template.clone(), asn.clone()],
+        ] {
+            let c = after(&order);
+            assert_ne!(c[0], 0);
+            assert_eq!(c, vec![c[0]; 4], "{order:?}");
+        }
+    }
 
     #[test]
     fn union_keeps_the_older_id_and_all_members() {

@@ -440,32 +440,27 @@ impl CohortLinks {
         }
     }
 
-    /// The link record of an in-step account, if it may be named (it also counts as caught in
-    /// step for its own ground).
+    /// The link record of an in-step account, if it may be named (the assembler also counts
+    /// it as caught in step, for its other links).
     fn link(&self, view: &mut View<'_>, akey: u64) -> Option<LinkRecord> {
         let min_harvest = view.cfg.cluster.min_member_harvest;
-        let mut acc = view.accounts.get_mut(&akey)?;
+        let acc = view.accounts.get(&akey)?;
         let (_, in_step) = self.cohort.step(&acc.presence);
-        if !in_step || !acc.extraction_like || acc.harvest_ever < min_harvest {
+        if !in_step || !acc.facts().may_be_named(min_harvest) {
             return None;
         }
-        acc.sync_hits = acc.sync_hits.saturating_add(1);
         let waves = acc.presence.waves;
         let first = waves.iter().copied().find(|&w| w != 0).unwrap_or(0);
-        Some(LinkRecord {
-            kind: LinkKind::Wave,
-            keys: waves
-                .iter()
-                .filter(|&&w| w != 0 && self.cohort.wave(w).is_some())
-                .map(|&w| wave_link(w))
-                .collect(),
-            cluster: 0,
-            founder: if first == 0 { 0 } else { wave_link(first) },
-            seed: u64::from(first) ^ 0xc0ac_7171,
-            accounts: vec![akey],
-            merge_only: false,
-            at_ms: view.now,
-        })
+        let mut r = LinkRecord::new(LinkKind::Wave, akey, view.now);
+        r.keys = waves
+            .iter()
+            .filter(|&&w| w != 0 && self.cohort.wave(w).is_some())
+            .map(|&w| wave_link(w))
+            .collect();
+        r.founder = if first == 0 { 0 } else { wave_link(first) };
+        r.seed = u64::from(first) ^ 0xc0ac_7171;
+        r.accounts = vec![akey];
+        Some(r)
     }
 }
 

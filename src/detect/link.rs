@@ -11,10 +11,11 @@
 use nohash_hasher::IntMap;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{cluster, cohort, LinkDetector, LinkKind, LinkRecord, Observed, View};
+use super::{cluster, cohort, facts, LinkDetector, LinkKind, LinkRecord, Observed, View};
 use crate::config::ClusterConfig;
-use crate::state::account::{Account, JoinGround, SLOT_IP};
+use crate::state::account::{Account, Facts};
 use crate::state::attribute::{AttrKind, Attribute};
+use crate::state::Accounts;
 
 /// The evidence that makes one attribute value a link.
 #[derive(Debug, Clone)]
@@ -142,22 +143,6 @@ fn weak_link(kind: AttrKind) -> bool {
     )
 }
 
-/// A value that links after this event.
-#[derive(Clone, Copy)]
-struct Linking {
-    key: u64,
-    kind: AttrKind,
-    /// Cluster the value feeds (0: a new link).
-    cluster: u32,
-    /// Shared by circumstance: a weak link, or a template shared without lockstep timing (a
-    /// starter kit, a docs example): it names only accounts that have shown, over time, that
-    /// they do not converse.
-    circumstantial: bool,
-    /// May name an account without a second value (not a popular client, a provider or a
-    /// creation minute that may hold bystanders).
-    names_alone: bool,
-}
-
 /// Kinds of value so widely shared (a popular client, a cloud provider) that alone they name
 /// no one: they merge clusters and add to a second linking value.
 fn client_or_provider(kind: AttrKind) -> bool {
@@ -177,12 +162,11 @@ fn creation_hour(created_ms: i64) -> i64 {
     created_ms.div_euclid(3_600_000)
 }
 
-/// The attribute-link detector. Its state beyond the index is the sign-up baseline; which
-/// cluster a value feeds is kept on the value (`Attribute::cluster`), written by the assembler.
+/// The attribute-link detector. Its state beyond the index is the sign-up baseline, and on
+/// each value whether it has named its holders yet (`Attribute::founded`) and whether it was
+/// last reported a crowd (`Attribute::crowd`).
 #[derive(Default)]
 pub struct ValueLinks {
-    /// Per-event buffer: (key, kind, cluster) of the values that link now.
-    linking: Vec<Linking>,
     /// Tracked accounts by creation hour: this stream's own sign-up rate around a creation
     /// minute, against which a minute's holders are judged. Bounded by the tracked accounts.
     sign_ups: IntMap<i64, u32>,
@@ -227,107 +211,39 @@ impl ValueLinks {
         (rare, alone)
     }
 
-    /// Whether the values that link accounts after this event may name this account.
-    fn may_join(&self, view: &View<'_>, akey: u64, ground: JoinGround) -> bool {
-        let links = &self.linking;
-        // An old account that merely never chatted is named by infrastructure only: a person
-        // who only ever sends one-off questions ("... Please explain step by step.") can match
-        // a campaign's template.
-        // A person's chat history, or too short a history to show none, keeps weak links
-        // (network, creation minute) from naming it.
-        let chatty = view
-            .accounts
-            .get(&akey)
-            .is_some_and(|a| Self::unproven(view, &a));
-        let counts = |l: &&Linking| !(chatty && l.circumstantial);
-        let counted = links.iter().filter(counts).count();
-        let infra = links
-            .iter()
-            .filter(counts)
-            .filter(|l| l.kind != AttrKind::Template)
-            .count();
-        let payment = links.iter().any(|l| l.kind == AttrKind::Payment);
-        // A popular client fingerprint or a provider alone never names anyone; any other value
-        // names an account that carries evidence of its own (see `join_ground`).
-        let not_client = links.iter().filter(counts).any(|l| l.names_alone);
-        match ground {
-            JoinGround::No => false,
-            JoinGround::FreshOrInStep => counted >= 2 || not_client,
-            JoinGround::NeverChatted => infra >= 2 || payment,
-        }
-    }
-
     /// The harvest an account must have sent itself to be named through `g`. A shared network,
     /// ASN or creation minute is shared by circumstance: a person who signed up in a burst's
     /// minute, or sits on its network, harvests a small fraction of what the operated accounts
     /// holding it do on average (`cluster.min_member_harvest_share`).
-    fn bystander_floor(view: &View<'_>, g: &Attribute) -> f32 {
+    fn bystander_floor(c: &ClusterConfig, g: &Attribute) -> f32 {
         if weak_link(g.kind) {
             let per_holder = g.harvest / g.members.len().max(1) as f32;
-            per_holder * view.cfg.cluster.min_member_harvest_share as f32
+            per_holder * c.min_member_harvest_share as f32
         } else {
             0.0
         }
     }
 
-    /// Whether a weak link (a shared network or creation minute) may not name `acc`: it has a
-    /// person's chat history, or has not been active long enough for its lack of one to say
-    /// anything (`cluster.weak_link_min_active_secs`), or sits on a network among people.
-    fn unproven(view: &View<'_>, acc: &Account) -> bool {
-        let c = &view.cfg.cluster;
-        acc.chat_share() > c.max_member_chat_share
-            || view.now - acc.first_seen_ms < (c.weak_link_min_active_secs * 1000) as i64
-            || Self::among_people(view, acc)
-    }
-
-    /// Whether `acc` is on a network that is a crowd of people: `cluster.crowd_min_accounts`
-    /// holders whose traffic would not link it, because it converses too much
-    /// (`cluster.min_single_turn_share`) or too few holders are extraction-like
-    /// (`cluster.min_member_purity`). In a venue's first hour nobody converses much yet, but
-    /// many of its people are not extraction-like. (A hydra's busy proxy, full of replacement
-    /// accounts that have not harvested yet, can pass for one: its accounts are then named
-    /// through cards, devices, lockstep templates or waves, not the network.)
-    fn among_people(view: &View<'_>, acc: &Account) -> bool {
-        let c = &view.cfg.cluster;
-        acc.slots[SLOT_IP..SLOT_IP + 2].iter().any(|&k| {
-            k != 0
-                && view
-                    .values
-                    .get(k)
-                    .and_then(|h| h.shared())
-                    .is_some_and(|g| {
-                        g.members.len() >= c.crowd_min_accounts as usize
-                            && (g.share(g.single_turn) < c.min_single_turn_share
-                                || g.purity() < c.min_member_purity)
-                    })
-        })
-    }
-
-    /// The holders of a value that a new link names (before the assembler's merge-only
-    /// filter), in key order.
-    fn named_holders(view: &View<'_>, g: &Attribute, circumstantial: bool) -> Vec<u64> {
-        let cfg = view.cfg;
-        let floor = Self::bystander_floor(view, g);
+    /// The holders of a value that a new link names, in key order: those that carry evidence
+    /// of their own, harvested enough not to be bystanders, and, for a link by circumstance,
+    /// have no person's chat history and were active long enough to show it (see
+    /// [`unproven`]). Which of them join, the assembler decides (see
+    /// [`cluster::Assembler`]).
+    fn named_holders(
+        accounts: &Accounts,
+        c: &ClusterConfig,
+        now: i64,
+        g: &Attribute,
+        circumstantial: bool,
+    ) -> Vec<u64> {
+        let floor = Self::bystander_floor(c, g);
         let mut named = Vec::new();
         for m in g.members.sorted() {
-            if let Some(acc) = view.accounts.get(&m) {
-                // A shared network or creation minute is the weakest link (a venue, a NAT, a
-                // sign-up rush): it does not name an account with a person's chat history.
-                let enough = !(circumstantial && Self::unproven(view, &acc))
-                    && acc.harvest_ever as f32 >= floor;
-                let ground = acc.join_ground(
-                    view.now,
-                    cfg.engine.fresh_account_days,
-                    cfg.cluster.min_member_harvest,
-                );
-                let may = match ground {
-                    JoinGround::No => false,
-                    JoinGround::FreshOrInStep => true,
-                    // One shared value names such an account only if it is a card (see
-                    // `may_join`).
-                    JoinGround::NeverChatted => g.kind == AttrKind::Payment,
-                };
-                if enough && may {
+            if let Some(acc) = facts(accounts, m) {
+                if acc.may_be_named(c.min_member_harvest)
+                    && acc.harvest_ever as f32 >= floor
+                    && !(circumstantial && unproven(c, now, &acc))
+                {
                     named.push(m);
                 }
             }
@@ -336,89 +252,108 @@ impl ValueLinks {
     }
 }
 
+/// Whether a weak link (a shared network or creation minute) may not name `acc` on what the
+/// account itself shows: a person's chat history, or too short an activity for its lack of one
+/// to say anything (`cluster.weak_link_min_active_secs`). (Whether it sits on a network among
+/// people the assembler knows from [`LinkKind::Crowd`] records.)
+pub fn unproven(c: &ClusterConfig, now: i64, acc: &Facts) -> bool {
+    acc.chat_share() > c.max_member_chat_share
+        || now - acc.first_seen_ms < (c.weak_link_min_active_secs * 1000) as i64
+}
+
+/// Whether a network's holders are a crowd of people: `cluster.crowd_min_accounts` holders
+/// whose traffic would not link it, because it converses too much
+/// (`cluster.min_single_turn_share`) or too few holders are extraction-like
+/// (`cluster.min_member_purity`). In a venue's first hour nobody converses much yet, but many of
+/// its people are not extraction-like. (A hydra's busy proxy, full of replacement accounts that
+/// have not harvested yet, can pass for one: its accounts are then named through cards,
+/// devices, lockstep templates or waves, not the network.)
+pub fn crowd(g: &Attribute, c: &ClusterConfig) -> bool {
+    g.members.len() >= c.crowd_min_accounts as usize
+        && (g.share(g.single_turn) < c.min_single_turn_share || g.purity() < c.min_member_purity)
+}
+
 impl LinkDetector for ValueLinks {
     fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, links: &mut Vec<LinkRecord>) {
         let c = &view.cfg.cluster;
         if !c.enabled {
             return;
         }
-        self.linking.clear();
-        let ground = match view.accounts.get(&obs.account) {
+        let akey = obs.account;
+        let now = view.now;
+        // What the account shows of its own: evidence enough to be named at all, and its
+        // harvest (against each value's bystander floor).
+        let (may_be_named, harvest) = match view.facts(akey) {
             Some(acc) => {
                 if let (1, Some(created)) = (acc.requests_ever, acc.created_ms) {
                     *self.sign_ups.entry(creation_hour(created)).or_insert(0) += 1;
                 }
-                acc.join_ground(
-                    view.now,
-                    view.cfg.engine.fresh_account_days,
-                    c.min_member_harvest,
-                )
+                (acc.may_be_named(c.min_member_harvest), acc.harvest_ever)
             }
-            None => JoinGround::No,
+            None => (false, 0),
         };
-        for &(key, kind) in obs.values {
-            if let Some(g) = view.values.get(key).and_then(|h| h.shared()) {
-                if let Some(l) = link(g, view.now, c) {
-                    let (links, alone) = if kind == AttrKind::Creation {
-                        self.rare_minute(g, c)
-                    } else {
-                        (true, !client_or_provider(kind))
-                    };
-                    if links {
-                        self.linking.push(Linking {
-                            key,
-                            kind,
-                            cluster: g.cluster,
-                            names_alone: alone,
-                            circumstantial: weak_link(kind)
-                                || (kind == AttrKind::Template && l.synchrony < c.min_synchrony),
-                        });
-                    }
-                }
-            }
+        if obs.in_burst {
+            links.push(LinkRecord::new(LinkKind::Sync, akey, now));
         }
-        let eligible = self.may_join(view, obs.account, ground);
-        for &Linking {
-            key,
-            kind,
-            cluster,
-            circumstantial,
-            names_alone,
-        } in &self.linking
-        {
-            let Some(g) = view.values.get(key).and_then(|h| h.shared()) else {
+        // Records that the assembler must know before this event's links: networks whose
+        // holders became, or stopped being, a crowd of people go before them.
+        let mut facts_end = links.len();
+        for &(key, kind) in obs.values {
+            let Some(g) = view.values.get_mut(key).and_then(|h| h.shared_mut()) else {
                 continue;
             };
-            // An established link names only the current account, a new one every holder
-            // that may be named. (The assembler tells them apart by `cluster`.)
-            let accounts = if cluster != 0 {
-                let bystander = view
-                    .accounts
-                    .get(&obs.account)
-                    .is_some_and(|a| (a.harvest_ever as f32) < Self::bystander_floor(view, g));
-                if eligible && !bystander {
-                    vec![obs.account]
-                } else {
-                    Vec::new()
+            if kind == AttrKind::Ip {
+                let is = crowd(g, c);
+                if is != g.crowd {
+                    g.crowd = is;
+                    let mut r = LinkRecord::new(LinkKind::Crowd, akey, now);
+                    r.keys.push(key);
+                    r.crowd = is;
+                    links.insert(facts_end, r);
+                    facts_end += 1;
                 }
-            } else {
-                Self::named_holders(view, g, circumstantial)
+            }
+            let Some(l) = link(g, now, c) else {
+                continue;
             };
-            links.push(LinkRecord {
-                kind: LinkKind::Value(kind),
-                keys: smallvec::smallvec![key],
-                cluster,
-                founder: key,
-                seed: seed(kind, &g.value),
-                accounts,
-                // A client fingerprint (a browser's TLS fingerprint) or an autonomous system
-                // (a cloud provider) can be everyday and still look pure while a swarm
-                // dominates it: on its own it names no one new. It merges clusters its
-                // holders are already in; others need a second value. So does a creation
-                // minute that may hold people who signed up in it by chance.
-                merge_only: !names_alone,
-                at_ms: view.now,
-            });
+            let (links_now, alone) = if kind == AttrKind::Creation {
+                self.rare_minute(g, c)
+            } else {
+                (true, !client_or_provider(kind))
+            };
+            if !links_now {
+                continue;
+            }
+            let circumstantial =
+                weak_link(kind) || (kind == AttrKind::Template && l.synchrony < c.min_synchrony);
+            // A new link names every holder that may be named, a founded one only the
+            // current account (other holders join as they act).
+            let all_holders = !g.founded;
+            let accounts = if all_holders {
+                Self::named_holders(view.accounts, c, now, g, circumstantial)
+            } else if may_be_named && harvest as f32 >= Self::bystander_floor(c, g) {
+                vec![akey]
+            } else {
+                Vec::new()
+            };
+            let mut r = LinkRecord::new(LinkKind::Value(kind), akey, now);
+            r.keys.push(key);
+            r.all_holders = all_holders;
+            r.founder = key;
+            r.seed = seed(kind, &g.value);
+            // A client fingerprint (a browser's TLS fingerprint) or an autonomous system (a
+            // cloud provider) can be everyday and still look pure while a swarm dominates it:
+            // on its own it names no one new. It merges clusters its holders are already in;
+            // others need a second value. So does a creation minute that may hold people who
+            // signed up in it by chance.
+            r.merge_only = !alone;
+            r.circumstantial = circumstantial;
+            let founds = all_holders && !accounts.is_empty();
+            r.accounts = accounts;
+            links.push(r);
+            if founds {
+                g.founded = true;
+            }
         }
     }
 

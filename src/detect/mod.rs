@@ -14,14 +14,18 @@
 //! ```
 //! - A [`Detector`] judges the event's account and pushes [`crate::alert::Decision`]s into
 //!   [`Out`]; the engine passes them through the safety valve in order.
-//! - A [`LinkDetector`] decides which accounts a link names and emits a [`LinkRecord`]: plain
-//!   data (link keys, kind, accounts, event time), so that link decisions can later travel
-//!   between stages. It also explains its links and members when a cluster is alerted.
-//! - The cluster assembler ([`cluster::Assembler`]) applies link records with union-find,
-//!   keeps stable cluster ids, gathers member evidence and decides when a cluster alerts.
-//! - Per-account detector fields (bulk's last alert and moves, cohort's [`cohort::Presence`],
-//!   the account's cluster) live in the account record so that an event touches one record;
-//!   only the owning detector writes them. The cluster a value feeds is kept on the value.
+//! - A [`LinkDetector`] decides from its own values' state and what the accounts it names
+//!   carry which accounts a link names, and emits a [`LinkRecord`]: plain data (link keys, kind,
+//!   flags, accounts, event time), so that link decisions can travel between stages. It also
+//!   explains its links and members when a cluster is alerted.
+//! - The cluster assembler ([`cluster::Assembler`]) reads nothing but link records to decide
+//!   which named accounts join: whether an account was caught in step, whether its network is
+//!   a crowd of people and which values link it on its current event all reach it as records.
+//!   It applies them with union-find, keeps stable cluster ids and the cluster each account,
+//!   value and wave feeds, gathers member evidence and decides when a cluster alerts.
+//! - Per-account detector fields (bulk's last alert and moves, cohort's [`cohort::Presence`])
+//!   live in the account record so that an event touches one record; only the owning detector
+//!   writes them.
 //! - A new detector is one module and one line in [`Detectors`].
 //!
 //! Every number that decides a tier is a config key (`[harvest]`, `[bulk]`, `[cluster]`,
@@ -142,7 +146,7 @@ pub mod link;
 use crate::alert::{signal, Decision};
 use crate::config::Config;
 use crate::event::Event;
-use crate::state::account::Account;
+use crate::state::account::{Account, Facts};
 use crate::state::attribute::AttrKind;
 use crate::state::{Accounts, Allowlist, Values};
 
@@ -159,6 +163,18 @@ pub struct View<'a> {
     pub now: i64,
 }
 
+impl View<'_> {
+    /// What the link and cluster stages know of an account.
+    pub fn facts(&self, key: u64) -> Option<Facts> {
+        facts(self.accounts, key)
+    }
+}
+
+/// What the link and cluster stages know of an account in `accounts`.
+pub fn facts(accounts: &Accounts, key: u64) -> Option<Facts> {
+    accounts.get(&key).map(|a| a.facts())
+}
+
 /// One accepted event, after the shared state took it in.
 pub struct Observed<'a> {
     pub ev: &'a Event,
@@ -170,6 +186,8 @@ pub struct Observed<'a> {
     pub moved: bool,
     /// The shared attribute values it touched, in the order it carries them.
     pub values: &'a [(u64, AttrKind)],
+    /// It fired a template in a synchronised burst.
+    pub in_burst: bool,
 }
 
 /// What the detectors decided: alerts in the order they were decided (the engine passes them
@@ -186,23 +204,36 @@ pub trait Detector {
     fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, out: &mut Out);
 }
 
-/// What links accounts: a shared attribute value, or co-activity waves.
+/// What a link record says: a shared attribute value or co-activity waves link accounts, an
+/// account fired in a synchronised burst, or a network turned out to be (or stopped being) a
+/// crowd of people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkKind {
     Value(AttrKind),
     Wave,
+    /// The event's account fired a template in a synchronised burst: it is in step.
+    Sync,
+    /// The network `keys[0]` is a crowd of people (`crowd`) or no longer one: accounts on it
+    /// are people among people (see `cluster.crowd_min_accounts`).
+    Crowd,
 }
 
-/// A link decision: plain data (keys, kinds, event time), the unit the cluster assembler
-/// consumes from the link detectors.
+/// A link decision: plain data (keys, kinds, flags, accounts, event time), the unit the
+/// cluster assembler consumes from the link detectors. A link detector decides from the
+/// linking value's own state and what the accounts it names carry; which of them join a
+/// cluster, given everything else known about each account (its other links, whether it is in
+/// step, whether its network is a crowd), the assembler decides. So a link detector needs no
+/// state but its own values', and the assembler none but the records'.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkRecord {
     pub kind: LinkKind,
     /// The linking values or waves as link keys: one value's index key, or the waves (see
-    /// [`cohort::wave_link`]) still remembered.
+    /// [`cohort::wave_link`]) still remembered; the network of a `Crowd` record.
     pub keys: smallvec::SmallVec<[u64; 3]>,
-    /// The cluster the link already feeds, as its source remembers it (0: none).
-    pub cluster: u32,
+    /// The account whose event the record comes from.
+    pub account: u64,
+    /// A new link naming every holder that may be named (else it names at most `account`).
+    pub all_holders: bool,
     /// Link key and public-id seed of a cluster this link founds.
     pub founder: u64,
     pub seed: u64,
@@ -210,7 +241,32 @@ pub struct LinkRecord {
     pub accounts: Vec<u64>,
     /// Names only accounts already in a cluster (a value that alone names no one: it merges).
     pub merge_only: bool,
+    /// Shared by circumstance (a network, an autonomous system, a creation minute, a template
+    /// without lockstep timing): it names no account with a person's chat history, too short
+    /// a history, or on a network that is a crowd of people.
+    pub circumstantial: bool,
+    /// For `Crowd`: whether the network is a crowd now.
+    pub crowd: bool,
     pub at_ms: i64,
+}
+
+impl LinkRecord {
+    /// A record of `kind` from `account`'s event at `at_ms`, naming no one.
+    pub fn new(kind: LinkKind, account: u64, at_ms: i64) -> Self {
+        Self {
+            kind,
+            keys: smallvec::SmallVec::new(),
+            account,
+            all_holders: false,
+            founder: 0,
+            seed: 0,
+            accounts: Vec::new(),
+            merge_only: false,
+            circumstantial: false,
+            crowd: false,
+            at_ms,
+        }
+    }
 }
 
 /// A detector that links accounts; the cluster assembler consumes its records and asks it to
@@ -259,12 +315,12 @@ impl Detectors {
     /// An account left the shared state (expired or evicted).
     pub fn forget(&mut self, key: u64, acc: &Account) {
         self.values.forget(acc);
-        self.clusters.forget(key, acc);
+        self.clusters.forget(key);
     }
 
     /// Periodic upkeep, after the engine's sweep.
-    pub fn sweep(&mut self) {
-        self.clusters.sweep();
+    pub fn sweep(&mut self, now: i64) {
+        self.clusters.sweep(now);
     }
 
     /// Clusters held.

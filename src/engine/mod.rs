@@ -471,17 +471,13 @@ impl Engine {
         touched.clear();
         let in_burst = self.update_attributes(ev, akey, &carried, &touch, &profile, &mut touched);
         self.carried_buf = carried;
-        if in_burst {
-            if let Some(mut acc) = self.accounts.get_mut(&akey) {
-                acc.sync_hits = acc.sync_hits.saturating_add(1);
-            }
-        }
         let obs = Observed {
             ev,
             account: akey,
             harvest: touch.harvest,
             moved,
             values: &touched,
+            in_burst,
         };
         let mut view = View {
             cfg: &self.cfg.raw,
@@ -740,7 +736,7 @@ impl Engine {
         debug_assert_eq!(self.shared_values, self.count_shared());
         self.stats.attributes_expired += gone as u64;
         self.enforce_caps();
-        self.detectors.sweep();
+        self.detectors.sweep(now);
     }
 
     /// Evicts the least recently active accounts and values past the caps, down to 90% of

@@ -115,13 +115,9 @@ pub struct Account {
     pub harvest_ever: u32,
     /// `harvest_ever` before the current episode's first hour.
     pub episode_base: u32,
-    /// Cluster (0: none).
-    pub cluster: u32,
     /// How far into the current episode (seconds from `episode_ms`) the harvest last kept its
     /// pace (see `bulk.episode_pace_minutes`): the episode's length.
     pub episode_paced_secs: u32,
-    /// Requests that landed in a synchronised burst on a shared template.
-    pub sync_hits: u16,
     /// Recent traffic is extraction-like (see [`Account::profile`]).
     pub extraction_like: bool,
     recent_pos: u8,
@@ -173,9 +169,7 @@ impl Account {
             last_bin: i64::MIN,
             last_coarse_bin: i64::MIN,
             extraction_like: false,
-            sync_hits: 0,
             presence: Default::default(),
-            cluster: 0,
             examples: Default::default(),
             examples_pos: 0,
             bulk_alert_ms: 0,
@@ -267,15 +261,82 @@ impl Account {
             && chat <= max_chat
     }
 
+    /// What the link and cluster stages know of the account (see [`Facts`]).
+    pub fn facts(&self) -> Facts {
+        Facts {
+            extraction_like: self.extraction_like,
+            harvest_ever: self.harvest_ever,
+            requests_ever: self.requests_ever,
+            multi_turn_ever: self.multi_turn_ever,
+            first_seen_ms: self.first_seen_ms,
+            created_ms: self.created_ms,
+            ips: [self.slots[SLOT_IP], self.slots[SLOT_IP + 1]],
+        }
+    }
+
+    /// Younger than `fresh_days`; of unknown age, fresh only while it is new to us (first
+    /// seen within two hours, no chat history).
+    pub fn is_fresh(&self, now_ms: i64, fresh_days: f64) -> bool {
+        let (c, m, f) = (self.created_ms, self.multi_turn_ever, self.first_seen_ms);
+        is_fresh(c, m, f, now_ms, fresh_days)
+    }
+
+    /// Age in days at `now_ms`, if the creation time is known.
+    pub fn age_days(&self, now_ms: i64) -> Option<f64> {
+        age_days(self.created_ms, now_ms)
+    }
+}
+
+fn age_days(created_ms: Option<i64>, now_ms: i64) -> Option<f64> {
+    created_ms.map(|c| ((now_ms - c).max(0) as f64) / 86_400_000.0)
+}
+
+/// See [`Account::is_fresh`].
+fn is_fresh(
+    created_ms: Option<i64>,
+    multi_turn_ever: u32,
+    first_seen_ms: i64,
+    now_ms: i64,
+    fresh_days: f64,
+) -> bool {
+    match age_days(created_ms, now_ms) {
+        Some(d) => d < fresh_days,
+        None => multi_turn_ever == 0 && now_ms - first_seen_ms < 2 * 3_600_000,
+    }
+}
+
+/// What the link and cluster stages know of an account: the facts its own stage computed from
+/// its traffic, plain data that can travel between stages with the records that name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Facts {
+    /// Its trailing hour is extraction-like (see [`Account::profile`]).
+    pub extraction_like: bool,
+    pub harvest_ever: u32,
+    pub requests_ever: u32,
+    pub multi_turn_ever: u32,
+    pub first_seen_ms: i64,
+    pub created_ms: Option<i64>,
+    /// The two most recent addresses it came from (index keys; 0: none).
+    pub ips: [u64; 2],
+}
+
+impl Facts {
     /// On what ground an extraction-like account may be named in a cluster: fresh, or caught
     /// firing in step with others, or an API-only account with no chat history at all (bought
     /// accounts are old but were never used by a person). It must carry evidence of its own:
     /// at least `min_harvest` harvesting requests. An older account of a person who merely
-    /// shares a popular template or network with attackers is not named.
-    pub fn join_ground(&self, now_ms: i64, fresh_days: f64, min_harvest: u32) -> JoinGround {
-        if !self.extraction_like || self.harvest_ever < min_harvest {
+    /// shares a popular template or network with attackers is not named. Whether it was
+    /// caught in step (`in_step`) the cluster assembler knows.
+    pub fn join_ground(
+        &self,
+        in_step: bool,
+        now_ms: i64,
+        fresh_days: f64,
+        min_harvest: u32,
+    ) -> JoinGround {
+        if !self.may_be_named(min_harvest) {
             JoinGround::No
-        } else if self.sync_hits > 0 || self.is_fresh(now_ms, fresh_days) {
+        } else if in_step || self.is_fresh(now_ms, fresh_days) {
             JoinGround::FreshOrInStep
         } else if self.multi_turn_ever == 0 && self.requests_ever >= 3 {
             JoinGround::NeverChatted
@@ -284,24 +345,21 @@ impl Account {
         }
     }
 
+    /// Whether the account carries evidence enough to be named on any ground: an
+    /// extraction-like hour and `min_harvest` harvesting requests of its own.
+    pub fn may_be_named(&self, min_harvest: u32) -> bool {
+        self.extraction_like && self.harvest_ever >= min_harvest
+    }
+
     /// Share of its requests that continued a conversation: a person's chat history.
     pub fn chat_share(&self) -> f64 {
         f64::from(self.multi_turn_ever) / f64::from(self.requests_ever.max(1))
     }
 
-    /// Younger than `fresh_days`; of unknown age, fresh only while it is new to us (first
-    /// seen within two hours, no chat history).
+    /// See [`Account::is_fresh`].
     pub fn is_fresh(&self, now_ms: i64, fresh_days: f64) -> bool {
-        match self.age_days(now_ms) {
-            Some(d) => d < fresh_days,
-            None => self.multi_turn_ever == 0 && now_ms - self.first_seen_ms < 2 * 3_600_000,
-        }
-    }
-
-    /// Age in days at `now_ms`, if the creation time is known.
-    pub fn age_days(&self, now_ms: i64) -> Option<f64> {
-        self.created_ms
-            .map(|c| ((now_ms - c).max(0) as f64) / 86_400_000.0)
+        let (c, m, f) = (self.created_ms, self.multi_turn_ever, self.first_seen_ms);
+        is_fresh(c, m, f, now_ms, fresh_days)
     }
 }
 

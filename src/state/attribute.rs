@@ -261,8 +261,10 @@ pub struct Attribute {
     created_m2: f64,
     /// Distinct networks behind a device fingerprint or e-mail domain, once it is shared.
     pub networks: Option<Box<Networks>>,
-    /// Cluster this value links into (0: none), kept once it has linked.
-    pub cluster: u32,
+    /// It has linked and named its holders (later links name only the account at hand).
+    pub founded: bool,
+    /// Its holders were last reported to be a crowd of people (kept by the link detector).
+    pub crowd: bool,
 }
 
 impl Attribute {
@@ -294,7 +296,8 @@ impl Attribute {
             created_mean: 0.0,
             created_m2: 0.0,
             networks: None,
-            cluster: 0,
+            founded: false,
+            crowd: false,
         }
     }
 
