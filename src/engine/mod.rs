@@ -25,7 +25,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::alert::{valve, Alert, Kind};
 use crate::config::ValidConfig;
 use crate::control::LiveAllowlist;
-use crate::detect::{Detectors, Observed, Out, View};
+use crate::detect::{facts, Detectors, Observed, Out, View};
 use crate::event::Event;
 use crate::state::account::{
     self, Account, SLOT_ASN, SLOT_DEVICE, SLOT_EMAIL, SLOT_IP, SLOT_PAYMENT, SLOT_PREFIX,
@@ -34,11 +34,12 @@ use crate::state::account::{
 use crate::state::attribute::{self, AttrKind, Attribute, Touch};
 use crate::state::dedup::Dedup;
 use crate::state::window::Sample;
-use crate::state::{
-    copies, creation_key, prefetch, release_value, Accounts, Allowlist, Held, Values,
-};
+use crate::state::{copies, creation_key, prefetch, Accounts, Allowlist, Held};
 
 pub use crate::detect::DETECTOR_VERSION;
+
+mod index;
+use index::{Carried, Index, Value};
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,47 +118,6 @@ impl Profile {
             .created_ms
             .map_or(0, |c| creation_key(c.div_euclid(60_000)));
         Profile { was, is, slots }
-    }
-}
-
-/// An attribute value carried by the current event.
-struct Carried {
-    kind: AttrKind,
-    key: u64,
-    value: Value,
-    added: bool,
-    evicted: Option<u64>,
-}
-
-/// The readable form of a value, rendered only when the index first stores it (no copy or
-/// formatting on the hot path). Text values stay in the event: `Text` names the field.
-#[derive(Clone, Copy)]
-enum Value {
-    Ip(std::net::IpAddr),
-    Prefix(std::net::IpAddr),
-    Text(AttrKind),
-    Template(u64),
-    Minute(i64),
-    Asn(u32),
-}
-
-impl Value {
-    fn render(&self, ev: &Event) -> CompactString {
-        match self {
-            Value::Ip(ip) => compact_str::format_compact!("{ip}"),
-            Value::Prefix(ip) => CompactString::from(attribute::prefix(ip)),
-            Value::Text(kind) => {
-                let field = match kind {
-                    AttrKind::Device => &ev.device_fingerprint,
-                    AttrKind::Payment => &ev.payment_fingerprint,
-                    _ => &ev.email_domain,
-                };
-                field.clone().unwrap_or_default()
-            }
-            Value::Template(t) => compact_str::format_compact!("tpl-{t:016x}"),
-            Value::Asn(a) => compact_str::format_compact!("AS{a}"),
-            Value::Minute(m) => CompactString::from(crate::event::time::format_ms(m * 60_000)),
-        }
     }
 }
 
@@ -271,10 +231,8 @@ pub struct Engine {
     /// idle time), so a sweep looks only at the accounts that may be due instead of all of
     /// them; entries of accounts seen since are pushed again at their new due time.
     expiry: BinaryHeap<Reverse<(i64, u64)>>,
-    /// Attribute values by key: held by one account so far, or shared (aggregated).
-    values: Values,
-    /// Entries of `values` that are [`Held::Shared`].
-    shared_values: usize,
+    /// The attribute index: values by key, held by one account so far or shared.
+    index: Index,
     /// Per-event buffers, kept to avoid an allocation per event.
     carried_buf: Vec<Carried>,
     touched_buf: Vec<(u64, AttrKind)>,
@@ -328,8 +286,7 @@ impl Engine {
             templates_seen: Dedup::new(3_600_000, e.max_attribute_values),
             accounts: Accounts::default(),
             expiry: BinaryHeap::new(),
-            values: Values::default(),
-            shared_values: 0,
+            index: Index::default(),
             carried_buf: Vec::with_capacity(8),
             touched_buf: Vec::with_capacity(8),
             models: IntMap::default(),
@@ -364,7 +321,7 @@ impl Engine {
     pub fn gauges(&self) -> Gauges {
         Gauges {
             accounts: self.accounts.len(),
-            attribute_values: self.values.len(),
+            attribute_values: self.index.values.len(),
             clusters: self.detectors.clusters(),
             dedup_ids: self.dedup.len(),
         }
@@ -411,7 +368,7 @@ impl Engine {
     fn prefetch_slots(&self, k: &Keys) {
         self.dedup.prefetch(k.id);
         for v in k.values().into_iter().filter(|&v| v != 0) {
-            self.values.prefetch(v);
+            self.index.values.prefetch(v);
         }
         for t in k.templates {
             if t != 0 {
@@ -425,7 +382,7 @@ impl Engine {
             prefetch::all::<Account>(&acc);
         }
         for v in k.values().into_iter().filter(|&v| v != 0) {
-            if let Some(Held::Shared(g)) = self.values.get(v) {
+            if let Some(Held::Shared(g)) = self.index.values.get(v) {
                 prefetch::all::<Attribute>(g);
             }
         }
@@ -469,7 +426,18 @@ impl Engine {
         let (touch, profile, moved) = self.update_account(ev, keys, now, &mut carried);
         let mut touched = std::mem::take(&mut self.touched_buf);
         touched.clear();
-        let in_burst = self.update_attributes(ev, akey, &carried, &touch, &profile, &mut touched);
+        let accounts = &self.accounts;
+        let in_burst = self.index.take_in(
+            ev,
+            akey,
+            &carried,
+            &touch,
+            &profile,
+            &self.cfg.raw.cluster,
+            |other| facts(accounts, other),
+            &mut touched,
+        );
+        self.stats.attributes_created += self.index.take_created();
         self.carried_buf = carried;
         let obs = Observed {
             ev,
@@ -482,7 +450,7 @@ impl Engine {
         let mut view = View {
             cfg: &self.cfg.raw,
             accounts: &mut self.accounts,
-            values: &mut self.values,
+            values: &mut self.index.values,
             allow: &self.allow,
             now,
         };
@@ -622,79 +590,6 @@ impl Engine {
         (touch, profile, infra_changed && has_history)
     }
 
-    /// Feeds the event to the values it carries. Appends the shared values it touched to
-    /// `touched`; returns whether the event took part in a synchronised burst.
-    fn update_attributes(
-        &mut self,
-        ev: &Event,
-        akey: u64,
-        carried: &[Carried],
-        touch: &Touch,
-        profile: &Profile,
-        touched: &mut Vec<(u64, AttrKind)>,
-    ) -> bool {
-        let ts_ms = ev.ts_ms;
-        let c = &self.cfg.raw.cluster;
-        let horizon_ms = c.horizon_secs as f32 * 1000.0;
-        let bin_ms = (c.sync_bin_secs * 1000) as i64;
-        let mut in_burst = false;
-        if profile.was != profile.is {
-            // Values held before this event (and still held) see the flip.
-            for &k in profile.slots.iter().filter(|&&k| k != 0) {
-                if carried.iter().any(|c| c.key == k && c.added) {
-                    continue;
-                }
-                if let Some(g) = self.values.get_mut(k).and_then(Held::shared_mut) {
-                    g.member_flipped(profile.is);
-                }
-            }
-        }
-        for item in carried {
-            if let Some(old) = item.evicted {
-                release_value(&mut self.values, old, akey, profile.was);
-            }
-            // A solo value stays a bare pair until a second account shows up.
-            let mut created = false;
-            let (held, inserted) = self
-                .values
-                .get_or_insert_with(item.key, || Held::Solo(akey));
-            if inserted {
-                continue;
-            }
-            let g = match held {
-                Held::Solo(a) if *a == akey => continue,
-                Held::Solo(a) => {
-                    let other = *a;
-                    let (flag, other_harvest) = self
-                        .accounts
-                        .get(&other)
-                        .map_or((false, 0), |acc| (acc.extraction_like, acc.harvest_ever));
-                    let mut g = Box::new(Attribute::new(item.kind, item.value.render(ev), ts_ms));
-                    g.add_member(other, flag);
-                    g.joined_harvest = other_harvest as f32;
-                    *held = Held::Shared(g);
-                    created = true;
-                    self.shared_values += 1;
-                    self.stats.attributes_created += 1;
-                    match held {
-                        Held::Shared(g) => &mut **g,
-                        Held::Solo(_) => unreachable!("just made shared"),
-                    }
-                }
-                Held::Shared(g) => &mut **g,
-            };
-            let joined = (item.added || created) && g.add_member(akey, profile.is);
-            in_burst |=
-                g.touch(ts_ms, touch, horizon_ms, bin_ms) && item.kind == AttrKind::Template;
-            if joined {
-                // After `touch`, which brought the decayed sums to this event's time.
-                g.joined_harvest += touch.harvest_ever as f32;
-            }
-            touched.push((item.key, item.kind));
-        }
-        in_burst
-    }
-
     /// Expires idle state and enforces the caps.
     fn sweep(&mut self, now: i64) {
         let cfg = Arc::clone(&self.cfg);
@@ -722,19 +617,7 @@ impl Engine {
         for k in expired {
             self.remove_account(k);
         }
-        let attr_idle = now - 600_000;
-        let mut gone = 0;
-        self.values.retain(|_, h| match h {
-            Held::Shared(g) => {
-                let keep = !(g.members.is_empty() && g.last_ms < attr_idle);
-                gone += usize::from(!keep);
-                keep
-            }
-            Held::Solo(_) => true,
-        });
-        self.shared_values -= gone;
-        debug_assert_eq!(self.shared_values, self.count_shared());
-        self.stats.attributes_expired += gone as u64;
+        self.stats.attributes_expired += self.index.expire(now) as u64;
         self.enforce_caps();
         self.detectors.sweep(now);
     }
@@ -758,28 +641,12 @@ impl Engine {
                 self.remove_account(k);
             }
         }
-        if self.shared_values > e.max_attribute_values {
-            let target = e.max_attribute_values - e.max_attribute_values / 10;
-            let cutoff = nth_oldest(
-                self.values
-                    .values()
-                    .filter_map(Held::shared)
-                    .map(|g| g.last_ms),
-                self.shared_values - target,
-            );
-            let before = self.shared_values;
-            self.values.retain(|_, h| match h {
-                Held::Shared(g) => g.last_ms > cutoff,
-                Held::Solo(_) => true,
-            });
-            self.shared_values = self.count_shared();
-            self.stats.attributes_evicted += (before - self.shared_values) as u64;
-        }
+        self.stats.attributes_evicted += self.index.evict(e.max_attribute_values) as u64;
         let slack_a = (e.max_accounts / 10) as u64;
         let room_a = e.max_accounts.saturating_sub(self.accounts.len()) as u64;
         self.cap_check_accounts = self.stats.accounts_created + room_a.max(slack_a / 10).max(1);
         let slack_v = (e.max_attribute_values / 10) as u64;
-        let room_v = e.max_attribute_values.saturating_sub(self.shared_values) as u64;
+        let room_v = e.max_attribute_values.saturating_sub(self.index.shared()) as u64;
         self.cap_check_attributes = self.stats.attributes_created + room_v.max(slack_v / 10).max(1);
     }
 
@@ -805,21 +672,14 @@ impl Engine {
         };
         for slot in acc.slots {
             if slot != 0 {
-                release_value(&mut self.values, slot, key, acc.extraction_like);
+                self.index.release(slot, key, acc.extraction_like);
             }
         }
         if let Some(created) = acc.created_ms {
             let k = creation_key(created.div_euclid(60_000));
-            release_value(&mut self.values, k, key, acc.extraction_like);
+            self.index.release(k, key, acc.extraction_like);
         }
         self.detectors.forget(key, &acc);
-    }
-
-    fn count_shared(&self) -> usize {
-        self.values
-            .values()
-            .filter(|h| matches!(h, Held::Shared(_)))
-            .count()
     }
 }
 
