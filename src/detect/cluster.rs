@@ -515,12 +515,12 @@ impl Assembler {
             let joining: Vec<u64> = r
                 .accounts
                 .iter()
-                .copied()
-                .filter(|&m| self.may_join_alone(view, m, r, kind))
+                .filter(|(m, f)| self.may_join_alone(view, *m, f, r, kind))
+                .map(|&(m, _)| m)
                 .collect();
             return self.found(r, &joining);
         }
-        let named = r.accounts.contains(&r.account);
+        let named = r.accounts.iter().any(|&(a, _)| a == r.account);
         self.add_to_group(view, r, kind, named, touched)
     }
 
@@ -545,7 +545,7 @@ impl Assembler {
         };
         let judged = match self.groups.get(&akey) {
             Some(g) if g.at_ms == r.at_ms && g.judged.is_some() => g.judged,
-            _ => self.judge(view, akey),
+            _ => r.account_facts.map(|f| self.judge(view, akey, &f)),
         };
         let g = self.groups.entry(akey).or_default();
         if g.at_ms != r.at_ms {
@@ -632,17 +632,21 @@ impl Assembler {
     /// through a card, an API-only account that never chatted; not, through a link by
     /// circumstance, on a network that is a crowd of people; and, through a value that alone
     /// names no one, only if it is in a cluster already.
-    fn may_join_alone(&self, view: &View<'_>, m: u64, r: &LinkRecord, kind: AttrKind) -> bool {
-        let Some(acc) = view.facts(m) else {
-            return false;
-        };
+    fn may_join_alone(
+        &self,
+        view: &View<'_>,
+        m: u64,
+        acc: &Facts,
+        r: &LinkRecord,
+        kind: AttrKind,
+    ) -> bool {
         if r.merge_only && self.cluster_of(m) == 0 {
             return false;
         }
-        if r.circumstantial && self.among_people(&acc) {
+        if r.circumstantial && self.among_people(acc) {
             return false;
         }
-        match self.ground(view, m, &acc) {
+        match self.ground(view, m, acc) {
             JoinGround::No => false,
             JoinGround::FreshOrInStep => true,
             // One shared value names such an account only if it is a card.
@@ -668,17 +672,16 @@ impl Assembler {
 
     /// The account's ground for joining, and whether links by circumstance (network, creation
     /// minute) may not name it: a person's chat history, too short a history to show none, or
-    /// a network among people. None if it is not tracked.
-    fn judge(&self, view: &View<'_>, akey: u64) -> Option<(JoinGround, bool)> {
-        let acc = view.facts(akey)?;
-        let ground = self.ground(view, akey, &acc);
-        let chatty = link::unproven(&view.cfg.cluster, view.now, &acc) || self.among_people(&acc);
-        Some((ground, chatty))
+    /// a network among people.
+    fn judge(&self, view: &View<'_>, akey: u64, acc: &Facts) -> (JoinGround, bool) {
+        let ground = self.ground(view, akey, acc);
+        let chatty = link::unproven(&view.cfg.cluster, view.now, acc) || self.among_people(acc);
+        (ground, chatty)
     }
 
     /// Joins an in-step account to the cluster of the waves it took part in (creating it).
     fn apply_waves(&mut self, r: &LinkRecord) -> Option<u32> {
-        for &a in &r.accounts {
+        for &(a, _) in &r.accounts {
             self.caught_in_step(a);
         }
         let mut root = 0;
@@ -704,7 +707,7 @@ impl Assembler {
             self.links.insert(k, root);
             self.clusters.add_link(root, k);
         }
-        for &a in &r.accounts {
+        for &(a, _) in &r.accounts {
             self.join(root, a);
         }
         Some(self.clusters.find(root))
@@ -1000,7 +1003,8 @@ mod tests {
         r.keys.push(key);
         r.founder = key;
         r.seed = key;
-        r.accounts = named.to_vec();
+        // Facts filled in from the accounts by `after`.
+        r.accounts = named.iter().map(|&a| (a, Facts::default())).collect();
         r.merge_only = matches!(kind, AttrKind::Device | AttrKind::Asn);
         r
     }
@@ -1021,19 +1025,29 @@ mod tests {
         };
         let mut asm = Assembler::new(0);
         let mut touched = Vec::new();
+        let with_facts = |view: &View<'_>, r: &LinkRecord| {
+            let mut r = r.clone();
+            r.at_ms = view.now;
+            r.account_facts = view.facts(r.account);
+            for (a, f) in &mut r.accounts {
+                *f = view.facts(*a).expect("tracked");
+            }
+            r
+        };
         let mut card = value_record(AttrKind::Payment, 100, 1, &[1, 2, 3]);
         card.all_holders = true;
+        let card = with_facts(&view, &card);
         asm.apply_value(&view, &card, AttrKind::Payment, &mut touched);
         let mut provider = value_record(AttrKind::Asn, 200, 1, &[1, 2, 3]);
         provider.all_holders = true;
+        let provider = with_facts(&view, &provider);
         asm.apply_value(&view, &provider, AttrKind::Asn, &mut touched);
         view.now = T0 + 1_000;
         for r in records {
             let LinkKind::Value(kind) = r.kind else {
                 unreachable!("value records")
             };
-            let mut r = r.clone();
-            r.at_ms = view.now;
+            let r = with_facts(&view, r);
             asm.apply_value(&view, &r, kind, &mut touched);
         }
         (1..=4)

@@ -446,7 +446,8 @@ impl CohortLinks {
         let min_harvest = view.cfg.cluster.min_member_harvest;
         let acc = view.accounts.get(&akey)?;
         let (_, in_step) = self.cohort.step(&acc.presence);
-        if !in_step || !acc.facts().may_be_named(min_harvest) {
+        let facts = acc.facts();
+        if !in_step || !facts.may_be_named(min_harvest) {
             return None;
         }
         let waves = acc.presence.waves;
@@ -459,7 +460,8 @@ impl CohortLinks {
             .collect();
         r.founder = if first == 0 { 0 } else { wave_link(first) };
         r.seed = u64::from(first) ^ 0xc0ac_7171;
-        r.accounts = vec![akey];
+        r.account_facts = Some(facts);
+        r.accounts = vec![(akey, facts)];
         Some(r)
     }
 }

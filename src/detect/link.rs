@@ -235,7 +235,7 @@ impl ValueLinks {
         now: i64,
         g: &Attribute,
         circumstantial: bool,
-    ) -> Vec<u64> {
+    ) -> Vec<(u64, Facts)> {
         let floor = Self::bystander_floor(c, g);
         let mut named = Vec::new();
         for m in g.members.sorted() {
@@ -244,7 +244,7 @@ impl ValueLinks {
                     && acc.harvest_ever as f32 >= floor
                     && !(circumstantial && unproven(c, now, &acc))
                 {
-                    named.push(m);
+                    named.push((m, acc));
                 }
             }
         }
@@ -283,15 +283,12 @@ impl LinkDetector for ValueLinks {
         let now = view.now;
         // What the account shows of its own: evidence enough to be named at all, and its
         // harvest (against each value's bystander floor).
-        let (may_be_named, harvest) = match view.facts(akey) {
-            Some(acc) => {
-                if let (1, Some(created)) = (acc.requests_ever, acc.created_ms) {
-                    *self.sign_ups.entry(creation_hour(created)).or_insert(0) += 1;
-                }
-                (acc.may_be_named(c.min_member_harvest), acc.harvest_ever)
+        let own = view.facts(akey);
+        if let Some(acc) = &own {
+            if let (1, Some(created)) = (acc.requests_ever, acc.created_ms) {
+                *self.sign_ups.entry(creation_hour(created)).or_insert(0) += 1;
             }
-            None => (false, 0),
-        };
+        }
         if obs.in_burst {
             links.push(LinkRecord::new(LinkKind::Sync, akey, now));
         }
@@ -331,12 +328,16 @@ impl LinkDetector for ValueLinks {
             let all_holders = !g.founded;
             let accounts = if all_holders {
                 Self::named_holders(view.accounts, c, now, g, circumstantial)
-            } else if may_be_named && harvest as f32 >= Self::bystander_floor(c, g) {
-                vec![akey]
+            } else if let Some(acc) = own.filter(|a| {
+                a.may_be_named(c.min_member_harvest)
+                    && a.harvest_ever as f32 >= Self::bystander_floor(c, g)
+            }) {
+                vec![(akey, acc)]
             } else {
                 Vec::new()
             };
             let mut r = LinkRecord::new(LinkKind::Value(kind), akey, now);
+            r.account_facts = own;
             r.keys.push(key);
             r.all_holders = all_holders;
             r.founder = key;

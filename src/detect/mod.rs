@@ -230,15 +230,17 @@ pub struct LinkRecord {
     /// The linking values or waves as link keys: one value's index key, or the waves (see
     /// [`cohort::wave_link`]) still remembered; the network of a `Crowd` record.
     pub keys: smallvec::SmallVec<[u64; 3]>,
-    /// The account whose event the record comes from.
+    /// The account whose event the record comes from, and what it shows of its own (what the
+    /// assembler judges whether the event's links may name it on).
     pub account: u64,
+    pub account_facts: Option<Facts>,
     /// A new link naming every holder that may be named (else it names at most `account`).
     pub all_holders: bool,
     /// Link key and public-id seed of a cluster this link founds.
     pub founder: u64,
     pub seed: u64,
-    /// Accounts the link names, in the order they join.
-    pub accounts: Vec<u64>,
+    /// Accounts the link names, in the order they join, with what each shows of its own.
+    pub accounts: Vec<(u64, Facts)>,
     /// Names only accounts already in a cluster (a value that alone names no one: it merges).
     pub merge_only: bool,
     /// Shared by circumstance (a network, an autonomous system, a creation minute, a template
@@ -257,6 +259,7 @@ impl LinkRecord {
             kind,
             keys: smallvec::SmallVec::new(),
             account,
+            account_facts: None,
             all_holders: false,
             founder: 0,
             seed: 0,
