@@ -342,7 +342,8 @@ struct Member {
 /// The value links of an account's current event, and whether they made it eligible.
 #[derive(Debug, Clone, Default)]
 struct Group {
-    /// Event time of the links: the account's current event's.
+    /// The account's current event (the hash of its id), and its time.
+    event: u64,
     at_ms: i64,
     links: smallvec::SmallVec<[GroupLink; 4]>,
     eligible: bool,
@@ -387,8 +388,11 @@ pub struct Assembler {
     clusters: Clusters,
     /// Accounts that link records mentioned.
     members: IntMap<u64, Member>,
-    /// The current event's value links of accounts, dropped after `GROUP_KEEP_MS`.
+    /// The current event's value links of accounts, dropped after `GROUP_KEEP_MS`, or at the
+    /// end of the event when its records all arrive in one call (`whole_events`: the link
+    /// detectors run in the same process).
     groups: IntMap<u64, Group>,
+    whole_events: bool,
     /// Cluster of each linking value and co-activity wave link.
     links: IntMap<u64, u32>,
     /// Networks that are crowds of people.
@@ -403,6 +407,7 @@ impl Assembler {
             clusters: Clusters::default(),
             members: IntMap::default(),
             groups: IntMap::default(),
+            whole_events: true,
             links: IntMap::default(),
             crowds: IntSet::default(),
             touched: Vec::new(),
@@ -478,6 +483,10 @@ impl Assembler {
             self.check_cluster(view, root, explain, out);
         }
         self.touched = touched;
+        if self.whole_events {
+            // Every record of the event came in this call: its group is complete.
+            self.groups.remove(&obs.account);
+        }
     }
 
     fn touch_own(&mut self, own: u32, touched: &mut Vec<u32>) {
@@ -544,11 +553,12 @@ impl Assembler {
             named,
         };
         let judged = match self.groups.get(&akey) {
-            Some(g) if g.at_ms == r.at_ms && g.judged.is_some() => g.judged,
+            Some(g) if g.event == r.event && g.judged.is_some() => g.judged,
             _ => r.account_facts.map(|f| self.judge(view, akey, &f)),
         };
         let g = self.groups.entry(akey).or_default();
-        if g.at_ms != r.at_ms {
+        if g.event != r.event {
+            g.event = r.event;
             g.at_ms = r.at_ms;
             g.links.clear();
             g.eligible = false;
@@ -590,7 +600,7 @@ impl Assembler {
         if !l.names_alone && self.cluster_of(akey) == 0 {
             return None;
         }
-        let mut r = LinkRecord::new(LinkKind::Value(l.kind), akey, 0);
+        let mut r = LinkRecord::new(LinkKind::Value(l.kind), 0, akey, 0);
         r.founder = l.key;
         r.seed = l.seed;
         self.found_at(&r, &[akey], self.groups.get(&akey).map_or(0, |g| g.at_ms))
@@ -999,7 +1009,7 @@ mod tests {
     }
 
     fn value_record(kind: AttrKind, key: u64, account: u64, named: &[u64]) -> LinkRecord {
-        let mut r = LinkRecord::new(LinkKind::Value(kind), account, T0);
+        let mut r = LinkRecord::new(LinkKind::Value(kind), account, account, T0);
         r.keys.push(key);
         r.founder = key;
         r.seed = key;
@@ -1076,6 +1086,13 @@ mod tests {
             assert_ne!(c[0], 0);
             assert_eq!(c, vec![c[0]; 4], "{order:?}");
         }
+        // Links of two events of the account, even in the same millisecond, are not pooled.
+        let next = LinkRecord {
+            event: 5,
+            ..template
+        };
+        let apart = after(&[asn, next]);
+        assert_eq!(apart[3], 0, "{apart:?}");
     }
 
     #[test]

@@ -442,7 +442,7 @@ impl CohortLinks {
 
     /// The link record of an in-step account, if it may be named (the assembler also counts
     /// it as caught in step, for its other links).
-    fn link(&self, view: &mut View<'_>, akey: u64) -> Option<LinkRecord> {
+    fn link(&self, view: &mut View<'_>, akey: u64, event: u64) -> Option<LinkRecord> {
         let min_harvest = view.cfg.cluster.min_member_harvest;
         let acc = view.accounts.get(&akey)?;
         let (_, in_step) = self.cohort.step(&acc.presence);
@@ -452,7 +452,7 @@ impl CohortLinks {
         }
         let waves = acc.presence.waves;
         let first = waves.iter().copied().find(|&w| w != 0).unwrap_or(0);
-        let mut r = LinkRecord::new(LinkKind::Wave, akey, view.now);
+        let mut r = LinkRecord::new(LinkKind::Wave, event, akey, view.now);
         r.keys = waves
             .iter()
             .filter(|&&w| w != 0 && self.cohort.wave(w).is_some())
@@ -490,7 +490,7 @@ impl LinkDetector for CohortLinks {
         }
         credited.push(akey);
         for &k in &credited {
-            if let Some(r) = self.link(view, k) {
+            if let Some(r) = self.link(view, k, obs.event) {
                 links.push(r);
             }
         }

@@ -290,7 +290,7 @@ impl LinkDetector for ValueLinks {
             }
         }
         if obs.in_burst {
-            links.push(LinkRecord::new(LinkKind::Sync, akey, now));
+            links.push(LinkRecord::new(LinkKind::Sync, obs.event, akey, now));
         }
         // Records that the assembler must know before this event's links: networks whose
         // holders became, or stopped being, a crowd of people go before them.
@@ -303,7 +303,7 @@ impl LinkDetector for ValueLinks {
                 let is = crowd(g, c);
                 if is != g.crowd {
                     g.crowd = is;
-                    let mut r = LinkRecord::new(LinkKind::Crowd, akey, now);
+                    let mut r = LinkRecord::new(LinkKind::Crowd, obs.event, akey, now);
                     r.keys.push(key);
                     r.crowd = is;
                     links.insert(facts_end, r);
@@ -336,7 +336,7 @@ impl LinkDetector for ValueLinks {
             } else {
                 Vec::new()
             };
-            let mut r = LinkRecord::new(LinkKind::Value(kind), akey, now);
+            let mut r = LinkRecord::new(LinkKind::Value(kind), obs.event, akey, now);
             r.account_facts = own;
             r.keys.push(key);
             r.all_holders = all_holders;

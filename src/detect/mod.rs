@@ -178,6 +178,8 @@ pub fn facts(accounts: &Accounts, key: u64) -> Option<Facts> {
 /// One accepted event, after the shared state took it in.
 pub struct Observed<'a> {
     pub ev: &'a Event,
+    /// Hash of its `event_id`.
+    pub event: u64,
     /// Key of its account (present in [`View::accounts`]).
     pub account: u64,
     /// It harvested (see `[harvest]`).
@@ -230,6 +232,9 @@ pub struct LinkRecord {
     /// The linking values or waves as link keys: one value's index key, or the waves (see
     /// [`cohort::wave_link`]) still remembered; the network of a `Crowd` record.
     pub keys: smallvec::SmallVec<[u64; 3]>,
+    /// The event the record comes from (the hash of its id: records of one event are judged
+    /// together).
+    pub event: u64,
     /// The account whose event the record comes from, and what it shows of its own (what the
     /// assembler judges whether the event's links may name it on).
     pub account: u64,
@@ -253,10 +258,11 @@ pub struct LinkRecord {
 }
 
 impl LinkRecord {
-    /// A record of `kind` from `account`'s event at `at_ms`, naming no one.
-    pub fn new(kind: LinkKind, account: u64, at_ms: i64) -> Self {
+    /// A record of `kind` from `account`'s event `event` at `at_ms`, naming no one.
+    pub fn new(kind: LinkKind, event: u64, account: u64, at_ms: i64) -> Self {
         Self {
             kind,
+            event,
             keys: smallvec::SmallVec::new(),
             account,
             account_facts: None,

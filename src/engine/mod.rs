@@ -441,6 +441,7 @@ impl Engine {
         self.carried_buf = carried;
         let obs = Observed {
             ev,
+            event: keys.id,
             account: akey,
             harvest: touch.harvest,
             moved,
