@@ -375,6 +375,19 @@ fn may_join(ground: JoinGround, unproven: bool, group: &[GroupLink]) -> bool {
     }
 }
 
+/// The cluster a linking value or wave feeds, and when a record last mentioned it.
+#[derive(Debug, Clone, Copy)]
+struct Fed {
+    cluster: u32,
+    seen_ms: i64,
+}
+
+impl Fed {
+    fn new(cluster: u32, seen_ms: i64) -> Self {
+        Self { cluster, seen_ms }
+    }
+}
+
 /// How long (event time) an account's group of links is kept after its event: records of one
 /// event reach the assembler together in one process, and within seconds from link stages.
 const GROUP_KEEP_MS: i64 = 60_000;
@@ -393,8 +406,11 @@ pub struct Assembler {
     /// detectors run in the same process).
     groups: IntMap<u64, Group>,
     whole_events: bool,
-    /// Cluster of each linking value and co-activity wave link.
-    links: IntMap<u64, u32>,
+    /// Cluster of each linking value and co-activity wave link, forgotten once no record has
+    /// mentioned it for `engine.account_idle_secs` (its holders are gone or it stopped
+    /// linking), so that a cluster that lives on does not hold every value it ever had.
+    links: IntMap<u64, Fed>,
+    link_idle_ms: i64,
     /// Networks that are crowds of people.
     crowds: IntSet<u64>,
     touched: Vec<u32>,
@@ -402,8 +418,9 @@ pub struct Assembler {
 }
 
 impl Assembler {
-    pub fn new(config_hash: u64) -> Self {
+    pub fn new(cfg: &crate::config::Config, config_hash: u64) -> Self {
         Self {
+            link_idle_ms: (cfg.engine.account_idle_secs * 1000) as i64,
             clusters: Clusters::default(),
             members: IntMap::default(),
             groups: IntMap::default(),
@@ -508,6 +525,14 @@ impl Assembler {
         self.members.get(&akey).map_or(0, |m| m.cluster)
     }
 
+    /// The live cluster a linking value or wave feeds (0: none).
+    fn link_root(&mut self, key: u64) -> u32 {
+        match self.links.get(&key) {
+            Some(f) => self.clusters.find(f.cluster),
+            None => 0,
+        }
+    }
+
     /// Applies a value link. A new link (naming every holder) founds a cluster of the holders
     /// that may join on their own ground; a founded one joins the event's account once the
     /// links of its event make it eligible (see [`Assembler::may_join`]). Returns the root.
@@ -518,6 +543,9 @@ impl Assembler {
         kind: AttrKind,
         touched: &mut Vec<u32>,
     ) -> Option<u32> {
+        if let Some(f) = self.links.get_mut(&r.founder) {
+            f.seen_ms = f.seen_ms.max(r.at_ms);
+        }
         if r.all_holders {
             // Every linking value of the account's event counts for its eligibility.
             self.add_to_group(view, r, kind, false, touched);
@@ -592,7 +620,7 @@ impl Assembler {
     /// Joins an eligible account to the cluster a value link feeds, founding it if there is
     /// none (a value that alone names no one only merges: the account must be in a cluster).
     fn join_link(&mut self, akey: u64, l: &GroupLink) -> Option<u32> {
-        let root = self.links.get(&l.key).map_or(0, |&c| self.clusters.find(c));
+        let root = self.link_root(l.key);
         if root != 0 {
             self.join(root, akey);
             return Some(self.clusters.find(root));
@@ -616,7 +644,7 @@ impl Assembler {
             return None;
         }
         let key = r.founder;
-        let existing = self.links.get(&key).map_or(0, |&c| self.clusters.find(c));
+        let existing = self.link_root(key);
         if existing != 0 {
             for &a in joining {
                 self.join(existing, a);
@@ -631,7 +659,7 @@ impl Assembler {
             }
         }
         self.clusters.add_link(root, key);
-        self.links.insert(key, root);
+        self.links.insert(key, Fed::new(root, at_ms));
         for &m in joining {
             self.join(root, m);
         }
@@ -696,7 +724,7 @@ impl Assembler {
         }
         let mut root = 0;
         for k in &r.keys {
-            if let Some(&c) = self.links.get(k) {
+            if let Some(c) = self.links.get(k).map(|f| f.cluster) {
                 let found = self.clusters.find(c);
                 if found != 0 {
                     root = if root == 0 {
@@ -714,7 +742,7 @@ impl Assembler {
             root = self.clusters.create_seeded(r.seed, r.founder, r.at_ms);
         }
         for &k in &r.keys {
-            self.links.insert(k, root);
+            self.links.insert(k, Fed::new(root, r.at_ms));
             self.clusters.add_link(root, k);
         }
         for &(a, _) in &r.accounts {
@@ -754,7 +782,9 @@ impl Assembler {
     pub fn sweep(&mut self, now: i64) {
         self.groups.retain(|_, g| g.at_ms >= now - GROUP_KEEP_MS);
         let clusters = &mut self.clusters;
-        self.links.retain(|_, c| clusters.find(*c) != 0);
+        let idle = now - self.link_idle_ms;
+        self.links
+            .retain(|_, f| f.seen_ms >= idle && clusters.find(f.cluster) != 0);
         self.clusters.compact();
     }
 
@@ -1019,50 +1049,58 @@ mod tests {
         r
     }
 
-    /// The cluster of each of accounts 1..=4 after a card founds a cluster of 1-3, their
-    /// provider (autonomous system 200) links into it, and account 4's event brings `records`.
-    fn after(records: &[LinkRecord]) -> Vec<u32> {
-        let cfg = crate::config::Config::default();
-        let mut accounts = named_accounts(4, &cfg);
+    /// Runs `f` with an assembler and a view at `T0` of accounts 1..=n that may be named.
+    fn with_assembler<R>(
+        cfg: &crate::config::Config,
+        n: u64,
+        f: impl FnOnce(&mut Assembler, &mut View<'_>) -> R,
+    ) -> R {
+        let mut accounts = named_accounts(n, cfg);
         let mut values = crate::state::Values::default();
         let allow = crate::state::Allowlist::default();
         let mut view = View {
-            cfg: &cfg,
+            cfg,
             accounts: &mut accounts,
             values: &mut values,
             allow: &allow,
             now: T0,
         };
-        let mut asm = Assembler::new(0);
-        let mut touched = Vec::new();
-        let with_facts = |view: &View<'_>, r: &LinkRecord| {
-            let mut r = r.clone();
-            r.at_ms = view.now;
-            r.account_facts = view.facts(r.account);
-            for (a, f) in &mut r.accounts {
-                *f = view.facts(*a).expect("tracked");
-            }
-            r
+        let mut asm = Assembler::new(cfg, 0);
+        f(&mut asm, &mut view)
+    }
+
+    /// Applies a value record at the view's time, with the facts of the accounts it names.
+    fn apply(asm: &mut Assembler, view: &View<'_>, r: &LinkRecord) {
+        let LinkKind::Value(kind) = r.kind else {
+            unreachable!("value records")
         };
-        let mut card = value_record(AttrKind::Payment, 100, 1, &[1, 2, 3]);
-        card.all_holders = true;
-        let card = with_facts(&view, &card);
-        asm.apply_value(&view, &card, AttrKind::Payment, &mut touched);
-        let mut provider = value_record(AttrKind::Asn, 200, 1, &[1, 2, 3]);
-        provider.all_holders = true;
-        let provider = with_facts(&view, &provider);
-        asm.apply_value(&view, &provider, AttrKind::Asn, &mut touched);
-        view.now = T0 + 1_000;
-        for r in records {
-            let LinkKind::Value(kind) = r.kind else {
-                unreachable!("value records")
-            };
-            let r = with_facts(&view, r);
-            asm.apply_value(&view, &r, kind, &mut touched);
+        let mut r = r.clone();
+        r.at_ms = view.now;
+        r.account_facts = view.facts(r.account);
+        for (a, f) in &mut r.accounts {
+            *f = view.facts(*a).expect("tracked");
         }
-        (1..=4)
-            .map(|a| asm.clusters.find(asm.cluster_of(a)))
-            .collect()
+        asm.apply_value(view, &r, kind, &mut Vec::new());
+    }
+
+    /// The cluster of each of accounts 1..=4 after a card founds a cluster of 1-3, their
+    /// provider (autonomous system 200) links into it, and account 4's event brings `records`.
+    fn after(records: &[LinkRecord]) -> Vec<u32> {
+        let cfg = crate::config::Config::default();
+        with_assembler(&cfg, 4, |asm, view| {
+            for (kind, key) in [(AttrKind::Payment, 100), (AttrKind::Asn, 200)] {
+                let mut r = value_record(kind, key, 1, &[1, 2, 3]);
+                r.all_holders = true;
+                apply(asm, view, &r);
+            }
+            view.now = T0 + 1_000;
+            for r in records {
+                apply(asm, view, r);
+            }
+            (1..=4)
+                .map(|a| asm.clusters.find(asm.cluster_of(a)))
+                .collect()
+        })
     }
 
     #[test]
@@ -1093,6 +1131,28 @@ mod tests {
         };
         let apart = after(&[asn, next]);
         assert_eq!(apart[3], 0, "{apart:?}");
+    }
+
+    #[test]
+    fn a_living_cluster_forgets_the_values_no_record_mentions_any_more() {
+        let mut cfg = crate::config::Config::default();
+        cfg.engine.account_idle_secs = 3_600;
+        with_assembler(&cfg, 3, |asm, view| {
+            // A card, then a network, link the same three accounts.
+            for (kind, key) in [(AttrKind::Payment, 100), (AttrKind::Ip, 300)] {
+                let mut r = value_record(kind, key, 1, &[1, 2, 3]);
+                r.all_holders = true;
+                apply(asm, view, &r);
+            }
+            assert!(asm.links.contains_key(&100) && asm.links.contains_key(&300));
+            // Two hours on, only the network still links (its records keep mentioning it).
+            view.now = T0 + 7_200_000;
+            apply(asm, view, &value_record(AttrKind::Ip, 300, 1, &[]));
+            asm.sweep(view.now);
+            assert!(!asm.links.contains_key(&100), "the card is forgotten");
+            assert!(asm.links.contains_key(&300), "the network is not");
+            assert_ne!(asm.cluster_of(1), 0, "the cluster lives on");
+        });
     }
 
     #[test]

@@ -304,7 +304,7 @@ impl Detectors {
             bulk: bulk::Bulk::new(config_hash),
             values: link::ValueLinks::default(),
             cohort: cohort::CohortLinks::new(cfg.cohort.clone()),
-            clusters: cluster::Assembler::new(config_hash),
+            clusters: cluster::Assembler::new(cfg, config_hash),
             links: Vec::new(),
         }
     }
