@@ -42,6 +42,11 @@ enum Command {
         /// TOML configuration (defaults when absent).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Run the staged topology in this process: this many `account` engines keyed by
+        /// account, handing their observations to one `link` engine (0: one engine does
+        /// both). For measuring what the stage split changes.
+        #[arg(long, default_value_t = 0)]
+        account_stages: usize,
     },
     /// Write labelled simulated traffic: events JSON Lines plus a labels file.
     Simulate {
@@ -546,10 +551,11 @@ fn main() -> Result<()> {
             input,
             output,
             config,
+            account_stages,
         } => {
             let cfg = load_config(config.as_deref())?;
             let mut out = open_out(&output)?;
-            let summary = replay::replay(cfg, open_in(&input)?, &mut out)?;
+            let summary = replay::replay_staged(cfg, account_stages, open_in(&input)?, &mut out)?;
             eprintln!("{}", serde_json::to_string(&summary)?);
         }
         Command::Simulate {

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crate::alert::Alert;
 use crate::config::ValidConfig;
+use crate::engine::staged::Staged;
 use crate::engine::{Engine, Gauges, Outcome, Stats};
 use crate::event::decode::{DebugFault, MAX_RECORD_BYTES};
 use crate::event::{DecodeError, Decoder, Event};
@@ -201,15 +202,87 @@ fn parse(decoder: &Decoder, bytes: &[u8], line: Option<(usize, usize)>) -> Line 
     }
 }
 
+/// What judges the events in order: one engine, or the staged topology in one process.
+trait Judge {
+    fn process_all<'e, E>(
+        &mut self,
+        events: impl IntoIterator<Item = &'e Event>,
+        out: &mut Vec<Alert>,
+        each: impl FnMut(Outcome, &mut Vec<Alert>) -> Result<(), E>,
+    ) -> Result<(), E>;
+    fn stats(&self) -> Stats;
+    fn gauges(&self) -> Gauges;
+}
+
+impl Judge for Engine {
+    fn process_all<'e, E>(
+        &mut self,
+        events: impl IntoIterator<Item = &'e Event>,
+        out: &mut Vec<Alert>,
+        each: impl FnMut(Outcome, &mut Vec<Alert>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        Engine::process_all(self, events, out, each)
+    }
+    fn stats(&self) -> Stats {
+        Engine::stats(self).clone()
+    }
+    fn gauges(&self) -> Gauges {
+        Engine::gauges(self)
+    }
+}
+
+impl Judge for Staged {
+    fn process_all<'e, E>(
+        &mut self,
+        events: impl IntoIterator<Item = &'e Event>,
+        out: &mut Vec<Alert>,
+        each: impl FnMut(Outcome, &mut Vec<Alert>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        Staged::process_all(self, events, out, each)
+    }
+    fn stats(&self) -> Stats {
+        Staged::stats(self)
+    }
+    fn gauges(&self) -> Gauges {
+        Staged::gauges(self)
+    }
+}
+
 /// Replays `input` through a fresh engine, writing every alert as a JSON line to `output`.
 pub fn replay(
     cfg: Arc<ValidConfig>,
     input: Box<dyn Read + Send>,
     output: &mut dyn Write,
 ) -> Result<Summary, ReplayError> {
+    replay_staged(cfg, 0, input, output)
+}
+
+/// [`replay`] through the staged topology in one process when `account_instances` is at
+/// least one: that many `account` engines keyed by account feeding one `link` engine (see
+/// [`Staged`]); 0: one engine.
+pub fn replay_staged(
+    cfg: Arc<ValidConfig>,
+    account_instances: usize,
+    input: Box<dyn Read + Send>,
+    output: &mut dyn Write,
+) -> Result<Summary, ReplayError> {
+    if account_instances == 0 {
+        let engine = Engine::new(cfg.clone());
+        replay_with(cfg, engine, input, output)
+    } else {
+        let staged = Staged::new(cfg.clone(), account_instances);
+        replay_with(cfg, staged, input, output)
+    }
+}
+
+fn replay_with(
+    cfg: Arc<ValidConfig>,
+    engine: impl Judge,
+    input: Box<dyn Read + Send>,
+    output: &mut dyn Write,
+) -> Result<Summary, ReplayError> {
     let started = Instant::now();
     let decoder = decoder(&cfg)?;
-    let engine = Engine::new(cfg);
     // One parser per core; more than a few cannot outrun the one engine thread.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(MAX_PARSERS));
     // Batches numbered in file order go to the first free parser; the engine (this thread)
@@ -288,7 +361,7 @@ pub fn replay(
 
 /// The engine side of [`replay`]: parsed batches, put back in file order, through the engine.
 fn run_engine(
-    mut engine: Engine,
+    mut engine: impl Judge,
     parsed: crossbeam_channel::Receiver<(u64, std::io::Result<Vec<Line>>)>,
     spare_lines: crossbeam_channel::Sender<Vec<Line>>,
     output: &mut dyn Write,
@@ -353,7 +426,7 @@ fn run_engine(
         }
     }
     output.flush().map_err(ReplayError::Write)?;
-    summary.engine = engine.stats().clone();
+    summary.engine = engine.stats();
     summary.state = engine.gauges();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)

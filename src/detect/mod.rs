@@ -1,13 +1,14 @@
 //! The detectors. Each owns its rules, its evidence, its alert cadence and its state; the engine
 //! keeps only the shared state ([`crate::state`]: accounts, the attribute index, the clock,
 //! de-duplication, the prompt-copies sketch, expiry and caps) and hands every accepted event to
-//! [`Detectors::observe`]. `detect` imports `state`, never `engine`.
+//! [`Detectors::observe_account`] and [`Detectors::observe_links`]. `detect` imports `state`, never `engine`.
 //!
 //! # Architecture
 //!
 //! ```text
-//! engine ─► Detectors::observe(View, Observed, Out)
-//!             ├─ bulk::Bulk            (Detector)      ─► Decision
+//! engine ─► Detectors::observe_account(View, Observed, Out)
+//!             └─ bulk::Bulk            (Detector)      ─► Decision
+//!        ─► Detectors::observe_links(View, Observed, Out)
 //!             ├─ link::ValueLinks      (LinkDetector)  ─► LinkRecord ─┐
 //!             ├─ cohort::CohortLinks   (LinkDetector)  ─► LinkRecord ─┤
 //!             └─ cluster::Assembler  ◄──────────────────────────────┘ ─► Decision
@@ -27,6 +28,9 @@
 //!   live in the account record so that an event touches one record; only the owning detector
 //!   writes them.
 //! - A new detector is one module and one line in [`Detectors`].
+//! - The account side and the link side can run in separate engines (see
+//!   [`crate::engine::Role`]): the link side then sees shadow account records kept from the
+//!   account stage's observations.
 //!
 //! Every number that decides a tier is a config key (`[harvest]`, `[bulk]`, `[cluster]`,
 //! `[cohort]`, `[alerts]`, each documented with its reason in
@@ -309,9 +313,15 @@ impl Detectors {
         }
     }
 
-    /// Hands one accepted event to every detector.
-    pub fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, out: &mut Out) {
+    /// Hands one accepted event to the detectors that judge accounts on their own traffic
+    /// (the account stage's).
+    pub fn observe_account(&mut self, view: &mut View<'_>, obs: &Observed<'_>, out: &mut Out) {
         self.bulk.observe(view, obs, out);
+    }
+
+    /// Hands one accepted event, after the attribute index took it in, to the link detectors
+    /// and the cluster assembler (the link stage's).
+    pub fn observe_links(&mut self, view: &mut View<'_>, obs: &Observed<'_>, out: &mut Out) {
         let mut links = std::mem::take(&mut self.links);
         links.clear();
         self.values.observe(view, obs, &mut links);

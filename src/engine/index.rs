@@ -13,7 +13,8 @@ use crate::state::attribute::{self, AttrKind, Attribute, Touch};
 use crate::state::{release_value, Held, Values};
 
 /// An attribute value carried by the current event.
-pub(super) struct Carried {
+#[derive(Debug, Clone, Copy)]
+pub struct Carried {
     pub kind: AttrKind,
     pub key: u64,
     pub value: Value,
@@ -23,8 +24,8 @@ pub(super) struct Carried {
 
 /// The readable form of a value, rendered only when the index first stores it (no copy or
 /// formatting on the hot path). Text values stay in the event: `Text` names the field.
-#[derive(Clone, Copy)]
-pub(super) enum Value {
+#[derive(Debug, Clone, Copy)]
+pub enum Value {
     Ip(std::net::IpAddr),
     Prefix(std::net::IpAddr),
     Text(AttrKind),

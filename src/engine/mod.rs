@@ -12,6 +12,10 @@
 //! is bounded: idle accounts and values expire with the window, and hard caps evict the least
 //! recently active, counted in [`Stats`].
 //!
+//! An engine runs all of the detection, or one stage of it ([`Role`]): `account` engines keyed
+//! by account hand an [`Observation`] of each event to a `link` engine, which keeps shadow
+//! account records from them ([`staged::Staged`] runs that split in one process).
+//!
 //! Every alert passes the suspension safety valve ([`valve::Valve`]) on its way out, on the
 //! same event-time clock.
 
@@ -27,6 +31,7 @@ use crate::config::ValidConfig;
 use crate::control::LiveAllowlist;
 use crate::detect::{facts, Detectors, Observed, Out, View};
 use crate::event::Event;
+use crate::state::account::Facts;
 use crate::state::account::{
     self, Account, SLOT_ASN, SLOT_DEVICE, SLOT_EMAIL, SLOT_IP, SLOT_PAYMENT, SLOT_PREFIX,
     SLOT_TEMPLATE,
@@ -39,7 +44,9 @@ use crate::state::{copies, creation_key, prefetch, Accounts, Allowlist, Held};
 pub use crate::detect::DETECTOR_VERSION;
 
 mod index;
-use index::{Carried, Index, Value};
+pub mod staged;
+use index::Index;
+pub use index::{Carried, Value};
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,11 +102,40 @@ pub struct Gauges {
 }
 
 /// The account's extraction-like profile before and after this event, and the values it holds.
-struct Profile {
-    was: bool,
-    is: bool,
+#[derive(Debug, Clone, Copy)]
+pub struct Profile {
+    pub was: bool,
+    pub is: bool,
     /// The values the account holds: its slots, and its creation minute last.
-    slots: [u64; account::SLOTS + 1],
+    pub slots: [u64; account::SLOTS + 1],
+}
+
+/// Which part of the detection an engine runs: all of it in one process, or one stage of the
+/// staged topology. An `Account` engine keeps the accounts' own windows, judges
+/// `bulk_extraction` and hands on an [`Observation`] of every event it accepts; a `Link`
+/// engine takes those observations (with the event's identifying fields) into shadow account
+/// records and runs the link detectors and the cluster assembler on them. `All` is both in
+/// one engine, on one account record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    #[default]
+    All,
+    Account,
+    Link,
+}
+
+/// What the account stage made of one accepted event: the account's facts, its profile and
+/// what the request contributes, and the attribute values it carries. With the event's
+/// identifying fields, it is all that the link side reads of the account.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub facts: Facts,
+    pub sample: Sample,
+    pub touch: Touch,
+    pub profile: Profile,
+    pub carried: Vec<Carried>,
+    /// The account moved to a new device or network after some history.
+    pub moved: bool,
 }
 
 impl Profile {
@@ -224,6 +260,9 @@ impl Keys {
 
 pub struct Engine {
     cfg: Arc<ValidConfig>,
+    role: Role,
+    /// In the `Account` role, the observation of the last accepted event.
+    observation: Option<Observation>,
     /// Accounts by key (an xxh3 hash of the id).
     accounts: Accounts,
     /// When each account may next be idle long enough to expire: (due time, key), earliest
@@ -281,6 +320,8 @@ impl Engine {
             }
         }
         Self {
+            role: Role::All,
+            observation: None,
             kinds,
             dedup: Dedup::new((e.dedup_window_secs * 1000) as i64, e.max_dedup_ids),
             templates_seen: Dedup::new(3_600_000, e.max_attribute_values),
@@ -312,6 +353,18 @@ impl Engine {
     pub fn with_live_allowlist(mut self, live: LiveAllowlist) -> Self {
         self.allow.live = Some(live);
         self
+    }
+
+    /// Runs only `role`'s part of the detection (see [`Role`]).
+    pub fn with_role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// In the `Account` role: the observation of the event last accepted, to hand to the
+    /// link stage (see [`Engine::observe`]).
+    pub fn take_observation(&mut self) -> Option<Observation> {
+        self.observation.take()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -416,6 +469,7 @@ impl Engine {
     }
 
     fn process_keyed(&mut self, ev: &Event, keys: &Keys, out: &mut Vec<Alert>) -> Outcome {
+        debug_assert!(self.role != Role::Link, "a link engine takes observations");
         let now = match self.advance_clock(ev, keys) {
             Ok(now) => now,
             Err(skipped) => return skipped,
@@ -423,27 +477,139 @@ impl Engine {
         let akey = keys.account;
         let mut carried = std::mem::take(&mut self.carried_buf);
         carried.clear();
-        let (touch, profile, moved) = self.update_account(ev, keys, now, &mut carried);
+        let (sample, touch, profile, moved) = self.update_account(ev, keys, now, &mut carried);
+        let obs = Observed {
+            ev,
+            event: keys.id,
+            account: akey,
+            harvest: sample.harvest,
+            moved,
+            values: &[],
+            in_burst: false,
+        };
+        let mut view = View {
+            cfg: &self.cfg.raw,
+            accounts: &mut self.accounts,
+            values: &mut self.index.values,
+            allow: &self.allow,
+            now,
+        };
+        self.detectors
+            .observe_account(&mut view, &obs, &mut self.decided);
+        if self.role == Role::Account {
+            let facts = facts(&self.accounts, akey).unwrap_or_default();
+            self.observation = Some(Observation {
+                facts,
+                sample,
+                touch,
+                profile,
+                carried: carried.clone(),
+                moved,
+            });
+        } else {
+            self.link_side(
+                ev, keys.id, akey, now, &carried, &touch, &profile, &sample, moved,
+            );
+        }
+        self.carried_buf = carried;
+        self.emit(out);
+        Outcome::Accepted
+    }
+
+    /// In the `Link` role: takes in the account stage's observation of `ev` (its identifying
+    /// fields: ids, time, model and the attribute values' text) and appends the alerts it
+    /// caused to `out`. The account's shadow record takes the observation's facts, windows
+    /// and slots, and the link detectors and the cluster assembler run on it as in one
+    /// process.
+    pub fn observe(&mut self, ev: &Event, obs: &Observation, out: &mut Vec<Alert>) -> Outcome {
+        debug_assert!(
+            self.role == Role::Link,
+            "only a link engine takes observations"
+        );
+        let keys = Keys::of(ev);
+        let now = match self.advance_clock(ev, &keys) {
+            Ok(now) => now,
+            Err(skipped) => return skipped,
+        };
+        self.shadow(ev, &keys, obs);
+        let o = obs;
+        self.link_side(
+            ev,
+            keys.id,
+            keys.account,
+            now,
+            &o.carried,
+            &o.touch,
+            &o.profile,
+            &o.sample,
+            o.moved,
+        );
+        self.emit(out);
+        Outcome::Accepted
+    }
+
+    /// Brings the shadow record of the observed account to what the account stage holds.
+    fn shadow(&mut self, ev: &Event, keys: &Keys, obs: &Observation) {
+        let bin_ms = (self.cfg.raw.cluster.sync_bin_secs * 1000) as i64;
+        let (mut acc, created) = self.accounts.get_or_insert_with(keys.account, || {
+            Account::new(ev.account_id.clone(), ev.ts_ms)
+        });
+        if created {
+            self.stats.accounts_created += 1;
+            let idle = (self.cfg.raw.engine.account_idle_secs * 1000) as i64;
+            self.expiry
+                .push(Reverse((acc.last_seen_ms + idle, keys.account)));
+        }
+        if ev.org_id.is_some() {
+            acc.org_id.clone_from(&ev.org_id);
+        }
+        acc.last_seen_ms = acc.last_seen_ms.max(ev.ts_ms);
+        record_request(&mut acc, ev, &obs.sample, bin_ms);
+        let f = &obs.facts;
+        acc.extraction_like = f.extraction_like;
+        acc.harvest_ever = f.harvest_ever;
+        acc.requests_ever = f.requests_ever;
+        acc.multi_turn_ever = f.multi_turn_ever;
+        acc.first_seen_ms = f.first_seen_ms;
+        acc.created_ms = f.created_ms;
+        acc.slots
+            .copy_from_slice(&obs.profile.slots[..account::SLOTS]);
+    }
+
+    /// The link side of an accepted event: the attribute index takes it in, then the link
+    /// detectors and the cluster assembler see it.
+    #[allow(clippy::too_many_arguments)]
+    fn link_side(
+        &mut self,
+        ev: &Event,
+        event: u64,
+        akey: u64,
+        now: i64,
+        carried: &[Carried],
+        touch: &Touch,
+        profile: &Profile,
+        sample: &Sample,
+        moved: bool,
+    ) {
         let mut touched = std::mem::take(&mut self.touched_buf);
         touched.clear();
         let accounts = &self.accounts;
         let in_burst = self.index.take_in(
             ev,
             akey,
-            &carried,
-            &touch,
-            &profile,
+            carried,
+            touch,
+            profile,
             &self.cfg.raw.cluster,
             |other| facts(accounts, other),
             &mut touched,
         );
         self.stats.attributes_created += self.index.take_created();
-        self.carried_buf = carried;
         let obs = Observed {
             ev,
-            event: keys.id,
+            event,
             account: akey,
-            harvest: touch.harvest,
+            harvest: sample.harvest,
             moved,
             values: &touched,
             in_burst,
@@ -455,10 +621,9 @@ impl Engine {
             allow: &self.allow,
             now,
         };
-        self.detectors.observe(&mut view, &obs, &mut self.decided);
+        self.detectors
+            .observe_links(&mut view, &obs, &mut self.decided);
         self.touched_buf = touched;
-        self.emit(out);
-        Outcome::Accepted
     }
 
     /// Passes the detectors' decisions through the safety valve into `out`, in order.
@@ -521,7 +686,7 @@ impl Engine {
         keys: &Keys,
         now: i64,
         carried: &mut Vec<Carried>,
-    ) -> (Touch, Profile, bool) {
+    ) -> (Sample, Touch, Profile, bool) {
         let cfg = &self.cfg.raw;
         let model_first_seen = ev
             .model
@@ -588,7 +753,7 @@ impl Engine {
                 .map_or(0, |c| c.key),
             harvest_ever: acc.harvest_ever,
         };
-        (touch, profile, infra_changed && has_history)
+        (sample, touch, profile, infra_changed && has_history)
     }
 
     /// Expires idle state and enforces the caps.

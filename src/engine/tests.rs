@@ -1550,3 +1550,87 @@ fn an_evaluation_run_that_starts_as_a_campaign_fires_is_not_in_step_with_it() {
     );
     assert!(named(64), "with a long window the test shows nothing");
 }
+
+/// Attack accounts named by cluster alerts in `alerts`.
+fn cluster_named(alerts: &[Alert], labels: &[crate::sim::Label]) -> usize {
+    let attack: std::collections::BTreeSet<&str> = labels
+        .iter()
+        .filter(|l| l.attack)
+        .map(|l| l.account_id.as_str())
+        .collect();
+    let named: std::collections::BTreeSet<&str> = alerts
+        .iter()
+        .filter(|a| a.kind == Kind::FakeAccountCluster)
+        .flat_map(|a| a.accounts.iter().map(|s| s.as_str()))
+        .filter(|a| attack.contains(a))
+        .collect();
+    named.len()
+}
+
+/// The staged topology in one process (`account` engines keyed by account, one `link`
+/// engine fed their observations) is the same detector: with one account engine it is the
+/// single engine byte for byte; with several it still sees clusters whole, where engines
+/// that each see only their accounts' share of the traffic lose the members spread over the
+/// others.
+#[test]
+fn staged_engines_detect_clusters_whole_at_any_account_instance_count() {
+    use crate::event::Decoder;
+    use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
+    let sim = crate::sim::generate(&crate::sim::SimOptions {
+        seed: 3,
+        scale: 0.3,
+        hours: 3.0,
+        ..Default::default()
+    })
+    .expect("simulation");
+    let decoder = Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
+    let events: Vec<Event> = sim
+        .events
+        .into_iter()
+        .map(|raw| decoder.from_json(raw).expect("simulated events are valid"))
+        .collect();
+    let cfg = Arc::new(Config::default().validate().expect("valid config"));
+    let mut one = Engine::new(cfg.clone());
+    let mut want = Vec::new();
+    for e in &events {
+        one.process(e, &mut want);
+    }
+    let mut staged = staged::Staged::new(cfg.clone(), 1);
+    let mut got = Vec::new();
+    for e in &events {
+        staged.process(e, &mut got);
+    }
+    assert_eq!(got, want, "one account engine: the single engine's alerts");
+    assert_eq!(staged.stats(), *one.stats());
+
+    let n = 4;
+    let mut staged = staged::Staged::new(cfg.clone(), n);
+    let mut split: Vec<Engine> = (0..n).map(|_| Engine::new(cfg.clone())).collect();
+    let (mut got, mut apart) = (Vec::new(), Vec::new());
+    for e in &events {
+        staged.process(e, &mut got);
+        split[staged::partition(&e.account_id, n)].process(e, &mut apart);
+    }
+    let base = crate::eval::evaluate(&want, &sim.labels);
+    let four = crate::eval::evaluate(&got, &sim.labels);
+    let (r1, r4) = (base.recall.expect("attacks"), four.recall.expect("attacks"));
+    let (p1, p4) = (
+        base.precision.expect("flags"),
+        four.precision.expect("flags"),
+    );
+    assert!((r4 - r1).abs() <= 0.01, "recall {r1:.3} -> {r4:.3}");
+    assert!(p4 >= p1 - 0.005, "precision {p1:.3} -> {p4:.3}");
+    let (whole, cut) = (
+        cluster_named(&got, &sim.labels),
+        cluster_named(&apart, &sim.labels),
+    );
+    let single = cluster_named(&want, &sim.labels);
+    assert!(
+        whole as f64 >= 0.99 * single as f64,
+        "{whole} of {single} named"
+    );
+    assert!(
+        (cut as f64) < 0.95 * single as f64,
+        "the traffic should hold clusters a split loses ({cut} of {single})"
+    );
+}
