@@ -2,7 +2,9 @@
 # What N instances keyed by account detect, against one: the simulated stream is split by a
 # hash of `account_id` into N parts (as Kafka's partitioner would put accounts on N
 # instances), each part is replayed by its own engine, and the pooled alerts are scored
-# against the labels beside one engine's alerts on the whole stream.
+# against the labels beside one engine's alerts on the whole stream, and beside the staged
+# topology run in one process (`replay --account-stages N`: N account engines keyed by
+# account handing their observations to one link engine).
 #
 # Usage: benches/split.sh [SEEDS] [SCENARIO] [N...]
 #   benches/split.sh "101 117" all "3 12"
@@ -44,5 +46,9 @@ EOF
     done
     echo "### $scenario seed $seed, $n instances keyed by account"
     "$bin" eval --alerts "$run/pooled.jsonl" --labels "$run/labels.jsonl" | sed -n 1,4p
+    "$bin" replay --account-stages "$n" --input "$run/events.jsonl" \
+      --output "$run/staged.jsonl" 2>/dev/null
+    echo "### $scenario seed $seed, staged: $n account engines, one link engine"
+    "$bin" eval --alerts "$run/staged.jsonl" --labels "$run/labels.jsonl" | sed -n 1,4p
   done
 done

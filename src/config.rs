@@ -102,6 +102,38 @@ pub enum Format {
     Json,
 }
 
+/// Which stage of the detection a service instance runs (see `kafka.role`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StageRole {
+    /// All of it: both detectors on the input topic.
+    #[default]
+    All,
+    /// `bulk_extraction` on the input topic, and an observation of every event to
+    /// `kafka.observations_topic`.
+    Account,
+    /// `fake_account_cluster` on `kafka.observations_topic`.
+    Link,
+}
+
+impl StageRole {
+    pub fn engine(self) -> crate::engine::Role {
+        match self {
+            StageRole::All => crate::engine::Role::All,
+            StageRole::Account => crate::engine::Role::Account,
+            StageRole::Link => crate::engine::Role::Link,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageRole::All => "all",
+            StageRole::Account => "account",
+            StageRole::Link => "link",
+        }
+    }
+}
+
 /// Where a consumer group with no committed offset starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -149,6 +181,19 @@ pub struct KafkaConfig {
     pub control_topic: String,
     /// Analysts' verdicts on alerts.
     pub verdicts_topic: String,
+    /// The stage this instance runs: `all` (the whole detection in one consumer group),
+    /// `account` (keyed by account: bulk_extraction, and an observation of every event to
+    /// `observations_topic`) or `link` (reads `observations_topic` in group `GROUP-link`:
+    /// clusters whole however many account instances run).
+    pub role: StageRole,
+    /// Internal topic from the account stage to the link stage (protobuf
+    /// `distillguard.v1.Observation`, keyed by account id).
+    pub observations_topic: String,
+    /// How far behind the newest observation (event time, seconds) the link stage still
+    /// takes one in, instead of `engine.late_allowance_secs`: every account instance writes
+    /// every partition of the observations topic at its own pace, so a partition is out of
+    /// order by as much as the account instances are apart, minutes while one rebuilds.
+    pub link_late_allowance_secs: u64,
     /// librdkafka properties for both clients (TLS, SASL, ...), passed through as given.
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties for the consumer only.
@@ -172,6 +217,9 @@ impl Default for KafkaConfig {
             idle_partition_ms: 2000,
             control_topic: "distillguard-control".into(),
             verdicts_topic: "distillguard-verdicts".into(),
+            role: StageRole::All,
+            observations_topic: "distillguard-observations".into(),
+            link_late_allowance_secs: 3600,
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
@@ -1075,6 +1123,7 @@ impl Config {
             ("kafka.dlq_topic", &k.dlq_topic),
             ("kafka.control_topic", &k.control_topic),
             ("kafka.verdicts_topic", &k.verdicts_topic),
+            ("kafka.observations_topic", &k.observations_topic),
         ] {
             if v.trim().is_empty() {
                 return Err(invalid(key, "must not be empty"));
@@ -1092,11 +1141,13 @@ impl Config {
             &k.dlq_topic,
             &k.control_topic,
             &k.verdicts_topic,
+            &k.observations_topic,
         ];
         if (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
             return Err(invalid(
                 "kafka.control_topic",
-                "the input, alerts, dead-letter, control and verdicts topics must all differ",
+                "the input, alerts, dead-letter, control, verdicts and observations topics \
+                 must all differ",
             ));
         }
         if self.verdicts.remember_alerts == 0 || self.verdicts.remember_alerts > 10_000_000 {

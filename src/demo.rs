@@ -16,7 +16,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::ClientConfig;
 
 use crate::alert::Alert;
-use crate::config::Config;
+use crate::config::{Config, StageRole};
 use crate::event::decode::json_to_proto;
 use crate::kafka::{Service, ServiceError};
 use crate::proto;
@@ -37,7 +37,22 @@ pub struct DemoOptions {
     pub partitions: i32,
     /// Stop by itself after this long (seconds), else at Ctrl-C.
     pub duration_secs: Option<f64>,
+    pub topology: Topology,
 }
+
+/// How the demo runs the service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Topology {
+    /// One service doing the whole detection (`kafka.role = "all"`).
+    #[default]
+    Single,
+    /// [`ACCOUNT_INSTANCES`] `account` instances and one `link` instance, over the
+    /// observations topic.
+    Staged,
+}
+
+/// Account instances of the staged demo.
+pub const ACCOUNT_INSTANCES: usize = 2;
 
 impl Default for DemoOptions {
     fn default() -> Self {
@@ -49,6 +64,7 @@ impl Default for DemoOptions {
             speed: 60.0,
             partitions: 3,
             duration_secs: None,
+            topology: Topology::Single,
         }
     }
 }
@@ -97,7 +113,8 @@ pub async fn run(
     cluster.create_topic(&k.dlq_topic, 1, 1)?;
     cluster.create_topic(&k.control_topic, 1, 1)?;
     cluster.create_topic(&k.verdicts_topic, 1, 1)?;
-    let cfg = Arc::new(config.validate()?);
+    cluster.create_topic(&k.observations_topic, opts.partitions, 1)?;
+    let cfg = Arc::new(config.clone().validate()?);
 
     tracing::info!(
         scenario = %opts.scenario,
@@ -118,15 +135,21 @@ pub async fn run(
     }
     let labels = simulation.labels;
 
-    let svc = Service::start(cfg.clone()).await?;
+    let services = start(&opts, &config).await?;
     println!(
-        "distillguard demo: embedded broker {brokers}; {} simulated events ({} accounts, {} attack) over {} h of event time at {}x; metrics on http://{}/metrics",
+        "distillguard demo: embedded broker {brokers}; {} simulated events ({} accounts, {} attack) over {} h of event time at {}x; {}; metrics on http://{}/metrics",
         events.len(),
         labels.len(),
         labels.iter().filter(|l| l.attack).count(),
         opts.hours,
         opts.speed,
-        svc.metrics_addr
+        match opts.topology {
+            Topology::Single => "one service".to_string(),
+            Topology::Staged => format!(
+                "staged: {ACCOUNT_INSTANCES} account instances, one link instance"
+            ),
+        },
+        services[0].metrics_addr
     );
     println!(
         "alerts as they arrive on `{}` (Ctrl-C to stop):",
@@ -171,7 +194,18 @@ pub async fn run(
     println!("stopping: draining alerts and committing offsets...");
     stop.store(true, Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || feeder.join()).await;
-    let stopped = svc.shutdown().await;
+    // All at once: one by one, each leaving would hand its partitions to the others.
+    let stopping: Vec<_> = services
+        .into_iter()
+        .map(|s| tokio::spawn(s.shutdown()))
+        .collect();
+    let mut stopped = Ok(());
+    for s in stopping {
+        let r = s.await.unwrap_or(Err(ServiceError::ThreadLost));
+        if stopped.is_ok() {
+            stopped = r;
+        }
+    }
     // Let the viewer read the last alerts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = tokio::task::spawn_blocking(move || viewer.join()).await;
@@ -190,6 +224,27 @@ pub async fn run(
         report.benign_accounts
     );
     Ok(report)
+}
+
+/// The demo's services: one, or the staged topology's instances (the first serves the
+/// configured metrics address, the others an ephemeral port: one process, one registry).
+async fn start(opts: &DemoOptions, config: &Config) -> Result<Vec<Service>, DemoError> {
+    let roles: Vec<StageRole> = match opts.topology {
+        Topology::Single => vec![StageRole::All],
+        Topology::Staged => std::iter::repeat_n(StageRole::Account, ACCOUNT_INSTANCES)
+            .chain([StageRole::Link])
+            .collect(),
+    };
+    let mut services = Vec::with_capacity(roles.len());
+    for (i, role) in roles.into_iter().enumerate() {
+        let mut c = config.clone();
+        c.kafka.role = role;
+        if i > 0 {
+            c.service.metrics_addr = "127.0.0.1:0".into();
+        }
+        services.push(Service::start(Arc::new(c.validate()?)).await?);
+    }
+    Ok(services)
 }
 
 #[derive(Debug, Default, Clone)]

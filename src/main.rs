@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use distillguard::config::{Config, Format};
+use distillguard::config::{Config, Format, StageRole};
 
 /// Events are parsed on worker threads and freed on the engine thread; mimalloc handles that
 /// cross-thread pattern far better than the system allocator. The `system-alloc` feature
@@ -113,6 +113,10 @@ enum Command {
         /// Stop by itself after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration: Option<f64>,
+        /// `single`: one service doing everything; `staged`: two `account` instances and one
+        /// `link` instance over the internal observations topic (see `kafka.role`).
+        #[arg(long, value_enum, default_value = "single")]
+        topology: distillguard::demo::Topology,
     },
     /// Write or list live allowlist entries on the control topic (applied by every running
     /// instance within seconds, no restart).
@@ -243,6 +247,11 @@ struct KafkaFlags {
     control_topic: Option<String>,
     #[arg(long)]
     verdicts_topic: Option<String>,
+    /// The stage to run: `all` (default), `account` or `link` (see `kafka.role`).
+    #[arg(long, value_enum)]
+    role: Option<StageRole>,
+    #[arg(long)]
+    observations_topic: Option<String>,
 }
 
 impl KafkaFlags {
@@ -262,6 +271,8 @@ impl KafkaFlags {
         set(&mut k.alerts_format, self.alerts_format);
         set(&mut k.control_topic, self.control_topic);
         set(&mut k.verdicts_topic, self.verdicts_topic);
+        set(&mut k.role, self.role);
+        set(&mut k.observations_topic, self.observations_topic);
     }
 }
 
@@ -629,6 +640,7 @@ fn main() -> Result<()> {
             hours,
             speed,
             duration,
+            topology,
         } => {
             let mut c = Config::load(config.as_deref())?;
             c.service.metrics_addr = metrics_addr;
@@ -639,6 +651,7 @@ fn main() -> Result<()> {
                 hours,
                 speed,
                 duration_secs: duration,
+                topology,
                 ..Default::default()
             };
             runtime()?.block_on(distillguard::demo::run(

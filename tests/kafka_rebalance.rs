@@ -79,17 +79,7 @@ async fn instances_join_and_leave_without_losing_input_or_detections() {
     assert!(until(|| a.is_ready()).await, "a ready again");
     a.shutdown().await.expect("a stops cleanly");
 
-    let brokers = m.brokers.clone();
-    let got = tokio::task::spawn_blocking(move || {
-        alerts_of(&read_topic(
-            &brokers,
-            ALERTS,
-            usize::MAX,
-            Duration::from_secs(3),
-        ))
-    })
-    .await
-    .expect("read");
+    let got = all_alerts(&m.brokers).await;
     let flagged: BTreeSet<&str> = got
         .iter()
         .flat_map(|a| a.accounts.iter().map(String::as_str))

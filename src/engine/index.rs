@@ -35,6 +35,23 @@ pub enum Value {
 }
 
 impl Value {
+    /// The value's index key (0: the event lacks the field it names).
+    pub fn key(&self, ev: &Event) -> u64 {
+        let text = |kind, v: &Option<CompactString>| {
+            v.as_ref().map_or(0, |v| attribute::key(kind, v.as_bytes()))
+        };
+        match *self {
+            Value::Ip(ip) => super::ip_keys(&ip).0,
+            Value::Prefix(ip) => super::ip_keys(&ip).1,
+            Value::Text(AttrKind::Device) => text(AttrKind::Device, &ev.device_fingerprint),
+            Value::Text(AttrKind::Payment) => text(AttrKind::Payment, &ev.payment_fingerprint),
+            Value::Text(kind) => text(kind, &ev.email_domain),
+            Value::Template(t) => attribute::key(AttrKind::Template, &t.to_le_bytes()),
+            Value::Minute(m) => crate::state::creation_key(m),
+            Value::Asn(a) => attribute::key(AttrKind::Asn, &a.to_le_bytes()),
+        }
+    }
+
     pub fn render(&self, ev: &Event) -> CompactString {
         match self {
             Value::Ip(ip) => compact_str::format_compact!("{ip}"),

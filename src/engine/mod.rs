@@ -531,7 +531,7 @@ impl Engine {
             Ok(now) => now,
             Err(skipped) => return skipped,
         };
-        self.shadow(ev, &keys, obs);
+        let profile = self.shadow(ev, &keys, obs);
         let o = obs;
         self.link_side(
             ev,
@@ -540,7 +540,7 @@ impl Engine {
             now,
             &o.carried,
             &o.touch,
-            &o.profile,
+            &profile,
             &o.sample,
             o.moved,
         );
@@ -548,8 +548,10 @@ impl Engine {
         Outcome::Accepted
     }
 
-    /// Brings the shadow record of the observed account to what the account stage holds.
-    fn shadow(&mut self, ev: &Event, keys: &Keys, obs: &Observation) {
+    /// Brings the shadow record of the observed account to what the account stage holds:
+    /// its facts and hour, and the values it holds, moved as the account stage moved them.
+    /// Returns the profile with the slots as the shadow holds them.
+    fn shadow(&mut self, ev: &Event, keys: &Keys, obs: &Observation) -> Profile {
         let bin_ms = (self.cfg.raw.cluster.sync_bin_secs * 1000) as i64;
         let (mut acc, created) = self.accounts.get_or_insert_with(keys.account, || {
             Account::new(ev.account_id.clone(), ev.ts_ms)
@@ -572,8 +574,28 @@ impl Engine {
         acc.multi_turn_ever = f.multi_turn_ever;
         acc.first_seen_ms = f.first_seen_ms;
         acc.created_ms = f.created_ms;
-        acc.slots
-            .copy_from_slice(&obs.profile.slots[..account::SLOTS]);
+        for c in &obs.carried {
+            match c.kind {
+                AttrKind::Ip => _ = acc.set_pair(SLOT_IP, c.key),
+                AttrKind::IpPrefix => _ = acc.set_pair(SLOT_PREFIX, c.key),
+                AttrKind::Template => _ = acc.set_pair(SLOT_TEMPLATE, c.key),
+                AttrKind::Asn => _ = acc.set_slot(SLOT_ASN, c.key),
+                AttrKind::Device => _ = acc.set_slot(SLOT_DEVICE, c.key),
+                AttrKind::Payment => _ = acc.set_slot(SLOT_PAYMENT, c.key),
+                AttrKind::EmailDomain => _ = acc.set_slot(SLOT_EMAIL, c.key),
+                AttrKind::Creation => {}
+            }
+        }
+        let mut slots = [0; account::SLOTS + 1];
+        slots[..account::SLOTS].copy_from_slice(&acc.slots);
+        slots[account::SLOTS] = acc
+            .created_ms
+            .map_or(0, |c| creation_key(c.div_euclid(60_000)));
+        Profile {
+            was: obs.profile.was,
+            is: obs.profile.is,
+            slots,
+        }
     }
 
     /// The link side of an accepted event: the attribute index takes it in, then the link
@@ -908,7 +930,7 @@ fn record_request(acc: &mut Account, ev: &Event, sample: &Sample, bin_ms: i64) -
     if !sample.single_turn {
         acc.multi_turn_ever = acc.multi_turn_ever.saturating_add(1);
     }
-    if sample.single_turn && (ev.prompt.reasoning || sample.templated) {
+    if sample.single_turn && (sample.reasoning || sample.templated) {
         acc.remember_example(&ev.event_id);
     }
     let bin = ev.ts_ms.div_euclid(bin_ms);

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use rdkafka::message::{BorrowedMessage, Message};
 
+use crate::engine::Observation;
 use crate::event::{DecodeError, Decoder, Event};
 
 /// Decode threads at most (the engine thread takes about as long per record as a decoder).
@@ -30,6 +31,9 @@ pub struct Item {
     /// Decode time when this record's processing time is sampled.
     pub sampled: Option<Duration>,
     pub decoded: Result<Event, DecodeError>,
+    /// On the observations topic (the link stage): the account stage's observation of the
+    /// event.
+    pub observation: Option<Box<Observation>>,
     /// Original key and bytes, kept only for malformed records (the dead-letter copy).
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
@@ -56,22 +60,40 @@ pub enum Decoded {
 pub struct Decode {
     decoder: Decoder,
     json: bool,
+    /// Records are observations (`distillguard.v1.Observation`), not request events.
+    observations: bool,
 }
 
 impl Decode {
     pub fn new(decoder: Decoder, json: bool) -> Self {
-        Self { decoder, json }
+        Self {
+            decoder,
+            json,
+            observations: false,
+        }
+    }
+
+    /// Decodes the observations topic's records instead (the link stage's input).
+    pub fn observations(mut self) -> Self {
+        self.observations = true;
+        self
     }
 
     /// Decodes one record. `poison`: dead-lettered unread; `sample`: decode time recorded.
     pub fn item(&self, rec: RecordRef<'_>, poison: bool, sample: bool) -> Item {
         let t0 = sample.then(Instant::now);
+        let mut observation = None;
         let decoded = if poison {
             Err(DecodeError::Poison)
         } else {
             // A decoder bug costs one record (dead-lettered), not the partition.
             std::panic::catch_unwind(AssertUnwindSafe(|| {
-                if self.json {
+                if self.observations {
+                    super::observation::decode(rec.payload).map(|(ev, obs)| {
+                        observation = Some(Box::new(obs));
+                        ev
+                    })
+                } else if self.json {
                     self.decoder.decode_json(rec.payload)
                 } else {
                     self.decoder.decode_protobuf(rec.payload)
@@ -87,6 +109,7 @@ impl Decode {
             msg_ts: rec.msg_ts,
             sampled,
             decoded,
+            observation,
             key: if bad {
                 rec.key.map(<[u8]>::to_vec)
             } else {

@@ -35,6 +35,7 @@ mod decode;
 mod events;
 mod guard;
 mod merge;
+pub mod observation;
 mod offsets;
 mod outbox;
 mod pipeline;
@@ -46,14 +47,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use tokio::sync::oneshot;
 
 pub use offsets::Tracker;
 
-use crate::config::ValidConfig;
+use crate::config::{StageRole, ValidConfig};
 use crate::control::LiveAllowlist;
 use crate::telemetry::{self, Health};
 use context::ConsumerCtx;
@@ -128,6 +129,56 @@ pub fn producer_config(cfg: &ValidConfig) -> ClientConfig {
     c
 }
 
+/// The configuration the service works with in its role: a `link` instance consumes the
+/// observations topic (protobuf) in a consumer group of its own, `GROUP-link`, and takes
+/// observations in as late as `kafka.link_late_allowance_secs`.
+pub fn for_role(cfg: Arc<ValidConfig>) -> Arc<ValidConfig> {
+    if cfg.raw.kafka.role != StageRole::Link {
+        return cfg;
+    }
+    let mut c = (*cfg).clone();
+    let k = &mut c.raw.kafka;
+    k.input_topic = k.observations_topic.clone();
+    k.group_id = format!("{}-link", k.group_id);
+    k.input_format = crate::config::Format::Protobuf;
+    c.raw.engine.late_allowance_secs = c
+        .raw
+        .engine
+        .late_allowance_secs
+        .max(c.raw.kafka.link_late_allowance_secs);
+    Arc::new(c)
+}
+
+/// An account instance writes the observations of input partition p to partition p of the
+/// observations topic: it needs at least as many partitions as the input.
+fn check_observation_partitions(
+    consumer: &BaseConsumer<ConsumerCtx>,
+    k: &crate::config::KafkaConfig,
+) -> Result<(), ServiceError> {
+    let partitions = |topic: &str| {
+        consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .ok()
+            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+            .filter(|&n| n > 0)
+    };
+    match (
+        partitions(&k.input_topic),
+        partitions(&k.observations_topic),
+    ) {
+        (Some(input), Some(obs)) if obs < input => Err(ServiceError::Config(format!(
+            "kafka.observations_topic {} has {obs} partitions, fewer than the {input} of \
+             kafka.input_topic {}: observations of input partition p go to partition p",
+            k.observations_topic, k.input_topic
+        ))),
+        (_, None) => {
+            tracing::warn!(topic = %k.observations_topic, "cannot read the observations topic's partitions");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A running service: the consumer thread and the HTTP endpoints.
 pub struct Service {
     /// Where `/metrics`, `/healthz` and `/readyz` are served (resolved, if port 0 was asked).
@@ -162,11 +213,20 @@ impl Service {
             addr: addr.to_string(),
             source,
         })?;
+        let cfg = for_role(cfg);
         let k = &cfg.raw.kafka;
         let deadline = Duration::from_secs(cfg.raw.service.shutdown_deadline_secs);
-        let outbox = Outbox::new(&producer_config(&cfg), &k.alerts_topic, &k.dlq_topic)?;
+        let outbox = Outbox::new(
+            &producer_config(&cfg),
+            &k.alerts_topic,
+            &k.dlq_topic,
+            &k.observations_topic,
+        )?;
         let ctx = ConsumerCtx::new(cfg.clone(), deadline / 2, outbox.clone());
         let consumer: BaseConsumer<ConsumerCtx> = consumer_config(&cfg).create_with_context(ctx)?;
+        if k.role == StageRole::Account {
+            check_observation_partitions(&consumer, k)?;
+        }
         // The live allowlist is read to its end (at most 10 s) before the first event is judged.
         let live = LiveAllowlist::default();
         let control = control::Follower::start(cfg.clone(), live.clone())?;
@@ -199,6 +259,7 @@ impl Service {
             .map_err(ServiceError::Thread)?;
         tracing::info!(
             brokers = %k.brokers,
+            role = k.role.as_str(),
             group = %k.group_id,
             input = %k.input_topic,
             alerts = %k.alerts_topic,

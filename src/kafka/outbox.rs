@@ -29,6 +29,8 @@ pub enum Record {
     },
     /// A rejected input record's original bytes, for the dead-letter topic.
     DeadLetter,
+    /// The account stage's observation of an event, for the link stage.
+    Observation,
 }
 
 impl Record {
@@ -36,6 +38,7 @@ impl Record {
         match self {
             Record::Alert { .. } => Dest::Alerts,
             Record::DeadLetter => Dest::Dlq,
+            Record::Observation => Dest::Observations,
         }
     }
 }
@@ -45,13 +48,17 @@ impl Record {
 pub enum Dest {
     Alerts,
     Dlq,
+    Observations,
 }
 
 impl Dest {
-    fn label(self) -> &'static str {
+    pub const ALL: [Dest; 3] = [Dest::Alerts, Dest::Dlq, Dest::Observations];
+
+    pub fn label(self) -> &'static str {
         match self {
             Dest::Alerts => "alerts",
             Dest::Dlq => "dlq",
+            Dest::Observations => "observations",
         }
     }
 }
@@ -143,7 +150,8 @@ pub struct Outbox {
     state: Mutex<State>,
     alerts_topic: String,
     dlq_topic: String,
-    producer_errors: [Counter; 2],
+    observations_topic: String,
+    producer_errors: [Counter; 3],
     dlq_delivered: Counter,
 }
 
@@ -152,6 +160,7 @@ impl Outbox {
         config: &ClientConfig,
         alerts_topic: &str,
         dlq_topic: &str,
+        observations_topic: &str,
     ) -> Result<Arc<Self>, KafkaError> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let ctx = ProducerCtx {
@@ -165,10 +174,9 @@ impl Outbox {
             state: Mutex::new(State::default()),
             alerts_topic: alerts_topic.to_string(),
             dlq_topic: dlq_topic.to_string(),
-            producer_errors: [
-                metrics::counter!(telemetry::PRODUCER_ERRORS, "destination" => "alerts"),
-                metrics::counter!(telemetry::PRODUCER_ERRORS, "destination" => "dlq"),
-            ],
+            observations_topic: observations_topic.to_string(),
+            producer_errors: Dest::ALL
+                .map(|d| metrics::counter!(telemetry::PRODUCER_ERRORS, "destination" => d.label())),
             dlq_delivered: metrics::counter!(telemetry::DLQ_MESSAGES),
         }))
     }
@@ -214,6 +222,7 @@ impl Outbox {
         let topic = match dest {
             Dest::Alerts => &self.alerts_topic,
             Dest::Dlq => &self.dlq_topic,
+            Dest::Observations => &self.observations_topic,
         };
         let mut record = BaseRecord::with_opaque_to(
             topic,
@@ -225,6 +234,11 @@ impl Outbox {
         )
         .key(&p.key)
         .payload(&p.payload);
+        if dest == Dest::Observations {
+            // Observations of input partition p go to partition p: each partition of the
+            // observations topic has one writer at a time, in its event-time order.
+            record = record.partition(p.partition);
+        }
         if let Some(h) = &p.headers {
             record = record.headers(h.clone());
         }
@@ -322,6 +336,7 @@ impl Outbox {
                             .record(score);
                     }
                     Record::DeadLetter => self.dlq_delivered.increment(1),
+                    Record::Observation => {}
                 }
             }
             Some(e) => {

@@ -31,10 +31,10 @@ use super::outbox::{Outbox, Outgoing, Record};
 use super::seek::Reader;
 use super::ServiceError;
 use crate::alert::{Alert, Kind, Severity};
-use crate::config::{Format, ValidConfig};
+use crate::config::{Format, StageRole, ValidConfig};
 use crate::control::LiveAllowlist;
-use crate::engine::{Engine, Prepared, Stats};
-use crate::event::DecodeError;
+use crate::engine::{Engine, Observation, Prepared, Stats};
+use crate::event::{DecodeError, Event};
 use crate::telemetry::{self, Health};
 
 /// Messages taken per turn of the loop before outbox and offsets are serviced.
@@ -86,8 +86,8 @@ impl Counters {
                     .increment(0);
             }
         }
-        for d in ["alerts", "dlq"] {
-            metrics::counter!(t::PRODUCER_ERRORS, "destination" => d).increment(0);
+        for d in super::outbox::Dest::ALL {
+            metrics::counter!(t::PRODUCER_ERRORS, "destination" => d.label()).increment(0);
         }
         for k in ["assign", "revoke"] {
             metrics::counter!(t::REBALANCES, "kind" => k).increment(0);
@@ -163,12 +163,15 @@ impl Pipeline {
             crate::replay::decoder(&cfg).map_err(|e| ServiceError::Config(e.to_string()))?;
         Counters::touch();
         let k = &cfg.raw.kafka;
-        let decode = Decode::new(decoder, k.input_format == Format::Json);
+        let mut decode = Decode::new(decoder, k.input_format == Format::Json);
+        if k.role == StageRole::Link {
+            decode = decode.observations();
+        }
         let mut pool = Pool::new(&decode, Pool::workers()).map_err(ServiceError::Thread)?;
         Ok(Self {
             topic: k.input_topic.clone(),
             json_out: k.alerts_format == Format::Json,
-            engine: Engine::new(cfg.clone()).with_live_allowlist(live.clone()),
+            engine: new_engine(&cfg, &live),
             live,
             pending: pool.batch(),
             pool,
@@ -456,9 +459,12 @@ impl Pipeline {
                     self.lost |= self.collect(true).is_err();
                 }
                 self.guard.touch(item.partition, item.offset);
-                let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| match prepared {
-                    Some(p) => self.engine.process_prepared(ev, p, &mut self.alerts),
-                    None => self.engine.process(ev, &mut self.alerts),
+                let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    match (&item.observation, prepared) {
+                        (Some(obs), _) => self.engine.observe(ev, obs, &mut self.alerts),
+                        (None, Some(p)) => self.engine.process_prepared(ev, p, &mut self.alerts),
+                        (None, None) => self.engine.process(ev, &mut self.alerts),
+                    }
                 })) {
                     Ok(o) => o,
                     Err(p) => {
@@ -486,6 +492,12 @@ impl Pipeline {
                         if now > was {
                             self.c.ev.rate_limited(kind, now - was);
                         }
+                    }
+                }
+                // The account stage hands its observation on (sent before: when re-read).
+                if let Some(obs) = self.engine.take_observation() {
+                    if live {
+                        self.send_observation(ev, &obs, &item);
                     }
                 }
                 let alerts = std::mem::take(&mut self.alerts);
@@ -563,6 +575,21 @@ impl Pipeline {
             .with_tracker(|t| t.processed(item.partition, item.offset));
     }
 
+    /// Sends the account stage's observation of `ev` to the link stage, keyed by account,
+    /// and holds its input offset until delivered.
+    fn send_observation(&self, ev: &Event, obs: &Observation, item: &Item) {
+        self.outbox.send(Outgoing {
+            record: Record::Observation,
+            partition: item.partition,
+            offset: item.offset,
+            track: true,
+            key: ev.account_id.as_bytes().to_vec(),
+            payload: super::observation::encode(ev, obs),
+            headers: None,
+            source_ts_ms: item.msg_ts,
+        });
+    }
+
     fn send_alert(&self, alert: &Alert, item: &Item, track: bool) {
         let payload = if self.json_out {
             serde_json::to_vec(alert).unwrap_or_default()
@@ -608,7 +635,7 @@ impl Pipeline {
         let previous = std::mem::replace(&mut self.owned, assignment.clone());
         self.c.assigned.set(assignment.len() as f64);
         self.health.set_ready(false);
-        self.engine = Engine::new(self.cfg.clone()).with_live_allowlist(self.live.clone());
+        self.engine = new_engine(&self.cfg, &self.live);
         self.exported = Stats::default();
         let rebuild_ms = (self.cfg.raw.kafka.rebuild_secs * 1000) as i64;
         // What was already alerted in the span: our own in-flight alerts first, then the topic.
@@ -783,6 +810,13 @@ impl Pipeline {
         metrics::gauge!(telemetry::READY).set(if self.health.is_ready() { 1.0 } else { 0.0 });
         self.export_catchup();
     }
+}
+
+/// A fresh engine for this instance's role, consulting the live allowlist.
+fn new_engine(cfg: &Arc<ValidConfig>, live: &LiveAllowlist) -> Engine {
+    Engine::new(cfg.clone())
+        .with_role(cfg.raw.kafka.role.engine())
+        .with_live_allowlist(live.clone())
 }
 
 /// An empty merge: a silent partition holds the others back at most

@@ -24,6 +24,7 @@ pub const ALERTS: &str = "distillguard-alerts";
 pub const DLQ: &str = "distillguard-dlq";
 pub const CONTROL: &str = "distillguard-control";
 pub const VERDICTS: &str = "distillguard-verdicts";
+pub const OBSERVATIONS: &str = "distillguard-observations";
 
 pub struct Mock {
     pub cluster: MockCluster<'static, DefaultProducerContext>,
@@ -214,6 +215,21 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize, idle: Duration) -> Ve
     out
 }
 
+/// Every alert on the alerts topic, read until none arrives for 3 s.
+pub async fn all_alerts(brokers: &str) -> Vec<Alert> {
+    let brokers = brokers.to_string();
+    tokio::task::spawn_blocking(move || {
+        alerts_of(&read_topic(
+            &brokers,
+            ALERTS,
+            usize::MAX,
+            Duration::from_secs(3),
+        ))
+    })
+    .await
+    .expect("reader")
+}
+
 pub fn alerts_of(records: &[Record]) -> Vec<Alert> {
     records
         .iter()
@@ -223,6 +239,16 @@ pub fn alerts_of(records: &[Record]) -> Vec<Alert> {
 
 /// The group's committed offsets on the input topic, by partition (-1: none).
 pub fn committed(brokers: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    committed_on(brokers, group, INPUT, partitions)
+}
+
+/// The group's committed offsets on `topic`, by partition (-1: none).
+pub fn committed_on(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, i64> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -230,7 +256,7 @@ pub fn committed(brokers: &str, group: &str, partitions: i32) -> BTreeMap<i32, i
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition(INPUT, p);
+        tpl.add_partition(topic, p);
     }
     let got = c
         .committed_offsets(tpl, Duration::from_secs(10))
@@ -251,6 +277,11 @@ pub fn committed(brokers: &str, group: &str, partitions: i32) -> BTreeMap<i32, i
 
 /// High watermarks of the input topic, by partition.
 pub fn log_ends(brokers: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    log_ends_on(brokers, INPUT, partitions)
+}
+
+/// High watermarks of `topic`, by partition.
+pub fn log_ends_on(brokers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -258,7 +289,7 @@ pub fn log_ends(brokers: &str, partitions: i32) -> BTreeMap<i32, i64> {
     (0..partitions)
         .map(|p| {
             let (_, high) = c
-                .fetch_watermarks(INPUT, p, Duration::from_secs(10))
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .expect("watermarks");
             (p, high)
         })

@@ -424,6 +424,33 @@ def cmd_collect(args, state=None):
     log(f"ok: {n_events} events in, {len(alerts_raw)} alerts and {len(dead)} dead letters out")
 
 
+def cmd_read(args):
+    """Reads every record on a topic from the beginning until none arrived for `--quiet`
+    seconds; writes the values as lines."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({
+        "bootstrap.servers": args.brokers,
+        "group.id": f"distillguard-e2e-reader-{int(time.time() * 1000)}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    c.subscribe([args.topic])
+    out = []
+    t0 = last = time.monotonic()
+    while time.monotonic() - last < args.quiet and time.monotonic() - t0 < args.timeout:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        out.append(m.value())
+        last = time.monotonic()
+    c.close()
+    with open(args.out, "wb") as f:
+        for raw in out:
+            f.write(raw.rstrip(b"\n") + b"\n")
+    log(f"read {len(out)} records from {args.topic}")
+
+
 def main():
     # Stop at once on SIGINT/SIGTERM (librdkafka calls would otherwise hold the signal back).
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -444,6 +471,12 @@ def main():
     s.add_argument("url")
     s.add_argument("name")
     s.add_argument("labels", nargs="*", help="LABEL=VALUE")
+    s = sub.add_parser("read")
+    s.add_argument("--brokers", required=True)
+    s.add_argument("--topic", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--quiet", type=float, default=5.0)
+    s.add_argument("--timeout", type=float, default=60.0)
     for name in ("produce", "collect", "e2e"):
         s = sub.add_parser(name)
         s.add_argument("--brokers", required=True)
@@ -488,6 +521,8 @@ def main():
         cmd_produce(args)
     elif args.cmd == "collect":
         cmd_collect(args)
+    elif args.cmd == "read":
+        cmd_read(args)
     else:
         cmd_collect(args, cmd_produce(args))
 

@@ -1,0 +1,291 @@
+//! The observations topic's records: an [`Observation`] with the event's identifying fields,
+//! as `distillguard.v1.Observation` (proto/distillguard/v1/stages.proto). The account stage
+//! encodes, the link stage decodes; a decoded record gives the link engine what the account
+//! engine handed on in one process, so the two ends judge alike.
+
+use std::net::IpAddr;
+
+use prost::Message as _;
+
+use crate::engine::{Carried, Observation, Profile, Value};
+use crate::event::{DecodeError, Event};
+use crate::proto;
+use crate::state::account::{Facts, SLOTS};
+use crate::state::attribute::{AttrKind, Touch};
+use crate::state::window::Sample;
+
+/// The bits of `flags`, in order: what the request and the account show.
+#[derive(Clone, Copy)]
+enum Flag {
+    SingleTurn,
+    Reasoning,
+    Templated,
+    Novel,
+    Harvest,
+    NewModel,
+    WithText,
+    Fresh,
+    Org,
+    NewBin,
+    NewCoarseBin,
+    Was,
+    Is,
+    Moved,
+}
+
+fn bit(on: bool, f: Flag) -> u32 {
+    u32::from(on) << f as u32
+}
+
+/// The record for the observations topic of `obs`, the account stage's observation of `ev`.
+pub fn encode(ev: &Event, obs: &Observation) -> Vec<u8> {
+    let (s, t, f) = (&obs.sample, &obs.touch, &obs.facts);
+    let flags = bit(s.single_turn, Flag::SingleTurn)
+        | bit(s.reasoning, Flag::Reasoning)
+        | bit(s.templated, Flag::Templated)
+        | bit(s.novel, Flag::Novel)
+        | bit(s.harvest, Flag::Harvest)
+        | bit(s.new_model, Flag::NewModel)
+        | bit(s.with_text, Flag::WithText)
+        | bit(t.fresh, Flag::Fresh)
+        | bit(t.org, Flag::Org)
+        | bit(t.new_account_bin, Flag::NewBin)
+        | bit(t.new_account_coarse_bin, Flag::NewCoarseBin)
+        | bit(obs.profile.was, Flag::Was)
+        | bit(obs.profile.is, Flag::Is)
+        | bit(obs.moved, Flag::Moved);
+    let text = |v: &Option<compact_str::CompactString>| v.as_ref().map(|v| v.to_string());
+    proto::Observation {
+        event_id: ev.event_id.to_string(),
+        ts_ms: ev.ts_ms,
+        account_id: ev.account_id.to_string(),
+        org_id: text(&ev.org_id),
+        ip: ev.ip.map(|ip| match ip {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        }),
+        asn: ev.asn,
+        device_fingerprint: text(&ev.device_fingerprint),
+        payment_fingerprint: text(&ev.payment_fingerprint),
+        email_domain: text(&ev.email_domain),
+        model: text(&ev.model),
+        extraction_like: f.extraction_like,
+        harvest_ever: f.harvest_ever,
+        requests_ever: f.requests_ever,
+        multi_turn_ever: f.multi_turn_ever,
+        first_seen_ms: f.first_seen_ms,
+        created_ms: f.created_ms,
+        flags,
+        input_tokens: s.input_tokens,
+        output_tokens: s.output_tokens,
+        carried: obs
+            .carried
+            .iter()
+            .map(|c| proto::Carried {
+                kind: c.kind as u32,
+                added: c.added,
+                evicted: c.evicted.unwrap_or(0),
+                aux: match c.value {
+                    Value::Template(t) => t as i64,
+                    Value::Minute(m) => m,
+                    _ => 0,
+                },
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+fn invalid(what: &str) -> DecodeError {
+    DecodeError::InvalidProtobuf(format!("observation: {what}"))
+}
+
+/// The event's identifying fields and the observation in a record of the observations topic.
+pub fn decode(bytes: &[u8]) -> Result<(Event, Observation), DecodeError> {
+    let w = proto::Observation::decode(bytes).map_err(|e| invalid(&e.to_string()))?;
+    let mut ev = Event::new(&w.event_id, w.ts_ms, &w.account_id);
+    ev.org_id = w.org_id.map(Into::into);
+    ev.account_created_ms = w.created_ms;
+    ev.ip = match w.ip.as_deref() {
+        None => None,
+        Some(b) => Some(match b.len() {
+            4 => IpAddr::from(<[u8; 4]>::try_from(b).expect("4 bytes")),
+            16 => IpAddr::from(<[u8; 16]>::try_from(b).expect("16 bytes")),
+            _ => return Err(invalid("an address is 4 or 16 bytes")),
+        }),
+    };
+    ev.asn = w.asn;
+    ev.device_fingerprint = w.device_fingerprint.map(Into::into);
+    ev.payment_fingerprint = w.payment_fingerprint.map(Into::into);
+    ev.email_domain = w.email_domain.map(Into::into);
+    ev.model = w.model.map(Into::into);
+    ev.input_tokens = w.input_tokens;
+    ev.output_tokens = w.output_tokens;
+    let on = |f: Flag| w.flags >> f as u32 & 1 != 0;
+    ev.conversation_turns = if on(Flag::SingleTurn) { 1 } else { 2 };
+    ev.prompt.reasoning = on(Flag::Reasoning);
+    let facts = Facts {
+        extraction_like: w.extraction_like,
+        harvest_ever: w.harvest_ever,
+        requests_ever: w.requests_ever,
+        multi_turn_ever: w.multi_turn_ever,
+        first_seen_ms: w.first_seen_ms,
+        created_ms: w.created_ms,
+        // The link engine's shadow record holds the addresses (its slots).
+        ips: [0; 2],
+    };
+    let sample = Sample {
+        single_turn: on(Flag::SingleTurn),
+        reasoning: on(Flag::Reasoning),
+        templated: on(Flag::Templated),
+        novel: on(Flag::Novel),
+        harvest: on(Flag::Harvest),
+        new_model: on(Flag::NewModel),
+        with_text: on(Flag::WithText),
+        input_tokens: w.input_tokens,
+        output_tokens: w.output_tokens,
+    };
+    let mut carried = Vec::with_capacity(w.carried.len());
+    for c in &w.carried {
+        let kind = *AttrKind::ALL
+            .get(c.kind as usize)
+            .ok_or_else(|| invalid("attribute kind"))?;
+        let value = match kind {
+            AttrKind::Ip => Value::Ip(ev.ip.ok_or_else(|| invalid("an address value"))?),
+            AttrKind::IpPrefix => Value::Prefix(ev.ip.ok_or_else(|| invalid("a prefix value"))?),
+            AttrKind::Asn => Value::Asn(ev.asn.ok_or_else(|| invalid("an ASN value"))?),
+            AttrKind::Device | AttrKind::Payment | AttrKind::EmailDomain => Value::Text(kind),
+            AttrKind::Template => Value::Template(c.aux as u64),
+            AttrKind::Creation => Value::Minute(c.aux),
+        };
+        let key = value.key(&ev);
+        if key == 0 {
+            return Err(invalid("a value the event does not carry"));
+        }
+        carried.push(Carried {
+            kind,
+            key,
+            value,
+            added: c.added,
+            evicted: (c.evicted != 0).then_some(c.evicted),
+        });
+    }
+    let network = carried
+        .iter()
+        .find(|c| c.kind == AttrKind::IpPrefix)
+        .map_or(0, |c| c.key);
+    let touch = Touch {
+        single_turn: sample.single_turn,
+        harvest: sample.harvest,
+        reasoning: sample.reasoning,
+        fresh: on(Flag::Fresh),
+        org: on(Flag::Org),
+        new_account_bin: on(Flag::NewBin),
+        new_account_coarse_bin: on(Flag::NewCoarseBin),
+        input_tokens: w.input_tokens,
+        output_tokens: w.output_tokens,
+        created_hours: w.created_ms.map(|c| c as f64 / 3_600_000.0),
+        network,
+        harvest_ever: w.harvest_ever,
+    };
+    let obs = Observation {
+        facts,
+        sample,
+        touch,
+        // The link engine moves its shadow's slots as `carried` says, and judges on those.
+        profile: Profile {
+            was: on(Flag::Was),
+            is: on(Flag::Is),
+            slots: [0; SLOTS + 1],
+        },
+        carried,
+        moved: on(Flag::Moved),
+    };
+    Ok((ev, obs))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::{Engine, Role};
+    use crate::event::Decoder;
+    use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
+
+    /// An account engine's observations, through the topic's encoding, give a link engine
+    /// what they give it in one process: with one account engine, the single engine's alerts
+    /// byte for byte.
+    #[test]
+    fn observations_through_the_topic_judge_as_in_one_process() {
+        let sim = crate::sim::generate(&crate::sim::SimOptions {
+            seed: 2,
+            scale: 0.2,
+            hours: 2.0,
+            ..Default::default()
+        })
+        .expect("simulation");
+        let decoder = Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
+        let cfg = Arc::new(Config::default().validate().expect("valid config"));
+        let mut one = Engine::new(cfg.clone());
+        let mut account = Engine::new(cfg.clone()).with_role(Role::Account);
+        let mut link = Engine::new(cfg).with_role(Role::Link);
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        let mut bytes = 0;
+        let mut carried = 0;
+        for raw in sim.events {
+            let ev = decoder.from_json(raw).expect("simulated events are valid");
+            one.process(&ev, &mut want);
+            account.process(&ev, &mut got);
+            let obs = account.take_observation().expect("accepted");
+            let record = encode(&ev, &obs);
+            bytes += record.len();
+            let (seen, back) = decode(&record).expect("decodes");
+            carried += back.carried.len();
+            assert_eq!(back.facts.harvest_ever, obs.facts.harvest_ever);
+            link.observe(&seen, &back, &mut got);
+        }
+        assert!(want.len() > 10, "{} alerts", want.len());
+        assert!(carried > 0);
+        // Bulk alerts come first from the account engine; order aside, the same alerts.
+        let ids = |v: &[crate::alert::Alert]| {
+            let mut ids: Vec<String> = v
+                .iter()
+                .map(|a| serde_json::to_string(a).expect("json"))
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(&got), ids(&want));
+        // Compact: about 235 bytes per event here (ids, the account's facts, flags, values).
+        let per_event = bytes as f64 / one.stats().events_accepted as f64;
+        assert!(per_event < 300.0, "{per_event:.0} bytes per event");
+    }
+
+    #[test]
+    fn a_malformed_observation_is_rejected_not_trusted() {
+        assert!(decode(b"\xff\xff\xff").is_err());
+        let w = proto::Observation {
+            event_id: "e".into(),
+            account_id: "a".into(),
+            carried: vec![proto::Carried {
+                kind: 99,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(decode(&w.encode_to_vec()).is_err(), "unknown kind");
+        let w = proto::Observation {
+            carried: vec![proto::Carried {
+                kind: AttrKind::Device as u32,
+                ..Default::default()
+            }],
+            ..w
+        };
+        assert!(
+            decode(&w.encode_to_vec()).is_err(),
+            "a device the event lacks"
+        );
+    }
+}

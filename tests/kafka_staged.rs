@@ -1,0 +1,148 @@
+//! The staged topology on librdkafka's mock cluster: `account` instances in one consumer
+//! group on the input topic hand their observations to a `link` instance over the internal
+//! observations topic, and together they flag what `replay` flags, clusters whole.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::kafka::*;
+use distillguard::alert::{Alert, Kind};
+use distillguard::config::StageRole;
+use distillguard::kafka::Service;
+
+// The mock broker keeps about 5 MB per partition: the traffic is spread thin enough that
+// nothing is truncated before the service reads it.
+const PARTITIONS: i32 = 8;
+
+/// Attack accounts named in cluster alerts, and the cluster subjects naming each account.
+fn clusters(alerts: &[Alert]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_account: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in alerts.iter().filter(|a| a.kind == Kind::FakeAccountCluster) {
+        for acc in &a.accounts {
+            by_account
+                .entry(acc.clone())
+                .or_default()
+                .insert(a.subject.clone());
+        }
+    }
+    by_account
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_and_link_instances_flag_what_replay_flags_with_clusters_whole() {
+    let _one = exclusive().await;
+    let m = mock(PARTITIONS);
+    m.cluster
+        .create_topic(OBSERVATIONS, PARTITIONS, 1)
+        .expect("observations topic");
+    let (lines, labels) = traffic("all", 4, 0.15, 1.0);
+    let base = config(&m.brokers, "g-staged");
+    let expected = replay_alerts(&lines, valid(base.clone()));
+    produce(&m.brokers, INPUT, &lines);
+
+    let mut account = base.clone();
+    account.kafka.role = StageRole::Account;
+    let mut link = base.clone();
+    link.kafka.role = StageRole::Link;
+    let mut services = Vec::new();
+    for _ in 0..3 {
+        services.push(
+            Service::start(valid(account.clone()))
+                .await
+                .expect("account instance starts"),
+        );
+    }
+    // The account stage commits its input once the observations are delivered. The link
+    // stage starts after it: on a backlog (an hour of event time read in seconds) the account
+    // instances, joining one by one and rebuilding as partitions move, write their
+    // observations minutes of event time apart, and a link instance reading them meanwhile
+    // takes them out of order (see deploy/OPERATIONS.md, staged topology).
+    let brokers = m.brokers.clone();
+    let accounts_done = tokio::task::spawn_blocking(move || {
+        let ends = log_ends(&brokers, PARTITIONS);
+        wait_for(Duration::from_secs(120), || {
+            committed(&brokers, "g-staged", PARTITIONS) == ends
+        })
+    })
+    .await
+    .expect("wait");
+    services.push(
+        Service::start(valid(link))
+            .await
+            .expect("link instance starts"),
+    );
+    let brokers = m.brokers.clone();
+    let links_done = tokio::task::spawn_blocking(move || {
+        let obs = log_ends_on(&brokers, OBSERVATIONS, PARTITIONS);
+        wait_for(Duration::from_secs(120), || {
+            committed_on(&brokers, "g-staged-link", OBSERVATIONS, PARTITIONS) == obs
+        })
+    })
+    .await
+    .expect("wait");
+    let got = all_alerts(&m.brokers).await;
+    // All at once: one by one, each leaving hands its partitions to the others mid-drain.
+    let stopping: Vec<_> = services
+        .into_iter()
+        .map(|s| tokio::spawn(s.shutdown()))
+        .collect();
+    for s in stopping {
+        s.await.expect("joined").expect("clean shutdown");
+    }
+    assert!(accounts_done, "the account stage took everything in");
+    assert!(links_done, "the link stage took every observation in");
+    let observations = log_ends_on(&m.brokers, OBSERVATIONS, PARTITIONS)
+        .values()
+        .sum::<i64>();
+    assert!(
+        observations as usize >= lines.len(),
+        "one observation per event ({observations} for {})",
+        lines.len()
+    );
+    let want = distillguard::eval::evaluate(&expected, &labels);
+    let have = distillguard::eval::evaluate(&got, &labels);
+    let (r1, r) = (want.recall.expect("attacks"), have.recall.expect("attacks"));
+    let (p1, p) = (
+        want.precision.expect("flags"),
+        have.precision.expect("flags"),
+    );
+    eprintln!(
+        "replay: recall {r1:.3} precision {p1:.3}; staged: recall {r:.3} precision {p:.3}; \
+         {observations} observations for {} events",
+        lines.len()
+    );
+    assert!(r >= r1 - 0.01, "recall {r1:.3} in replay, {r:.3} staged");
+    assert!(
+        p >= p1 - 0.005,
+        "precision {p1:.3} in replay, {p:.3} staged"
+    );
+    let (whole, named) = (clusters(&expected), clusters(&got));
+    assert!(!whole.is_empty(), "the traffic should hold clusters");
+    assert!(
+        named.len() as f64 >= 0.99 * whole.len() as f64,
+        "{} accounts in cluster alerts, replay {}",
+        named.len(),
+        whole.len()
+    );
+    // A cluster that merges into an older one is alerted under the older subject from then
+    // on, in one process too; the stages must not add subjects of their own.
+    let subjects = |c: &BTreeMap<String, BTreeSet<String>>| {
+        c.values().flatten().collect::<BTreeSet<_>>().len()
+    };
+    assert!(
+        subjects(&named) <= subjects(&whole),
+        "{} cluster subjects, replay {}",
+        subjects(&named),
+        subjects(&whole)
+    );
+    let several =
+        |c: &BTreeMap<String, BTreeSet<String>>| c.values().filter(|s| s.len() > 1).count();
+    assert!(
+        several(&named) <= several(&whole),
+        "{} accounts under several subjects, replay {}",
+        several(&named),
+        several(&whole)
+    );
+}
