@@ -469,8 +469,10 @@ impl Pipeline {
                     Ok(o) => o,
                     Err(p) => {
                         // A bug in the engine: this record is dead-lettered and the partition
-                        // moves on (the engine's state for its account may be partial).
+                        // moves on (the engine's state for its account may be partial), its
+                        // observation too, if it got that far.
                         self.alerts.clear();
+                        let _ = self.engine.take_observation();
                         if live {
                             self.dead_letter_refetched(&item, &p);
                         }
