@@ -194,6 +194,13 @@ pub struct KafkaConfig {
     /// every partition of the observations topic at its own pace, so a partition is out of
     /// order by as much as the account instances are apart, minutes while one rebuilds.
     pub link_late_allowance_secs: u64,
+    /// How long the link stage waits for a partition of the observations topic whose writer
+    /// (an account instance) has gone silent, or has not been heard from since the link took
+    /// the partition, before it moves on without it (seconds). Its next writer, after the
+    /// account stage's rebalance and rebuild, resumes where it stopped: waiting delays cluster
+    /// alerts by the gap; moving on takes that writer's observations in late. Cover the
+    /// account stage's session timeout and a rebuild.
+    pub link_writer_wait_secs: u64,
     /// librdkafka properties for both clients (TLS, SASL, ...), passed through as given.
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties for the consumer only.
@@ -220,6 +227,7 @@ impl Default for KafkaConfig {
             role: StageRole::All,
             observations_topic: "distillguard-observations".into(),
             link_late_allowance_secs: 3600,
+            link_writer_wait_secs: 120,
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),

@@ -32,13 +32,26 @@ fn clusters(alerts: &[Alert]) -> BTreeMap<String, BTreeSet<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_and_link_instances_flag_what_replay_flags_with_clusters_whole() {
+    staged("g-staged", false).await;
+}
+
+/// The link instance runs from the start while the account instances, joining one by one and
+/// rebuilding as partitions move, race through an hour of backlog minutes of event time apart:
+/// their progress records hold the link's merge back to the slowest of them, so that it
+/// takes every observation in event-time order, as when it starts after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_instance_running_through_the_account_stages_backlog_flags_the_same() {
+    staged("g-concurrent", true).await;
+}
+
+async fn staged(group: &str, link_first: bool) {
     let _one = exclusive().await;
     let m = mock(PARTITIONS);
     m.cluster
         .create_topic(OBSERVATIONS, PARTITIONS, 1)
         .expect("observations topic");
     let (lines, labels) = traffic("all", 4, 0.15, 1.0);
-    let base = config(&m.brokers, "g-staged");
+    let base = config(&m.brokers, group);
     let expected = replay_alerts(&lines, valid(base.clone()));
     produce(&m.brokers, INPUT, &lines);
 
@@ -47,6 +60,13 @@ async fn account_and_link_instances_flag_what_replay_flags_with_clusters_whole()
     let mut link = base.clone();
     link.kafka.role = StageRole::Link;
     let mut services = Vec::new();
+    if link_first {
+        services.push(
+            Service::start(valid(link.clone()))
+                .await
+                .expect("link instance starts"),
+        );
+    }
     for _ in 0..3 {
         services.push(
             Service::start(valid(account.clone()))
@@ -54,30 +74,30 @@ async fn account_and_link_instances_flag_what_replay_flags_with_clusters_whole()
                 .expect("account instance starts"),
         );
     }
-    // The account stage commits its input once the observations are delivered. The link
-    // stage starts after it: on a backlog (an hour of event time read in seconds) the account
-    // instances, joining one by one and rebuilding as partitions move, write their
-    // observations minutes of event time apart, and a link instance reading them meanwhile
-    // takes them out of order (see deploy/OPERATIONS.md, staged topology).
+    // The account stage commits its input once the observations are delivered.
     let brokers = m.brokers.clone();
+    let g = group.to_string();
     let accounts_done = tokio::task::spawn_blocking(move || {
         let ends = log_ends(&brokers, PARTITIONS);
         wait_for(Duration::from_secs(120), || {
-            committed(&brokers, "g-staged", PARTITIONS) == ends
+            committed(&brokers, &g, PARTITIONS) == ends
         })
     })
     .await
     .expect("wait");
-    services.push(
-        Service::start(valid(link))
-            .await
-            .expect("link instance starts"),
-    );
+    if !link_first {
+        services.push(
+            Service::start(valid(link))
+                .await
+                .expect("link instance starts"),
+        );
+    }
     let brokers = m.brokers.clone();
+    let g = format!("{group}-link");
     let links_done = tokio::task::spawn_blocking(move || {
         let obs = log_ends_on(&brokers, OBSERVATIONS, PARTITIONS);
         wait_for(Duration::from_secs(120), || {
-            committed_on(&brokers, "g-staged-link", OBSERVATIONS, PARTITIONS) == obs
+            reached(&committed_on(&brokers, &g, OBSERVATIONS, PARTITIONS), &obs)
         })
     })
     .await

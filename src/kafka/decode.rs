@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use rdkafka::message::{BorrowedMessage, Message};
 
+use super::observation::{Payload, Progress};
 use crate::engine::Observation;
 use crate::event::{DecodeError, Decoder, Event};
 
@@ -53,6 +54,12 @@ pub enum Decoded {
     Record(Item),
     /// The broker reported the partition's end here.
     Eof(i32),
+    /// On the observations topic: an account instance's progress on this partition.
+    Progress {
+        partition: i32,
+        offset: i64,
+        progress: Progress,
+    },
 }
 
 /// How the record's bytes are decoded.
@@ -80,7 +87,7 @@ impl Decode {
     }
 
     /// Decodes one record. `poison`: dead-lettered unread; `sample`: decode time recorded.
-    pub fn item(&self, rec: RecordRef<'_>, poison: bool, sample: bool) -> Item {
+    pub fn record(&self, rec: RecordRef<'_>, poison: bool, sample: bool) -> Decoded {
         let t0 = sample.then(Instant::now);
         let mut observation = None;
         let decoded = if poison {
@@ -89,21 +96,35 @@ impl Decode {
             // A decoder bug costs one record (dead-lettered), not the partition.
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 if self.observations {
-                    super::observation::decode(rec.payload).map(|(ev, obs)| {
-                        observation = Some(Box::new(obs));
-                        ev
+                    super::observation::decode_record(rec.payload).map(|p| match p {
+                        Payload::Event(ev, obs) => {
+                            observation = Some(Box::new(obs));
+                            Ok(ev)
+                        }
+                        Payload::Progress(p) => Err(p),
                     })
                 } else if self.json {
-                    self.decoder.decode_json(rec.payload)
+                    self.decoder.decode_json(rec.payload).map(Ok)
                 } else {
-                    self.decoder.decode_protobuf(rec.payload)
+                    self.decoder.decode_protobuf(rec.payload).map(Ok)
                 }
             }))
             .unwrap_or_else(|p| Err(DecodeError::Internal(crate::replay::panic_message(&*p))))
         };
+        let decoded = match decoded {
+            Ok(Ok(ev)) => Ok(ev),
+            Err(e) => Err(e),
+            Ok(Err(progress)) => {
+                return Decoded::Progress {
+                    partition: rec.partition,
+                    offset: rec.offset,
+                    progress,
+                }
+            }
+        };
         let sampled = t0.map(|t| t.elapsed());
         let bad = decoded.is_err();
-        Item {
+        Decoded::Record(Item {
             partition: rec.partition,
             offset: rec.offset,
             msg_ts: rec.msg_ts,
@@ -116,7 +137,7 @@ impl Decode {
                 None
             },
             payload: bad.then(|| rec.payload.to_vec()),
-        }
+        })
     }
 }
 
@@ -220,7 +241,7 @@ impl Batch {
                         key: key.clone().map(|k| &self.bytes[k]),
                         payload: &self.bytes[payload.clone()],
                     };
-                    Decoded::Record(d.item(rec, *poison, *sample))
+                    d.record(rec, *poison, *sample)
                 }
             });
         }
@@ -393,6 +414,7 @@ mod tests {
             .map(|d| match d {
                 Decoded::Record(it) => (it.partition, it.offset, it.decoded.is_ok()),
                 Decoded::Eof(p) => (*p, -1, true),
+                Decoded::Progress { .. } => panic!("not on the input topic"),
             })
             .collect()
     }

@@ -15,6 +15,17 @@
 //!   empty (its next record is produced after that; until [`END_GRACE`] after its last record
 //!   it still counts as having more on its way), unless it has been silent for `idle_wait`.
 //!
+//! On the observations topic (the link stage, [`Merge::with_writers`]), each partition's
+//! writer, an account instance, also reports its progress every fraction of a second (the
+//! newest event time it has taken, and whether its input still has records on their way).
+//! Nothing passes the progress of a partition whose writer reports that it is behind, however
+//! quiet the partition is: an account instance reading a backlog or rebuilding writes older
+//! observations than the others, and the merge waits for them rather than taking them late.
+//! A writer silent for `idle_wait`, or not heard from since the assignment, is gone (its
+//! instance died or the account stage is rebalancing): the partition is held at its progress
+//! until a writer reports again, for at most the writer wait. A writer that reports it has
+//! caught up holds nothing; the rules above apply.
+//!
 //! A partition whose buffer reaches [`HIGH`] records is paused, and resumed at [`LOW`] (unless
 //! the whole consumer is held back for delivery back-pressure).
 
@@ -56,11 +67,15 @@ pub struct Taken<T> {
     pub offset: i64,
     /// At or past the partition's target: alerts and dead letters are sent, offsets tracked.
     pub live: bool,
+    /// The last offset this record accounts for: its own, or that of the progress records
+    /// that followed it (they carry no event, and count as processed with it).
+    pub through: i64,
     pub item: T,
 }
 
 struct Entry<T> {
     offset: i64,
+    through: i64,
     /// Event time (ms); records without one (malformed) go first.
     order: i64,
     item: T,
@@ -83,6 +98,8 @@ struct Part<T> {
     buf: VecDeque<Entry<T>>,
     /// Next offset expected from the broker (older ones are stale after a seek).
     position: i64,
+    /// The writer's last progress report: whether it is behind, and when it was heard.
+    upstream: Option<(bool, Instant)>,
 }
 
 /// The merge state of one assignment.
@@ -92,6 +109,11 @@ pub struct Merge<T> {
     slack_ms: i64,
     /// Set while window state is being rebuilt after a start or rebalance.
     catchup_started: Option<Instant>,
+    /// Partitions have writers that report their progress: how long one gone silent is
+    /// waited for.
+    writer_wait: Option<Duration>,
+    /// When the current assignment began.
+    assigned_at: Option<Instant>,
 }
 
 impl<T> Merge<T> {
@@ -102,7 +124,16 @@ impl<T> Merge<T> {
             idle_wait,
             slack_ms,
             catchup_started: None,
+            writer_wait: None,
+            assigned_at: None,
         }
+    }
+
+    /// Each partition has a writer reporting its progress ([`Merge::progress`]); one gone
+    /// silent is waited for at most `wait`.
+    pub fn with_writers(mut self, wait: Duration) -> Self {
+        self.writer_wait = Some(wait);
+        self
     }
 
     /// Starts a new assignment: every partition with its span; catch-up runs until each has
@@ -122,11 +153,13 @@ impl<T> Merge<T> {
                     anchor: None,
                     buf: VecDeque::new(),
                     position: s.start,
+                    upstream: None,
                 };
                 (p, part)
             })
             .collect();
         self.catchup_started = Some(now);
+        self.assigned_at = Some(now);
     }
 
     /// Whether a record at `offset` of `partition` is wanted: owned, and not fetched before a
@@ -158,6 +191,7 @@ impl<T> Merge<T> {
         part.at_end = false;
         part.buf.push_back(Entry {
             offset,
+            through: offset,
             order,
             item,
         });
@@ -169,6 +203,47 @@ impl<T> Merge<T> {
             return Some(Intent::Pause(partition));
         }
         None
+    }
+
+    /// The partition's writer reports its progress (a record at `offset` that carries no
+    /// event): it has taken events up to `ts`, and is `behind` if its input has more on the way.
+    /// Returns the offset if it counts as processed now (live, and nothing buffered before
+    /// it); otherwise it is processed with the record before it ([`Taken::through`]).
+    pub fn progress(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        ts: i64,
+        behind: bool,
+        now: Instant,
+    ) -> Option<i64> {
+        let part = self.parts.get_mut(&partition)?;
+        if offset < part.position {
+            return None;
+        }
+        part.position = offset + 1;
+        if part.position >= part.end {
+            part.done = true;
+        }
+        part.last_ts = part.last_ts.max(ts);
+        part.upstream = Some((behind, now));
+        match part.buf.back_mut() {
+            Some(last) => {
+                last.through = offset;
+                None
+            }
+            None => (offset >= part.target).then_some(offset),
+        }
+    }
+
+    /// Whether nothing more is known to be on its way: every partition read to its end, the
+    /// broker has reported each at its end since its last record, and nothing is buffered.
+    pub fn settled(&self) -> bool {
+        self.catchup_started.is_none()
+            && self
+                .parts
+                .values()
+                .all(|p| p.done && p.at_end && p.buf.is_empty())
     }
 
     /// The broker says the partition has nothing more for now.
@@ -218,6 +293,7 @@ impl<T> Merge<T> {
                 partition: p,
                 offset: entry.offset,
                 live: entry.offset >= part.target,
+                through: entry.through,
                 item: entry.item,
             });
             if emptied {
@@ -249,6 +325,20 @@ impl<T> Merge<T> {
                     bound = bound.min(part.last_ts);
                 }
                 continue;
+            }
+            if let Some(wait) = self.writer_wait {
+                let since = |t: Instant| now.saturating_duration_since(t);
+                let hold = match part.upstream {
+                    // Its writer is behind: its next records may be as old as its progress.
+                    Some((behind, heard)) if since(heard) < self.idle_wait => behind,
+                    // Its writer is gone: the next one resumes where it stopped.
+                    Some((_, heard)) => since(heard) < wait,
+                    None => self.assigned_at.is_some_and(|t| since(t) < wait),
+                };
+                if hold {
+                    bound = bound.min(part.last_ts);
+                    continue;
+                }
             }
             let just_heard = part
                 .last_arrival
@@ -371,6 +461,72 @@ mod tests {
         m.push(0, 2, 1_000 + SLACK + 20_000, 4, t0 + IDLE);
         m.push(0, 3, 1_000 + SLACK + 30_000, 5, t0 + IDLE);
         assert_eq!(taken(&mut m, t0 + IDLE), vec![(0, 4), (0, 5)]);
+    }
+
+    #[test]
+    fn a_partition_whose_writer_is_behind_holds_the_others_at_its_progress() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK).with_writers(IDLE * 5);
+        m.assign([live(0, 0), live(1, 0)], t0);
+        // Partition 0's writer races through a backlog; partition 1's writer is slow: it has
+        // written up to 1_000 and says it is behind, and the broker has it at its end.
+        for i in 0..10 {
+            m.push(0, i, 1_000 + i * SLACK, i, t0);
+        }
+        m.push(1, 0, 1_000, 100, t0);
+        m.eof(1);
+        assert_eq!(
+            m.progress(1, 1, 1_000, true, t0),
+            None,
+            "after a buffered record"
+        );
+        let t1 = t0 + IDLE * 10;
+        // Long after partition 1's last record, its writer still reports: nothing passes it.
+        m.progress(1, 2, 1_500, true, t1);
+        let (mut out, mut intents) = (Vec::new(), Vec::new());
+        m.drain(t1, false, &mut out, &mut intents);
+        let got: Vec<_> = out
+            .iter()
+            .map(|t| (t.partition, t.item, t.through))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(0, 0, 0), (1, 100, 2)],
+            "taken through its progress"
+        );
+        assert!(taken(&mut m, t1).is_empty(), "held at 1_500");
+        // The writer moves on: the merge follows it, exactly.
+        assert_eq!(m.progress(1, 3, 1_000 + 2 * SLACK, true, t1), Some(3));
+        assert_eq!(taken(&mut m, t1), vec![(0, 1), (0, 2)]);
+        // Caught up, it says so: the at-end rule (slack past the merge) applies again.
+        m.progress(1, 4, 1_000 + 2 * SLACK, false, t1);
+        assert_eq!(taken(&mut m, t1), vec![(0, 3), (0, 4)]);
+        // A writer gone silent holds its partition at its progress for the writer wait.
+        m.progress(1, 5, 1_000 + 2 * SLACK, true, t1);
+        assert!(taken(&mut m, t1 + IDLE / 2).is_empty());
+        assert!(taken(&mut m, t1 + IDLE * 2).is_empty());
+        assert_eq!(taken(&mut m, t1 + IDLE * 5).len(), 5);
+        assert!(!m.settled(), "catch-up never finished here");
+    }
+
+    #[test]
+    fn a_partition_never_written_is_waited_for_its_first_writer() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK).with_writers(IDLE * 5);
+        m.assign([live(0, 0), live(1, 0)], t0);
+        m.push(0, 0, 1_000, 1, t0);
+        // No writer has reported on partition 1 since the assignment: it is waited for.
+        assert!(taken(&mut m, t0 + IDLE * 2).is_empty());
+        // Its writer appears, behind; then catches up.
+        m.progress(1, 0, 500, true, t0 + IDLE * 3);
+        assert!(taken(&mut m, t0 + IDLE * 3).is_empty());
+        m.progress(1, 1, 2_000, false, t0 + IDLE * 3);
+        assert_eq!(taken(&mut m, t0 + IDLE * 3), vec![(0, 1)]);
+        // Without writers (the input topic), a silent partition holds nothing past idle.
+        let mut m = Merge::new(IDLE, SLACK);
+        m.assign([live(0, 0), live(1, 0)], t0);
+        m.push(0, 0, 1_000, 1, t0);
+        assert_eq!(taken(&mut m, t0 + IDLE * 2), vec![(0, 1)]);
     }
 
     #[test]

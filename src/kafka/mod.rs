@@ -130,8 +130,9 @@ pub fn producer_config(cfg: &ValidConfig) -> ClientConfig {
 }
 
 /// The configuration the service works with in its role: a `link` instance consumes the
-/// observations topic (protobuf) in a consumer group of its own, `GROUP-link`, and takes
-/// observations in as late as `kafka.link_late_allowance_secs`.
+/// observations topic (protobuf) in a consumer group of its own, `GROUP-link` (its engine
+/// takes observations in as late as `kafka.link_late_allowance_secs`, see `pipeline`; its
+/// merge keeps the slack of `engine.late_allowance_secs`).
 pub fn for_role(cfg: Arc<ValidConfig>) -> Arc<ValidConfig> {
     if cfg.raw.kafka.role != StageRole::Link {
         return cfg;
@@ -141,11 +142,6 @@ pub fn for_role(cfg: Arc<ValidConfig>) -> Arc<ValidConfig> {
     k.input_topic = k.observations_topic.clone();
     k.group_id = format!("{}-link", k.group_id);
     k.input_format = crate::config::Format::Protobuf;
-    c.raw.engine.late_allowance_secs = c
-        .raw
-        .engine
-        .late_allowance_secs
-        .max(c.raw.kafka.link_late_allowance_secs);
     Arc::new(c)
 }
 
@@ -196,6 +192,7 @@ impl Service {
     /// Connects, subscribes and starts consuming. Returns once the HTTP endpoints are bound.
     pub async fn start(cfg: Arc<ValidConfig>) -> Result<Service, ServiceError> {
         telemetry::install();
+        telemetry::build_info(cfg.raw.kafka.role.as_str());
         let health = Arc::new(Health::default());
         health.beat();
         let addr: SocketAddr = cfg

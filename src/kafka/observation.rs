@@ -4,6 +4,7 @@
 //! engine handed on in one process, so the two ends judge alike.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use prost::Message as _;
 
@@ -35,6 +36,39 @@ enum Flag {
 
 fn bit(on: bool, f: Flag) -> u32 {
     u32::from(on) << f as u32
+}
+
+/// How often an account instance writes its [`Progress`] to each observations partition it
+/// writes to. Well under `kafka.idle_partition_ms`'s floor, so that a live writer is never
+/// taken for a silent one.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// An account instance's progress on an observations partition: the newest event time its
+/// engine has taken, and whether its input still has records on their way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub ts_ms: i64,
+    pub behind: bool,
+}
+
+/// A record of the observations topic.
+// Transient, one record at a time: the observation is boxed when it is kept (`Item`).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Payload {
+    /// An accepted event and the account stage's observation of it.
+    Event(Event, Observation),
+    Progress(Progress),
+}
+
+/// The progress record for the observations topic.
+pub fn encode_progress(p: Progress) -> Vec<u8> {
+    proto::Observation {
+        ts_ms: p.ts_ms,
+        progress: Some(proto::Progress { behind: p.behind }),
+        ..Default::default()
+    }
+    .encode_to_vec()
 }
 
 /// The record for the observations topic of `obs`, the account stage's observation of `ev`.
@@ -92,6 +126,7 @@ pub fn encode(ev: &Event, obs: &Observation) -> Vec<u8> {
                 },
             })
             .collect(),
+        progress: None,
     }
     .encode_to_vec()
 }
@@ -100,9 +135,28 @@ fn invalid(what: &str) -> DecodeError {
     DecodeError::InvalidProtobuf(format!("observation: {what}"))
 }
 
-/// The event's identifying fields and the observation in a record of the observations topic.
-pub fn decode(bytes: &[u8]) -> Result<(Event, Observation), DecodeError> {
+/// A record of the observations topic.
+pub fn decode_record(bytes: &[u8]) -> Result<Payload, DecodeError> {
     let w = proto::Observation::decode(bytes).map_err(|e| invalid(&e.to_string()))?;
+    if let Some(p) = w.progress {
+        return Ok(Payload::Progress(Progress {
+            ts_ms: w.ts_ms,
+            behind: p.behind,
+        }));
+    }
+    from_wire(w).map(|(ev, obs)| Payload::Event(ev, obs))
+}
+
+/// The event's identifying fields and the observation in a record of the observations topic
+/// (an error for a progress record).
+pub fn decode(bytes: &[u8]) -> Result<(Event, Observation), DecodeError> {
+    match decode_record(bytes)? {
+        Payload::Event(ev, obs) => Ok((ev, obs)),
+        Payload::Progress(_) => Err(invalid("a progress record, not an event")),
+    }
+}
+
+fn from_wire(w: proto::Observation) -> Result<(Event, Observation), DecodeError> {
     let mut ev = Event::new(&w.event_id, w.ts_ms, &w.account_id);
     ev.org_id = w.org_id.map(Into::into);
     ev.account_created_ms = w.created_ms;
@@ -261,6 +315,28 @@ mod tests {
         // Compact: about 235 bytes per event here (ids, the account's facts, flags, values).
         let per_event = bytes as f64 / one.stats().events_accepted as f64;
         assert!(per_event < 300.0, "{per_event:.0} bytes per event");
+    }
+
+    #[test]
+    fn progress_records_round_trip_and_are_not_events() {
+        for p in [
+            Progress {
+                ts_ms: 1_700_000_000_123,
+                behind: true,
+            },
+            Progress {
+                ts_ms: -5,
+                behind: false,
+            },
+        ] {
+            let bytes = encode_progress(p);
+            assert!(bytes.len() < 16, "{} bytes", bytes.len());
+            match decode_record(&bytes).expect("decodes") {
+                Payload::Progress(back) => assert_eq!(back, p),
+                Payload::Event(..) => panic!("an event"),
+            }
+            assert!(decode(&bytes).is_err());
+        }
     }
 
     #[test]

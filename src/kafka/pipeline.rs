@@ -207,6 +207,7 @@ impl Pipeline {
             .map_err(ServiceError::Kafka)?;
         let mut last_store = Instant::now();
         let mut last_gauges = Instant::now() - Duration::from_secs(10);
+        let mut last_progress = Instant::now();
         let mut last_error_log = Instant::now() - Duration::from_secs(60);
         // Records borrow the consumer; poll through a handle of our own so `self` stays free.
         let consumer = self.consumer.clone();
@@ -263,6 +264,12 @@ impl Pipeline {
             if last_store.elapsed() >= Duration::from_millis(100) {
                 self.store_offsets();
                 last_store = Instant::now();
+            }
+            if self.cfg.raw.kafka.role == StageRole::Account
+                && last_progress.elapsed() >= super::observation::PROGRESS_EVERY
+            {
+                self.send_progress();
+                last_progress = Instant::now();
             }
             if last_gauges.elapsed() >= Duration::from_secs(1) {
                 self.export_gauges();
@@ -324,12 +331,27 @@ impl Pipeline {
 
     fn take_decoded(&mut self, mut out: Vec<Decoded>) {
         for d in out.drain(..) {
-            match d {
-                Decoded::Record(item) => self.push(item),
-                Decoded::Eof(p) => self.merge.eof(p),
-            }
+            self.take_one(d);
         }
         self.pool.recycle(out);
+    }
+
+    fn take_one(&mut self, d: Decoded) {
+        match d {
+            Decoded::Record(item) => self.push(item),
+            Decoded::Eof(p) => self.merge.eof(p),
+            Decoded::Progress {
+                partition,
+                offset,
+                progress,
+            } => {
+                let now = self.turn;
+                let (ts, behind) = (progress.ts_ms, progress.behind);
+                if let Some(o) = self.merge.progress(partition, offset, ts, behind, now) {
+                    self.processed.push((partition, o));
+                }
+            }
+        }
     }
 
     fn push(&mut self, item: Item) {
@@ -351,8 +373,8 @@ impl Pipeline {
             // then it is decoded here, alone.
             self.collect(true)?;
             let poison = self.guard.touch(p, offset);
-            let item = self.decode.item(RecordRef::of(m), poison, sample);
-            self.push(item);
+            let d = self.decode.record(RecordRef::of(m), poison, sample);
+            self.take_one(d);
         } else {
             let poison = self.guard.touch(p, offset);
             self.pending.push(RecordRef::of(m), poison, sample);
@@ -397,7 +419,13 @@ impl Pipeline {
             if !t.live {
                 self.c.catchup_events.increment(1);
             }
+            let (p, through) = (t.partition, t.through);
+            let covers = t.live && through > t.offset;
             self.handle(t.item, t.live, prepared[i].as_ref());
+            if covers {
+                // Progress records that followed it on its partition.
+                self.processed.push((p, through));
+            }
         }
         self.flush_processed();
         self.taken = taken;
@@ -592,6 +620,33 @@ impl Pipeline {
         });
     }
 
+    /// The account stage's progress to every observations partition it writes to: the
+    /// newest event time its engine has taken, and whether its input has more on the way
+    /// (the link stage holds a partition at its progress while it is behind). After every
+    /// observation already sent, on the same producer: never ahead of them.
+    fn send_progress(&self) {
+        let progress = super::observation::Progress {
+            ts_ms: self.engine.watermark().unwrap_or(i64::MIN),
+            behind: !self.merge.settled() || !self.pending.is_empty() || self.pool.in_flight() > 0,
+        };
+        let payload = super::observation::encode_progress(progress);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for &p in &self.owned {
+            self.outbox.send(Outgoing {
+                record: Record::Observation,
+                partition: p,
+                offset: -1,
+                track: false,
+                key: Vec::new(),
+                payload: payload.clone(),
+                headers: None,
+                source_ts_ms: now_ms,
+            });
+        }
+    }
+
     fn send_alert(&self, alert: &Alert, item: &Item, track: bool) {
         let payload = if self.json_out {
             serde_json::to_vec(alert).unwrap_or_default()
@@ -715,6 +770,11 @@ impl Pipeline {
         );
         self.merge = new_merge(&self.cfg);
         self.merge.assign(spans, Instant::now());
+        if self.cfg.raw.kafka.role == StageRole::Account {
+            // Before any observation of the new assignment: the link stage holds these
+            // partitions from here until this instance reports that it has caught up.
+            self.send_progress();
+        }
         self.export_catchup();
         self.drain();
         seeked
@@ -805,27 +865,46 @@ impl Pipeline {
             d(s.attributes_expired, e.attributes_expired),
         );
         self.exported = s;
-        metrics::gauge!(telemetry::BUILD_INFO,
-            "version" => env!("CARGO_PKG_VERSION"),
-            "detector_version" => crate::engine::DETECTOR_VERSION)
-        .set(1.0);
+        telemetry::build_info(self.cfg.raw.kafka.role.as_str());
         metrics::gauge!(telemetry::READY).set(if self.health.is_ready() { 1.0 } else { 0.0 });
         self.export_catchup();
     }
 }
 
-/// A fresh engine for this instance's role, consulting the live allowlist.
+/// A fresh engine for this instance's role, consulting the live allowlist. A `link` engine
+/// takes observations in as late as `kafka.link_late_allowance_secs`: account instances can
+/// run apart in event time (one rebuilding while the others run live).
 fn new_engine(cfg: &Arc<ValidConfig>, live: &LiveAllowlist) -> Engine {
+    let cfg = if cfg.raw.kafka.role == StageRole::Link {
+        let mut c = (**cfg).clone();
+        c.raw.engine.late_allowance_secs = c
+            .raw
+            .engine
+            .late_allowance_secs
+            .max(c.raw.kafka.link_late_allowance_secs);
+        Arc::new(c)
+    } else {
+        cfg.clone()
+    };
     Engine::new(cfg.clone())
         .with_role(cfg.raw.kafka.role.engine())
         .with_live_allowlist(live.clone())
 }
 
 /// An empty merge: a silent partition holds the others back at most
-/// `kafka.idle_partition_ms`, and by at most half the late allowance.
+/// `kafka.idle_partition_ms`, and by at most half the late allowance; on the observations
+/// topic, a partition whose writer is behind holds them at its progress, and one whose writer
+/// is gone for at most `kafka.link_writer_wait_secs`.
 fn new_merge(cfg: &ValidConfig) -> Merge<Item> {
-    Merge::new(
-        Duration::from_millis(cfg.raw.kafka.idle_partition_ms),
+    let k = &cfg.raw.kafka;
+    let merge = Merge::new(
+        Duration::from_millis(k.idle_partition_ms),
         (cfg.raw.engine.late_allowance_secs * 1000 / 2) as i64,
-    )
+    );
+    if k.role == StageRole::Link {
+        // Each partition's writer, an account instance, reports its progress.
+        merge.with_writers(Duration::from_secs(k.link_writer_wait_secs))
+    } else {
+        merge
+    }
 }

@@ -40,7 +40,7 @@ pub const CONSUMER_LAG: &str = "distillguard_consumer_lag_messages";
 pub const ASSIGNED_PARTITIONS: &str = "distillguard_assigned_partitions";
 /// Rebalance callbacks, by `kind`: assign, revoke.
 pub const REBALANCES: &str = "distillguard_rebalances_total";
-/// Failed deliveries (each is retried), by `destination`: alerts, dlq.
+/// Failed deliveries (each is retried), by `destination`: alerts, dlq, observations, control.
 pub const PRODUCER_ERRORS: &str = "distillguard_producer_errors_total";
 /// Poison records dead-lettered unread: an earlier run died on them (see `kafka::guard`).
 pub const POISON_SKIPPED: &str = "distillguard_poison_records_skipped_total";
@@ -79,7 +79,7 @@ pub const ALLOWLIST_LIVE_ENTRIES: &str = "distillguard_allowlist_live_entries";
 pub const CONTROL_RECORDS: &str = "distillguard_control_records_total";
 /// Analysts' verdicts on alerts, by the alert's `kind` and `severity` (or unknown) and `verdict`.
 pub const ALERT_VERDICTS: &str = "distillguard_alert_verdicts_total";
-/// Constant 1, labelled with `version` and `detector_version`.
+/// Constant 1, labelled with `version`, `detector_version` and the stage `role`.
 pub const BUILD_INFO: &str = "distillguard_build_info";
 
 const PROCESSING_BUCKETS: &[f64] = &[
@@ -158,13 +158,19 @@ pub fn install() -> PrometheusHandle {
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             };
             describe();
-            metrics::gauge!(BUILD_INFO,
-                "version" => env!("CARGO_PKG_VERSION"),
-                "detector_version" => crate::engine::DETECTOR_VERSION)
-            .set(1.0);
             handle
         })
         .clone()
+}
+
+/// Sets `distillguard_build_info` (1) labelled with the version, the detector version and the
+/// stage role this instance runs (`kafka.role`), so dashboards can group instances by stage.
+pub fn build_info(role: &'static str) {
+    metrics::gauge!(BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "detector_version" => crate::engine::DETECTOR_VERSION,
+        "role" => role)
+    .set(1.0);
 }
 
 fn describe() {
@@ -214,7 +220,7 @@ fn describe() {
     describe_counter!(
         PRODUCER_ERRORS,
         Unit::Count,
-        "Failed deliveries, each retried until it succeeds, by destination: alerts, dlq."
+        "Failed deliveries, each retried until it succeeds, by destination: alerts, dlq, observations, control."
     );
     describe_counter!(
         DLQ_MESSAGES,
@@ -305,7 +311,7 @@ fn describe() {
     describe_gauge!(
         BUILD_INFO,
         Unit::Count,
-        "Constant 1, labelled with the build version and detector version."
+        "Constant 1, labelled with the build version, detector version and stage role (kafka.role)."
     );
 }
 

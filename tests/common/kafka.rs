@@ -275,6 +275,13 @@ pub fn committed_on(
         .collect()
 }
 
+/// Whether every partition of `want` has reached its offset in `have` (a topic still being
+/// written to, such as the observations topic with its progress records, moves on past it).
+pub fn reached(have: &BTreeMap<i32, i64>, want: &BTreeMap<i32, i64>) -> bool {
+    want.iter()
+        .all(|(p, &o)| have.get(p).is_some_and(|&h| h >= o))
+}
+
 /// High watermarks of the input topic, by partition.
 pub fn log_ends(brokers: &str, partitions: i32) -> BTreeMap<i32, i64> {
     log_ends_on(brokers, INPUT, partitions)
