@@ -3,8 +3,10 @@
 #
 # Starts `distillguard demo` (embedded broker, simulated traffic, the real service), waits until
 # it has delivered alerts, saves a /metrics scrape, then checks the scrape, the alert rules and
-# their unit tests, the dashboard and rules against the scrape (drift.py), and deploy/ against
-# the binary (validate.py); finally stops the demo with SIGTERM, which must exit 0.
+# their unit tests, and deploy/ against the binary (validate.py); stops the demo with SIGTERM,
+# which must exit 0. Then the same for `demo --topology staged` (two account instances and a
+# link instance in one process), whose scrape must show both stages; finally the dashboard and
+# rules against both scrapes (drift.py).
 # Installs what it needs: promtool (Debian's prometheus package) and a Python venv with PyYAML
 # and kubernetes-validate (DISTILLGUARD_CHECK_VENV, default ~/.cache/distillguard-deploy-venv).
 set -uo pipefail
@@ -98,7 +100,6 @@ step "promtool check metrics (scrape)" sh -c "promtool check metrics < '$scrape'
 step "promtool check rules" promtool check rules deploy/prometheus/alerts.yml
 step "promtool check config" promtool check config deploy/prometheus/prometheus.yml
 step "promtool test rules" promtool test rules deploy/prometheus/alerts_test.yml
-step "drift: dashboard and rules vs the scrape" "$py" deploy/check/drift.py --scrape "$scrape"
 step "validate: compose, k8s, Dockerfile, runbook, rule tests" \
   "$py" deploy/check/validate.py --binary "$bin" --mutants
 
@@ -116,10 +117,51 @@ stop_demo() {
 }
 step "SIGTERM stops the demo with exit 0" stop_demo
 
+# The staged topology: the stages' labels that the dashboard's Stages row, the link-stage
+# alerts and KEDA's link trigger rely on.
+echo "== deploy: distillguard demo --topology staged"
+cleanup   # the first demo, if SIGTERM did not stop it
+port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$bin" demo --topology staged --metrics-addr "127.0.0.1:$port" >"$work/staged.out" 2>"$work/staged.err" &
+demo_pid=$!
+staged="$work/scrape-staged.txt"
+observations=$("$bin" config --print-default | sed -n 's/^observations_topic = "\(.*\)"/\1/p')
+staged_seen=false
+for _ in $(seq 1 120); do
+  if fetch "http://127.0.0.1:$port/metrics" >"$staged" 2>/dev/null \
+     && grep -q '^distillguard_build_info{.*role="account"' "$staged" \
+     && grep -q '^distillguard_build_info{.*role="link"' "$staged" \
+     && grep -q "^distillguard_consumer_lag_messages{topic=\"$observations\"" "$staged" \
+     && grep -q '^distillguard_producer_errors_total{destination="observations"' "$staged"; then
+    staged_seen=true
+    break
+  fi
+  kill -0 "$demo_pid" 2>/dev/null || break
+  sleep 1
+done
+check_staged() {
+  if ! $staged_seen; then
+    echo "the staged demo's /metrics never showed build_info role=\"account\" and role=\"link\", lag on"
+    echo "$observations and producer errors for destination=\"observations\"; stderr:"
+    tail -20 "$work/staged.err"
+    return 1
+  fi
+  grep '^distillguard_build_info' "$staged"
+  local r
+  r=$(status_of "http://127.0.0.1:$port/readyz")
+  echo "/readyz $r"
+  [ "$r" = 200 ]
+}
+step "staged demo: both stages export their role, the link reads $observations" check_staged
+step "SIGTERM stops the staged demo with exit 0" stop_demo
+
+step "drift: dashboard and rules vs the scrapes" \
+  "$py" deploy/check/drift.py --scrape "$scrape" --scrape "$staged"
+
 echo "deploy: ${passed} passed, ${#failed[@]} failed"
 if [ ${#failed[@]} -gt 0 ]; then
   printf '  failed: %s\n' "${failed[@]}"
-  echo "demo output: $work/demo.out, $work/demo.err"
+  echo "demo output: $work/demo.out, $work/demo.err, $work/staged.out, $work/staged.err"
   exit 1
 fi
 rm -rf "$work"

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """Drift check: do the dashboard and the alert rules still match what the service exports?
 
-    python3 deploy/check/drift.py --scrape SCRAPE.txt [--dashboard FILE.json]... [--rules FILE.yml]...
+    python3 deploy/check/drift.py --scrape SCRAPE.txt [--scrape STAGED.txt]... [--dashboard FILE.json]... [--rules FILE.yml]...
 
-Given a real /metrics scrape of distillguard, fails (exit 1, naming each problem) when
-  * a metric named in a dashboard query or a rule expression is not in the scrape (histogram
-    series must be referenced as _bucket/_sum/_count, which must exist; `up` and the
-    Prometheus-made ALERTS series are exempt);
+Given real /metrics scrapes of distillguard (ci.sh passes one of `demo` and one of
+`demo --topology staged`), fails (exit 1, naming each problem) when
+  * a metric named in a dashboard query or a rule expression is in none of the scrapes
+    (histogram series must be referenced as _bucket/_sum/_count, which must exist; `up` and
+    the Prometheus-made ALERTS series are exempt);
+  * a query selects a stage (`role="..."`) that no scrape's distillguard_build_info carries as
+    its role label (a renamed label or value would leave the stage panels and rules empty);
   * a dashboard query does not parse as PromQL: Grafana variables are replaced by concrete
     values and each query becomes a recording rule in a temporary rules file that
     `promtool check rules` parses;
-  * `promtool check metrics` finds a problem in the scrape.
+  * `promtool check metrics` finds a problem in a scrape.
 
 Metrics that the service exports but nothing uses are listed as a note, not an error.
 Needs python3 with PyYAML (for the rules) and promtool on PATH (or --promtool).
@@ -165,6 +168,21 @@ def check_names(queries, samples, types, recorded) -> list[str]:
     return problems
 
 
+def exported_roles(scrape_text: str) -> set[str]:
+    """The role label values of distillguard_build_info in a scrape."""
+    return set(re.findall(r'^distillguard_build_info\{[^}]*\brole="([^"]*)"', scrape_text, re.M))
+
+
+def check_roles(queries, roles: set[str]) -> list[str]:
+    problems = []
+    for where, query in queries:
+        for role in sorted(set(re.findall(r'\brole\s*=\s*"([^"]*)"', query))):
+            if role not in roles:
+                problems.append(f"{where}: selects role=\"{role}\", but distillguard_build_info "
+                                f"carries role {sorted(roles) or 'nowhere'} in the scrapes")
+    return problems
+
+
 def check_parse(queries, promtool: str) -> list[str]:
     """Every query as a recording rule; promtool parses them. On failure, one file per query
     pins down which."""
@@ -203,7 +221,8 @@ def check_metrics_lint(scrape_text: str, promtool: str) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scrape", required=True, type=Path, help="a saved /metrics response")
+    ap.add_argument("--scrape", required=True, type=Path, action="append",
+                    help="a saved /metrics response (repeatable: the metrics of all of them count)")
     ap.add_argument("--dashboard", action="append", type=Path,
                     help="Grafana dashboard JSON (repeatable; default: the repository's)")
     ap.add_argument("--rules", action="append", type=Path,
@@ -213,19 +232,26 @@ def main() -> int:
     dashboards = args.dashboard or DEFAULT_DASHBOARDS
     rules = args.rules or DEFAULT_RULES
 
-    scrape_text = args.scrape.read_text()
-    samples, types = parse_scrape(scrape_text)
-    if not samples:
-        print(f"drift: {args.scrape} holds no samples", file=sys.stderr)
-        return 1
+    samples, types, roles = set(), {}, set()
+    scrape_texts = [p.read_text() for p in args.scrape]
+    for path, text in zip(args.scrape, scrape_texts):
+        s, t = parse_scrape(text)
+        if not s:
+            print(f"drift: {path} holds no samples", file=sys.stderr)
+            return 1
+        samples |= s
+        types.update(t)
+        roles |= exported_roles(text)
 
     dash_q = [q for d in dashboards for q in dashboard_queries(d)]
     rule_q = [q for r in rules for q in rule_queries(r)]
     recorded = recorded_names(rules)
 
     problems = check_names(dash_q + rule_q, samples, types, recorded)
+    problems += check_roles(dash_q + rule_q, roles)
     problems += check_parse(dash_q, args.promtool)
-    problems += check_metrics_lint(scrape_text, args.promtool)
+    for text in scrape_texts:
+        problems += check_metrics_lint(text, args.promtool)
 
     used = set().union(*(metric_names(substitute_variables(q)) for _, q in dash_q + rule_q))
     used |= {u[: -len(s)] for u in used for s in HISTOGRAM_SUFFIXES if u.endswith(s)}
@@ -239,8 +265,9 @@ def main() -> int:
             print(f"  - {p}", file=sys.stderr)
         return 1
     print(f"drift: ok: {len(dash_q)} dashboard queries and {len(rule_q)} rules use "
-          f"{len(used & samples)} metrics, all in the scrape; dashboard queries parse; "
-          f"scrape passes promtool check metrics")
+          f"{len(used & samples)} metrics, all in the scrapes, and select only the roles they "
+          f"export ({', '.join(sorted(roles))}); dashboard queries parse; "
+          f"{len(scrape_texts)} scrape(s) pass promtool check metrics")
     return 0
 
 

@@ -3,31 +3,51 @@
 Kubernetes cluster is needed for.
 
     python3 deploy/check/validate.py --binary target/release/distillguard [--mutants] [--promtool promtool]
-    python3 deploy/check/validate.py --write-prometheusrule      # regenerate k8s/prometheusrule.yaml
+    python3 deploy/check/validate.py --write-prometheusrule      # regenerate k8s/base/prometheusrule.yaml
 
 Checks, each failing with a message that names the file and the mismatch:
-  * every YAML, JSON and TOML file under deploy/ parses; the core Kubernetes manifests validate
-    against the Kubernetes schemas (kubernetes-validate, strict);
-  * the ConfigMap's TOML with the Deployment's DISTILLGUARD__ environment, and the compose
-    file's mounted TOML with its environment, pass `distillguard config --check`; every
-    DISTILLGUARD__X__Y names a key of `distillguard config --print-default`;
-  * ports, paths and names agree: containerPort, probes, Service, PodMonitor, scrape
-    annotations and compose ports use service.metrics_addr's port; the config path in args
-    and CMD is where the ConfigMap is mounted; topics created in compose are the configured
-    ones; the grace period exceeds service.shutdown_deadline_secs; the memory request covers
-    the state caps at the measured bytes per entry;
+  * every YAML, JSON and TOML file under deploy/ parses; every file of a kustomization folder
+    under deploy/k8s is listed in it;
+  * the two deployable kustomizations, deploy/k8s (the single Deployment, kafka.role "all")
+    and deploy/k8s/staged (an "account" and a "link" Deployment), are rendered (resources
+    only; cross-checked with `kubectl kustomize` when kubectl is on PATH) and each is checked
+    as a whole: one Deployment per expected role and nothing else; core objects against the
+    Kubernetes schemas (kubernetes-validate, strict); per Deployment, the ConfigMap's TOML
+    with its DISTILLGUARD__ environment and args passes `distillguard config --check`, every
+    DISTILLGUARD__X__Y names a key of `distillguard config --print-default`, containerPort,
+    probes, scrape annotations, Service and PodMonitor use service.metrics_addr's port, the
+    --config path is where the ConfigMap is mounted, the grace period exceeds
+    service.shutdown_deadline_secs, the memory request covers the state its role keeps at
+    the caps; Deployment selectors do not overlap, every pod is selected by exactly one PDB
+    (one that a drain can satisfy), a Service and the PodMonitor (job "distillguard");
+  * the staged topology: the link Deployment runs exactly one replica with the Recreate
+    strategy; KEDA ScaledObjects (no bundled schema) are checked field by field: the target
+    is a Deployment of the same kustomization, one ScaledObject per Deployment, a scaled
+    Deployment sets no replicas of its own (or exactly the pinned count), minReplicaCount
+    >= 1, the link's pinned at min = max = 1, the kafka trigger's bootstrapServers,
+    consumerGroup, topic and offsetResetPolicy are those the target's configuration consumes
+    (GROUP-link and kafka.observations_topic for link), lagThreshold is a positive integer
+    string, and the HPA that KEDA derives validates against the Kubernetes schema;
+  * compose: the single service and the staged profile's account and link services pass
+    `distillguard config --check` with their environment and run the role their name says;
+    the staged services are in profile "staged" only, in a consumer group and alerts topic
+    apart from the single service's, with one link replica; kafka-init creates every topic
+    they use, the observations topic with at least the input's partitions; Prometheus's
+    distillguard job scrapes each of them;
   * every alert has summary, description, a runbook_url whose anchor is a heading of
     deploy/RUNBOOK.md, and unit tests where it fires and where it stays quiet; with
-    --mutants, each alert's tests must fail when its expression can never fire;
-  * k8s/prometheusrule.yaml holds exactly the rules of prometheus/alerts.yml;
+    --mutants, each alert's tests must fail when its expression can never fire; every role
+    a rule or panel selects is one distillguard accepts;
+  * k8s/base/prometheusrule.yaml holds exactly the rules of prometheus/alerts.yml;
   * the dashboard's panels have units, stay in the grid, use the $datasource and $instance
-    variables.
+    variables, and it has its rows (Stages among them).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import copy
 import json
 import os
 import re
@@ -52,24 +72,46 @@ RUNBOOK = DEPLOY / "RUNBOOK.md"
 DASHBOARD = DEPLOY / "grafana/dashboards/distillguard.json"
 COMPOSE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
-PROMRULE = K8S / "prometheusrule.yaml"
+PROMRULE = K8S / "base/prometheusrule.yaml"
 ENV_PREFIX = "DISTILLGUARD__"
+
+# The deployable kustomizations and the role of each of their Deployments (kafka.role), one
+# Deployment per role.
+TOPOLOGIES = {
+    K8S: ("all",),
+    K8S / "staged": ("account", "link"),
+}
+# Compose services that run `distillguard run`, and their roles; the staged ones only in this
+# profile.
+COMPOSE_ROLES = {"distillguard": "all", "distillguard-account": "account", "distillguard-link": "link"}
+STAGED_PROFILE = "staged"
+KEDA_API = "keda.sh/v1alpha1"
 
 BENCHES = ROOT / "benches" / "README.md"
 
 
 def measured_bytes(row: str) -> int:
-    """A figure in bytes from the "Speed and memory" table of benches/README.md."""
-    m = re.search(r"^\| " + re.escape(row) + r" \|[^|]*\| ([\d,]+) B\b", BENCHES.read_text(), re.M)
+    """A figure in bytes from a table row of benches/README.md that starts with `row`: the
+    first "N B" or "N-M B" after it (a range counts as its upper end)."""
+    m = re.search(r"^\| " + row + r"[^|\n]*\|(?:[^|\n]*\|)*? ([\d,]+)(?:-([\d,]+))? B\b",
+                  BENCHES.read_text(), re.M)
     if not m:
-        sys.exit(f"validate: no '{row}' row with a figure in bytes in {BENCHES}")
-    return int(m.group(1).replace(",", ""))
+        sys.exit(f"validate: no row '{row}' with a figure in bytes in {BENCHES}")
+    return int((m.group(2) or m.group(1)).replace(",", ""))
 
 
-# Measured memory (benches/README.md, "Speed and memory"): bytes per tracked account / attribute value, and the
-# rest of the process, plus librdkafka's prefetch queue and the pending-delivery buffer.
-BYTES_PER_ACCOUNT = measured_bytes("memory per tracked account")
-BYTES_PER_ATTRIBUTE_VALUE = measured_bytes("memory per attribute value")
+# Measured memory (benches/README.md): bytes per tracked account and per attribute value, by
+# role ("Speed and memory" for the single engine, "Memory of the stages" for the stages: an
+# account engine keeps no attribute index, a link engine a shadow record per account and the
+# index); the rest of the process (baseline, librdkafka's prefetch queue) and the
+# pending-delivery buffer are on top.
+BYTES_PER_ENTRY = {   # role -> (per account, per attribute value)
+    "all": (measured_bytes(r"memory per tracked account \|"),
+            measured_bytes(r"memory per attribute value \|")),
+    "account": (measured_bytes(r"`account` \| per tracked account"), 0),
+    "link": (measured_bytes(r"`link` \| per shadow account"),
+             measured_bytes(r"`link` \| per attribute value")),
+}
 BASELINE_BYTES = 330 * 2**20 + 64 * 2**20
 BYTES_PER_PENDING_DELIVERY = 1536
 
@@ -101,46 +143,6 @@ def check_parse() -> None:
             fail(f"{rel(p)}: does not parse: {e}")
 
 
-def load_k8s() -> dict[str, dict]:
-    """kind -> the (single) object of that kind in deploy/k8s."""
-    objs: dict[str, dict] = {}
-    for p in sorted(K8S.glob("*.yaml")):
-        for doc in yaml.safe_load_all(p.read_text()):
-            if doc:
-                doc["__file"] = rel(p)
-                objs[doc["kind"]] = doc
-    return objs
-
-
-def check_kustomization() -> None:
-    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    listed = set(kust.get("resources", []))
-    for r in sorted(listed):
-        if not (K8S / r).exists():
-            fail(f"deploy/k8s/kustomization.yaml: resource {r} does not exist")
-    for p in sorted(K8S.glob("*.yaml")):
-        if p.name != "kustomization.yaml" and p.name not in listed:
-            fail(f"deploy/k8s/kustomization.yaml: {p.name} is not listed")
-
-
-def check_k8s_schemas(objs: dict[str, dict]) -> None:
-    try:
-        import kubernetes_validate
-    except ImportError:
-        fail("kubernetes-validate is not installed: pip install kubernetes-validate (ci.sh does)")
-        return
-    version = kubernetes_validate.latest_version()
-    for kind, obj in objs.items():
-        if obj["apiVersion"].startswith(("monitoring.coreos.com", "kustomize.config.k8s.io")):
-            continue  # CRDs: no bundled schema; checked field by field below
-        data = {k: v for k, v in obj.items() if k != "__file"}
-        try:
-            kubernetes_validate.validate(data, version, strict=True)
-        except kubernetes_validate.ValidationError as e:
-            fail(f"{obj['__file']}: {kind} is not valid Kubernetes {version}: {e.message} "
-                 f"at {'/'.join(map(str, e.path))}")
-
-
 # ------------------------------------------------------------------------------ config
 
 class Binary:
@@ -150,7 +152,7 @@ class Binary:
                              capture_output=True, text=True, check=True).stdout
         self.defaults = tomllib.loads(out)
 
-    def check(self, toml_text: str, env: dict[str, str], where: str) -> None:
+    def check(self, toml_text: str, env: dict[str, str], where: str) -> bool:
         """`distillguard config --check` on the text with exactly this DISTILLGUARD__ env."""
         with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
             f.write(toml_text)
@@ -164,6 +166,7 @@ class Binary:
         if res.returncode != 0:
             fail(f"{where}: `distillguard config --check` rejects it: "
                  f"{(res.stderr or res.stdout).strip()}")
+        return res.returncode == 0
 
     def env_key_exists(self, var: str) -> bool:
         path = [p.lower() for p in var[len(ENV_PREFIX):].split("__")]
@@ -191,6 +194,18 @@ def effective(defaults: dict, toml_text: str, env: dict[str, str]) -> dict:
     return cfg
 
 
+def flag_env(argv: list[str]) -> dict[str, str]:
+    """The flags of `distillguard run ...` as the DISTILLGUARD__ variables they override:
+    --metrics-addr is service.metrics_addr, every other one a [kafka] key (--role is
+    kafka.role, --group-id kafka.group_id, ...). Flags beat the environment."""
+    out = {}
+    for flag, value in zip(argv, argv[1:]):
+        if flag.startswith("--") and flag != "--config":
+            key = flag[2:].replace("-", "_").upper()
+            out[ENV_PREFIX + ("SERVICE__" if key == "METRICS_ADDR" else "KAFKA__") + key] = value
+    return out
+
+
 def port_of(addr: str) -> int:
     return int(addr.rsplit(":", 1)[1])
 
@@ -201,7 +216,115 @@ def check_env_names(env: dict[str, str], binary: Binary, where: str) -> None:
             fail(f"{where}: {var} names no key of `distillguard config --print-default`")
 
 
+def consumed(cfg: dict) -> tuple[str, str]:
+    """(consumer group, topic) an instance consumes in its role: a link instance reads
+    kafka.observations_topic in group GROUP-link (src/kafka/mod.rs, for_role)."""
+    k = cfg["kafka"]
+    if k["role"] == "link":
+        return k["group_id"] + "-link", k["observations_topic"]
+    return k["group_id"], k["input_topic"]
+
+
+def memory_needed(cfg: dict) -> int:
+    """Bytes an instance holds at the state caps, by role: accounts and attribute values at
+    the role's measured bytes per entry, pending deliveries, the baseline, and the
+    prompt-copies sketch where harvests are judged (all, account)."""
+    role = cfg["kafka"]["role"]
+    per_account, per_value = BYTES_PER_ENTRY[role]
+    sketch = 0 if role == "link" else cfg["harvest"]["copies_sketch_max_mib"] * 2**20
+    return (cfg["engine"]["max_accounts"] * per_account
+            + cfg["engine"]["max_attribute_values"] * per_value
+            + cfg["service"]["max_pending_deliveries"] * BYTES_PER_PENDING_DELIVERY
+            + sketch + BASELINE_BYTES)
+
+
 # ------------------------------------------------------------------------------ Kubernetes
+
+def kustomization_dirs() -> list[Path]:
+    return sorted({p.parent for p in K8S.rglob("*.yaml")})
+
+
+def check_kustomizations() -> None:
+    """Every folder of manifests is a kustomization that lists each of its files, and lists
+    only what exists."""
+    for d in kustomization_dirs():
+        kf = d / "kustomization.yaml"
+        if not kf.exists():
+            fail(f"{rel(d)}: manifests without a kustomization.yaml")
+            continue
+        listed = yaml.safe_load(kf.read_text()).get("resources", [])
+        for r in listed:
+            if not (d / r).exists():
+                fail(f"{rel(kf)}: resource {r} does not exist")
+        for p in sorted(d.glob("*.yaml")):
+            if p.name != "kustomization.yaml" and p.name not in listed:
+                fail(f"{rel(kf)}: {p.name} is not listed")
+
+
+def render(kdir: Path) -> list[dict]:
+    """The objects `kubectl kustomize kdir` makes, for the subset of kustomize these
+    manifests use: resources (files, and folders that are kustomizations), nothing else."""
+    kf = kdir / "kustomization.yaml"
+    kust = yaml.safe_load(kf.read_text())
+    extra = set(kust) - {"apiVersion", "kind", "resources"}
+    if extra:
+        fail(f"{rel(kf)}: uses {sorted(extra)}, which validate.py's renderer does not model: "
+             f"extend render() so that the checks see what kubectl applies")
+    objs: list[dict] = []
+    for r in kust.get("resources", []):
+        path = (kdir / r).resolve()
+        if path.is_dir():
+            objs += render(path)
+        elif path.is_file():
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc:
+                    doc["__file"] = rel(path)
+                    objs.append(doc)
+    seen: dict[tuple, str] = {}
+    for o in objs:
+        key = (o["kind"], o["metadata"]["name"])
+        if key in seen:
+            fail(f"{rel(kdir)}: {key[0]} {key[1]} twice ({seen[key]}, {o['__file']})")
+        seen[key] = o["__file"]
+    return objs
+
+
+def plain(o: dict) -> dict:
+    return {k: v for k, v in o.items() if k != "__file"}
+
+
+def check_kubectl_agrees(kdir: Path, objs: list[dict]) -> None:
+    """With kubectl on PATH, its kustomize must render exactly what render() did."""
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        print(f"validate: note: no kubectl on PATH: {rel(kdir)} rendered by validate.py alone")
+        return
+    res = subprocess.run([kubectl, "kustomize", str(kdir)], capture_output=True, text=True)
+    if res.returncode != 0:
+        fail(f"{rel(kdir)}: `kubectl kustomize` fails: {res.stderr.strip()}")
+        return
+    theirs = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(res.stdout) if o}
+    mine = {(o["kind"], o["metadata"]["name"]): plain(o) for o in objs}
+    if set(theirs) != set(mine):
+        fail(f"{rel(kdir)}: `kubectl kustomize` makes {sorted(theirs)}, validate.py {sorted(mine)}")
+    for key in set(theirs) & set(mine):
+        if theirs[key] != mine[key]:
+            fail(f"{rel(kdir)}: `kubectl kustomize` renders {key[0]} {key[1]} differently")
+
+
+def check_k8s_schema(obj: dict, where: str) -> None:
+    try:
+        import kubernetes_validate
+    except ImportError:
+        fail("kubernetes-validate is not installed: pip install kubernetes-validate (ci.sh does)")
+        return
+    version = kubernetes_validate.latest_version()
+    try:
+        kubernetes_validate.validate(plain(obj), version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        fail(f"{where}: {obj['kind']} is not valid Kubernetes {version}: {e.message} "
+             f"at {'/'.join(map(str, e.path))}")
+
 
 def quantity_bytes(q: str) -> int:
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9}
@@ -211,26 +334,39 @@ def quantity_bytes(q: str) -> int:
     return int(float(m.group(1)) * units.get(m.group(2) or "", 1))
 
 
-def check_k8s(objs: dict[str, dict], binary: Binary | None) -> None:
-    need = ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "PodMonitor", "PrometheusRule"]
-    for kind in need:
-        if kind not in objs:
-            fail(f"deploy/k8s: no {kind}")
-    if any(k not in objs for k in need):
-        return
-    cm, dep, svc, pdb, pm = (objs[k] for k in need[:5])
-    where = dep["__file"]
+def selects(selector: dict, labels: dict) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def match_labels(obj: dict) -> dict:
+    sel = obj["spec"]["selector"]
+    if "matchExpressions" in sel:
+        fail(f"{obj['__file']}: {obj['kind']} {obj['metadata']['name']}: matchExpressions are "
+             f"not modelled by validate.py")
+    return sel.get("matchLabels", {})
+
+
+def pod_labels(dep: dict) -> dict:
+    return dep["spec"]["template"]["metadata"].get("labels", {})
+
+
+def check_deployment(dep: dict, cm: dict, binary: Binary | None) -> dict | None:
+    """One Deployment against the ConfigMap it mounts. Returns its effective configuration
+    (with its environment and flags), or None if it cannot be worked out."""
+    where = f"{dep['__file']} ({dep['metadata']['name']})"
     pod = dep["spec"]["template"]
-    labels = pod["metadata"].get("labels", {})
-    containers = pod["spec"]["containers"]
-    c = containers[0]
+    labels = pod_labels(dep)
+    c = pod["spec"]["containers"][0]
+
+    if not selects(match_labels(dep), labels):
+        fail(f"{where}: selector {dep['spec']['selector']} does not match its pod labels {labels}")
 
     # The ConfigMap mount and the --config path.
     vol = {v["name"]: v for v in pod["spec"].get("volumes", [])}
     mounts = [m for m in c.get("volumeMounts", []) if vol.get(m["name"], {}).get("configMap")]
     if not mounts:
         fail(f"{where}: the ConfigMap is not mounted")
-        return
+        return None
     mount = mounts[0]
     cmv = vol[mount["name"]]["configMap"]
     if cmv["name"] != cm["metadata"]["name"]:
@@ -240,11 +376,11 @@ def check_k8s(objs: dict[str, dict], binary: Binary | None) -> None:
     args = c.get("args", [])
     if "--config" not in args or args.index("--config") + 1 >= len(args):
         fail(f"{where}: args {args} give no --config")
-        return
+        return None
     cfg_path = args[args.index("--config") + 1]
     if cfg_path not in files:
         fail(f"{where}: --config {cfg_path} is not a file of the mounted ConfigMap ({sorted(files)})")
-        return
+        return None
     toml_text = cm["data"][files[cfg_path]]
 
     env = {}
@@ -254,19 +390,16 @@ def check_k8s(objs: dict[str, dict], binary: Binary | None) -> None:
         elif "valueFrom" in e:
             env[e["name"]] = "placeholder-from-" + next(iter(e["valueFrom"]))
     if binary is None:
-        return
+        return None
     check_env_names(env, binary, where)
-    binary.check(toml_text, {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)},
-                 f"{cm['__file']} (with the environment of {where})")
-    cfg = effective(binary.defaults, toml_text, {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)})
+    dg_env = {**{k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}, **flag_env(args)}
+    binary.check(toml_text, dg_env, f"{cm['__file']} (with the environment and args of {where})")
+    cfg = effective(binary.defaults, toml_text, dg_env)
     port = port_of(cfg["service"]["metrics_addr"])
 
     ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
     if port not in ports.values():
         fail(f"{where}: no containerPort {port} (service.metrics_addr is {cfg['service']['metrics_addr']})")
-
-    def resolve(p):
-        return ports.get(p) if isinstance(p, str) else p
 
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", None)):
         pr = c.get(probe)
@@ -279,8 +412,9 @@ def check_k8s(objs: dict[str, dict], binary: Binary | None) -> None:
             fail(f"{where}: {probe} path is {get.get('path')!r}, the service serves {path}")
         if get.get("path") not in ("/healthz", "/readyz"):
             fail(f"{where}: {probe} path {get.get('path')!r} is not an endpoint of the service")
-        if resolve(get.get("port")) != port:
-            fail(f"{where}: {probe} port {get.get('port')!r} is not {port}")
+        target = get.get("port")
+        if (ports.get(target) if isinstance(target, str) else target) != port:
+            fail(f"{where}: {probe} port {target!r} is not {port}")
 
     ann = pod["metadata"].get("annotations", {})
     if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(port) \
@@ -297,36 +431,207 @@ def check_k8s(objs: dict[str, dict], binary: Binary | None) -> None:
     try:
         req = quantity_bytes(res["requests"]["memory"])
         lim = quantity_bytes(res["limits"]["memory"])
-        state = (cfg["engine"]["max_accounts"] * BYTES_PER_ACCOUNT
-                 + cfg["engine"]["max_attribute_values"] * BYTES_PER_ATTRIBUTE_VALUE
-                 + cfg["service"]["max_pending_deliveries"] * BYTES_PER_PENDING_DELIVERY
-                 + cfg["harvest"]["copies_sketch_max_mib"] * 2**20
-                 + BASELINE_BYTES)
+        state = memory_needed(cfg)
         if req < state:
             fail(f"{where}: memory request {res['requests']['memory']} is below the "
-                 f"{state / 2**20:.0f} MiB that the configured caps need")
+                 f"{state / 2**20:.0f} MiB that the configured caps need in role {cfg['kafka']['role']!r}")
         if lim < req:
             fail(f"{where}: memory limit below the request")
     except (KeyError, ValueError) as e:
         fail(f"{where}: memory requests/limits missing or unreadable: {e}")
+    cfg["__port"] = port
+    cfg["__ports"] = ports
+    return cfg
 
-    sel = dep["spec"]["selector"]["matchLabels"]
-    for what, s in (("Deployment selector", sel), (f"{svc['__file']} selector", svc["spec"]["selector"]),
-                    (f"{pdb['__file']} selector", pdb["spec"]["selector"]["matchLabels"]),
-                    (f"{pm['__file']} selector", pm["spec"]["selector"]["matchLabels"])):
-        if any(labels.get(k) != v for k, v in s.items()):
-            fail(f"{what} {s} does not match the pod labels {labels}")
 
-    for sp in svc["spec"]["ports"]:
-        if resolve(sp.get("targetPort", sp["port"])) != port:
-            fail(f"{svc['__file']}: port {sp.get('name')} targets {sp.get('targetPort')!r}, not {port}")
+def check_scaledobject(so: dict, deps: dict[str, dict], cfgs: dict[str, dict]) -> str | None:
+    """A KEDA ScaledObject, field by field (no schema is bundled for it). Returns the name of
+    the Deployment it scales."""
+    name = so.get("metadata", {}).get("name")
+    where = f"{so['__file']} (ScaledObject {name})"
+    if so.get("apiVersion") != KEDA_API:
+        fail(f"{where}: apiVersion {so.get('apiVersion')!r}, KEDA's is {KEDA_API}")
+    spec = so.get("spec") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    if ref.get("kind", "Deployment") != "Deployment" or ref.get("apiVersion", "apps/v1") != "apps/v1":
+        fail(f"{where}: scaleTargetRef {ref} is not an apps/v1 Deployment")
+        return None
+    target = ref.get("name")
+    if target not in deps:
+        fail(f"{where}: scaleTargetRef.name {target!r} is no Deployment of this kustomization "
+             f"({sorted(deps)})")
+        return None
+    dep, cfg = deps[target], cfgs.get(target)
+    lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)   # KEDA's defaults
+    if not all(isinstance(v, int) for v in (lo, hi)) or not 1 <= lo <= hi:
+        fail(f"{where}: needs 1 <= minReplicaCount <= maxReplicaCount, has {lo}..{hi} (at zero, "
+             f"the first record after an idle spell waits for a whole window rebuild)")
+    if "replicas" in dep["spec"] and not dep["spec"]["replicas"] == lo == hi:
+        fail(f"{dep['__file']}: {target} sets replicas {dep['spec']['replicas']} while ScaledObject {name} "
+             f"scales it ({lo}..{hi}): every `kubectl apply` would reset the count (and rebalance the group)")
+    triggers = spec.get("triggers") or []
+    if not triggers:
+        fail(f"{where}: no triggers")
+    for t in triggers:
+        md = t.get("metadata") or {}
+        if not t.get("type") or not md:
+            fail(f"{where}: a trigger needs a type and metadata: {t}")
+            continue
+        for k, v in md.items():
+            if not isinstance(v, str):
+                fail(f"{where}: trigger metadata {k}: {v!r} must be a string (KEDA reads a map of strings)")
+        if t["type"] != "kafka" or cfg is None:
+            continue
+        group, topic = consumed(cfg)
+        k = cfg["kafka"]
+        want = {"bootstrapServers": k["brokers"], "consumerGroup": group, "topic": topic}
+        for key, value in want.items():
+            if md.get(key) != value:
+                fail(f"{where}: kafka trigger {key} is {md.get(key)!r}, but {target} "
+                     f"(role {k['role']}) uses {value!r}")
+        if md.get("offsetResetPolicy", "latest") != k["auto_offset_reset"]:
+            fail(f"{where}: offsetResetPolicy {md.get('offsetResetPolicy', 'latest')!r} differs from "
+                 f"kafka.auto_offset_reset {k['auto_offset_reset']!r}")
+        if not re.fullmatch(r"[1-9]\d*", str(md.get("lagThreshold", ""))):
+            fail(f"{where}: lagThreshold {md.get('lagThreshold')!r} is not a positive integer")
+        if md.get("allowIdleConsumers", "false") != "false":
+            fail(f"{where}: allowIdleConsumers: instances beyond the partition count own nothing")
+    # KEDA hands minReplicaCount, maxReplicaCount and advanced.horizontalPodAutoscalerConfig to
+    # the HPA it makes: validate that HPA, plus the limits the API server enforces.
+    behavior = ((spec.get("advanced") or {}).get("horizontalPodAutoscalerConfig") or {}).get("behavior")
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+           "metadata": {"name": f"keda-hpa-{name}"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                    "minReplicas": lo, "maxReplicas": hi,
+                    "metrics": [{"type": "External", "external": {
+                        "metric": {"name": "s0-kafka"},
+                        "target": {"type": "AverageValue", "averageValue": "1"}}}]}}
+    if behavior is not None:
+        hpa["spec"]["behavior"] = behavior
+        for direction, rules in behavior.items():
+            w = rules.get("stabilizationWindowSeconds", 0)
+            if not 0 <= w <= 3600:
+                fail(f"{where}: {direction}.stabilizationWindowSeconds {w} is outside 0..3600")
+            if rules.get("selectPolicy", "Max") not in ("Max", "Min", "Disabled"):
+                fail(f"{where}: {direction}.selectPolicy {rules['selectPolicy']!r} is not Max, Min or Disabled")
+            for pol in rules.get("policies", []):
+                if pol.get("type") not in ("Pods", "Percent") or not pol.get("value", 0) > 0:
+                    fail(f"{where}: {direction} policy {pol} needs type Pods or Percent and a value > 0")
+                if not 0 < pol.get("periodSeconds", 0) <= 1800:
+                    fail(f"{where}: {direction} policy periodSeconds {pol.get('periodSeconds')} "
+                         f"is outside 1..1800")
+    check_k8s_schema({**hpa, "__file": so["__file"]}, f"{where} (as the HPA KEDA makes)")
+    return target
 
-    job = labels.get(pm["spec"].get("jobLabel", ""), None)
-    if job != "distillguard":
-        fail(f"{pm['__file']}: jobLabel gives job={job!r}; the alert rules select job=\"distillguard\"")
-    for ep in pm["spec"]["podMetricsEndpoints"]:
-        if resolve(ep.get("port")) != port or ep.get("path", "/metrics") != "/metrics":
-            fail(f"{pm['__file']}: endpoint {ep} is not :{port}/metrics")
+
+def check_topology(kdir: Path, roles: tuple[str, ...], binary: Binary | None) -> list[dict]:
+    """One deployable kustomization as a whole. Returns its Deployments."""
+    where = rel(kdir)
+    objs = render(kdir)
+    check_kubectl_agrees(kdir, objs)
+    by_kind: dict[str, list[dict]] = {}
+    for o in objs:
+        by_kind.setdefault(o["kind"], []).append(o)
+        if not o["apiVersion"].startswith(("monitoring.coreos.com", "keda.sh")):
+            check_k8s_schema(o, o["__file"])
+    for kind in ("ConfigMap", "PodMonitor", "PrometheusRule"):
+        if len(by_kind.get(kind, [])) != 1:
+            fail(f"{where}: {len(by_kind.get(kind, []))} {kind} objects, expected one")
+    deps = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+    if not deps or len(by_kind.get("ConfigMap", [])) != 1:
+        fail(f"{where}: no Deployment or no single ConfigMap to check")
+        return list(deps.values())
+    cm = by_kind["ConfigMap"][0]
+    cfgs = {n: c for n, d in deps.items() if (c := check_deployment(d, cm, binary)) is not None}
+
+    # The roles: one Deployment each, and nothing else.
+    if binary is not None and len(cfgs) == len(deps):
+        got = sorted(c["kafka"]["role"] for c in cfgs.values())
+        if got != sorted(roles):
+            fail(f"{where}: its Deployments run roles {got}, expected one each of {sorted(roles)}")
+        for n, c in cfgs.items():
+            comp = pod_labels(deps[n]).get("app.kubernetes.io/component")
+            if len(deps) > 1 and comp != c["kafka"]["role"]:
+                fail(f"{deps[n]['__file']}: {n} runs role {c['kafka']['role']!r} but its pods' "
+                     f"app.kubernetes.io/component is {comp!r} (the stages' selectors rely on it)")
+
+    # Selectors: no Deployment adopts another's pods; one PDB per pod, one a drain can satisfy;
+    # a Service and the PodMonitor (job "distillguard") for every pod.
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    for n, d in deps.items():
+        labels = pod_labels(d)
+        for m, other in deps.items():
+            if m != n and selects(match_labels(other), labels):
+                fail(f"{other['__file']}: {m}'s selector also selects {n}'s pods")
+        mine = [p for p in pdbs if selects(match_labels(p), labels)]
+        if len(mine) != 1:
+            fail(f"{where}: {n}'s pods are selected by {len(mine)} PodDisruptionBudgets "
+                 f"{[p['metadata']['name'] for p in mine]}; need one (the eviction API refuses two)")
+        for p in mine:
+            ps, replicas = p["spec"], d["spec"].get("replicas")
+            if ps.get("maxUnavailable") in (0, "0%") or ps.get("minAvailable") == "100%" or (
+                    isinstance(ps.get("minAvailable"), int) and replicas is not None
+                    and ps["minAvailable"] >= replicas):
+                fail(f"{p['__file']}: {p['metadata']['name']} never allows evicting {n}'s pods: "
+                     f"node drains would hang")
+        svcs = [s for s in by_kind.get("Service", []) if selects(s["spec"].get("selector", {}), labels)]
+        if not svcs:
+            fail(f"{where}: no Service selects {n}'s pods")
+        c = cfgs.get(n)
+        for s in svcs:
+            for sp in s["spec"]["ports"]:
+                tp = sp.get("targetPort", sp["port"])
+                if c and (c["__ports"].get(tp) if isinstance(tp, str) else tp) != c["__port"]:
+                    fail(f"{s['__file']}: port {sp.get('name')} targets {tp!r}, not {n}'s {c['__port']}")
+        for pm in by_kind.get("PodMonitor", []):
+            if not selects(match_labels(pm), labels):
+                fail(f"{pm['__file']}: selector does not select {n}'s pods {labels}")
+            job = labels.get(pm["spec"].get("jobLabel", ""))
+            if job != "distillguard":
+                fail(f"{pm['__file']}: jobLabel gives {n}'s pods job={job!r}; the alert rules select job=\"distillguard\"")
+            for ep in pm["spec"]["podMetricsEndpoints"]:
+                tp = ep.get("port")
+                if c and ((c["__ports"].get(tp) if isinstance(tp, str) else tp) != c["__port"]
+                          or ep.get("path", "/metrics") != "/metrics"):
+                    fail(f"{pm['__file']}: endpoint {ep} is not {n}'s :{c['__port']}/metrics")
+
+    # Autoscaling, and the link stage's one instance.
+    scaled: dict[str, list[str]] = {}
+    for so in by_kind.get("ScaledObject", []):
+        target = check_scaledobject(so, deps, cfgs)
+        if target:
+            scaled.setdefault(target, []).append(so["metadata"]["name"])
+    for n, d in deps.items():
+        if len(scaled.get(n, [])) > 1:
+            fail(f"{where}: {n} is scaled by {scaled[n]}: their HPAs would fight")
+        if "replicas" not in d["spec"] and n not in scaled:
+            fail(f"{d['__file']}: {n} sets no replicas and no ScaledObject scales it")
+        c = cfgs.get(n)
+        if c and c["kafka"]["role"] == "link":
+            if d["spec"].get("replicas") != 1:
+                fail(f"{d['__file']}: {n} (role link) must run exactly one replica, has "
+                     f"{d['spec'].get('replicas')!r}: the link stage is not partitioned yet, two "
+                     f"instances split clusters")
+            if d["spec"].get("strategy", {}).get("type") != "Recreate":
+                fail(f"{d['__file']}: {n} (role link) must use the Recreate strategy: a rolling "
+                     f"update runs two link instances")
+            for so in by_kind.get("ScaledObject", []):
+                if so["spec"].get("scaleTargetRef", {}).get("name") == n and \
+                        (so["spec"].get("minReplicaCount"), so["spec"].get("maxReplicaCount")) != (1, 1):
+                    fail(f"{so['__file']}: {so['metadata']['name']} must pin {n} at "
+                         f"minReplicaCount = maxReplicaCount = 1")
+    return list(deps.values())
+
+
+def check_k8s(binary: Binary | None) -> list[dict]:
+    check_kustomizations()
+    deployments = []
+    for kdir, roles in TOPOLOGIES.items():
+        try:
+            deployments += check_topology(kdir, roles, binary)
+        except Exception as e:  # noqa: BLE001 - a broken manifest is a finding
+            fail(f"{rel(kdir)}: cannot be checked: {type(e).__name__}: {e}")
+    return deployments
 
 
 def check_prometheusrule(write: bool) -> None:
@@ -344,11 +649,15 @@ def check_prometheusrule(write: bool) -> None:
 
 # ------------------------------------------------------------------------------ compose
 
+def compose_text(v) -> str:
+    return " ".join(v) if isinstance(v, list) else str(v)
+
+
 def check_compose(binary: Binary | None) -> None:
     doc = yaml.safe_load(COMPOSE.read_text())
     services = doc.get("services", {})
     where = rel(COMPOSE)
-    missing = [n for n in ("kafka", "kafka-init", "distillguard", "simulate", "producer",
+    missing = [n for n in ("kafka", "kafka-init", *COMPOSE_ROLES, "simulate", "producer",
                            "prometheus", "grafana") if n not in services]
     if missing:
         fail(f"{where}: no service {', '.join(missing)}")
@@ -365,58 +674,115 @@ def check_compose(binary: Binary | None) -> None:
                 out[parts[1]] = host
         return out
 
-    dg = services["distillguard"]
-    cmd = dg.get("command", [])
-    cfg_path = cmd[cmd.index("--config") + 1] if "--config" in cmd else None
-    m = mounts("distillguard")
-    if cfg_path not in m:
-        fail(f"{where}: distillguard --config {cfg_path} is not a mounted file")
-        return
-    toml_text = m[cfg_path].read_text()
-    env = {k: str(v) for k, v in (dg.get("environment") or {}).items()}
+    # The default path runs the single service; the staged ones only with --profile staged.
+    for name, role in COMPOSE_ROLES.items():
+        profiles = services[name].get("profiles")
+        if role == "all" and profiles:
+            fail(f"{where}: {name} has profiles {profiles}: `docker compose up` would not run it")
+        if role != "all" and profiles != [STAGED_PROFILE]:
+            fail(f"{where}: {name} must be in profile {STAGED_PROFILE!r} only, has {profiles}")
+
+    # kafka-init: topic -> partitions.
+    init = compose_text(services["kafka-init"]["command"])
+    created = {t: int(n) for t, n in re.findall(r"--topic (\S+) --partitions (\d+)", init)}
     if binary is None:
         return
-    check_env_names(env, binary, f"{where} (distillguard)")
-    binary.check(toml_text, {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)},
-                 f"{rel(m[cfg_path])} (with the environment of {where} distillguard)")
-    cfg = effective(binary.defaults, toml_text, {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)})
-    k = cfg["kafka"]
-    port = port_of(cfg["service"]["metrics_addr"])
-
+    cfgs = {}
+    for name, role in COMPOSE_ROLES.items():
+        svc = services[name]
+        cmd = svc.get("command", [])
+        cfg_path = cmd[cmd.index("--config") + 1] if "--config" in cmd else None
+        m = mounts(name)
+        if cfg_path not in m:
+            fail(f"{where}: {name} --config {cfg_path} is not a mounted file")
+            continue
+        toml_text = m[cfg_path].read_text()
+        env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+        check_env_names(env, binary, f"{where} ({name})")
+        dg_env = {**{k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}, **flag_env(cmd)}
+        binary.check(toml_text, dg_env, f"{rel(m[cfg_path])} (with the environment of {where} {name})")
+        cfg = cfgs[name] = effective(binary.defaults, toml_text, dg_env)
+        k = cfg["kafka"]
+        if k["role"] != role:
+            fail(f"{where}: {name} runs role {k['role']!r}, expected {role!r}")
+        topics = ["alerts_topic", "dlq_topic", "control_topic", "verdicts_topic"]
+        topics += {"all": ["input_topic"], "account": ["input_topic", "observations_topic"],
+                   "link": ["observations_topic"]}[role]
+        for key in topics:
+            if k[key] not in created:
+                fail(f"{where}: kafka-init does not create kafka.{key} {k[key]!r} ({name})")
+        if role != "link" and k["input_format"] != "json":
+            fail(f"{where}: the producer writes JSON but {name}'s kafka.input_format is {k['input_format']!r}")
+        grace = svc.get("stop_grace_period", "10s")
+        if int(str(grace).rstrip("s")) < cfg["service"]["shutdown_deadline_secs"] + 5:
+            fail(f"{where}: {name} stop_grace_period {grace} leaves no margin over service.shutdown_deadline_secs")
+        adv = services["kafka"]["environment"].get("KAFKA_ADVERTISED_LISTENERS", "")
+        for broker in k["brokers"].split(","):
+            if broker not in adv:
+                fail(f"{where}: {name}'s kafka.brokers {broker!r} is not an advertised listener ({adv})")
+    if len(cfgs) != len(COMPOSE_ROLES):
+        return
+    single, account, link = (cfgs[n]["kafka"] for n in COMPOSE_ROLES)
+    port = port_of(cfgs["distillguard"]["service"]["metrics_addr"])
+    dg = services["distillguard"]
     if not any(str(p).split(":")[-1] == str(port) for p in dg.get("ports", [])):
         fail(f"{where}: distillguard publishes {dg.get('ports')}, not the metrics port {port}")
-    adv = services["kafka"]["environment"].get("KAFKA_ADVERTISED_LISTENERS", "")
-    for broker in k["brokers"].split(","):
-        if broker not in adv:
-            fail(f"{where}: kafka.brokers {broker!r} is not an advertised listener ({adv})")
-    init = " ".join(services["kafka-init"]["command"]) if isinstance(services["kafka-init"]["command"], list) \
-        else services["kafka-init"]["command"]
-    for key in ("input_topic", "alerts_topic", "dlq_topic", "control_topic", "verdicts_topic"):
-        if f"--topic {k[key]} " not in init:
-            fail(f"{where}: kafka-init does not create kafka.{key} {k[key]!r}")
-    prod = services["producer"]["command"]
-    prod = " ".join(prod) if isinstance(prod, list) else prod
-    if f"--topic {k['input_topic']} " not in prod:
-        fail(f"{where}: the producer does not write to kafka.input_topic {k['input_topic']!r}")
-    if k["input_format"] != "json":
-        fail(f"{where}: the producer writes JSON but kafka.input_format is {k['input_format']!r}")
+
+    # The staged pair: one observations topic between them, wide enough; beside the single
+    # service, not in its consumer group (an "all" instance there would take input partitions
+    # and write no observations), and alerts kept apart.
+    if account["observations_topic"] != link["observations_topic"]:
+        fail(f"{where}: distillguard-account writes {account['observations_topic']!r} but "
+             f"distillguard-link reads {link['observations_topic']!r}")
+    if account["group_id"] != link["group_id"] or account["alerts_topic"] != link["alerts_topic"]:
+        fail(f"{where}: distillguard-account and distillguard-link are not one topology "
+             f"(group {account['group_id']!r}/{link['group_id']!r}, alerts "
+             f"{account['alerts_topic']!r}/{link['alerts_topic']!r})")
+    if account["group_id"] == single["group_id"]:
+        fail(f"{where}: the staged services share consumer group {single['group_id']!r} with the "
+             f"single service, which would take input partitions without writing observations")
+    if account["alerts_topic"] == single["alerts_topic"]:
+        fail(f"{where}: both topologies write alerts to {single['alerts_topic']!r}")
+    obs, inp = created.get(account["observations_topic"], 0), created.get(account["input_topic"], 0)
+    if obs < inp:
+        fail(f"{where}: kafka-init creates {account['observations_topic']} with {obs} partitions, "
+             f"fewer than the {inp} of {account['input_topic']}: account instances refuse to start")
+
+    def replicas(name):
+        svc = services[name]
+        return svc.get("deploy", {}).get("replicas", svc.get("scale", 1))
+    if replicas("distillguard-link") != 1:
+        fail(f"{where}: distillguard-link runs {replicas('distillguard-link')} replicas: exactly one "
+             f"(the link stage is not partitioned yet, two split clusters)")
+    if not 1 <= replicas("distillguard-account") <= inp:
+        fail(f"{where}: distillguard-account runs {replicas('distillguard-account')} replicas, "
+             f"outside 1..{inp} (the input's partitions)")
+
+    prod = compose_text(services["producer"]["command"])
+    if f"--topic {single['input_topic']} " not in prod:
+        fail(f"{where}: the producer does not write to kafka.input_topic {single['input_topic']!r}")
+    if account["input_topic"] != single["input_topic"]:
+        fail(f"{where}: the staged services read {account['input_topic']!r}, which the producer does not fill")
     sim = services["simulate"]["command"]
     if sim[sim.index("--output") + 1] not in prod:
         fail(f"{where}: the producer does not read what simulate writes ({sim[sim.index('--output') + 1]})")
-    grace = dg.get("stop_grace_period", "10s")
-    if int(str(grace).rstrip("s")) < cfg["service"]["shutdown_deadline_secs"] + 5:
-        fail(f"{where}: stop_grace_period {grace} leaves no margin over service.shutdown_deadline_secs")
 
     pm = mounts("prometheus")
     pconf = pm.get("/etc/prometheus")
     if pconf is None or not (pconf / "prometheus.yml").exists():
         fail(f"{where}: prometheus does not get prometheus.yml mounted at /etc/prometheus")
     else:
-        targets = [t for sc in yaml.safe_load((pconf / "prometheus.yml").read_text())["scrape_configs"]
-                   if sc["job_name"] == "distillguard"
-                   for st in sc.get("static_configs", []) for t in st["targets"]]
-        if f"distillguard:{port}" not in targets:
-            fail(f"{rel(pconf / 'prometheus.yml')}: job distillguard does not scrape distillguard:{port} ({targets})")
+        jobs = [sc for sc in yaml.safe_load((pconf / "prometheus.yml").read_text())["scrape_configs"]
+                if sc["job_name"] == "distillguard"]
+        static = {t for sc in jobs for st in sc.get("static_configs", []) for t in st["targets"]}
+        # DNS A records: every container of a (replicated) compose service.
+        dns = {(n, sd.get("port")) for sc in jobs for sd in sc.get("dns_sd_configs", [])
+               if sd.get("type", "SRV") == "A" for n in sd.get("names", [])}
+        for name, cfg in cfgs.items():
+            p = port_of(cfg["service"]["metrics_addr"])
+            if f"{name}:{p}" not in static and (name, p) not in dns:
+                fail(f"{rel(pconf / 'prometheus.yml')}: job distillguard does not scrape {name}:{p} "
+                     f"(static {sorted(static)}, DNS {sorted(dns)})")
     gm = mounts("grafana")
     prov = gm.get("/etc/grafana/provisioning")
     if prov is None:
@@ -433,7 +799,7 @@ def check_compose(binary: Binary | None) -> None:
                 fail(f"{rel(f)}: dashboards path {path} is not a mounted folder of dashboards")
 
 
-def check_dockerfile(binary: Binary | None, objs: dict[str, dict]) -> None:
+def check_dockerfile(binary: Binary | None, deployments: list[dict]) -> None:
     text = DOCKERFILE.read_text()
     where = rel(DOCKERFILE)
     stages = re.findall(r"^FROM\s+(\S+)", text, re.M)
@@ -450,10 +816,11 @@ def check_dockerfile(binary: Binary | None, objs: dict[str, dict]) -> None:
         if str(port) not in expose:
             fail(f"{where}: EXPOSE {expose} lacks the default metrics port {port}")
     if cmd:
+        # Every Deployment runs the image's command; a stage is chosen by the environment.
         argv = json.loads(cmd.group(1))
-        dep = objs.get("Deployment")
-        if dep and argv != dep["spec"]["template"]["spec"]["containers"][0].get("args"):
-            fail(f"{where}: CMD {argv} differs from the Deployment's args")
+        for dep in deployments:
+            if argv != dep["spec"]["template"]["spec"]["containers"][0].get("args"):
+                fail(f"{where}: CMD {argv} differs from the args of {dep['__file']} ({dep['metadata']['name']})")
     else:
         fail(f"{where}: no CMD")
 
@@ -526,6 +893,17 @@ def check_mutants(promtool: str) -> None:
     print(f"validate: mutants: {len(names)} never-firing alerts, each caught by its tests")
 
 
+def check_roles_selected(binary: Binary | None) -> None:
+    """Every role="X" a rule or a panel selects is a kafka.role distillguard accepts: a renamed
+    role would leave those rules silent and those panels empty."""
+    if binary is None:
+        return
+    for path in (ALERTS, DASHBOARD):
+        for role in sorted(set(re.findall(r'role=\\?"(\w+)\\?"', path.read_text()))):
+            binary.check("", {ENV_PREFIX + "KAFKA__ROLE": role},
+                         f"{rel(path)}: selects role=\"{role}\", which as kafka.role")
+
+
 # ------------------------------------------------------------------------------ dashboard
 
 def check_dashboard() -> None:
@@ -559,7 +937,7 @@ def check_dashboard() -> None:
         for tg in p.get("targets", []):
             if "$instance" not in tg.get("expr", ""):
                 fail(f"{where}: panel {t!r} query {tg.get('refId')} ignores $instance")
-    for row in ("Traffic", "Detection", "Latency", "Kafka", "State", "Allowlist and verdicts"):
+    for row in ("Traffic", "Stages", "Detection", "Latency", "Kafka", "State", "Allowlist and verdicts"):
         if row not in titles:
             fail(f"{where}: no row {row!r}")
 
@@ -581,20 +959,17 @@ def main() -> int:
     def guarded(check, *a):
         # A file too broken for a check to read is a finding, not a crash.
         try:
-            check(*a)
+            return check(*a)
         except Exception as e:  # noqa: BLE001
             fail(f"{check.__name__}: cannot read what it checks: {type(e).__name__}: {e}")
 
-    objs: dict[str, dict] = {}
     guarded(check_parse)
-    guarded(lambda: objs.update(load_k8s()))
-    guarded(check_kustomization)
-    guarded(check_k8s_schemas, objs)
-    guarded(check_k8s, objs, binary)
+    deployments = guarded(check_k8s, binary) or []
     guarded(check_prometheusrule, args.write_prometheusrule)
     guarded(check_compose, binary)
-    guarded(check_dockerfile, binary, objs)
+    guarded(check_dockerfile, binary, deployments)
     guarded(check_rules_docs_tests)
+    guarded(check_roles_selected, binary)
     guarded(check_dashboard)
     if args.mutants and not errors:
         check_mutants(args.promtool)
@@ -603,8 +978,9 @@ def main() -> int:
         for e in errors:
             print(f"  - {e}", file=sys.stderr)
         return 1
-    print("validate: ok: deploy/ parses; k8s manifests, compose file and Dockerfile agree with "
-          "the configuration" + (" accepted by distillguard config --check" if binary else "")
+    print("validate: ok: deploy/ parses; both k8s topologies (single and staged), the compose file "
+          "(default and staged profile) and the Dockerfile agree with the configuration"
+          + (" accepted by distillguard config --check" if binary else "")
           + "; every alert is documented and tested")
     return 0
 
