@@ -6,7 +6,10 @@
 //!    message): the raw consume rate, the ceiling. Then the service consumes the same backlog
 //!    from a standing start; sustained events/s over the last 70% (after the engine has seen
 //!    every account and its memory is warm), over the whole run from the first event, and the
-//!    ratio of the service's sustained rate to the raw one.
+//!    ratio of the service's sustained rate to the raw one. Then the staged topology on the
+//!    same backlog, one stage at a time (`DG_BENCH_STAGES=0` skips it): an `account` instance
+//!    takes the input in, writing every observation, then a `link` instance takes the
+//!    observations in; each one's rate and ratio to the raw consume rate.
 //! 2. **latency**: a producer paced at 100,000 events/s for 10 s, 10% of them from 300
 //!    harvesting accounts that trip `bulk_extraction`; event-to-alert latency quantiles from
 //!    the service's own histogram (input record's Kafka timestamp to the alert's delivery
@@ -21,7 +24,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use distillguard::config::Config;
+use distillguard::config::{Config, StageRole};
 use distillguard::kafka::Service;
 use distillguard::proto;
 use prost::Message as _;
@@ -208,15 +211,96 @@ async fn throughput() {
         .await
         .expect("raw consume");
 
+    let (all, svc) = timed(config(&brokers), n).await;
+    svc.shutdown().await.expect("shutdown");
+    println!(
+        "{}",
+        serde_json::json!({
+            "part": "throughput",
+            "events": all.events,
+            "partitions": partitions,
+            "accounts": 100_000,
+            "seconds_from_first_event": all.secs,
+            "raw_consume_messages": raw.0,
+            "raw_consume_per_sec_sustained": raw.1,
+            "raw_consume_per_sec_from_first_message": raw.2,
+            "events_per_sec_sustained": all.sustained,
+            "events_per_sec_from_first_event": all.from_first,
+            "ratio_to_raw_sustained": all.sustained / raw.1,
+            "startup_seconds": all.startup,
+            "rss_growth_mib": all.rss_growth_mib,
+        })
+    );
+    if env_u64("DG_BENCH_STAGES", 1) == 0 {
+        return;
+    }
+    // The staged topology on the same backlog, one stage at a time: an account instance
+    // takes the input in (and writes every observation), then a link instance takes the
+    // observations in, the account instance idle beside it (reporting its progress, as a
+    // live writer does: the link waits for a writer gone silent).
+    cluster
+        .create_topic("distillguard-observations", partitions, 1)
+        .expect("topic");
+    let staged = |role| {
+        let mut c = config(&brokers).raw.clone();
+        c.kafka.group_id = "distillguard-staged".into();
+        c.kafka.role = role;
+        Arc::new(c.validate().expect("valid"))
+    };
+    let (account, writer) = timed(staged(StageRole::Account), n).await;
+    let (link, svc) = timed(staged(StageRole::Link), n).await;
+    svc.shutdown().await.expect("shutdown");
+    writer.shutdown().await.expect("shutdown");
+    let row = |t: &Timed| {
+        serde_json::json!({
+            "events": t.events,
+            "events_per_sec_sustained": t.sustained,
+            "events_per_sec_from_first_event": t.from_first,
+            "ratio_to_raw_sustained": t.sustained / raw.1,
+            "startup_seconds": t.startup,
+        })
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "part": "throughput_stages",
+            "raw_consume_per_sec_sustained": raw.1,
+            "account": row(&account),
+            "link": row(&link),
+        })
+    );
+}
+
+/// A service's run through a backlog.
+struct Timed {
+    events: f64,
+    /// Seconds from its first event to its last.
+    secs: f64,
+    /// Events/s over the last 70%, and from the first event.
+    sustained: f64,
+    from_first: f64,
+    /// From the start to its first event (joining the group, assignment).
+    startup: f64,
+    rss_growth_mib: f64,
+}
+
+/// Starts a service and times it through a backlog of `n` events (or observations); returns
+/// the service still running.
+async fn timed(cfg: Arc<distillguard::config::ValidConfig>, n: u64) -> (Timed, Service) {
     let rss0 = support::rss_bytes();
+    // The process's counters add up over the services it runs: count this one's from here.
+    let before = value(
+        &distillguard::telemetry::install().render(),
+        "distillguard_events_total{result=\"ok\"}",
+    );
     let t0 = Instant::now();
-    let svc = Service::start(config(&brokers)).await.expect("service");
+    let svc = Service::start(cfg).await.expect("service");
     let addr = svc.metrics_addr;
     let (first, warm, last) = tokio::task::spawn_blocking(move || {
         let mut first = None;
         let mut warm = None;
         loop {
-            let done = events_ok(&addr);
+            let done = events_ok(&addr) - before;
             if done > 0.0 && first.is_none() {
                 first = Some((Instant::now(), done));
             }
@@ -232,30 +316,19 @@ async fn throughput() {
     .await
     .expect("poll");
     let rss1 = support::rss_bytes();
-    svc.shutdown().await.expect("shutdown");
     let (t_first, n_first) = first.unwrap_or((t0, 0.0));
     let (t_warm, n_warm) = warm.unwrap_or((t_first, n_first));
     let secs = last.0.duration_since(t_first).as_secs_f64();
     let warm_secs = last.0.duration_since(t_warm).as_secs_f64();
-    let sustained = (last.1 - n_warm) / warm_secs;
-    println!(
-        "{}",
-        serde_json::json!({
-            "part": "throughput",
-            "events": last.1,
-            "partitions": partitions,
-            "accounts": 100_000,
-            "seconds_from_first_event": secs,
-            "raw_consume_messages": raw.0,
-            "raw_consume_per_sec_sustained": raw.1,
-            "raw_consume_per_sec_from_first_message": raw.2,
-            "events_per_sec_sustained": sustained,
-            "events_per_sec_from_first_event": (last.1 - n_first) / secs,
-            "ratio_to_raw_sustained": sustained / raw.1,
-            "startup_seconds": t_first.duration_since(t0).as_secs_f64(),
-            "rss_growth_mib": (rss1.saturating_sub(rss0)) as f64 / 1048576.0,
-        })
-    );
+    let t = Timed {
+        events: last.1,
+        secs,
+        sustained: (last.1 - n_warm) / warm_secs,
+        from_first: (last.1 - n_first) / secs,
+        startup: t_first.duration_since(t0).as_secs_f64(),
+        rss_growth_mib: (rss1.saturating_sub(rss0)) as f64 / 1048576.0,
+    };
+    (t, svc)
 }
 
 async fn latency() {
