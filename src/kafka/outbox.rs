@@ -2,7 +2,7 @@
 //! until their delivery report, retried until they succeed (never dropped), and tied to the
 //! input offset that caused them so that offset is stored only afterwards.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,9 @@ struct Pending {
 #[derive(Default)]
 struct State {
     pending: HashMap<u64, Pending>,
+    /// Pending records waiting to be re-sent, by when: a turn looks at these only, not at
+    /// every record in flight (an account instance has one per event in flight).
+    retries: BTreeSet<(Instant, u64)>,
     tracker: Tracker,
     next_id: u64,
 }
@@ -212,12 +215,14 @@ impl Outbox {
             attempts: 0,
             retry_at: None,
         };
-        self.produce(id, &mut p);
+        if let Some(at) = self.produce(id, &mut p) {
+            st.retries.insert((at, id));
+        }
         st.pending.insert(id, p);
-        metrics::gauge!(telemetry::PENDING_DELIVERIES).set(st.pending.len() as f64);
     }
 
-    fn produce(&self, id: u64, p: &mut Pending) {
+    /// Hands the record to the producer; returns when to try again if its queue refused it.
+    fn produce(&self, id: u64, p: &mut Pending) -> Option<Instant> {
         let dest = p.record.dest();
         let topic = match dest {
             Dest::Alerts => &self.alerts_topic,
@@ -244,7 +249,10 @@ impl Outbox {
         }
         p.attempts += 1;
         match self.producer.send(record) {
-            Ok(()) => p.retry_at = None,
+            Ok(()) => {
+                p.retry_at = None;
+                None
+            }
             Err((e, _)) => {
                 // Queue full: try again shortly. Anything else is counted too.
                 if !matches!(
@@ -254,7 +262,9 @@ impl Outbox {
                     self.producer_errors[dest as usize].increment(1);
                     tracing::warn!(error = %e, "could not queue a record; retrying");
                 }
-                p.retry_at = Some(Instant::now() + Duration::from_millis(50));
+                let at = Instant::now() + Duration::from_millis(50);
+                p.retry_at = Some(at);
+                Some(at)
             }
         }
     }
@@ -266,16 +276,19 @@ impl Outbox {
             self.apply(&mut st, r);
         }
         let now = Instant::now();
-        let due: Vec<u64> = st
-            .pending
-            .iter()
-            .filter(|(_, p)| p.retry_at.is_some_and(|t| t <= now))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in due {
-            if let Some(mut p) = st.pending.remove(&id) {
-                self.produce(id, &mut p);
-                st.pending.insert(id, p);
+        let State {
+            pending, retries, ..
+        } = &mut *st;
+        while let Some(&(at, id)) = retries.first() {
+            if at > now {
+                break;
+            }
+            retries.pop_first();
+            // Delivered meanwhile, or rescheduled: nothing to do for this entry.
+            if let Some(p) = pending.get_mut(&id).filter(|p| p.retry_at == Some(at)) {
+                if let Some(next) = self.produce(id, p) {
+                    retries.insert((next, id));
+                }
             }
         }
         let n = st.pending.len();
@@ -349,7 +362,9 @@ impl Outbox {
                     attempts = p.attempts,
                     "delivery failed; will retry"
                 );
-                p.retry_at = Some(Instant::now() + backoff);
+                let at = Instant::now() + backoff;
+                p.retry_at = Some(at);
+                st.retries.insert((at, r.id));
                 st.pending.insert(r.id, p);
             }
         }
