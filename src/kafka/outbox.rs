@@ -1,8 +1,15 @@
 //! Alerts and dead-letter records on their way out: sent with an idempotent producer, held
 //! until their delivery report, retried until they succeed (never dropped), and tied to the
 //! input offset that caused them so that offset is stored only afterwards.
+//!
+//! An idempotent producer that hits a fatal error (its epoch fenced, a sequence gap it cannot
+//! close) refuses every record from then on. The outbox then replaces it with a new producer
+//! (a new producer id) and re-sends every record still pending on it, in the order they were
+//! first sent; the engine's state and the input offsets held for them are untouched. Reports
+//! of the old producer still arriving count only if they say delivered.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -11,7 +18,7 @@ use metrics::Counter;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientConfig;
 
 use super::offsets::Tracker;
@@ -66,6 +73,8 @@ impl Dest {
 /// What rides along with a message to its delivery report.
 pub struct Tag {
     id: u64,
+    /// The producer it was handed to (see [`Outbox`]: a producer replaced after a fatal error).
+    generation: u32,
     dest: Dest,
     /// Kafka timestamp of the input record that caused it (ms).
     source_ts_ms: i64,
@@ -73,18 +82,29 @@ pub struct Tag {
 
 struct Report {
     id: u64,
+    generation: u32,
     error: Option<KafkaError>,
 }
 
-/// Producer context: forwards delivery reports to the outbox and times alerts.
+/// Producer context: forwards delivery reports to the outbox, times alerts, and raises the
+/// outbox's flag when the producer reports a fatal error.
 pub struct ProducerCtx {
     reports: Sender<Report>,
     errors: Counter,
+    fatal: Arc<AtomicBool>,
+}
+
+/// Whether `e` is librdkafka's fatal error: the producer accepts nothing any more.
+fn is_fatal(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal)
 }
 
 impl ClientContext for ProducerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.errors.increment(1);
+        if is_fatal(&error) {
+            self.fatal.store(true, Ordering::Release);
+        }
         tracing::warn!(%error, reason, "alert producer error");
     }
 }
@@ -101,10 +121,19 @@ impl ProducerContext for ProducerCtx {
                 }
                 None
             }
-            Err((e, _)) => Some(e.clone()),
+            Err((e, _)) => {
+                if is_fatal(e) {
+                    self.fatal.store(true, Ordering::Release);
+                }
+                Some(e.clone())
+            }
         };
         // The receiver lives as long as the outbox; a send error means shutdown.
-        let _ = self.reports.send(Report { id: tag.id, error });
+        let _ = self.reports.send(Report {
+            id: tag.id,
+            generation: tag.generation,
+            error,
+        });
     }
 }
 
@@ -119,12 +148,19 @@ struct Pending {
     headers: Option<OwnedHeaders>,
     source_ts_ms: i64,
     attempts: u32,
+    /// The producer it was last handed to.
+    generation: u32,
     /// Waiting to be (re)sent from this instant.
     retry_at: Option<Instant>,
 }
 
-#[derive(Default)]
 struct State {
+    /// The producer in use, and how many were replaced before it.
+    producer: ThreadedProducer<ProducerCtx>,
+    generation: u32,
+    /// Set by that producer's callbacks on a fatal error (each producer has its own, so a
+    /// replaced one failing what it still held raises nothing).
+    fatal: Arc<AtomicBool>,
     pending: HashMap<u64, Pending>,
     /// Pending records waiting to be re-sent, by when: a turn looks at these only, not at
     /// every record in flight (an account instance has one per event in flight).
@@ -148,13 +184,16 @@ pub struct Outgoing {
 }
 
 pub struct Outbox {
-    producer: ThreadedProducer<ProducerCtx>,
+    /// What a replacement producer is made from.
+    config: ClientConfig,
+    reports_tx: Sender<Report>,
     reports: Receiver<Report>,
     state: Mutex<State>,
     alerts_topic: String,
     dlq_topic: String,
     observations_topic: String,
     producer_errors: [Counter; 3],
+    producer_restarts: Counter,
     dlq_delivered: Counter,
 }
 
@@ -166,22 +205,42 @@ impl Outbox {
         observations_topic: &str,
     ) -> Result<Arc<Self>, KafkaError> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let ctx = ProducerCtx {
-            reports: tx,
-            errors: metrics::counter!(telemetry::KAFKA_ERRORS),
-        };
-        let producer: ThreadedProducer<ProducerCtx> = config.create_with_context(ctx)?;
+        let (producer, fatal) = Self::producer(config, &tx)?;
         Ok(Arc::new(Self {
-            producer,
+            config: config.clone(),
+            reports_tx: tx,
             reports: rx,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                producer,
+                generation: 0,
+                fatal,
+                pending: HashMap::new(),
+                retries: BTreeSet::new(),
+                tracker: Tracker::default(),
+                next_id: 0,
+            }),
             alerts_topic: alerts_topic.to_string(),
             dlq_topic: dlq_topic.to_string(),
             observations_topic: observations_topic.to_string(),
             producer_errors: Dest::ALL
                 .map(|d| metrics::counter!(telemetry::PRODUCER_ERRORS, "destination" => d.label())),
+            producer_restarts: metrics::counter!(telemetry::PRODUCER_RESTARTS),
             dlq_delivered: metrics::counter!(telemetry::DLQ_MESSAGES),
         }))
+    }
+
+    /// A producer on `config` reporting to `reports`, and its fatal-error flag.
+    fn producer(
+        config: &ClientConfig,
+        reports: &Sender<Report>,
+    ) -> Result<(ThreadedProducer<ProducerCtx>, Arc<AtomicBool>), KafkaError> {
+        let fatal = Arc::new(AtomicBool::new(false));
+        let ctx = ProducerCtx {
+            reports: reports.clone(),
+            errors: metrics::counter!(telemetry::KAFKA_ERRORS),
+            fatal: fatal.clone(),
+        };
+        Ok((config.create_with_context(ctx)?, fatal))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -213,16 +272,24 @@ impl Outbox {
             headers: out.headers,
             source_ts_ms: out.source_ts_ms,
             attempts: 0,
+            generation: st.generation,
             retry_at: None,
         };
-        if let Some(at) = self.produce(id, &mut p) {
+        if let Some(at) = self.produce(&st.producer, &st.fatal, st.generation, id, &mut p) {
             st.retries.insert((at, id));
         }
         st.pending.insert(id, p);
     }
 
-    /// Hands the record to the producer; returns when to try again if its queue refused it.
-    fn produce(&self, id: u64, p: &mut Pending) -> Option<Instant> {
+    /// Hands the record to `producer`; returns when to try again if its queue refused it.
+    fn produce(
+        &self,
+        producer: &ThreadedProducer<ProducerCtx>,
+        fatal: &AtomicBool,
+        generation: u32,
+        id: u64,
+        p: &mut Pending,
+    ) -> Option<Instant> {
         let dest = p.record.dest();
         let topic = match dest {
             Dest::Alerts => &self.alerts_topic,
@@ -233,6 +300,7 @@ impl Outbox {
             topic,
             Box::new(Tag {
                 id,
+                generation,
                 dest,
                 source_ts_ms: p.source_ts_ms,
             }),
@@ -248,12 +316,16 @@ impl Outbox {
             record = record.headers(h.clone());
         }
         p.attempts += 1;
-        match self.producer.send(record) {
+        p.generation = generation;
+        match producer.send(record) {
             Ok(()) => {
                 p.retry_at = None;
                 None
             }
             Err((e, _)) => {
+                if is_fatal(&e) {
+                    fatal.store(true, Ordering::Release);
+                }
                 // Queue full: try again shortly. Anything else is counted too.
                 if !matches!(
                     e,
@@ -269,15 +341,24 @@ impl Outbox {
         }
     }
 
-    /// Applies delivery reports and re-sends what is due. Returns the number still pending.
+    /// Applies delivery reports and re-sends what is due, on a new producer if the one in use
+    /// failed fatally. Returns the number still pending.
     pub fn pump(&self) -> usize {
+        if self.state().fatal.load(Ordering::Acquire) {
+            self.replace_producer();
+        }
         let mut st = self.state();
         while let Ok(r) = self.reports.try_recv() {
             self.apply(&mut st, r);
         }
         let now = Instant::now();
         let State {
-            pending, retries, ..
+            producer,
+            fatal,
+            generation,
+            pending,
+            retries,
+            ..
         } = &mut *st;
         while let Some(&(at, id)) = retries.first() {
             if at > now {
@@ -286,7 +367,7 @@ impl Outbox {
             retries.pop_first();
             // Delivered meanwhile, or rescheduled: nothing to do for this entry.
             if let Some(p) = pending.get_mut(&id).filter(|p| p.retry_at == Some(at)) {
-                if let Some(next) = self.produce(id, p) {
+                if let Some(next) = self.produce(producer, fatal, *generation, id, p) {
                     retries.insert((next, id));
                 }
             }
@@ -326,8 +407,65 @@ impl Outbox {
         }
     }
 
-    /// Applies one delivery report: release the input offset, or schedule a retry.
+    /// Replaces a producer that failed fatally, and re-sends every pending record on the new
+    /// one in the order they were first sent. If no new producer can be made, the flag stays
+    /// up and the next turn tries again.
+    fn replace_producer(&self) {
+        let (fresh, fatal) = match Self::producer(&self.config, &self.reports_tx) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "could not create a producer to replace the failed one");
+                return;
+            }
+        };
+        let old = {
+            let mut st = self.state();
+            let reason = st.producer.client().fatal_error();
+            st.fatal = fatal;
+            let old = std::mem::replace(&mut st.producer, fresh);
+            st.generation = st.generation.wrapping_add(1);
+            let State {
+                producer,
+                fatal,
+                generation,
+                pending,
+                retries,
+                ..
+            } = &mut *st;
+            retries.clear();
+            let mut ids: Vec<u64> = pending.keys().copied().collect();
+            ids.sort_unstable();
+            for id in &ids {
+                if let Some(p) = pending.get_mut(id) {
+                    if let Some(at) = self.produce(producer, fatal, *generation, *id, p) {
+                        retries.insert((at, *id));
+                    }
+                }
+            }
+            self.producer_restarts.increment(1);
+            tracing::error!(
+                fatal = ?reason,
+                resent = ids.len(),
+                generation = st.generation,
+                "the producer failed fatally; replaced it and re-sent every pending record"
+            );
+            old
+        };
+        // Dropping purges what the old producer still held; its reports are stale.
+        drop(old);
+    }
+
+    /// Applies one delivery report: release the input offset, or schedule a retry. A report
+    /// from a replaced producer counts only if it says delivered (the record was re-sent on
+    /// the new one, whose report then finds nothing pending).
     fn apply(&self, st: &mut State, r: Report) {
+        let stale = st
+            .pending
+            .get(&r.id)
+            .is_some_and(|p| p.generation != r.generation);
+        if stale && r.error.is_some() {
+            return;
+        }
         let Some(mut p) = st.pending.remove(&r.id) else {
             return;
         };
@@ -372,5 +510,108 @@ impl Outbox {
 
     pub fn pending(&self) -> usize {
         self.state().pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::ffi::CString;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    use super::*;
+
+    fn alert(i: u64) -> Outgoing {
+        Outgoing {
+            record: Record::Alert {
+                kind: Kind::BulkExtraction,
+                severity: Severity::Medium,
+                score: 0.5,
+            },
+            partition: 0,
+            offset: i as i64,
+            track: true,
+            key: format!("k{i}").into_bytes(),
+            payload: format!("alert {i}").into_bytes(),
+            headers: None,
+            source_ts_ms: 0,
+        }
+    }
+
+    /// Raises a fabricated fatal error in the outbox's producer, as librdkafka's tests do
+    /// (there is no practical way to cause a real one).
+    #[allow(unsafe_code)]
+    fn fail_fatally(outbox: &Outbox) {
+        let st = outbox.state();
+        let reason = CString::new("test: sequence gap").expect("no NUL");
+        // SAFETY: the producer is alive while the lock is held; the call only sets its
+        // fatal error and fails what it holds.
+        let r = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                st.producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            )
+        };
+        assert_eq!(
+            r,
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        );
+    }
+
+    #[test]
+    fn a_producer_that_fails_fatally_is_replaced_and_every_pending_record_delivered() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("alerts", 1, 1).expect("topic");
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "50");
+        let outbox = Outbox::new(&cfg, "alerts", "dlq", "observations").expect("outbox");
+        outbox.with_tracker(|t| t.start(0, 0));
+        // Half the records are queued when the producer fails; the rest come after.
+        for i in 0..200 {
+            outbox.send(alert(i));
+        }
+        fail_fatally(&outbox);
+        for i in 200..400 {
+            outbox.send(alert(i));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while outbox.pump() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "records still pending after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(outbox.state().generation, 1, "replaced exactly once");
+        // Every input offset was released: the tracker may store past all of them.
+        outbox.with_tracker(|t| {
+            t.processed(0, 399);
+            assert_eq!(t.pending_on(0), 0);
+            assert_eq!(t.storable(0), Some(400));
+        });
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "check")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("alerts", 0, Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&tpl).expect("assign");
+        let mut keys = HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while keys.len() < 400 && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                keys.insert(m.key().unwrap_or_default().to_vec());
+            }
+        }
+        assert_eq!(keys.len(), 400, "every record reached the topic");
     }
 }

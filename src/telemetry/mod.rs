@@ -42,6 +42,8 @@ pub const ASSIGNED_PARTITIONS: &str = "distillguard_assigned_partitions";
 pub const REBALANCES: &str = "distillguard_rebalances_total";
 /// Failed deliveries (each is retried), by `destination`: alerts, dlq, observations, control.
 pub const PRODUCER_ERRORS: &str = "distillguard_producer_errors_total";
+/// Producers replaced after a fatal error; the records pending on one are re-sent.
+pub const PRODUCER_RESTARTS: &str = "distillguard_producer_restarts_total";
 /// Poison records dead-lettered unread: an earlier run died on them (see `kafka::guard`).
 pub const POISON_SKIPPED: &str = "distillguard_poison_records_skipped_total";
 /// Records written to the dead-letter topic (delivered).
@@ -106,6 +108,7 @@ pub const ALL: &[&str] = &[
     ASSIGNED_PARTITIONS,
     REBALANCES,
     PRODUCER_ERRORS,
+    PRODUCER_RESTARTS,
     DLQ_MESSAGES,
     POISON_SKIPPED,
     PENDING_DELIVERIES,
@@ -221,6 +224,11 @@ fn describe() {
         PRODUCER_ERRORS,
         Unit::Count,
         "Failed deliveries, each retried until it succeeds, by destination: alerts, dlq, observations, control."
+    );
+    describe_counter!(
+        PRODUCER_RESTARTS,
+        Unit::Count,
+        "Producers replaced after a fatal error (an idempotent producer fenced or with a sequence gap); every record pending on one is re-sent on the new one."
     );
     describe_counter!(
         DLQ_MESSAGES,
