@@ -618,8 +618,11 @@ fn main() -> Result<()> {
                 c.service.metrics_addr = a;
             }
             let cfg = Arc::new(c.validate()?);
-            let result =
-                runtime()?.block_on(distillguard::kafka::run(cfg, distillguard::kafka::signal()));
+            let rt = runtime()?;
+            let result = rt.block_on(distillguard::kafka::run(cfg, distillguard::kafka::signal()));
+            // The shutdown kept to its deadline: do not wait for Kafka clients still closing
+            // on blocking threads (a consumer leaving a rebalancing group can take minutes).
+            rt.shutdown_background();
             match result {
                 Ok(()) => {
                     tracing::info!("stopped cleanly");

@@ -47,6 +47,8 @@ pub struct ConsumerCtx {
     rebalance_revoke: Counter,
     commits_ok: Counter,
     commits_err: Counter,
+    /// The pipeline is closing the consumer: it has drained and committed already.
+    closing: AtomicBool,
 }
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +70,7 @@ impl ConsumerCtx {
             rebalance_revoke: metrics::counter!(telemetry::REBALANCES, "kind" => "revoke"),
             commits_ok: metrics::counter!(telemetry::COMMITS, "result" => "ok"),
             commits_err: metrics::counter!(telemetry::COMMITS, "result" => "error"),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -82,6 +85,24 @@ impl ConsumerCtx {
 
     pub fn has_changes(&self) -> bool {
         self.changed.load(Ordering::Acquire)
+    }
+
+    /// The pipeline drained and committed, and is closing the consumer: the revoke that the
+    /// close causes only releases the partitions (a synchronous commit there would wait
+    /// behind a JoinGroup request the coordinator may hold for the rebalance timeout).
+    pub fn closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Commits `offsets` without waiting for the result (counted if it fails to be sent).
+    pub fn commit_async(&self, consumer: &BaseConsumer<Self>, offsets: &TopicPartitionList) {
+        if offsets.count() == 0 {
+            return;
+        }
+        if let Err(e) = consumer.commit(offsets, CommitMode::Async) {
+            self.commits_err.increment(1);
+            tracing::warn!(error = %e, "asynchronous offset commit failed");
+        }
     }
 
     /// Commits `offsets` synchronously, counting the result.
@@ -209,7 +230,7 @@ impl ConsumerContext for ConsumerCtx {
                 }
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 // Deliver what these partitions' events caused, then commit where they stand.
-                if !consumer.assignment_lost() {
+                if !consumer.assignment_lost() && !self.closing.load(Ordering::Acquire) {
                     self.outbox
                         .drain(Some(&parts), Instant::now() + self.drain_timeout);
                     let mut offsets = TopicPartitionList::new();

@@ -250,7 +250,8 @@ impl Service {
         std::thread::Builder::new()
             .name("dg-consumer".into())
             .spawn(move || {
-                let r = pipeline.run(deadline);
+                // A second of the deadline is kept for the service's own shutdown after it.
+                let r = pipeline.run(deadline.saturating_sub(Duration::from_secs(1)));
                 let _ = done_tx.send(r);
             })
             .map_err(ServiceError::Thread)?;
@@ -291,25 +292,30 @@ impl Service {
         }
     }
 
-    /// Stops consuming, drains in-flight alerts and commits, all within the configured
-    /// deadline; then stops the HTTP endpoints.
+    /// Stops consuming, drains in-flight alerts, commits and leaves the group, all within the
+    /// configured deadline (the consumer thread keeps a second of it for what follows); the
+    /// control follower stops meanwhile. Then stops the HTTP endpoints.
     pub async fn shutdown(mut self) -> Result<(), ServiceError> {
+        let until = tokio::time::Instant::now() + self.deadline;
         self.stop.store(true, Ordering::Relaxed);
-        let r = match tokio::time::timeout(self.deadline, &mut self.done).await {
+        let mut control = std::mem::replace(&mut self.control, control::Follower::stopped());
+        let control = tokio::task::spawn_blocking(move || control.stop());
+        let r = match tokio::time::timeout_at(until, &mut self.done).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ServiceError::ThreadLost),
             Err(_) => Err(ServiceError::DrainTimeout(self.deadline)),
         };
-        let mut control = std::mem::replace(&mut self.control, control::Follower::stopped());
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::task::spawn_blocking(move || control.stop()),
-        )
-        .await;
+        let soon = tokio::time::Instant::now() + Duration::from_millis(200);
+        if tokio::time::timeout_at(until.max(soon), control)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the control follower did not stop before the deadline");
+        }
         if let Some(tx) = self.server_stop.take() {
             let _ = tx.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.server).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), &mut self.server).await;
         r
     }
 }

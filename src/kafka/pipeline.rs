@@ -276,16 +276,35 @@ impl Pipeline {
                 last_gauges = Instant::now();
             }
         }
-        self.shutdown(deadline);
+        let (delivered, closed) = self.shutdown(deadline);
         self.guard.clean();
-        Ok(())
+        if !closed {
+            // Dropping a consumer that has not closed waits for the close without bound:
+            // one reference is leaked so that it is never dropped (the process is exiting).
+            std::mem::forget(Arc::clone(&consumer));
+        }
+        if delivered {
+            Ok(())
+        } else {
+            Err(ServiceError::DrainTimeout(deadline))
+        }
     }
 
-    fn shutdown(&mut self, deadline: Duration) {
-        let until = Instant::now() + deadline.saturating_sub(Duration::from_millis(500));
+    /// Stops within `deadline`: delivers what is in flight (for at most half of it), stores
+    /// the offsets it reached and commits them, then leaves the group. A member that leaves
+    /// while the group rebalances waits behind its own JoinGroup request, which the
+    /// coordinator may hold for the rebalance timeout: the commit and the leave are then cut
+    /// short at the deadline (the next owner re-reads from the last commit: at-least-once,
+    /// with the same alert ids). Returns whether everything in flight was delivered, and
+    /// whether the consumer closed; one that did not is left to the process's exit, since
+    /// dropping it would wait for the close.
+    fn shutdown(&mut self, deadline: Duration) -> (bool, bool) {
+        let t0 = Instant::now();
+        let drain_until = t0 + deadline / 2;
+        let close_until = t0 + deadline.saturating_sub(Duration::from_millis(500));
         self.health.set_ready(false);
         tracing::info!(pending = self.outbox.pending(), "draining in-flight alerts");
-        let clean = self.outbox.drain(None, until);
+        let clean = self.outbox.drain(None, drain_until);
         self.store_offsets();
         let owned: Vec<i32> = self.owned.iter().copied().collect();
         let mut offsets = TopicPartitionList::new();
@@ -296,11 +315,35 @@ impl Pipeline {
                 }
             }
         });
-        self.consumer
-            .context()
-            .commit_sync(&self.consumer, &offsets);
+        let ctx = self.consumer.context();
+        // The revoke that closing causes must not drain and commit again, synchronously.
+        ctx.closing();
+        ctx.commit_async(&self.consumer, &offsets);
+        let closed = match self.consumer.close_queue() {
+            Ok(()) => {
+                // Serve the close (the revoke, the commit, the leave) until done or due.
+                while !self.consumer.closed() && Instant::now() < close_until {
+                    let _ = self.consumer.poll(Duration::from_millis(50));
+                }
+                self.consumer.closed()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start closing the consumer");
+                false
+            }
+        };
         self.export_gauges();
-        tracing::info!(clean, "consumer stopped");
+        if closed {
+            tracing::info!(clean, "consumer stopped");
+        } else {
+            tracing::warn!(
+                clean,
+                waited_secs = t0.elapsed().as_secs_f64(),
+                "the consumer did not leave the group before the deadline (the group is \
+                 rebalancing); input past the last commit will be re-read by its next owner"
+            );
+        }
+        (clean, closed)
     }
 
     /// Hands the pending batch to the decode threads and takes back, in order, the decoded
