@@ -81,6 +81,10 @@ fn sigterm_during_a_rebalance_exits_cleanly_within_the_deadline() {
     let status = alone.wait().expect("reaped");
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(processed && status.success(), "exit 0; log:\n{log}");
+    assert!(
+        !log.contains(" ERROR "),
+        "a clean stop logs no error; log:\n{log}"
+    );
     assert_eq!(
         committed(&m.brokers, "g-shutdown-alone", 8),
         ends,
@@ -128,6 +132,10 @@ fn sigterm_during_a_rebalance_exits_cleanly_within_the_deadline() {
         assert!(
             status.success(),
             "round {round}: exit 0 on SIGTERM; log:\n{log}"
+        );
+        assert!(
+            !log.contains(" ERROR "),
+            "round {round}: a clean stop logs no error; log:\n{log}"
         );
     }
 }

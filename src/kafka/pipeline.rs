@@ -276,12 +276,38 @@ impl Pipeline {
                 last_gauges = Instant::now();
             }
         }
-        let (delivered, closed) = self.shutdown(deadline);
+        let (delivered, close_until) = self.shutdown(deadline);
         self.guard.clean();
-        if !closed {
-            // Dropping a consumer that has not closed waits for the close without bound:
-            // one reference is leaked so that it is never dropped (the process is exiting).
-            std::mem::forget(Arc::clone(&consumer));
+        // Closing (the revoke, the final commit, leaving the group) happens as the consumer is
+        // dropped, and waits without bound while the coordinator holds a JoinGroup request:
+        // the last reference is dropped on a thread of its own, and waited for until the
+        // deadline only.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let last = consumer;
+        let closer = std::thread::Builder::new()
+            .name("dg-close".into())
+            .spawn(move || {
+                while Arc::strong_count(&last) > 1 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                drop(last);
+                let _ = tx.send(());
+            });
+        let t0 = self.turn;
+        drop(self);
+        let closed = closer.is_ok()
+            && rx
+                .recv_timeout(close_until.saturating_duration_since(Instant::now()))
+                .is_ok();
+        if closed {
+            tracing::info!(clean = delivered, "consumer stopped");
+        } else {
+            tracing::warn!(
+                clean = delivered,
+                waited_secs = t0.elapsed().as_secs_f64(),
+                "the consumer did not leave the group before the deadline (the group is \
+                 rebalancing); input past the last commit will be re-read by its next owner"
+            );
         }
         if delivered {
             Ok(())
@@ -291,17 +317,17 @@ impl Pipeline {
     }
 
     /// Stops within `deadline`: delivers what is in flight (for at most half of it), stores
-    /// the offsets it reached and commits them, then leaves the group. A member that leaves
-    /// while the group rebalances waits behind its own JoinGroup request, which the
-    /// coordinator may hold for the rebalance timeout: the commit and the leave are then cut
-    /// short at the deadline (the next owner re-reads from the last commit: at-least-once,
-    /// with the same alert ids). Returns whether everything in flight was delivered, and
-    /// whether the consumer closed; one that did not is left to the process's exit, since
-    /// dropping it would wait for the close.
-    fn shutdown(&mut self, deadline: Duration) -> (bool, bool) {
+    /// the offsets it reached and commits them. Leaving the group follows when the consumer is
+    /// dropped; a member that leaves while the group rebalances waits behind its own
+    /// JoinGroup request, which the coordinator may hold for the rebalance timeout, so the
+    /// caller waits for that only until the returned instant (the next owner then re-reads
+    /// from the last commit: at-least-once, with the same alert ids). Returns whether
+    /// everything in flight was delivered.
+    fn shutdown(&mut self, deadline: Duration) -> (bool, Instant) {
         let t0 = Instant::now();
         let drain_until = t0 + deadline / 2;
         let close_until = t0 + deadline.saturating_sub(Duration::from_millis(500));
+        self.turn = t0;
         self.health.set_ready(false);
         tracing::info!(pending = self.outbox.pending(), "draining in-flight alerts");
         let clean = self.outbox.drain(None, drain_until);
@@ -319,31 +345,8 @@ impl Pipeline {
         // The revoke that closing causes must not drain and commit again, synchronously.
         ctx.closing();
         ctx.commit_async(&self.consumer, &offsets);
-        let closed = match self.consumer.close_queue() {
-            Ok(()) => {
-                // Serve the close (the revoke, the commit, the leave) until done or due.
-                while !self.consumer.closed() && Instant::now() < close_until {
-                    let _ = self.consumer.poll(Duration::from_millis(50));
-                }
-                self.consumer.closed()
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not start closing the consumer");
-                false
-            }
-        };
         self.export_gauges();
-        if closed {
-            tracing::info!(clean, "consumer stopped");
-        } else {
-            tracing::warn!(
-                clean,
-                waited_secs = t0.elapsed().as_secs_f64(),
-                "the consumer did not leave the group before the deadline (the group is \
-                 rebalancing); input past the last commit will be re-read by its next owner"
-            );
-        }
-        (clean, closed)
+        (clean, close_until)
     }
 
     /// Hands the pending batch to the decode threads and takes back, in order, the decoded
