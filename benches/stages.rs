@@ -1,7 +1,8 @@
 //! Each stage of the staged topology on one core, with 100k active accounts: `account` is
 //! an account engine judging decoded events and encoding each event's observation for the
 //! observations topic; `link` is a link engine decoding observation records and taking them
-//! in. Prints the observation bytes per event as a JSON line. (The Kafka hops are not
+//! in. Prints the observation bytes per event as a JSON line, alone and in the batch records
+//! the account stage writes. (The Kafka hops are not
 //! included: see `benches/kafka.rs` for the service.)
 
 /// The same allocator as the service binary.
@@ -55,6 +56,8 @@ fn bench_stages(c: &mut Criterion) {
         next: 0,
     };
     let (mut bytes, mut records) = (0usize, 0usize);
+    // As the account stage writes them: batch records of at most `observation::BATCH_BYTES`.
+    let (mut batch, mut batched_bytes) = (observation::Batch::default(), 0usize);
     // Warm up: every account seen a few times by every engine.
     while gen.next < ACCOUNTS * 3 {
         for e in gen.pool() {
@@ -65,15 +68,22 @@ fn bench_stages(c: &mut Criterion) {
                 let r = observation::encode(&e, &obs);
                 bytes += r.len();
                 records += 1;
+                let w = observation::to_wire(&e, &obs);
+                if batch.full_for(&w) {
+                    batched_bytes += batch.take_record().len();
+                }
+                batch.push(w, 0, 0);
                 let (ev, obs) = observation::decode(&r).expect("decodes");
                 link.observe(&ev, &obs, &mut out);
             }
             out.clear();
         }
     }
+    batched_bytes += batch.take_record().len();
     println!(
-        "{{\"observation_bytes_per_event\":{:.1}}}",
-        bytes as f64 / records.max(1) as f64
+        "{{\"observation_bytes_per_event\":{:.1},\"batched_observation_bytes_per_event\":{:.1}}}",
+        bytes as f64 / records.max(1) as f64,
+        batched_bytes as f64 / records.max(1) as f64
     );
 
     let mut group = c.benchmark_group("stages/100k_accounts");

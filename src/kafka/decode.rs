@@ -35,6 +35,9 @@ pub struct Item {
     /// On the observations topic (the link stage): the account stage's observation of the
     /// event.
     pub observation: Option<Box<Observation>>,
+    /// The last item of its record (a batch record of the observations topic gives one item
+    /// per event, all at its offset): only then is the offset processed.
+    pub last: bool,
     /// Original key and bytes, kept only for malformed records (the dead-letter copy).
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
@@ -62,6 +65,14 @@ pub enum Decoded {
     },
 }
 
+/// What a record holds: an input event, or an observations topic's record.
+// Transient, one record at a time.
+#[allow(clippy::large_enum_variant)]
+enum Got {
+    Event(Event),
+    Observations(Payload),
+}
+
 /// How the record's bytes are decoded.
 #[derive(Clone)]
 pub struct Decode {
@@ -86,58 +97,77 @@ impl Decode {
         self
     }
 
-    /// Decodes one record. `poison`: dead-lettered unread; `sample`: decode time recorded.
-    pub fn record(&self, rec: RecordRef<'_>, poison: bool, sample: bool) -> Decoded {
+    /// Decodes one record into `out`: one item, or one per event of a batch record of the
+    /// observations topic. `poison`: dead-lettered unread; `sample`: decode time recorded.
+    pub fn record_into(
+        &self,
+        rec: RecordRef<'_>,
+        poison: bool,
+        sample: bool,
+        out: &mut Vec<Decoded>,
+    ) {
         let t0 = sample.then(Instant::now);
-        let mut observation = None;
         let decoded = if poison {
             Err(DecodeError::Poison)
         } else {
             // A decoder bug costs one record (dead-lettered), not the partition.
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 if self.observations {
-                    super::observation::decode_record(rec.payload).map(|p| match p {
-                        Payload::Event(ev, obs) => {
-                            observation = Some(Box::new(obs));
-                            Ok(ev)
-                        }
-                        Payload::Progress(p) => Err(p),
-                    })
+                    super::observation::decode_record(rec.payload).map(Got::Observations)
                 } else if self.json {
-                    self.decoder.decode_json(rec.payload).map(Ok)
+                    self.decoder.decode_json(rec.payload).map(Got::Event)
                 } else {
-                    self.decoder.decode_protobuf(rec.payload).map(Ok)
+                    self.decoder.decode_protobuf(rec.payload).map(Got::Event)
                 }
             }))
             .unwrap_or_else(|p| Err(DecodeError::Internal(crate::replay::panic_message(&*p))))
         };
-        let decoded = match decoded {
-            Ok(Ok(ev)) => Ok(ev),
-            Err(e) => Err(e),
-            Ok(Err(progress)) => {
-                return Decoded::Progress {
-                    partition: rec.partition,
-                    offset: rec.offset,
-                    progress,
+        let item = |decoded, observation, last, sampled| {
+            Decoded::Record(Item {
+                partition: rec.partition,
+                offset: rec.offset,
+                msg_ts: rec.msg_ts,
+                sampled,
+                decoded,
+                observation,
+                last,
+                key: None,
+                payload: None,
+            })
+        };
+        match decoded {
+            Ok(Got::Event(ev)) => out.push(item(Ok(ev), None, true, t0.map(|t| t.elapsed()))),
+            Ok(Got::Observations(Payload::Event(ev, obs))) => out.push(item(
+                Ok(ev),
+                Some(Box::new(obs)),
+                true,
+                t0.map(|t| t.elapsed()),
+            )),
+            Ok(Got::Observations(Payload::Batch(events))) => {
+                let sampled = t0.map(|t| t.elapsed() / events.len().max(1) as u32);
+                let n = events.len();
+                for (i, (ev, obs)) in events.into_iter().enumerate() {
+                    out.push(item(Ok(ev), Some(Box::new(obs)), i + 1 == n, sampled));
                 }
             }
-        };
-        let sampled = t0.map(|t| t.elapsed());
-        let bad = decoded.is_err();
-        Decoded::Record(Item {
-            partition: rec.partition,
-            offset: rec.offset,
-            msg_ts: rec.msg_ts,
-            sampled,
-            decoded,
-            observation,
-            key: if bad {
-                rec.key.map(<[u8]>::to_vec)
-            } else {
-                None
-            },
-            payload: bad.then(|| rec.payload.to_vec()),
-        })
+            Ok(Got::Observations(Payload::Progress(progress))) => out.push(Decoded::Progress {
+                partition: rec.partition,
+                offset: rec.offset,
+                progress,
+            }),
+            Err(e) => out.push(Decoded::Record(Item {
+                partition: rec.partition,
+                offset: rec.offset,
+                msg_ts: rec.msg_ts,
+                sampled: t0.map(|t| t.elapsed()),
+                decoded: Err(e),
+                observation: None,
+                last: true,
+                // Kept for the dead-letter copy.
+                key: rec.key.map(<[u8]>::to_vec),
+                payload: Some(rec.payload.to_vec()),
+            })),
+        }
     }
 }
 
@@ -223,8 +253,8 @@ impl Batch {
     fn decode(&mut self, d: &Decode) {
         self.out.clear();
         for e in &self.entries {
-            self.out.push(match e {
-                Entry::Eof(p) => Decoded::Eof(*p),
+            match e {
+                Entry::Eof(p) => self.out.push(Decoded::Eof(*p)),
                 Entry::Record {
                     partition,
                     offset,
@@ -241,9 +271,9 @@ impl Batch {
                         key: key.clone().map(|k| &self.bytes[k]),
                         payload: &self.bytes[payload.clone()],
                     };
-                    d.record(rec, *poison, *sample)
+                    d.record_into(rec, *poison, *sample, &mut self.out);
                 }
-            });
+            }
         }
         self.clear();
     }

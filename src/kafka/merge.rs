@@ -98,6 +98,8 @@ struct Part<T> {
     buf: VecDeque<Entry<T>>,
     /// Next offset expected from the broker (older ones are stale after a seek).
     position: i64,
+    /// The last record buffered has more items to come (at its offset).
+    open: bool,
     /// The writer's last progress report: whether it is behind, and when it was heard.
     upstream: Option<(bool, Instant)>,
 }
@@ -153,6 +155,7 @@ impl<T> Merge<T> {
                     anchor: None,
                     buf: VecDeque::new(),
                     position: s.start,
+                    open: false,
                     upstream: None,
                 };
                 (p, part)
@@ -170,20 +173,24 @@ impl<T> Merge<T> {
             .is_some_and(|p| offset >= p.position)
     }
 
-    /// Buffers a record. `order` is its event time (`i64::MIN` when it has none). Returns a
-    /// pause intent when the partition's buffer is full.
+    /// Buffers a record, or one item of a record that holds several (all at its offset; `last`
+    /// says whether more of it follow). `order` is its event time (`i64::MIN` when it has
+    /// none). Returns a pause intent when the partition's buffer is full.
     pub fn push(
         &mut self,
         partition: i32,
         offset: i64,
         order: i64,
         item: T,
+        last: bool,
         now: Instant,
     ) -> Option<Intent> {
         let part = self.parts.get_mut(&partition)?;
-        if offset < part.position {
+        let more_of_open = part.open && offset + 1 == part.position;
+        if offset < part.position && !more_of_open {
             return None;
         }
+        part.open = !last;
         part.position = offset + 1;
         part.last_ts = part.last_ts.max(order);
         part.last_arrival = Some(now);
@@ -422,12 +429,12 @@ mod tests {
         m.assign([live(0, 100), live(1, 100)], t0);
         // Partition 0's whole chunk arrives before partition 1's.
         for i in 0..100 {
-            m.push(0, i, i * 1_000, i * 1_000, t0);
+            m.push(0, i, i * 1_000, i * 1_000, true, t0);
         }
         // Partition 1 is still catching up and has sent nothing: nothing may pass it.
         assert!(taken(&mut m, t0).is_empty());
         for i in 0..100 {
-            m.push(1, i, i * 1_000 + 500, i * 1_000 + 500, t0);
+            m.push(1, i, i * 1_000 + 500, i * 1_000 + 500, true, t0);
         }
         let out = taken(&mut m, t0);
         assert_eq!(out.len(), 200);
@@ -437,15 +444,34 @@ mod tests {
     }
 
     #[test]
+    fn the_items_of_a_record_that_holds_several_all_come_through_once() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK);
+        m.assign([live(0, 3)], t0);
+        // Record 0 holds one event; record 1 a batch of three; record 2 one again.
+        m.push(0, 0, 1_000, 1, true, t0);
+        m.push(0, 1, 2_000, 2, false, t0);
+        m.push(0, 1, 2_100, 3, false, t0);
+        m.push(0, 1, 2_200, 4, true, t0);
+        // Once the batch is closed, its offset again is a stale duplicate.
+        assert_eq!(m.push(0, 1, 2_300, 99, true, t0), None);
+        m.push(0, 2, 3_000, 5, true, t0);
+        let (mut out, mut intents) = (Vec::new(), Vec::new());
+        m.drain(t0, false, &mut out, &mut intents);
+        let got: Vec<(i64, i64)> = out.iter().map(|t| (t.offset, t.item)).collect();
+        assert_eq!(got, vec![(0, 1), (1, 2), (1, 3), (1, 4), (2, 5)]);
+    }
+
+    #[test]
     fn a_silent_partition_holds_the_others_back_only_until_idle() {
         let t0 = Instant::now();
         let mut m = Merge::new(IDLE, SLACK);
         m.assign([live(0, 0), live(1, 0)], t0);
         // Partition 0 jumps far ahead in event time after 1_000; partition 1 sent one record
         // at 900 and then nothing.
-        m.push(0, 0, 1_000, 1, t0);
-        m.push(0, 1, 1_000 + SLACK + 10_000, 2, t0);
-        m.push(1, 0, 900, 3, t0);
+        m.push(0, 0, 1_000, 1, true, t0);
+        m.push(0, 1, 1_000 + SLACK + 10_000, 2, true, t0);
+        m.push(1, 0, 900, 3, true, t0);
         assert_eq!(
             taken(&mut m, t0),
             vec![(1, 3), (0, 1)],
@@ -458,8 +484,8 @@ mod tests {
             "idle: no longer waited for"
         );
         // Within the slack, nothing waits at all.
-        m.push(0, 2, 1_000 + SLACK + 20_000, 4, t0 + IDLE);
-        m.push(0, 3, 1_000 + SLACK + 30_000, 5, t0 + IDLE);
+        m.push(0, 2, 1_000 + SLACK + 20_000, 4, true, t0 + IDLE);
+        m.push(0, 3, 1_000 + SLACK + 30_000, 5, true, t0 + IDLE);
         assert_eq!(taken(&mut m, t0 + IDLE), vec![(0, 4), (0, 5)]);
     }
 
@@ -471,9 +497,9 @@ mod tests {
         // Partition 0's writer races through a backlog; partition 1's writer is slow: it has
         // written up to 1_000 and says it is behind, and the broker has it at its end.
         for i in 0..10 {
-            m.push(0, i, 1_000 + i * SLACK, i, t0);
+            m.push(0, i, 1_000 + i * SLACK, i, true, t0);
         }
-        m.push(1, 0, 1_000, 100, t0);
+        m.push(1, 0, 1_000, 100, true, t0);
         m.eof(1);
         assert_eq!(
             m.progress(1, 1, 1_000, true, t0),
@@ -514,7 +540,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Merge::new(IDLE, SLACK).with_writers(IDLE * 5);
         m.assign([live(0, 0), live(1, 0)], t0);
-        m.push(0, 0, 1_000, 1, t0);
+        m.push(0, 0, 1_000, 1, true, t0);
         // No writer has reported on partition 1 since the assignment: it is waited for.
         assert!(taken(&mut m, t0 + IDLE * 2).is_empty());
         // Its writer appears, behind; then catches up.
@@ -525,7 +551,7 @@ mod tests {
         // Without writers (the input topic), a silent partition holds nothing past idle.
         let mut m = Merge::new(IDLE, SLACK);
         m.assign([live(0, 0), live(1, 0)], t0);
-        m.push(0, 0, 1_000, 1, t0);
+        m.push(0, 0, 1_000, 1, true, t0);
         assert_eq!(taken(&mut m, t0 + IDLE * 2), vec![(0, 1)]);
     }
 
@@ -534,8 +560,8 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Merge::new(IDLE, SLACK);
         m.assign([live(0, 10), live(1, 10)], t0);
-        m.push(0, 0, 5_000, 0, t0);
-        m.push(1, 0, 1_000, 0, t0);
+        m.push(0, 0, 5_000, 0, true, t0);
+        m.push(1, 0, 1_000, 0, true, t0);
         // Partition 1 (not done, empty after its record is taken) bounds the merge at 1_000.
         assert_eq!(taken(&mut m, t0), vec![(1, 0)]);
         assert!(taken(&mut m, t0 + CATCHUP_WAIT / 2).is_empty());
@@ -557,11 +583,11 @@ mod tests {
         assert!(!m.wants(0, 9), "before the start: fetched before the seek");
         assert!(!m.wants(1, 10), "not owned");
         for o in 10..14 {
-            m.push(0, o, o, o, t0);
+            m.push(0, o, o, o, true, t0);
         }
         assert!(!m.wants(0, 12), "already buffered");
         assert_eq!(
-            m.push(0, 11, 11, 11, t0),
+            m.push(0, 11, 11, 11, true, t0),
             None,
             "a stale duplicate is ignored"
         );
@@ -579,7 +605,7 @@ mod tests {
         m.assign([live(0, 0), live(1, 0)], t0);
         let mut intents = Vec::new();
         for i in 0..HIGH as i64 {
-            intents.extend(m.push(0, i, 10_000 + i, i, t0));
+            intents.extend(m.push(0, i, 10_000 + i, i, true, t0));
         }
         assert_eq!(intents, vec![Intent::Pause(0)]);
         assert_eq!(m.unpaused(), vec![1]);
@@ -590,7 +616,7 @@ mod tests {
         assert_eq!(out.len(), HIGH);
         assert!(intents.is_empty(), "held for back-pressure: no resume");
         for i in 0..HIGH as i64 {
-            m.push(0, HIGH as i64 + i, 10_000 + i, i, t0 + IDLE);
+            m.push(0, HIGH as i64 + i, 10_000 + i, i, true, t0 + IDLE);
         }
         let (mut out, mut intents) = (Vec::new(), Vec::new());
         m.drain(t0 + IDLE, false, &mut out, &mut intents);
@@ -604,18 +630,18 @@ mod tests {
         // Both at their ends (a quiet topic); then a burst, partition 0 fetched far ahead.
         m.assign([live(0, 0), live(1, 0)], t0);
         for i in 0..4 {
-            m.push(0, i, 200_000 + i * 60_000, i, t0);
+            m.push(0, i, 200_000 + i * 60_000, i, true, t0);
         }
-        m.push(1, 0, 0, 10, t0);
+        m.push(1, 0, 0, 10, true, t0);
         // Partition 1 ran empty at 0 with more on its way: nothing past 0 + SLACK.
         assert_eq!(taken(&mut m, t0), vec![(1, 10)]);
-        m.push(1, 1, 100_000, 11, t0);
+        m.push(1, 1, 100_000, 11, true, t0);
         assert_eq!(taken(&mut m, t0), vec![(1, 11), (0, 0)]);
         // At its end (the broker says so), partition 1 still holds back what was fetched
         // while a producer's batch of its older records may be in flight...
         m.eof(1);
         assert!(taken(&mut m, t0 + END_GRACE / 2).is_empty());
-        m.push(1, 2, 120_000, 12, t0 + END_GRACE / 2);
+        m.push(1, 2, 120_000, 12, true, t0 + END_GRACE / 2);
         m.eof(1);
         assert_eq!(taken(&mut m, t0 + END_GRACE / 2), vec![(1, 12), (0, 1)]);
         // ...and no longer once that grace has passed.
@@ -630,9 +656,9 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Merge::new(IDLE, SLACK);
         m.assign([live(0, 0), live(1, 0)], t0);
-        m.push(0, 0, 5_000, 1, t0);
-        m.push(1, 0, i64::MIN, 2, t0);
-        m.push(1, 1, 6_000, 3, t0);
+        m.push(0, 0, 5_000, 1, true, t0);
+        m.push(1, 0, i64::MIN, 2, true, t0);
+        m.push(1, 1, 6_000, 3, true, t0);
         assert_eq!(taken(&mut m, t0), vec![(1, 2), (0, 1), (1, 3)]);
     }
 }

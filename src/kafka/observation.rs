@@ -51,6 +51,11 @@ pub struct Progress {
     pub behind: bool,
 }
 
+/// The most a batch record's observations take encoded: well under the 1 MiB that brokers and
+/// topics accept by default (`message.max.bytes`, `max.message.bytes`), so that a batch is
+/// never refused for its size. At about 150 bytes an observation, some 1,700 events a record.
+pub const BATCH_BYTES: usize = 256 * 1024;
+
 /// A record of the observations topic.
 // Transient, one record at a time: the observation is boxed when it is kept (`Item`).
 #[allow(clippy::large_enum_variant)]
@@ -58,7 +63,50 @@ pub struct Progress {
 pub enum Payload {
     /// An accepted event and the account stage's observation of it.
     Event(Event, Observation),
+    /// Observations of consecutive events, in order.
+    Batch(Vec<(Event, Observation)>),
     Progress(Progress),
+}
+
+/// Observations on their way to one observations partition, gathered into one record.
+#[derive(Default)]
+pub struct Batch {
+    items: Vec<proto::Observation>,
+    bytes: usize,
+    /// Input offset and Kafka timestamp of its first event.
+    pub first_offset: i64,
+    pub first_msg_ts: i64,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether adding `obs` would take it past [`BATCH_BYTES`] (a batch takes at least one).
+    pub fn full_for(&self, obs: &proto::Observation) -> bool {
+        !self.items.is_empty() && self.bytes + obs.encoded_len() + 4 > BATCH_BYTES
+    }
+
+    /// Adds the observation of the event at input `offset`.
+    pub fn push(&mut self, obs: proto::Observation, offset: i64, msg_ts: i64) {
+        if self.items.is_empty() {
+            self.first_offset = offset;
+            self.first_msg_ts = msg_ts;
+        }
+        self.bytes += obs.encoded_len() + 4;
+        self.items.push(obs);
+    }
+
+    /// The batch record, emptying the batch.
+    pub fn take_record(&mut self) -> Vec<u8> {
+        self.bytes = 0;
+        proto::Observation {
+            batch: std::mem::take(&mut self.items),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
 }
 
 /// The progress record for the observations topic.
@@ -71,8 +119,14 @@ pub fn encode_progress(p: Progress) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// The record for the observations topic of `obs`, the account stage's observation of `ev`.
+/// The record for the observations topic of `obs`, the account stage's observation of `ev`,
+/// alone (the account stage writes [`Batch`]es of them).
 pub fn encode(ev: &Event, obs: &Observation) -> Vec<u8> {
+    to_wire(ev, obs).encode_to_vec()
+}
+
+/// `obs`, the account stage's observation of `ev`, as the topic's message.
+pub fn to_wire(ev: &Event, obs: &Observation) -> proto::Observation {
     let (s, t, f) = (&obs.sample, &obs.touch, &obs.facts);
     let flags = bit(s.single_turn, Flag::SingleTurn)
         | bit(s.reasoning, Flag::Reasoning)
@@ -127,8 +181,8 @@ pub fn encode(ev: &Event, obs: &Observation) -> Vec<u8> {
             })
             .collect(),
         progress: None,
+        batch: Vec::new(),
     }
-    .encode_to_vec()
 }
 
 fn invalid(what: &str) -> DecodeError {
@@ -144,6 +198,21 @@ pub fn decode_record(bytes: &[u8]) -> Result<Payload, DecodeError> {
             behind: p.behind,
         }));
     }
+    if !w.batch.is_empty() {
+        // A batch is judged whole: one malformed observation rejects the record.
+        return w
+            .batch
+            .into_iter()
+            .map(|o| {
+                if o.progress.is_some() || !o.batch.is_empty() {
+                    Err(invalid("a batch holds only events"))
+                } else {
+                    from_wire(o)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Payload::Batch);
+    }
     from_wire(w).map(|(ev, obs)| Payload::Event(ev, obs))
 }
 
@@ -153,6 +222,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Event, Observation), DecodeError> {
     match decode_record(bytes)? {
         Payload::Event(ev, obs) => Ok((ev, obs)),
         Payload::Progress(_) => Err(invalid("a progress record, not an event")),
+        Payload::Batch(_) => Err(invalid("a batch record, not one event")),
     }
 }
 
@@ -333,10 +403,75 @@ mod tests {
             assert!(bytes.len() < 16, "{} bytes", bytes.len());
             match decode_record(&bytes).expect("decodes") {
                 Payload::Progress(back) => assert_eq!(back, p),
-                Payload::Event(..) => panic!("an event"),
+                other => panic!("not progress: {other:?}"),
             }
             assert!(decode(&bytes).is_err());
         }
+    }
+
+    #[test]
+    fn a_batch_record_carries_its_observations_in_order_and_stays_under_its_bound() {
+        let sim = crate::sim::generate(&crate::sim::SimOptions {
+            seed: 3,
+            scale: 0.2,
+            hours: 1.0,
+            ..Default::default()
+        })
+        .expect("simulation");
+        let decoder = Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
+        let events: Vec<Event> = sim
+            .events
+            .into_iter()
+            .map(|raw| decoder.from_json(raw).expect("simulated events are valid"))
+            .collect();
+        let cfg = Arc::new(Config::default().validate().expect("valid"));
+        let mut account = Engine::new(cfg).with_role(Role::Account);
+        let mut out = Vec::new();
+        let mut batch = Batch::default();
+        let mut sent = Vec::new();
+        let mut records = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            account.process(ev, &mut out);
+            if let Some(obs) = account.take_observation() {
+                let w = to_wire(ev, &obs);
+                if batch.full_for(&w) {
+                    records.push(batch.take_record());
+                }
+                batch.push(w, i as i64, 0);
+                sent.push(ev.event_id.to_string());
+            }
+        }
+        records.push(batch.take_record());
+        assert!(
+            records.len() > 1,
+            "the bound splits a long run into records"
+        );
+        let mut back = Vec::new();
+        for r in &records {
+            assert!(r.len() <= BATCH_BYTES, "{} bytes", r.len());
+            match decode_record(r).expect("decodes") {
+                Payload::Batch(items) => {
+                    back.extend(items.into_iter().map(|(ev, _)| ev.event_id.to_string()))
+                }
+                other => panic!("not a batch: {other:?}"),
+            }
+        }
+        assert_eq!(back, sent, "every observation, in order");
+        // One malformed observation rejects the whole record.
+        let bad = proto::Observation {
+            batch: vec![
+                proto::Observation::decode(records[0].as_slice())
+                    .expect("decodes")
+                    .batch[0]
+                    .clone(),
+                proto::Observation {
+                    progress: Some(proto::Progress { behind: false }),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        assert!(decode_record(&bad.encode_to_vec()).is_err());
     }
 
     #[test]

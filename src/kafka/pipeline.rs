@@ -8,7 +8,7 @@
 //! the crash-loop guard must watch ([`super::guard`]) is decoded here instead, with no batch in
 //! flight, so that a death is blamed on the right record.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -148,6 +148,8 @@ pub struct Pipeline {
     live: LiveAllowlist,
     /// The decode threads are gone.
     lost: bool,
+    /// Account stage: observations gathered this turn, by observations partition.
+    batches: BTreeMap<i32, super::observation::Batch>,
 }
 
 impl Pipeline {
@@ -196,6 +198,7 @@ impl Pipeline {
             tick: 0,
             guard: Guard::open(&cfg),
             lost: false,
+            batches: BTreeMap::new(),
             cfg,
         })
     }
@@ -401,8 +404,8 @@ impl Pipeline {
     }
 
     fn push(&mut self, item: Item) {
-        let (p, offset, order) = (item.partition, item.offset, item.order());
-        if let Some(intent) = self.merge.push(p, offset, order, item, self.turn) {
+        let (p, offset, order, last) = (item.partition, item.offset, item.order(), item.last);
+        if let Some(intent) = self.merge.push(p, offset, order, item, last, self.turn) {
             self.apply(intent);
         }
     }
@@ -419,8 +422,12 @@ impl Pipeline {
             // then it is decoded here, alone.
             self.collect(true)?;
             let poison = self.guard.touch(p, offset);
-            let d = self.decode.record(RecordRef::of(m), poison, sample);
-            self.take_one(d);
+            let mut out = Vec::with_capacity(1);
+            self.decode
+                .record_into(RecordRef::of(m), poison, sample, &mut out);
+            for d in out {
+                self.take_one(d);
+            }
         } else {
             let poison = self.guard.touch(p, offset);
             self.pending.push(RecordRef::of(m), poison, sample);
@@ -483,6 +490,8 @@ impl Pipeline {
 
     /// Hands this turn's processed offsets to the tracker and its verdicts to the counters.
     fn flush_processed(&mut self) {
+        // Their first offsets are held before any offset of theirs is marked processed.
+        self.send_observations();
         if !self.processed.is_empty() {
             let done = &mut self.processed;
             self.outbox.with_tracker(|t| {
@@ -573,7 +582,7 @@ impl Pipeline {
                 // The account stage hands its observation on (sent before: when re-read).
                 if let Some(obs) = self.engine.take_observation() {
                     if live {
-                        self.send_observation(ev, &obs, &item);
+                        self.add_observation(ev, &obs, &item);
                     }
                 }
                 let alerts = std::mem::take(&mut self.alerts);
@@ -604,7 +613,7 @@ impl Pipeline {
             }
             Err(_) => {}
         }
-        if live {
+        if live && item.last {
             self.processed.push((item.partition, item.offset));
         }
         if let Some((t, decode)) = t0 {
@@ -651,18 +660,50 @@ impl Pipeline {
             .with_tracker(|t| t.processed(item.partition, item.offset));
     }
 
-    /// Sends the account stage's observation of `ev` to the link stage, keyed by account,
-    /// and holds its input offset until delivered.
-    fn send_observation(&self, ev: &Event, obs: &Observation, item: &Item) {
+    /// Adds the account stage's observation of `ev` to its partition's batch for the link
+    /// stage (sent when full, and at the end of the turn: [`Pipeline::send_observations`]).
+    fn add_observation(&mut self, ev: &Event, obs: &Observation, item: &Item) {
+        let w = super::observation::to_wire(ev, obs);
+        let p = item.partition;
+        if self.batches.get(&p).is_some_and(|b| b.full_for(&w)) {
+            self.send_batch(p);
+        }
+        self.batches
+            .entry(p)
+            .or_default()
+            .push(w, item.offset, item.msg_ts);
+    }
+
+    /// Sends every partition's batch of observations, each as one record to the observations
+    /// partition of its input partition, holding the input offset of its first event until
+    /// delivered. Before the offsets of a turn are marked processed.
+    fn send_observations(&mut self) {
+        let ps: Vec<i32> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(&p, _)| p)
+            .collect();
+        for p in ps {
+            self.send_batch(p);
+        }
+    }
+
+    fn send_batch(&mut self, p: i32) {
+        let Some(b) = self.batches.get_mut(&p).filter(|b| !b.is_empty()) else {
+            return;
+        };
+        let (offset, source_ts_ms) = (b.first_offset, b.first_msg_ts);
+        let payload = b.take_record();
         self.outbox.send(Outgoing {
             record: Record::Observation,
-            partition: item.partition,
-            offset: item.offset,
+            partition: p,
+            offset,
             track: true,
-            key: ev.account_id.as_bytes().to_vec(),
-            payload: super::observation::encode(ev, obs),
+            key: Vec::new(),
+            payload,
             headers: None,
-            source_ts_ms: item.msg_ts,
+            source_ts_ms,
         });
     }
 

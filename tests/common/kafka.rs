@@ -215,6 +215,84 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize, idle: Duration) -> Ve
     out
 }
 
+/// The records of `topic` from offset `from[p]` up to (not including) `to[p]` of every
+/// partition `p` in `to` (from 0 where `from` has none); for a topic that keeps growing.
+pub fn read_range(
+    brokers: &str,
+    topic: &str,
+    from: &BTreeMap<i32, i64>,
+    to: &BTreeMap<i32, i64>,
+) -> Vec<Record> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-range-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("reader");
+    let mut tpl = TopicPartitionList::new();
+    let mut open = BTreeMap::new();
+    for (&p, &end) in to {
+        let start = from.get(&p).copied().unwrap_or(0).max(0);
+        if start < end {
+            tpl.add_partition_offset(topic, p, Offset::Offset(start))
+                .expect("partition");
+            open.insert(p, end);
+        }
+    }
+    let mut out = Vec::new();
+    if open.is_empty() {
+        return out;
+    }
+    c.assign(&tpl).expect("assign");
+    let t0 = Instant::now();
+    while !open.is_empty() && t0.elapsed() < Duration::from_secs(60) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            let Some(&end) = open.get(&m.partition()) else {
+                continue;
+            };
+            if m.offset() < end {
+                out.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers: BTreeMap::new(),
+                });
+            }
+            if m.offset() + 1 >= end {
+                open.remove(&m.partition());
+            }
+        }
+    }
+    assert!(open.is_empty(), "read {topic} up to {to:?} within 60 s");
+    out
+}
+
+/// Events in observations `records` (a batch record counts each of its events, a progress
+/// record none).
+pub fn events_in(records: &[Record]) -> usize {
+    use distillguard::kafka::observation::{decode_record, Payload};
+    records
+        .iter()
+        .map(
+            |r| match decode_record(&r.payload).expect("an observations record") {
+                Payload::Event(..) => 1,
+                Payload::Batch(b) => b.len(),
+                Payload::Progress(_) => 0,
+            },
+        )
+        .sum()
+}
+
+/// Events observed on the observations topic up to its current ends (a batch record counts
+/// each of its events, a progress record none), and the records read.
+pub fn observed_events(brokers: &str, partitions: i32) -> (usize, usize) {
+    let ends = log_ends_on(brokers, OBSERVATIONS, partitions);
+    let records = read_range(brokers, OBSERVATIONS, &BTreeMap::new(), &ends);
+    (events_in(&records), records.len())
+}
+
 /// Every alert on the alerts topic, read until none arrives for 3 s.
 pub async fn all_alerts(brokers: &str) -> Vec<Alert> {
     let brokers = brokers.to_string();

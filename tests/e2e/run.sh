@@ -183,6 +183,7 @@ start_service() {
   METRICS=http://127.0.0.1:$mport
   SVC_LOG=$WORK/service-$name.log
   say "[$name] starting the service: group $group, $input -> $alerts + $dlq, metrics on $METRICS"
+  DISTILLGUARD__SERVICE__CRASH_MARKER="$WORK/$group.marker" \
   DISTILLGUARD__KAFKA__AUTO_OFFSET_RESET=earliest RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 \
     "$BIN" run --brokers "$BROKERS" --group-id "$group" \
     --input-topic "$input" --alerts-topic "$alerts" --dlq-topic "$dlq" \
@@ -395,14 +396,15 @@ stage_metric() { local port=$1; shift; "${CLIENT[@]}" metric "http://127.0.0.1:$
 start_stage() {
   local name=$1 role=$2
   PORT_STAGE=$("${CLIENT[@]}" free-port)
-  # The account stage writes the observations one record per batch: Tansu 0.6 answers a
-  # fetch from inside a batch with the batches after it only (see client.py), and the link
-  # stage pauses and resumes partitions as it merges them by event time. One record a batch,
-  # Tansu takes the first instance's ~67k observations in about 30 s: past the service's
-  # 30 s message timeout, librdkafka bumps the idempotent producer's epoch, which Tansu 0.6
-  # answers with ProducerFenced for good. Give the deliveries five minutes here.
+  # The account stage writes its observation records one to a producer batch: Tansu 0.6
+  # answers a fetch from inside a batch with the batches after it only (see client.py), and
+  # the link stage pauses and resumes partitions as it merges them by event time. Should Tansu
+  # take longer than the service's 30 s message timeout to store them, librdkafka bumps the
+  # idempotent producer's epoch, which Tansu 0.6 answers with ProducerFenced for good (the
+  # service then replaces the producer). Give the deliveries five minutes here.
   DISTILLGUARD__KAFKA__PRODUCER_PROPERTIES__BATCH_NUM_MESSAGES=1 \
     DISTILLGUARD__KAFKA__PRODUCER_PROPERTIES__MESSAGE_TIMEOUT_MS=300000 \
+    DISTILLGUARD__SERVICE__CRASH_MARKER="$WORK/staged-$name.marker" \
     DISTILLGUARD__KAFKA__AUTO_OFFSET_RESET=earliest RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 \
     "$BIN" run --role "$role" --brokers "$BROKERS" --group-id e2e-staged \
     --input-topic "$INPUT_TOPIC-staged" --alerts-topic "$ALERTS_TOPIC-staged" \
