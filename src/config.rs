@@ -590,6 +590,15 @@ pub struct ClusterConfig {
     /// clusters and adds to a second value (a network, a card, a template), since nothing in
     /// the minute tells the bystanders from the burst.
     pub creation_minute_max_bystander_share: f64,
+    /// A /24 or /64 links a pool spread over a block's addresses (a datacenter range, a proxy
+    /// provider's subnet). If at least this share of its holders hold one of its addresses, it
+    /// is that address's crowd (a residential proxy exit, a swarm behind one NAT) plus the
+    /// people on the neighbouring addresses of the same ISP block: the address links on its
+    /// own, and the prefix names no one alone; it merges clusters and adds to a second value.
+    /// At 0.75 or more the address holds at least `min_members_ip` of the prefix's
+    /// `min_members_ip_prefix` holders; nine in ten keeps it to a block that is one address
+    /// and a few neighbours. 1: off.
+    pub prefix_max_address_share: f64,
     /// Score at or above which a cluster is alerted.
     pub alert_score: f64,
     /// Time constant of the decayed per-value aggregates (seconds).
@@ -649,6 +658,7 @@ impl Default for ClusterConfig {
             crowd_min_accounts: 12,
             creation_minute_max_chance: 1e-3,
             creation_minute_max_bystander_share: 0.05,
+            prefix_max_address_share: 0.9,
             alert_score: 0.6,
             horizon_secs: 3600,
             template_crowd_fresh_share: 0.8,
@@ -1003,6 +1013,10 @@ impl Config {
         share(
             "cluster.creation_minute_max_bystander_share",
             c.creation_minute_max_bystander_share,
+        )?;
+        share(
+            "cluster.prefix_max_address_share",
+            c.prefix_max_address_share,
         )?;
         share("cluster.alert_score", c.alert_score)?;
         share(

@@ -313,10 +313,14 @@ impl LinkDetector for ValueLinks {
             let Some(l) = link(g, now, c) else {
                 continue;
             };
-            let (links_now, alone) = if kind == AttrKind::Creation {
-                self.rare_minute(g, c)
-            } else {
-                (true, !client_or_provider(kind))
+            let (links_now, alone) = match kind {
+                AttrKind::Creation => self.rare_minute(g, c),
+                // A block whose holders crowd onto one of its addresses: that address links on
+                // its own, and the prefix would add only its neighbours.
+                AttrKind::IpPrefix => {
+                    (true, g.address_concentration() < c.prefix_max_address_share)
+                }
+                _ => (true, !client_or_provider(kind)),
             };
             if !links_now {
                 continue;
@@ -346,7 +350,8 @@ impl LinkDetector for ValueLinks {
             // cloud provider) can be everyday and still look pure while a swarm dominates it:
             // on its own it names no one new. It merges clusters its holders are already in;
             // others need a second value. So does a creation minute that may hold people who
-            // signed up in it by chance.
+            // signed up in it by chance, and a /24 or /64 whose holders crowd onto one address
+            // (`cluster.prefix_max_address_share`).
             r.merge_only = !alone;
             r.circumstantial = circumstantial;
             let founds = all_holders && !accounts.is_empty();

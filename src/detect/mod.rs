@@ -119,7 +119,9 @@
 //! An account is *named* only with evidence of its own: at least `cluster.min_member_harvest`
 //! harvests, an extraction-like hour, and fresh, in step, or never chatted. A popular client
 //! fingerprint or an autonomous system alone names no one (they merge clusters and add to a second
-//! value), nor does a creation minute in which the hour's background sign-ups could be more than
+//! value), nor does a /24 or /64 whose holders crowd onto one of its addresses
+//! (`cluster.prefix_max_address_share`: a residential exit links on its own address, and the rest
+//! of its block are its neighbours), nor does a creation minute in which the hour's background sign-ups could be more than
 //! `cluster.creation_minute_max_bystander_share` of its holders, nor does a value shared by circumstance (a network, a creation minute, a template
 //! without lockstep timing: a venue, a sign-up rush, a starter kit) name an account with a chat
 //! history, or one active for less than `cluster.weak_link_min_active_secs` (no time to converse

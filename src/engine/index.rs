@@ -121,9 +121,15 @@ impl Index {
                 }
             }
         }
+        // The event's address and how many accounts hold it, for its /24 or /64 (the address
+        // comes first in `carried`).
+        let mut address = (0u64, 1u32);
         for item in carried {
             if let Some(old) = item.evicted {
                 release_value(&mut self.values, old, akey, profile.was);
+            }
+            if item.kind == AttrKind::Ip {
+                address = (item.key, 1);
             }
             // A solo value stays a bare pair until a second account shows up.
             let mut created = false;
@@ -154,6 +160,11 @@ impl Index {
                 Held::Shared(g) => &mut **g,
             };
             let joined = (item.added || created) && g.add_member(akey, profile.is);
+            match item.kind {
+                AttrKind::Ip => address.1 = g.members.len() as u32,
+                AttrKind::IpPrefix if address.0 != 0 => g.note_address(address.0, address.1),
+                _ => {}
+            }
             in_burst |=
                 g.touch(ts_ms, touch, horizon_ms, bin_ms) && item.kind == AttrKind::Template;
             if joined {

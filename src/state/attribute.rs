@@ -261,6 +261,12 @@ pub struct Attribute {
     created_m2: f64,
     /// Distinct networks behind a device fingerprint or e-mail domain, once it is shared.
     pub networks: Option<Box<Networks>>,
+    /// For a /24 or /64: its busiest address as its holders last showed it (the low 32 bits of
+    /// the address's index key) and that address's holders then. A pool spread over a block
+    /// holds many of its addresses; a residential exit or a carrier's /64 concentrates its
+    /// holders on one, and the rest of the block are its neighbours.
+    top_address: u32,
+    top_address_holders: u32,
     /// It has linked and named its holders (later links name only the account at hand).
     pub founded: bool,
     /// Its holders were last reported to be a crowd of people (kept by the link detector).
@@ -296,6 +302,8 @@ impl Attribute {
             created_mean: 0.0,
             created_m2: 0.0,
             networks: None,
+            top_address: 0,
+            top_address_holders: 0,
             founded: false,
             crowd: false,
         }
@@ -441,6 +449,27 @@ impl Attribute {
         fine.max(coarse)
     }
 
+    /// A request of this /24 or /64 came from the address `key`, which `holders` accounts hold:
+    /// keeps the busiest address seen (a single heavy-hitter slot, refreshed whenever that
+    /// address is seen again).
+    pub fn note_address(&mut self, key: u64, holders: u32) {
+        let k = key as u32;
+        if k == self.top_address || holders > self.top_address_holders {
+            self.top_address = k;
+            self.top_address_holders = holders;
+        }
+    }
+
+    /// Share of this /24's or /64's holders that hold its busiest address (see
+    /// [`Attribute::note_address`]); 0 before any address was noted.
+    pub fn address_concentration(&self) -> f64 {
+        if self.members.is_empty() {
+            0.0
+        } else {
+            (f64::from(self.top_address_holders) / self.members.len() as f64).min(1.0)
+        }
+    }
+
     /// Accounts per distinct network behind this value: high for a custom client used
     /// through a proxy pool, about 1 or below for a popular SDK or webmail domain.
     pub fn accounts_per_network(&self) -> Option<f64> {
@@ -463,6 +492,24 @@ impl Attribute {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_keeps_its_busiest_address() {
+        let mut a = Attribute::new(AttrKind::IpPrefix, "10.0.0.0/24".into(), 0);
+        for m in 0..10 {
+            a.add_member(m, true);
+        }
+        assert_eq!(a.address_concentration(), 0.0);
+        // A neighbour's own address, then the exit most holders sit on.
+        a.note_address(1, 1);
+        a.note_address(2, 9);
+        assert!((a.address_concentration() - 0.9).abs() < 1e-9);
+        // A less busy address does not displace it; the busiest one seen again updates it.
+        a.note_address(3, 4);
+        assert!((a.address_concentration() - 0.9).abs() < 1e-9);
+        a.note_address(2, 5);
+        assert!((a.address_concentration() - 0.5).abs() < 1e-9);
+    }
 
     #[test]
     fn register_weights_are_exact_powers_of_two() {
