@@ -7,17 +7,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
+use common::free_addr;
 use common::kafka::*;
 
 const MARK: &str = "POISON-RECORD-MARKER";
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
 
 fn start(
     brokers: &str,
@@ -28,28 +24,10 @@ fn start(
     addr: SocketAddr,
     config: &std::path::Path,
 ) -> Child {
-    common::bin()
-        .args([
-            "run",
-            "--config",
-            config.to_str().expect("utf-8 path"),
-            "--brokers",
-            brokers,
-            "--group-id",
-            group,
-            "--input-format",
-            "json",
-            "--alerts-format",
-            "json",
-            "--metrics-addr",
-            &addr.to_string(),
-        ])
-        .env("DISTILLGUARD__KAFKA__AUTO_OFFSET_RESET", "earliest")
+    common::service(brokers, group, addr, log)
+        .args(["--config", config.to_str().expect("utf-8 path")])
         .env("DISTILLGUARD__SERVICE__CRASH_MARKER", marker)
         .env("DISTILLGUARD_DEBUG_FAULT", fault)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("service starts")
 }

@@ -6,41 +6,20 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
+use common::free_addr;
 use common::kafka::*;
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
 fn start(brokers: &str, addr: SocketAddr, log: &std::path::Path) -> Child {
-    common::bin()
-        .args([
-            "run",
-            "--brokers",
-            brokers,
-            "--group-id",
-            "g-restart",
-            "--input-format",
-            "json",
-            "--alerts-format",
-            "json",
-            "--metrics-addr",
-            &addr.to_string(),
-        ])
-        .env("DISTILLGUARD__KAFKA__AUTO_OFFSET_RESET", "earliest")
+    common::service(brokers, "g-restart", addr, log)
         .env("DISTILLGUARD__SERVICE__STATISTICS_INTERVAL_MS", "500")
-        // Its own crash-loop marker: not one a test run killed earlier left in /tmp.
+        // One marker for both lives, as a restarted pod keeps its own.
         .env(
             "DISTILLGUARD__SERVICE__CRASH_MARKER",
             log.with_file_name("crash.marker"),
         )
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("service starts")
 }

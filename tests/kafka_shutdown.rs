@@ -6,45 +6,20 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::free_addr;
 use common::kafka::*;
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
 fn start(brokers: &str, group: &str, addr: SocketAddr, log: &std::path::Path) -> Child {
-    common::bin()
+    common::service(brokers, group, addr, log)
         // No periodic commit: what is committed at the end is the shutdown's.
         .env(
             "DISTILLGUARD__KAFKA__CONSUMER_PROPERTIES__AUTO_COMMIT_INTERVAL_MS",
             "600000",
         )
-        .args([
-            "run",
-            "--brokers",
-            brokers,
-            "--group-id",
-            group,
-            "--input-format",
-            "json",
-            "--alerts-format",
-            "json",
-            "--metrics-addr",
-            &addr.to_string(),
-        ])
-        .env("DISTILLGUARD__KAFKA__AUTO_OFFSET_RESET", "earliest")
         .env("DISTILLGUARD__SERVICE__SHUTDOWN_DEADLINE_SECS", "10")
-        .env(
-            "DISTILLGUARD__SERVICE__CRASH_MARKER",
-            log.with_extension("marker"),
-        )
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("service starts")
 }

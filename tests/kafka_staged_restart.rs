@@ -12,16 +12,12 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::free_addr;
 use common::kafka::*;
 use distillguard::alert::Alert;
 
 const PARTITIONS: i32 = 4;
 const GROUP: &str = "g-staged-restart";
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
 
 /// One process of the topology: its role, metrics address and the log of each life.
 struct Proc {

@@ -2,11 +2,48 @@
 
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_distillguard"))
+}
+
+/// A free local address, for a service's metrics endpoint.
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// `distillguard run` against `brokers` in consumer group `group`: JSON in and out, from the
+/// earliest offset, metrics on `addr`, logging at info into `log`, with a crash-loop marker of
+/// its own beside the log (processes of one group on one host must not share one). Callers
+/// add their arguments and environment, then spawn it.
+pub fn service(brokers: &str, group: &str, addr: SocketAddr, log: &Path) -> Command {
+    let mut c = bin();
+    c.args([
+        "run",
+        "--brokers",
+        brokers,
+        "--group-id",
+        group,
+        "--input-format",
+        "json",
+        "--alerts-format",
+        "json",
+        "--metrics-addr",
+        &addr.to_string(),
+    ])
+    .env("DISTILLGUARD__KAFKA__AUTO_OFFSET_RESET", "earliest")
+    .env(
+        "DISTILLGUARD__SERVICE__CRASH_MARKER",
+        log.with_extension("marker"),
+    )
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).expect("log file"));
+    c
 }
 
 pub fn run(args: &[&str]) -> Output {
