@@ -72,6 +72,15 @@ pub fn config(brokers: &str, group: &str) -> Config {
     c.service.metrics_addr = "127.0.0.1:0".into();
     c.service.shutdown_deadline_secs = 10;
     c.service.statistics_interval_ms = 500;
+    // A marker of this test process's own: one that a killed earlier run left under the
+    // default path would have the guard dead-letter a valid record as poison.
+    c.service.crash_marker = std::env::temp_dir()
+        .join(format!(
+            "distillguard-test-{}-{group}.marker",
+            std::process::id()
+        ))
+        .to_string_lossy()
+        .into_owned();
     c
 }
 
