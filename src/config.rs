@@ -520,8 +520,14 @@ pub struct ClusterConfig {
     pub min_members_email_domain: u32,
     /// Fewest accounts sharing a prompt template.
     pub min_members_template: u32,
-    /// Fewest accounts created in the same minute.
+    /// Fewest accounts created in the same creation window (`creation_bucket_secs`).
     pub min_members_creation: u32,
+    /// Width of the creation window that links accounts created together (seconds; a whole
+    /// number of minutes dividing the hour, at most a quarter of an hour). A script signing up a farm
+    /// spreads its sign-ups over minutes to stay under a per-minute count: the window must
+    /// hold a burst's minutes, and leave the rest of its hour as the background it is judged
+    /// against (`creation_minute_max_chance`).
+    pub creation_bucket_secs: u64,
     /// Fewest accounts on one autonomous system (its other holders, a provider's customers
     /// and subscribers, keep the share of extraction-like holders low unless one operator
     /// dominates it).
@@ -584,11 +590,11 @@ pub struct ClusterConfig {
     /// with at most this probability: in a sign-up rush every minute is shared by unrelated
     /// people, and an operator can stay under `min_members_creation` a minute anyway.
     pub creation_minute_max_chance: f64,
-    /// A minute can be rare as a whole and still hold people who signed up in it by chance:
-    /// as many as the hour's background rate a minute. A creation minute names an account on
+    /// A window (`creation_bucket_secs`) can be rare as a whole and still hold people who signed up in it by chance:
+    /// as many as the hour's background rate a window. A creation window names an account on
     /// its own only if those could be at most this share of its holders; otherwise it merges
     /// clusters and adds to a second value (a network, a card, a template), since nothing in
-    /// the minute tells the bystanders from the burst.
+    /// the window tells the bystanders from the burst.
     pub creation_minute_max_bystander_share: f64,
     /// A /24 or /64 links a pool spread over a block's addresses (a datacenter range, a proxy
     /// provider's subnet). If at least this share of its holders hold one of its addresses, it
@@ -617,6 +623,20 @@ pub struct ClusterConfig {
     pub recheck_secs: u64,
 }
 
+impl ClusterConfig {
+    /// The creation window of an account created at `created_ms`: the minute it starts at
+    /// (minutes since the epoch), so that a window renders as a time.
+    pub fn creation_bucket(&self, created_ms: i64) -> i64 {
+        let w = (self.creation_bucket_secs / 60).max(1) as i64;
+        created_ms.div_euclid(60_000).div_euclid(w) * w
+    }
+
+    /// Creation windows in an hour.
+    pub fn creation_buckets_per_hour(&self) -> u32 {
+        (3600 / self.creation_bucket_secs.max(60)) as u32
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
@@ -640,6 +660,7 @@ impl Default for ClusterConfig {
             min_members_email_domain: 10,
             min_members_template: 8,
             min_members_creation: 6,
+            creation_bucket_secs: 60,
             min_members_asn: 12,
             min_member_purity: 0.8,
             min_accounts_per_network: 2.0,
@@ -1032,6 +1053,19 @@ impl Config {
             c.max_creation_spread_hours,
         )?;
         positive("cluster.recheck_secs", c.recheck_secs as f64)?;
+        if c.creation_bucket_secs == 0
+            || c.creation_bucket_secs % 60 != 0
+            || 3600 % c.creation_bucket_secs != 0
+            || c.creation_bucket_secs > 900
+        {
+            return Err(invalid(
+                "cluster.creation_bucket_secs",
+                format!(
+                    "{} must be a whole number of minutes dividing the hour, at most 900",
+                    c.creation_bucket_secs
+                ),
+            ));
+        }
         positive("cluster.min_synchrony", c.min_synchrony)?;
         positive(
             "cluster.min_accounts_per_network",
@@ -1351,6 +1385,22 @@ mod tests {
         let c = Config::from_toml("[cluster]\nmax_org_share = 1.5\n").expect("parses");
         let err = c.validate().expect_err("out of range");
         assert!(err.to_string().contains("cluster.max_org_share"), "{err}");
+        for secs in [0, 90, 420, 1800] {
+            let c = Config::from_toml(&format!("[cluster]\ncreation_bucket_secs = {secs}\n"))
+                .expect("parses");
+            let err = c
+                .validate()
+                .expect_err("not a window that divides the hour");
+            assert!(
+                err.to_string().contains("cluster.creation_bucket_secs"),
+                "{err}"
+            );
+        }
+        for secs in [60, 300, 600, 900] {
+            let c = Config::from_toml(&format!("[cluster]\ncreation_bucket_secs = {secs}\n"))
+                .expect("parses");
+            c.validate().expect("a window that divides the hour");
+        }
         let c = Config::from_toml(
             "[[allowlist]]\naccount = \"a\"\nreason = \"x\"\nexpires = \"soon\"\n",
         )

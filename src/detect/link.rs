@@ -186,8 +186,9 @@ impl ValueLinks {
         }
     }
 
-    /// Whether as many holders as `g` has, created in one minute, are improbable given the
-    /// tracked accounts created in the rest of that hour. In a sign-up rush (a hackathon's
+    /// Whether as many holders as `g` has, created in one window (a minute unless
+    /// `cluster.creation_bucket_secs` says otherwise), are improbable given the tracked
+    /// accounts created in the rest of that hour. In a sign-up rush (a hackathon's
     /// morning, a launch, a swarm's steady sign-ups) many unrelated accounts share every
     /// minute, and a minute shared by chance names bystanders; a burst in a quiet hour is rare.
     ///
@@ -202,7 +203,10 @@ impl ValueLinks {
         };
         let k = g.members.len() as u32;
         let hour = self.sign_ups.get(&(h.floor() as i64)).copied().unwrap_or(0);
-        let background = f64::from(hour.saturating_sub(k)) / 59.0;
+        // The rest of the hour's windows (`cluster.creation_bucket_secs`), at the rate the
+        // tracked accounts were created in them.
+        let others = cfg.creation_buckets_per_hour().saturating_sub(1).max(1);
+        let background = f64::from(hour.saturating_sub(k)) / f64::from(others);
         // The tail at a capped count is no smaller, so the cap keeps the cost per event flat
         // at the price of calling a huge minute in a huge hour common.
         let rare = cohort::poisson_tail(k.min(MAX_TAIL_TERMS), background)

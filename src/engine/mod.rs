@@ -152,7 +152,7 @@ impl Profile {
         slots[..account::SLOTS].copy_from_slice(&acc.slots);
         slots[account::SLOTS] = acc
             .created_ms
-            .map_or(0, |c| creation_key(c.div_euclid(60_000)));
+            .map_or(0, |c| creation_key(cfg.cluster.creation_bucket(c)));
         Profile { was, is, slots }
     }
 }
@@ -590,7 +590,7 @@ impl Engine {
         slots[..account::SLOTS].copy_from_slice(&acc.slots);
         slots[account::SLOTS] = acc
             .created_ms
-            .map_or(0, |c| creation_key(c.div_euclid(60_000)));
+            .map_or(0, |c| creation_key(self.cfg.raw.cluster.creation_bucket(c)));
         Profile {
             was: obs.profile.was,
             is: obs.profile.is,
@@ -752,6 +752,7 @@ impl Engine {
             ev,
             keys,
             &self.kinds,
+            &cfg.cluster,
             &mut self.templates_seen,
             created_before,
             now,
@@ -864,7 +865,7 @@ impl Engine {
             }
         }
         if let Some(created) = acc.created_ms {
-            let k = creation_key(created.div_euclid(60_000));
+            let k = creation_key(self.cfg.raw.cluster.creation_bucket(created));
             self.index.release(k, key, acc.extraction_like);
         }
         self.detectors.forget(key, &acc);
@@ -952,6 +953,7 @@ fn carry_values(
     ev: &Event,
     keys: &Keys,
     kinds: &[bool; 8],
+    cluster: &crate::config::ClusterConfig,
     templates_seen: &mut Dedup,
     created_before: Option<i64>,
     now: i64,
@@ -1035,17 +1037,17 @@ fn carry_values(
         }
     }
     if let Some(created) = acc.created_ms {
-        let minute = created.div_euclid(60_000);
+        let minute = cluster.creation_bucket(created);
         let key = creation_key(minute);
         let evicted = created_before
             .filter(|&c| c != created)
-            .map(|c| creation_key(c.div_euclid(60_000)))
+            .map(|c| creation_key(cluster.creation_bucket(c)))
             .filter(|&k| k != key);
         carried.push(Carried {
             kind: AttrKind::Creation,
             key,
             value: Value::Minute(minute),
-            added: created_before.is_none_or(|c| c.div_euclid(60_000) != minute),
+            added: created_before.is_none_or(|c| cluster.creation_bucket(c) != minute),
             evicted,
         });
     }

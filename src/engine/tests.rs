@@ -619,6 +619,48 @@ fn a_minute_of_a_sign_up_rush_is_no_burst() {
     assert!(!named(true), "a minute of a sign-up rush is clustered");
 }
 
+/// A farm signed up by a script over ten minutes of a quiet hour, three or four accounts a
+/// minute (under `cluster.min_members_creation` in any minute), each on a network of its own,
+/// no template shared, each harvesting a few reasoning questions ten minutes apart. A
+/// one-minute creation window never links them; a ten-minute one does
+/// (`cluster.creation_bucket_secs`). The same farm spread over the whole hour is that hour's
+/// sign-up rate, and no window of it is rare.
+#[test]
+fn a_farm_signed_up_over_minutes_links_through_a_wider_creation_window() {
+    let named = |secs: u64, spread_mins: i64| {
+        let mut eng = engine_where(|c| c.cluster.creation_bucket_secs = secs);
+        let hour = T0 - 3 * 60 * MIN;
+        let mut events = Vec::new();
+        let mut id = 0;
+        for round in 0..6 {
+            for a in 0..32i64 {
+                let ts = T0 + round * 10 * MIN + a * 9_000;
+                let mut e = extraction(id, ts, &format!("farm_{a}"));
+                e.account_created_ms = Some(hour + a * spread_mins * MIN / 32);
+                e.ip = Some(format!("100.{}.{}.7", 64 + a / 200, a).parse().expect("ip"));
+                e.prompt.template = 0;
+                id += 1;
+                events.push(e);
+            }
+        }
+        let alerts = run(&mut eng, &events);
+        alerts
+            .iter()
+            .filter(|a| a.kind == Kind::FakeAccountCluster)
+            .flat_map(|a| a.accounts.iter())
+            .filter(|x| x.starts_with("farm_"))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    assert_eq!(
+        named(60, 10),
+        0,
+        "a minute holds too few of the farm to link it"
+    );
+    assert_eq!(named(600, 10), 32, "a ten-minute window links the farm");
+    assert_eq!(named(600, 60), 0, "an hour's steady sign-ups are no burst");
+}
+
 #[test]
 fn a_one_off_asker_sharing_a_popular_fingerprint_with_a_swarm_is_not_named() {
     for age_days in [400, 3] {
