@@ -396,6 +396,16 @@ pub struct BulkConfig {
     /// Harvesting requests an hour (actual or projected) from an established account that
     /// appeared from a new device or network since it was last seen.
     pub min_harvest_corroborated: u32,
+    /// An account that arrives from at least this many networks new to it an hour (an
+    /// autonomous system none of its last four requests came from) is behind a rotating
+    /// proxy: a person moves between a handful of networks a day, Tor changes its exit every
+    /// ten minutes (six an hour), and a backend on several clouds stays on their few
+    /// autonomous systems...
+    pub rotation_min_networks_per_hour: f64,
+    /// ...and is judged at this many harvesting requests an hour (actual or projected), fresh
+    /// or established (a rotating proxy is a move on every request): new reasoning prompts
+    /// each from another ISP, a pace that nobody types and no backend relays.
+    pub min_harvest_rotating: u32,
     /// Harvesting requests in the last hour that are decisive whatever the account.
     pub high_volume_harvest: u32,
     /// An established account on its usual device and network is recommended `throttle` at
@@ -470,6 +480,8 @@ impl Default for BulkConfig {
             min_harvest_established: 300,
             min_output_tokens_established: 400_000,
             min_harvest_corroborated: 120,
+            rotation_min_networks_per_hour: 10.0,
+            min_harvest_rotating: 30,
             high_volume_harvest: 1200,
             established_suspend_needs_corroboration: true,
             high_volume_output_tokens: 1_500_000,
@@ -983,6 +995,14 @@ impl Config {
         positive("bulk.max_gap_cv", b.max_gap_cv)?;
         positive("bulk.new_model_hours", b.new_model_hours)?;
         positive("bulk.move_corroborates_hours", b.move_corroborates_hours)?;
+        positive(
+            "bulk.rotation_min_networks_per_hour",
+            b.rotation_min_networks_per_hour,
+        )?;
+        positive(
+            "bulk.min_harvest_rotating",
+            f64::from(b.min_harvest_rotating),
+        )?;
         if !(0.0..=24.0).contains(&b.established_min_episode_hours) {
             return Err(invalid(
                 "bulk.established_min_episode_hours",

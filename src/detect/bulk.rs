@@ -210,10 +210,14 @@ pub fn assess(
     } else {
         acc.episode_ms = 0;
     }
-    let floor = cfg
+    let rotating = f64::from(acc.network_hops) >= cfg.rotation_min_networks_per_hour;
+    let mut floor = cfg
         .min_harvest_fresh
         .min(cfg.min_harvest_established)
         .min(cfg.min_harvest_corroborated);
+    if rotating {
+        floor = floor.min(cfg.min_harvest_rotating);
+    }
     // Cheap rejection first: this runs for every event.
     if t.harvest
         .saturating_mul(60 / cfg.projection_minutes.clamp(1, 60))
@@ -244,7 +248,7 @@ pub fn assess(
         hours: f64::from(acc.episode_paced_secs) / 3600.0,
         harvest: acc.harvest_ever.saturating_sub(acc.episode_base),
     });
-    let uncorroborated = !fresh && !infra_change;
+    let uncorroborated = !fresh && !infra_change && !rotating;
     let outlasts_evaluation = episode.is_some_and(|e| {
         e.hours >= cfg.established_min_episode_hours
             || e.harvest > cfg.established_min_episode_harvest
@@ -255,6 +259,7 @@ pub fn assess(
     // but not the episode's length, hide it.
     let volume_ok = harvest >= cfg.high_volume_harvest
         || (t.output_tokens >= cfg.high_volume_output_tokens && harvest >= cfg.min_harvest_fresh)
+        || (rotating && projected >= cfg.min_harvest_rotating)
         || if fresh {
             projected >= cfg.min_harvest_fresh
         } else {
@@ -278,6 +283,8 @@ pub fn assess(
         pivot,
         fresh,
         infra_change,
+        rotating,
+        network_hops: acc.network_hops,
         streak_minutes,
         sustained,
         cv: acc.gaps.cv(),
@@ -308,7 +315,10 @@ pub fn assess(
         requests: t.requests,
         harvest,
         age_days,
-        suspend_withheld: cfg.established_suspend_needs_corroboration && !fresh && !infra_change,
+        suspend_withheld: cfg.established_suspend_needs_corroboration
+            && !fresh
+            && !infra_change
+            && !rotating,
     })
 }
 
@@ -325,6 +335,9 @@ struct Facts {
     pivot: bool,
     fresh: bool,
     infra_change: bool,
+    /// Behind a rotating proxy (`bulk.rotation_min_networks_per_hour`).
+    rotating: bool,
+    network_hops: f32,
     streak_minutes: u32,
     sustained: bool,
     cv: Option<f64>,
@@ -346,7 +359,9 @@ impl Facts {
     /// Each measured value against the bar it is compared with.
     fn signals(&self, cfg: &BulkConfig, fresh_days: f64) -> Vec<Signal> {
         let t = &self.t;
-        let vol_threshold = if self.fresh {
+        let vol_threshold = if self.rotating {
+            cfg.min_harvest_rotating
+        } else if self.fresh {
             cfg.min_harvest_fresh
         } else if self.infra_change {
             cfg.min_harvest_corroborated
@@ -403,6 +418,13 @@ impl Facts {
         if let Some(d) = self.age_days {
             signals.push(Signal::at_most("account_age_days", d, fresh_days));
         }
+        if self.network_hops >= 1.0 {
+            signals.push(Signal::at_least(
+                "new_networks_per_hour",
+                (f64::from(self.network_hops) * 10.0).round() / 10.0,
+                cfg.rotation_min_networks_per_hour,
+            ));
+        }
         if self.infra_change {
             signals.push(Signal::at_least(
                 "new_device_or_network_hours_ago",
@@ -446,7 +468,7 @@ impl Facts {
             + 0.05 * flag(self.active_hours >= cfg.min_active_hours)
             + 0.05 * flag(self.pivot)
             + 0.05 * flag(self.fresh)
-            + 0.05 * flag(self.infra_change || self.sustained);
+            + 0.05 * flag(self.infra_change || self.rotating || self.sustained);
         if has_org {
             score -= ORG_WEIGHT;
         }

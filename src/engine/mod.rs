@@ -730,9 +730,10 @@ impl Engine {
         if ev.account_created_ms.is_some() {
             acc.created_ms = ev.account_created_ms;
         }
+        let mut gap_secs = 0.0;
         if ev.ts_ms > acc.last_seen_ms {
-            let gap = (ev.ts_ms - acc.last_seen_ms) as f32 / 1000.0;
-            acc.gaps.add(gap);
+            gap_secs = (ev.ts_ms - acc.last_seen_ms) as f32 / 1000.0;
+            acc.gaps.add(gap_secs);
             acc.last_seen_ms = ev.ts_ms;
         }
         let sample = harvest_sample(&mut acc, ev, cfg, &mut self.copies, model_first_seen, now);
@@ -758,6 +759,12 @@ impl Engine {
             now,
             carried,
         );
+        if ev.ip.is_some() || ev.asn.is_some() {
+            let new_prefix = carried
+                .iter()
+                .any(|c| c.kind == AttrKind::IpPrefix && c.added);
+            acc.note_network(ev.asn, new_prefix, gap_secs);
+        }
         let profile = Profile::update(&mut acc, cfg, now);
         let touch = Touch {
             single_turn: sample.single_turn,

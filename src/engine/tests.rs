@@ -121,6 +121,52 @@ fn harvester_is_caught_within_fifteen_minutes_with_evidence() {
     );
 }
 
+/// A fresh account harvesting 45 new reasoning prompts an hour, under `bulk.min_harvest_fresh`,
+/// each request through a rotating residential proxy (an exit on another ISP every time) is
+/// alerted within the hour, and the alert names the rotation; the same account on one home
+/// network, or a backend spread over three clouds, is not.
+#[test]
+fn a_harvester_behind_a_rotating_proxy_is_judged_at_a_lower_volume() {
+    let alerts_for = |networks: u32| {
+        let mut eng = engine();
+        let events: Vec<Event> = (0..45u32)
+            .map(|i| {
+                let mut e = extraction(u64::from(i), T0 + i64::from(i) * 80_000, "acct_r");
+                let n = i % networks;
+                e.ip = Some(
+                    format!("{}.{}.7.9", 20 + n % 200, n / 200)
+                        .parse()
+                        .expect("ip"),
+                );
+                e.asn = Some(64_500 + n);
+                e.prompt.template = 0;
+                e
+            })
+            .collect();
+        run(&mut eng, &events)
+            .into_iter()
+            .filter(|a| a.kind == Kind::BulkExtraction)
+            .collect::<Vec<_>>()
+    };
+    let rotating = alerts_for(u32::MAX);
+    let first = rotating.first().expect("a rotating harvester is alerted");
+    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
+    assert!(
+        detected - T0 <= 60 * MIN,
+        "took {} min",
+        (detected - T0) / MIN
+    );
+    let signals = first.evidence["signals"].as_array().expect("signals");
+    assert!(
+        signals
+            .iter()
+            .any(|s| s["name"] == "new_networks_per_hour" && s["crossed"] == true),
+        "{signals:?}"
+    );
+    assert!(alerts_for(1).is_empty(), "one home network");
+    assert!(alerts_for(3).is_empty(), "three clouds in turn");
+}
+
 #[test]
 fn heavy_human_chat_is_not_flagged() {
     let mut eng = engine();

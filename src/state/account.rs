@@ -128,6 +128,13 @@ pub struct Account {
     /// Device or network changes seen: an account that keeps moving (an app on many servers)
     /// is multi-homed, and a move says nothing about it.
     pub infra_changes: u8,
+    /// Networks it arrived from that were new to it: a decayed count over about an hour (see
+    /// [`Account::note_network`]).
+    pub network_hops: f32,
+    /// Short hashes of the autonomous systems it came from last (0: empty), and which to
+    /// overwrite next.
+    recent_asns: [u16; 4],
+    asn_pos: u8,
     /// Co-activity: bins and waves the account took part in.
     pub presence: Presence,
     /// Keys of the attribute values this account holds (0: empty).
@@ -169,6 +176,9 @@ impl Account {
             last_bin: i64::MIN,
             last_coarse_bin: i64::MIN,
             extraction_like: false,
+            network_hops: 0.0,
+            recent_asns: [0; 4],
+            asn_pos: 0,
             presence: Default::default(),
             examples: Default::default(),
             examples_pos: 0,
@@ -212,6 +222,35 @@ impl Account {
     }
 
     /// Places `key` in a single slot. Returns the key it replaced (if different and set).
+    /// Counts a request's network toward [`Account::network_hops`]: a hop when it comes from
+    /// an autonomous system none of its last four requests' networks were on (or, without an
+    /// ASN, from a /24 or /64 it did not hold: `new_prefix`). A person's devices reach the API
+    /// from a handful of networks (home, office, phone, a privacy relay's few providers), and
+    /// a multi-cloud backend from its clouds' few; a rotating residential proxy gives each
+    /// request an exit on another ISP. The count decays with a time constant of an hour
+    /// (`gap_secs` since the previous request), so it reads as hops an hour.
+    pub fn note_network(&mut self, asn: Option<u32>, new_prefix: bool, gap_secs: f32) {
+        if self.network_hops > 0.0 && gap_secs > 0.0 {
+            self.network_hops *= (-gap_secs / 3600.0).exp();
+        }
+        let first = self.requests_ever <= 1;
+        let hop = match asn {
+            Some(a) => {
+                let h = (xxhash_rust::xxh3::xxh3_64(&a.to_le_bytes()) as u16).max(1);
+                let known = self.recent_asns.contains(&h);
+                if !known {
+                    self.recent_asns[usize::from(self.asn_pos % 4)] = h;
+                    self.asn_pos = self.asn_pos.wrapping_add(1);
+                }
+                !known
+            }
+            None => new_prefix,
+        };
+        if hop && !first {
+            self.network_hops += 1.0;
+        }
+    }
+
     pub fn set_slot(&mut self, slot: usize, key: u64) -> Option<u64> {
         let old = self.slots[slot];
         if old == key {
@@ -366,6 +405,35 @@ impl Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_hops_count_new_autonomous_systems_and_decay() {
+        let mut a = Account::new("a".into(), 0);
+        // A phone between home, office and the carrier, a request a minute for an hour.
+        for i in 0..60u32 {
+            a.requests_ever += 1;
+            a.note_network(Some(7 + i % 3), false, 60.0);
+        }
+        assert!(a.network_hops <= 2.0, "{}", a.network_hops);
+        // A rotating proxy: another ISP each request, a request a minute.
+        let mut r = Account::new("r".into(), 0);
+        for i in 0..60u32 {
+            r.requests_ever += 1;
+            r.note_network(Some(1000 + i), false, 60.0);
+        }
+        assert!(r.network_hops > 30.0, "{}", r.network_hops);
+        // An hour later, with no new network, it has decayed to about a third.
+        let before = r.network_hops;
+        r.requests_ever += 1;
+        r.note_network(Some(1059), false, 3600.0);
+        assert!((r.network_hops - before / std::f32::consts::E).abs() < 0.5);
+        // Without an ASN, a /24 it did not hold counts instead.
+        let mut n = Account::new("n".into(), 0);
+        n.requests_ever = 2;
+        n.note_network(None, true, 1.0);
+        n.note_network(None, false, 1.0);
+        assert!((n.network_hops - 1.0).abs() < 0.01);
+    }
 
     #[test]
     fn pair_slots_keep_the_two_most_recent() {
