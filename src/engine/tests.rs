@@ -70,6 +70,25 @@ fn cluster_alerts(alerts: &[Alert]) -> Vec<&Alert> {
         .collect()
 }
 
+/// The signal `name` of an alert's evidence, if it carries one.
+fn signal<'a>(alert: &'a Alert, name: &str) -> Option<&'a serde_json::Value> {
+    alert.evidence["signals"]
+        .as_array()
+        .expect("signals")
+        .iter()
+        .find(|s| s["name"] == name)
+}
+
+/// Asserts that `alert` was raised at most `minutes` after `start` (event time).
+fn assert_within(alert: &Alert, start: i64, minutes: i64) {
+    let detected = crate::event::time::parse_rfc3339_ms(&alert.detected_at).expect("ts");
+    assert!(
+        detected - start <= minutes * MIN,
+        "took {} min",
+        (detected - start) / MIN
+    );
+}
+
 fn run(engine: &mut Engine, events: &[Event]) -> Vec<Alert> {
     let mut out = Vec::new();
     for e in events {
@@ -91,16 +110,8 @@ fn harvester_is_caught_within_fifteen_minutes_with_evidence() {
         .expect("a bulk alert");
     assert_eq!(first.accounts, vec!["acct_h".to_string()]);
     assert_eq!(first.subject, "acct_h");
-    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
-    assert!(
-        detected - T0 <= 15 * MIN,
-        "took {} min",
-        (detected - T0) / MIN
-    );
-    let signals = first.evidence["signals"].as_array().expect("signals");
-    assert!(signals
-        .iter()
-        .any(|s| s["name"] == "reasoning_prompt_share" && s["crossed"] == true));
+    assert_within(first, T0, 15);
+    assert!(signal(first, "reasoning_prompt_share").is_some_and(|s| s["crossed"] == true));
     assert!(!first.evidence["example_event_ids"]
         .as_array()
         .expect("ids")
@@ -150,18 +161,11 @@ fn a_harvester_behind_a_rotating_proxy_is_judged_at_a_lower_volume() {
     };
     let rotating = alerts_for(u32::MAX);
     let first = rotating.first().expect("a rotating harvester is alerted");
-    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
+    assert_within(first, T0, 60);
+    let rotation = signal(first, "new_networks_per_hour");
     assert!(
-        detected - T0 <= 60 * MIN,
-        "took {} min",
-        (detected - T0) / MIN
-    );
-    let signals = first.evidence["signals"].as_array().expect("signals");
-    assert!(
-        signals
-            .iter()
-            .any(|s| s["name"] == "new_networks_per_hour" && s["crossed"] == true),
-        "{signals:?}"
+        rotation.is_some_and(|s| s["crossed"] == true),
+        "{rotation:?}"
     );
     assert!(alerts_for(1).is_empty(), "one home network");
     assert!(alerts_for(3).is_empty(), "three clouds in turn");
@@ -256,18 +260,11 @@ fn a_slowly_harvesting_taken_over_account_on_a_new_device_is_caught_within_fifte
         .iter()
         .find(|a| a.kind == Kind::BulkExtraction)
         .expect("a bulk alert");
-    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
+    assert_within(first, start, 13);
     assert!(
-        detected - start <= 13 * MIN,
-        "took {} min",
-        (detected - start) / MIN
-    );
-    let signals = first.evidence["signals"].as_array().expect("signals");
-    assert!(
-        signals
-            .iter()
-            .any(|s| s["name"] == "new_device_or_network_hours_ago"),
-        "{signals:?}"
+        signal(first, "new_device_or_network_hours_ago").is_some(),
+        "{:?}",
+        first.evidence["signals"]
     );
 }
 
@@ -332,8 +329,7 @@ fn an_established_accounts_harvest_on_its_own_device_is_judged_once_it_outlasts_
     assert!(top.contains(&crate::alert::Action::Throttle), "{top:?}");
     let moved = harvest(true, 5_400);
     let first_moved = moved.first().expect("a moved account is judged at once");
-    let detected = crate::event::time::parse_rfc3339_ms(&first_moved.detected_at).expect("ts");
-    assert!(detected - HARVEST_START <= 15 * MIN);
+    assert_within(first_moved, HARVEST_START, 15);
     assert!(
         moved
             .iter()
@@ -461,8 +457,7 @@ fn accounts_sharing_a_card_form_one_cluster_that_grows() {
     assert!(!clusters.is_empty(), "a cluster alert");
     let first = clusters[0];
     assert!(first.accounts.len() >= 5);
-    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
-    assert!(detected - T0 <= 15 * MIN);
+    assert_within(first, T0, 15);
     let last = clusters.last().expect("last");
     assert_eq!(last.subject, first.subject, "the cluster keeps its id");
     assert!(last.accounts.contains(&"replacement_0".to_string()));
@@ -635,34 +630,55 @@ fn a_minute_of_a_sign_up_rush_is_no_burst() {
     let named = |rush: bool| {
         let mut eng = engine();
         let minutes: Vec<i64> = if rush { (0..60).collect() } else { vec![30] };
-        let mut events = Vec::new();
-        let mut id = 0;
-        for round in 0..6 {
-            for (n, &m) in minutes.iter().enumerate() {
-                for i in 0..8 {
-                    let who = (n * 8 + i) as i64;
-                    let ts = T0 + round * 10 * MIN + who * 1_000 + i as i64;
-                    let mut e = extraction(id, ts, &format!("m{m}_{i}"));
-                    e.account_created_ms = Some(T0 - 3 * 60 * MIN + m * MIN + i as i64 * 5_000);
-                    e.ip = Some(
-                        format!("100.{}.{}.7", 64 + who / 250, who % 250)
-                            .parse()
-                            .expect("ip"),
-                    );
-                    e.prompt.template = 0;
-                    id += 1;
-                    events.push(e);
-                }
-            }
-        }
-        let alerts = run(&mut eng, &events);
-        alerts
-            .iter()
-            .filter(|a| a.kind == Kind::FakeAccountCluster)
-            .any(|a| a.accounts.iter().any(|x| x.starts_with("m30_")))
+        let events = sign_up_burst(
+            minutes.len() as i64 * 8,
+            1_000,
+            |k| format!("m{}_{}", minutes[k as usize / 8], k % 8),
+            |k| T0 - 3 * 60 * MIN + minutes[k as usize / 8] * MIN + (k % 8) * 5_000,
+        );
+        clustered(&run(&mut eng, &events), "m30_") > 0
     };
     assert!(named(false), "a burst in a quiet hour is clustered");
     assert!(!named(true), "a minute of a sign-up rush is clustered");
+}
+
+/// Six rounds ten minutes apart, in which each of `n` accounts sends one harvesting request
+/// (`spacing_ms` after the one before), each account on a network of its own and no template
+/// shared: `name(k)` and `created(k)` are the id and creation time of the `k`-th account.
+fn sign_up_burst(
+    n: i64,
+    spacing_ms: i64,
+    name: impl Fn(i64) -> String,
+    created: impl Fn(i64) -> i64,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut id = 0;
+    for round in 0..6 {
+        for k in 0..n {
+            let mut e = extraction(id, T0 + round * 10 * MIN + k * spacing_ms, &name(k));
+            e.account_created_ms = Some(created(k));
+            e.ip = Some(
+                format!("100.{}.{}.7", 64 + k / 250, k % 250)
+                    .parse()
+                    .expect("ip"),
+            );
+            e.prompt.template = 0;
+            id += 1;
+            events.push(e);
+        }
+    }
+    events
+}
+
+/// Distinct accounts whose id starts with `prefix` named by cluster alerts.
+fn clustered(alerts: &[Alert], prefix: &str) -> usize {
+    alerts
+        .iter()
+        .filter(|a| a.kind == Kind::FakeAccountCluster)
+        .flat_map(|a| a.accounts.iter())
+        .filter(|x| x.starts_with(prefix))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 /// A farm signed up by a script over ten minutes of a quiet hour, three or four accounts a
@@ -676,27 +692,13 @@ fn a_farm_signed_up_over_minutes_links_through_a_wider_creation_window() {
     let named = |secs: u64, spread_mins: i64| {
         let mut eng = engine_where(|c| c.cluster.creation_bucket_secs = secs);
         let hour = T0 - 3 * 60 * MIN;
-        let mut events = Vec::new();
-        let mut id = 0;
-        for round in 0..6 {
-            for a in 0..32i64 {
-                let ts = T0 + round * 10 * MIN + a * 9_000;
-                let mut e = extraction(id, ts, &format!("farm_{a}"));
-                e.account_created_ms = Some(hour + a * spread_mins * MIN / 32);
-                e.ip = Some(format!("100.{}.{}.7", 64 + a / 200, a).parse().expect("ip"));
-                e.prompt.template = 0;
-                id += 1;
-                events.push(e);
-            }
-        }
-        let alerts = run(&mut eng, &events);
-        alerts
-            .iter()
-            .filter(|a| a.kind == Kind::FakeAccountCluster)
-            .flat_map(|a| a.accounts.iter())
-            .filter(|x| x.starts_with("farm_"))
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
+        let events = sign_up_burst(
+            32,
+            9_000,
+            |k| format!("farm_{k}"),
+            |k| hour + k * spread_mins * MIN / 32,
+        );
+        clustered(&run(&mut eng, &events), "farm_")
     };
     assert_eq!(
         named(60, 10),
@@ -1019,12 +1021,7 @@ fn chat_mixed_in_as_cover_does_not_hide_a_harvest() {
         .iter()
         .find(|a| a.kind == Kind::BulkExtraction)
         .expect("a bulk alert despite the cover traffic");
-    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
-    assert!(
-        detected - T0 <= 20 * MIN,
-        "took {} min",
-        (detected - T0) / MIN
-    );
+    assert_within(first, T0, 20);
     assert!(first.evidence["summary"]
         .as_str()
         .expect("summary")
@@ -1043,12 +1040,7 @@ fn a_steady_harvest_is_judged_on_its_rate_ten_minutes_in() {
         .iter()
         .find(|a| a.kind == Kind::BulkExtraction)
         .expect("alert");
-    let detected = crate::event::time::parse_rfc3339_ms(&first.detected_at).expect("ts");
-    assert!(
-        detected - T0 <= 12 * MIN,
-        "took {} min",
-        (detected - T0) / MIN
-    );
+    assert_within(first, T0, 12);
 }
 
 #[test]
