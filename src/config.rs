@@ -397,7 +397,7 @@ pub struct BulkConfig {
     /// appeared from a new device or network since it was last seen.
     pub min_harvest_corroborated: u32,
     /// An account that arrives from at least this many networks new to it an hour (an
-    /// autonomous system none of its last four requests came from) is behind a rotating
+    /// autonomous system not among the last four it came from) is behind a rotating
     /// proxy: a person moves between a handful of networks a day, Tor changes its exit every
     /// ten minutes (six an hour), and a backend on several clouds stays on their few
     /// autonomous systems...

@@ -135,7 +135,7 @@ pub fn poisson_tail(k: u32, mean: f64) -> f64 {
 
 /// P(X >= k) for X ~ Binomial(n, q), summed from k upward in log space until the terms no
 /// longer matter (past the mean each is a smaller fraction of the one before, so after
-/// [`TAIL_TERMS`] terms the rest is bounded by a geometric series: an upper bound, never
+/// `TAIL_TERMS` terms the rest is bounded by a geometric series: an upper bound, never
 /// more work). At or below the mean the answer is not small, and 1 is returned: only small
 /// tails are compared with a threshold.
 pub fn binomial_tail(k: u32, n: u32, q: f64) -> f64 {

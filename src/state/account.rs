@@ -221,10 +221,9 @@ impl Account {
         out
     }
 
-    /// Places `key` in a single slot. Returns the key it replaced (if different and set).
     /// Counts a request's network toward [`Account::network_hops`]: a hop when it comes from
-    /// an autonomous system none of its last four requests' networks were on (or, without an
-    /// ASN, from a /24 or /64 it did not hold: `new_prefix`). A person's devices reach the API
+    /// an autonomous system that is not among the last four distinct ones the account came
+    /// from (or, without an ASN, from a /24 or /64 it did not hold: `new_prefix`). A person's devices reach the API
     /// from a handful of networks (home, office, phone, a privacy relay's few providers), and
     /// a multi-cloud backend from its clouds' few; a rotating residential proxy gives each
     /// request an exit on another ISP. The count decays with a time constant of an hour
@@ -251,6 +250,7 @@ impl Account {
         }
     }
 
+    /// Places `key` in a single slot. Returns the key it replaced (if different and set).
     pub fn set_slot(&mut self, slot: usize, key: u64) -> Option<u64> {
         let old = self.slots[slot];
         if old == key {
