@@ -760,9 +760,11 @@ impl Engine {
             carried,
         );
         if ev.ip.is_some() || ev.asn.is_some() {
-            let new_prefix = carried
-                .iter()
-                .any(|c| c.kind == AttrKind::IpPrefix && c.added);
+            // The prefix stands in only where the ASN is missing.
+            let new_prefix = ev.asn.is_none()
+                && carried
+                    .iter()
+                    .any(|c| c.kind == AttrKind::IpPrefix && c.added);
             acc.note_network(ev.asn, new_prefix, gap_secs);
         }
         let profile = Profile::update(&mut acc, cfg, now);

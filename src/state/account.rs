@@ -235,7 +235,8 @@ impl Account {
         let first = self.requests_ever <= 1;
         let hop = match asn {
             Some(a) => {
-                let h = (xxhash_rust::xxh3::xxh3_64(&a.to_le_bytes()) as u16).max(1);
+                // Folded to 16 bits: two autonomous systems that fold alike only hide a hop.
+                let h = ((a as u16) ^ ((a >> 16) as u16)).max(1);
                 let known = self.recent_asns.contains(&h);
                 if !known {
                     self.recent_asns[usize::from(self.asn_pos % 4)] = h;
