@@ -8,7 +8,11 @@
 //! last 32 bins without their busiest quarter: this deployment's own traffic, no constant
 //! fitted to a simulator). A bin whose count is improbable under that baseline
 //! (Poisson tail below `cohort.max_wave_p`, and at least `cohort.min_wave_accounts`) is a
-//! *wave*. The wave test is a loose screen: one bin says little when a small campaign fires
+//! *wave*. So is a bin whose *arrivals* are improbable: the accounts in it that were not in
+//! the model's bin before, against the same kind of baseline of arrivals. Scripts harvesting
+//! steadily are in every bin, so they swell the count a small campaign's wave must stand out
+//! from, but they do not arrive; a campaign firing every minute or more arrives with each
+//! wave. Such a wave credits only the accounts that arrived in it. The wave test is a loose screen: one bin says little when a small campaign fires
 //! over a busy background, and the background grows with the deployment while a campaign does
 //! not. The verdict is per account, where the evidence adds up over its bins: an account is
 //! *in step* when so many of its active bins are waves that chance
@@ -64,14 +68,23 @@ struct Bins {
     bin: i64,
     accounts: u32,
     participants: Vec<u64>,
-    /// The wave this bin became (0: not a wave).
+    /// The participants that arrived in this bin (see `arrivals`).
+    arrived: Vec<u64>,
+    /// The wave this bin became (0: not a wave), and whether it was its arrivals that made it
+    /// one: such a wave credits only the accounts that arrived with it.
     wave: u32,
+    arrival_wave: bool,
     /// Waves of this model still remembered.
     waves_held: u32,
     /// Distinct harvesting accounts in the recent bins (a ring), and the trimmed mean.
     recent: [u32; RECENT],
     pos: usize,
     mean: f64,
+    /// Accounts in the current bin that were not counted in the bin before (steady
+    /// harvesters are in every bin; a wave arrives), their recent counts and trimmed mean.
+    arrivals: u32,
+    recent_arrivals: [u32; RECENT],
+    mean_arrivals: f64,
     observed: u64,
     /// Which of the bins before the current one were waves (bit 0: the one just before).
     wave_ring: u64,
@@ -84,6 +97,9 @@ pub struct Wave {
     /// Index of the model's bins.
     model: usize,
     pub accounts: u32,
+    /// Whether `accounts` counts only the accounts that arrived in the bin (not counted in
+    /// the bin before), against a baseline of arrivals.
+    pub arrivals: bool,
     /// Accounts the baseline expected in that bin.
     pub expected: f64,
     /// Poisson tail probability of `accounts` or more under the baseline, when declared.
@@ -190,6 +206,20 @@ fn ln_factorial(n: u32) -> f64 {
         - 1.0 / (360.0 * x * x * x)
 }
 
+/// The mean of the `filled` recent bins of `ring` without their busiest quarter: periodic
+/// waves do not raise the bar they are judged by, while a steady crowd does within minutes.
+fn trimmed_mean(ring: &[u32; RECENT], filled: usize) -> f64 {
+    let mut sorted = *ring;
+    sorted.sort_unstable();
+    // The ring holds zeros where it is not yet filled: the smallest entries.
+    let kept = &sorted[RECENT - filled..RECENT - filled / 4];
+    if kept.is_empty() {
+        0.0
+    } else {
+        kept.iter().map(|&c| f64::from(c)).sum::<f64>() / kept.len() as f64
+    }
+}
+
 impl Cohort {
     pub fn new(cfg: CohortConfig) -> Self {
         Self {
@@ -235,6 +265,7 @@ impl Cohort {
             // Counted in this bin already; a wave declared since credited it.
             return 0;
         }
+        let arrival = p.bin != (bin - 1).wrapping_mul(31).wrapping_add(model as i64);
         p.bin = key;
         p.active_bins = p.active_bins.saturating_add(1);
         if p.since == 0 {
@@ -248,6 +279,7 @@ impl Cohort {
                     model,
                     bin,
                     recent: [0; RECENT],
+                    recent_arrivals: [0; RECENT],
                     ..Default::default()
                 });
                 self.bins.len() - 1
@@ -266,23 +298,48 @@ impl Cohort {
         let warmup = self.cfg.warmup_bins;
         let b = &mut self.bins[idx];
         b.accounts += 1;
+        b.arrivals += u32::from(arrival);
         if b.wave != 0 {
+            if b.arrival_wave && !arrival {
+                return 0;
+            }
             p.credit(b.wave);
             if let Some(w) = self.waves.get_mut(&b.wave) {
-                w.accounts = b.accounts;
+                w.accounts = if b.arrival_wave {
+                    b.arrivals
+                } else {
+                    b.accounts
+                };
             }
             return b.wave;
         }
         if b.participants.len() < MAX_PARTICIPANTS {
             b.participants.push(account);
         }
+        if arrival && b.arrived.len() < MAX_PARTICIPANTS {
+            b.arrived.push(account);
+        }
         if b.observed < warmup || b.accounts < min_wave {
             return 0;
         }
         // The baseline excludes the current bin; at least one account per bin is expected
         // so that a quiet model's first busy moment is judged against something.
-        let expected = b.mean.max(1.0);
-        let p_value = poisson_tail(b.accounts, expected);
+        let mut expected = b.mean.max(1.0);
+        let mut p_value = poisson_tail(b.accounts, expected);
+        let mut by_arrivals = false;
+        if p_value > max_wave_p && arrival {
+            let e = b.mean_arrivals.max(1.0);
+            let pa = if f64::from(b.arrivals) > e {
+                poisson_tail(b.arrivals, e)
+            } else {
+                1.0
+            };
+            if pa < p_value {
+                expected = e;
+                p_value = pa;
+                by_arrivals = true;
+            }
+        }
         if p_value > max_wave_p {
             return 0;
         }
@@ -290,6 +347,7 @@ impl Cohort {
         self.declared = self.declared.wrapping_add(1);
         let id = self.next_id;
         b.wave = id;
+        b.arrival_wave = by_arrivals;
         b.waves_held += 1;
         let start_ms = bin * (self.cfg.bin_secs * 1000) as i64;
         self.waves.insert(
@@ -297,18 +355,25 @@ impl Cohort {
             Wave {
                 start_ms,
                 model: idx,
-                accounts: b.accounts,
+                accounts: if by_arrivals { b.arrivals } else { b.accounts },
+                arrivals: by_arrivals,
                 expected,
                 p_value,
             },
         );
         self.order.push_back(id);
-        for &a in &b.participants {
+        let credit = if by_arrivals {
+            &b.arrived
+        } else {
+            &b.participants
+        };
+        for &a in credit {
             if a != account {
                 credited.push(a);
             }
         }
         b.participants.clear();
+        b.arrived.clear();
         p.credit(id);
         id
     }
@@ -323,30 +388,26 @@ impl Cohort {
             .unwrap_or(0);
         let gap = (bin - b.bin - 1).clamp(0, RECENT as i64) as usize;
         b.recent[b.pos] = b.accounts;
+        b.recent_arrivals[b.pos] = b.arrivals;
         b.pos = (b.pos + 1) % RECENT;
         for _ in 0..gap {
             b.recent[b.pos] = 0;
+            b.recent_arrivals[b.pos] = 0;
             b.pos = (b.pos + 1) % RECENT;
         }
         b.observed = b
             .observed
             .saturating_add(1 + (bin - b.bin - 1).max(0) as u64);
         let filled = (b.observed as usize).min(RECENT);
-        // The mean of the recent bins without their busiest quarter: periodic waves do not
-        // raise the bar they are judged by, while a steady crowd does within minutes.
-        let mut sorted = b.recent;
-        sorted.sort_unstable();
-        // The ring holds zeros where it is not yet filled: the smallest entries.
-        let kept = &sorted[RECENT - filled..RECENT - filled / 4];
-        b.mean = if kept.is_empty() {
-            0.0
-        } else {
-            kept.iter().map(|&c| f64::from(c)).sum::<f64>() / kept.len() as f64
-        };
+        b.mean = trimmed_mean(&b.recent, filled);
+        b.mean_arrivals = trimmed_mean(&b.recent_arrivals, filled);
         b.bin = bin;
         b.accounts = 0;
+        b.arrivals = 0;
         b.wave = 0;
+        b.arrival_wave = false;
         b.participants.clear();
+        b.arrived.clear();
         self.newest_bin = self.newest_bin.max(bin);
         let keep_ms = (self.cfg.baseline_secs * 1000) as i64;
         let now_ms = bin * (self.cfg.bin_secs * 1000) as i64;
@@ -515,6 +576,7 @@ impl LinkDetector for CohortLinks {
                 "bin_start": crate::event::time::format_ms(wave.start_ms),
                 "bin_secs": view.cfg.cohort.bin_secs,
                 "harvesting_accounts": wave.accounts,
+                "counted": if wave.arrivals { "arriving" } else { "all" },
                 "expected_by_baseline": (wave.expected * 100.0).round() / 100.0,
                 "chance_p": wave.p_value,
             }));
@@ -705,10 +767,40 @@ mod tests {
         assert!(in_step >= 12, "{in_step} of 14 campaign accounts in step");
         let (step, on) = s.c.step(&s.pres[&ALWAYS_ON]);
         assert!(!on, "the always-on account: {step:?}");
+        // It took part in the waves that stood out on every account in the bin (those that
+        // stood out only on the accounts arriving in it, it did not arrive with).
         assert!(
-            step.wave_bins >= 35,
+            step.wave_bins >= 15,
             "it did take part in the waves: {step:?}"
         );
+    }
+
+    #[test]
+    fn a_small_wave_over_steady_harvesters_arrives_and_they_do_not() {
+        // 40 scripts harvest in every bin; every fourth bin 6 campaign accounts join them.
+        // 46 accounts against a baseline of 40 is no wave, but 6 arriving where about none do
+        // is, and only the arrivals take part in it.
+        let cfg = CohortConfig::default();
+        let bin_ms = (cfg.bin_secs * 1000) as i64;
+        let mut s = Traffic::new(cfg);
+        for b in 0..400u64 {
+            let ts = T0 + b as i64 * bin_ms;
+            for a in 0..40u64 {
+                s.hit(1_000 + a, ts + 10 + a as i64);
+            }
+            if b >= 100 && b % 4 == 0 {
+                for a in 0..6u64 {
+                    s.hit(a, ts + 7_000 + a as i64 * 100);
+                }
+            }
+        }
+        assert!(s.c.waves_held() >= 40, "{} waves", s.c.waves_held());
+        let in_step = (0..6u64).filter(|a| s.c.step(&s.pres[a]).1).count();
+        assert_eq!(in_step, 6);
+        for a in 1_000..1_040u64 {
+            let (step, on) = s.c.step(&s.pres[&a]);
+            assert!(!on && step.wave_bins == 0, "steady account {a}: {step:?}");
+        }
     }
 
     #[test]

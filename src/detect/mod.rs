@@ -110,7 +110,9 @@
 //!   (`cluster.template_crowd_fresh_share`, `cluster.template_crowd_single_turn_share`).
 //! - *Co-activity waves* ([`cohort`], after SynchroTrap and CopyCatch): per model, bins of
 //!   `cohort.bin_secs` count the accounts harvesting in them against a baseline learned from the
-//!   recent bins (after `cohort.warmup_bins`); an improbably busy bin is a wave, and an account is in step when chance cannot
+//!   recent bins (after `cohort.warmup_bins`); an improbably busy bin is a wave, as is one
+//!   with improbably many accounts arriving (not in the bin before: steady scripts do not
+//!   arrive, so they do not hide a small campaign), and an account is in step when chance cannot
 //!   explain how many of its active bins were waves. This links campaigns that share no IP, card,
 //!   device or wording.
 //! - Union-find joins linked accounts into clusters; a cluster keeps the id of its oldest part, so
