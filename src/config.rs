@@ -737,6 +737,17 @@ pub struct CohortConfig {
     /// evaluation run) and starts while a campaign fires densely takes part in as many waves
     /// as the moment has, however quiet the rest of its span was.
     pub local_share_bins: u32,
+    /// A run of harvesting starts with a request after this many seconds without one...
+    pub schedule_quiet_secs: u64,
+    /// ...and an established account whose runs keep to the wall clock (at least this many
+    /// of them started in the first bin after a round minute: one, so that a job is taken for
+    /// one from its first run on the round minute until a run off the clock says otherwise,
+    /// while the rounds of a campaign drift across the minute...
+    pub schedule_min_runs: u32,
+    /// ...and at least this share of all its runs) is on a schedule: customers' crontabs fire
+    /// together at the round minutes, so co-activity is no evidence against it. A run that
+    /// starts at a random moment does so one time in 60 / `bin_secs` (a quarter).
+    pub schedule_min_share: f64,
 }
 
 impl Default for CohortConfig {
@@ -751,6 +762,9 @@ impl Default for CohortConfig {
             max_account_p: 1e-4,
             warmup_bins: 20,
             local_share_bins: 16,
+            schedule_quiet_secs: 60,
+            schedule_min_runs: 1,
+            schedule_min_share: 0.75,
         }
     }
 }
@@ -973,6 +987,7 @@ impl Config {
                 "must be between 1 and 64",
             ));
         }
+        share("cohort.schedule_min_share", co.schedule_min_share)?;
         if co.baseline_secs < 60 * co.bin_secs {
             return Err(invalid(
                 "cohort.baseline_secs",

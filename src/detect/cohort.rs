@@ -18,7 +18,22 @@
 //! *in step* when so many of its active bins are waves that chance
 //! cannot explain it: the binomial tail of its wave count, given its active bins and the
 //! share of bins that were waves, is below `cohort.max_account_p`, over at least
-//! `cohort.min_waves` waves. In-step accounts are linked through the waves they shared.
+//! `cohort.min_waves` waves, in as many separate episodes (a wave not in the bin right
+//! after the account's last: one run through a few busy minutes is one piece of evidence,
+//! however many bins it spans). In-step accounts are linked through the waves they shared.
+//!
+//! Customers' scheduled jobs fire together too: crontabs start on the round minutes, so
+//! the minutes after the hour are busy with accounts that have nothing to do with each
+//! other. A run of harvesting (a request after `cohort.schedule_quiet_secs` without one)
+//! that starts in the first bin after a round minute is *on the clock*; an established
+//! account at least `cohort.schedule_min_runs` of whose runs, and `cohort.schedule_min_share`
+//! of all of them, were on the clock keeps to a schedule, and firing together (a wave, or a
+//! template's burst) is no evidence against it. A run that starts at a random moment is on
+//! the clock one time in 60 / `cohort.bin_secs`, and a campaign member's rounds, whatever
+//! its period, drift across the minute. An operator can put aged accounts' waves on the
+//! round minutes; timing then tells them from customers' jobs no better than it tells the
+//! jobs from each other, and fresh accounts, shared infrastructure and templates must carry
+//! the case.
 //!
 //! The share of bins that were waves is the largest of three: over the last
 //! `cohort.baseline_secs`, over the account's own span since its first harvesting bin, and at
@@ -268,6 +283,15 @@ impl Cohort {
         let arrival = p.bin != (bin - 1).wrapping_mul(31).wrapping_add(model as i64);
         p.bin = key;
         p.active_bins = p.active_bins.saturating_add(1);
+        let quiet = (self.cfg.schedule_quiet_secs / self.cfg.bin_secs).max(1) as u32;
+        let b32 = bin as u32;
+        if p.last_bin == 0 || b32.wrapping_sub(p.last_bin) > quiet {
+            p.runs = p.runs.saturating_add(1);
+            if (bin * self.bin_ms()).rem_euclid(60_000) < self.bin_ms() {
+                p.clock_runs = p.clock_runs.saturating_add(1);
+            }
+        }
+        p.last_bin = b32;
         if p.since == 0 {
             p.since = (bin - self.first_bin + 1).clamp(1, i64::from(u32::MAX)) as u32;
             p.waves_before = self.declared;
@@ -303,7 +327,7 @@ impl Cohort {
             if b.arrival_wave && !arrival {
                 return 0;
             }
-            p.credit(b.wave);
+            p.credit(b.wave, bin as u16);
             if let Some(w) = self.waves.get_mut(&b.wave) {
                 w.accounts = if b.arrival_wave {
                     b.arrivals
@@ -374,7 +398,7 @@ impl Cohort {
         }
         b.participants.clear();
         b.arrived.clear();
-        p.credit(id);
+        p.credit(id, bin as u16);
         id
     }
 
@@ -452,8 +476,12 @@ impl Cohort {
     }
 
     /// Credits a participant of a newly declared wave.
-    pub fn credit(p: &mut Presence, wave: u32) {
-        p.credit(wave);
+    pub fn credit(&self, p: &mut Presence, wave: u32) {
+        let bin = self
+            .waves
+            .get(&wave)
+            .map_or(0, |w| w.start_ms.div_euclid(self.bin_ms()));
+        p.credit(wave, bin as u16);
     }
 
     /// The share of bins that were waves over the account's own span (0 before it has one).
@@ -479,10 +507,25 @@ impl Cohort {
             wave_bins: p.wave_bins,
             p_value,
         };
-        let in_step =
-            u32::from(p.wave_bins) >= self.cfg.min_waves && p_value <= self.cfg.max_account_p;
+        // Waves in separate episodes: one run through a few busy minutes (a job starting on
+        // the clock with others) is one piece of evidence, however many bins it spans.
+        let in_step = u32::from(p.wave_bins) >= self.cfg.min_waves
+            && u32::from(p.wave_episodes) >= self.cfg.min_waves
+            && p_value <= self.cfg.max_account_p;
         (s, in_step)
     }
+}
+
+/// Whether `acc` is an established account whose harvest runs keep to the wall clock: at
+/// least `cohort.schedule_min_runs` of them, and `cohort.schedule_min_share` of all, started
+/// in the first bin after a round minute (a run starting at a random moment does so one time
+/// in 60 / `bin_secs`). Customers' scheduled jobs fire together on the round minutes, so
+/// firing together (in a wave, or a template's burst) is no evidence against it.
+pub fn on_schedule(cfg: &crate::config::Config, acc: &Account, now_ms: i64) -> bool {
+    let p = &acc.presence;
+    u32::from(p.clock_runs) >= cfg.cohort.schedule_min_runs
+        && f64::from(p.clock_runs) >= cfg.cohort.schedule_min_share * f64::from(p.runs)
+        && !acc.is_fresh(now_ms, cfg.engine.fresh_account_days)
 }
 
 /// The behavioural-link detector: counts each harvesting request in its co-activity bin and,
@@ -509,6 +552,9 @@ impl CohortLinks {
         let (_, in_step) = self.cohort.step(&acc.presence);
         let facts = acc.facts();
         if !in_step || !facts.may_be_named(min_harvest) {
+            return None;
+        }
+        if on_schedule(view.cfg, &acc, view.now) {
             return None;
         }
         let waves = acc.presence.waves;
@@ -546,7 +592,7 @@ impl LinkDetector for CohortLinks {
         };
         for &other in &credited {
             if let Some(mut acc) = view.accounts.get_mut(&other) {
-                acc.presence.credit(wave);
+                self.cohort.credit(&mut acc.presence, wave);
             }
         }
         credited.push(akey);
@@ -626,7 +672,7 @@ mod tests {
                     pres.insert(a, p);
                     for &o in &credited {
                         if let Some(q) = pres.get_mut(&o) {
-                            Cohort::credit(q, w);
+                            c.credit(q, w);
                         }
                     }
                 }
@@ -673,7 +719,7 @@ mod tests {
             self.pres.insert(a, p);
             for &o in &self.credited {
                 if let Some(q) = self.pres.get_mut(&o) {
-                    Cohort::credit(q, w);
+                    self.c.credit(q, w);
                 }
             }
         }
@@ -801,6 +847,37 @@ mod tests {
             let (step, on) = s.c.step(&s.pres[&a]);
             assert!(!on && step.wave_bins == 0, "steady account {a}: {step:?}");
         }
+    }
+
+    #[test]
+    fn a_run_through_busy_minutes_is_one_episode() {
+        // 20 accounts harvest through the same eight bins, once: eight waves, one episode,
+        // not in step. Three such runs an hour apart are three.
+        let cfg = CohortConfig::default();
+        let bin_ms = (cfg.bin_secs * 1000) as i64;
+        let mut s = Traffic::new(cfg);
+        let runs_at = [100u64, 340, 580];
+        for b in 0..700u64 {
+            let ts = T0 + b as i64 * bin_ms + 7_000;
+            if b % 3 == 0 {
+                s.hit(1_000 + b % 7, ts);
+            }
+            for (i, &r) in runs_at.iter().enumerate() {
+                if (r..r + 8).contains(&b) {
+                    for a in 0..20u64 {
+                        s.hit(a, ts + 100 + a as i64 * 50);
+                    }
+                }
+                if i == 0 && b == r + 8 {
+                    let (step, on) = s.c.step(&s.pres[&0]);
+                    assert!(step.wave_bins >= 3 && !on, "after one run: {step:?}");
+                    assert_eq!(s.pres[&0].wave_episodes, 1);
+                }
+            }
+        }
+        assert_eq!(s.pres[&0].wave_episodes, 3);
+        let in_step = (0..20u64).filter(|a| s.c.step(&s.pres[a]).1).count();
+        assert_eq!(in_step, 20);
     }
 
     #[test]

@@ -293,7 +293,12 @@ impl LinkDetector for ValueLinks {
                 *self.sign_ups.entry(creation_hour(created)).or_insert(0) += 1;
             }
         }
-        if obs.in_burst {
+        let scheduled = || {
+            view.accounts
+                .get(&akey)
+                .is_some_and(|a| super::cohort::on_schedule(view.cfg, &a, now))
+        };
+        if obs.in_burst && !scheduled() {
             links.push(LinkRecord::new(LinkKind::Sync, obs.event, akey, now));
         }
         // Records that the assembler must know before this event's links: networks whose

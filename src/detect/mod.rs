@@ -113,8 +113,11 @@
 //!   recent bins (after `cohort.warmup_bins`); an improbably busy bin is a wave, as is one
 //!   with improbably many accounts arriving (not in the bin before: steady scripts do not
 //!   arrive, so they do not hide a small campaign), and an account is in step when chance cannot
-//!   explain how many of its active bins were waves. This links campaigns that share no IP, card,
-//!   device or wording.
+//!   explain how many of its active bins were waves, in separate episodes. This links campaigns
+//!   that share no IP, card, device or wording. An established account whose runs of harvest
+//!   start on the round minutes (`cohort.schedule_min_runs`, `cohort.schedule_min_share`) is a
+//!   customer's scheduled job: crontabs fire together, so neither waves nor a template's burst
+//!   put it in step.
 //! - Union-find joins linked accounts into clusters; a cluster keeps the id of its oldest part, so
 //!   a hydra's replacement accounts join the existing alert.
 //!

@@ -1152,6 +1152,49 @@ fn accounts_harvesting_in_waves_with_nothing_shared_are_clustered_with_their_wav
     );
 }
 
+/// 40 customers' jobs on established accounts, each on a server of its own, firing at every
+/// quarter hour a second or so after the tick: eight new prompts each, eight seconds apart,
+/// for three hours, among independent harvesters.
+fn scheduled_jobs() -> Vec<Event> {
+    let mut events = independent_harvesters();
+    let mut id = 5_000_000u64;
+    for run in 0..12i64 {
+        for a in 0..40u64 {
+            for k in 0..8i64 {
+                let ts = T0 + run * 15 * MIN + 1_000 + a as i64 * 37 + k * 8_000;
+                let mut e = paraphrased(id, ts, &format!("job_{a}"));
+                e.account_created_ms = Some(T0 - (200 + a as i64) * DAY);
+                e.ip = Some(format!("35.{a}.7.9").parse().expect("ip"));
+                events.push(e);
+                id += 1;
+            }
+        }
+    }
+    events.sort_by_key(|e| e.ts_ms);
+    events
+}
+
+fn named_jobs(alerts: &[Alert]) -> usize {
+    alerts
+        .iter()
+        .filter(|a| a.kind == Kind::FakeAccountCluster)
+        .flat_map(|a| a.accounts.iter())
+        .filter(|a| a.starts_with("job_"))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+#[test]
+fn customers_jobs_firing_together_on_the_clock_are_not_a_cluster() {
+    let alerts = run(&mut engine(), &scheduled_jobs());
+    assert_eq!(named_jobs(&alerts), 0);
+    // Were their runs not taken for a schedule, their timing would name them.
+    let mut cfg = Config::default();
+    cfg.cohort.schedule_min_runs = 1_000;
+    let alerts = run(&mut engine_with(cfg), &scheduled_jobs());
+    assert!(named_jobs(&alerts) >= 30, "{}", named_jobs(&alerts));
+}
+
 /// Ten single-account harvesters, each on its own network and device, two minutes apart.
 fn ten_harvesters() -> Vec<Event> {
     let mut events = Vec::new();
@@ -1593,7 +1636,8 @@ fn an_evaluation_run_that_starts_as_a_campaign_fires_is_not_in_step_with_it() {
                 id += 1;
             }
         }
-        let mut t = T0 + 5 * MIN;
+        // Off the round minutes: a job on the clock is a schedule, not this test's case.
+        let mut t = T0 + 5 * MIN + 23_000;
         let mut n = 0u64;
         while t < start + 60 * MIN {
             let mut e = paraphrased(500_000 + n, t, "acct_eval");

@@ -37,6 +37,7 @@ pub(crate) fn run(fam: &str, c: &mut Ctx) {
         "quickstart_crowd" => evasive::quickstart_crowd(c),
         "hackathon" => evasive::hackathon(c),
         "app_backend" => evasive::app_backend(c),
+        "scheduled_jobs" => evasive::scheduled_jobs(c),
         "cover_harvester" => evasive::cover_harvester(c),
         "paraphrase_swarm" => evasive::paraphrase_swarm(c),
         "rotating_hydra" => evasive::rotating_hydra(c),

@@ -32,6 +32,7 @@ pub const BENIGN_FAMILIES: &[&str] = &[
     "quickstart_crowd",
     "hackathon",
     "app_backend",
+    "scheduled_jobs",
 ];
 
 /// Attack families, in generation order.
@@ -83,6 +84,7 @@ pub const EVASIVE_FAMILIES: &[&str] = &[
     "quickstart_crowd",
     "hackathon",
     "app_backend",
+    "scheduled_jobs",
     "cover_harvester",
     "paraphrase_swarm",
     "rotating_hydra",

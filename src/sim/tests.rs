@@ -466,6 +466,42 @@ fn timing_lockstep_fires_in_waves() {
     assert!(nets.len() * 10 >= by.len() * 9, "scattered networks");
 }
 
+/// Scheduled jobs of unrelated accounts start together on the round minutes, run after run.
+#[test]
+fn scheduled_jobs_start_together_on_the_clock() {
+    let sim = generate(&opts("scheduled_jobs", 3, 1.0, 3.0)).expect("gen");
+    let by = family_events(&sim, "scheduled_jobs");
+    assert!(by.len() >= 20, "{} accounts", by.len());
+    let mut on_the_quarter = 0;
+    let mut runs = 0;
+    for evs in by.values() {
+        let mut times: Vec<i64> = evs.iter().map(|e| ts_ms(&e.ts)).collect();
+        times.sort_unstable();
+        // A run starts after a quiet spell, within seconds of a minute's start.
+        let starts: Vec<i64> = times
+            .iter()
+            .enumerate()
+            .filter(|&(i, &t)| i == 0 || t - times[i - 1] > 5 * MIN)
+            .map(|(_, &t)| t)
+            .collect();
+        for t in &starts {
+            assert!(t.rem_euclid(60 * SEC) < 5 * SEC, "{t}");
+        }
+        runs += starts.len();
+        on_the_quarter += starts
+            .iter()
+            .filter(|t| t.div_euclid(60 * SEC).rem_euclid(15) == 0)
+            .count();
+        let nets: BTreeSet<&str> = evs.iter().map(|e| e.ip.as_deref().expect("ip")).collect();
+        assert_eq!(nets.len(), 1, "one server");
+    }
+    assert!(runs >= by.len() * 3, "{runs} runs");
+    assert!(
+        on_the_quarter * 2 >= runs,
+        "{on_the_quarter} of {runs} on the quarter hour"
+    );
+}
+
 /// Slow takeovers stay on the owner's device and network at 0.1-0.2 requests/s.
 #[test]
 fn slow_takeover_keeps_owner_device() {

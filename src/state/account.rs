@@ -60,14 +60,29 @@ pub struct Presence {
     /// Waves expected among its active bins by chance: the sum, over them, of the share of
     /// recent bins that were waves (`cohort.local_share_bins`).
     pub expected_waves: f32,
+    /// Bin of its last harvesting request (any model; 0: none), its runs of harvesting (a
+    /// request after `cohort.schedule_quiet_secs` without one), and how many of those runs
+    /// started in the first bin after a round minute: a scheduled job starts on the clock.
+    pub last_bin: u32,
+    pub runs: u16,
+    pub clock_runs: u16,
+    /// Episodes of waves it took part in (a wave not in the bin right after its last one:
+    /// one job's run through a busy few minutes is one episode, a campaign's waves are
+    /// each one), and the bin of its last wave (wrapping).
+    pub wave_episodes: u16,
+    pub last_wave_bin: u16,
 }
 
 impl Presence {
     /// Counts a wave the account took part in (once).
-    pub fn credit(&mut self, wave: u32) {
+    pub fn credit(&mut self, wave: u32, bin: u16) {
         if self.waves.contains(&wave) {
             return;
         }
+        if self.wave_bins == 0 || bin.wrapping_sub(self.last_wave_bin) > 1 {
+            self.wave_episodes = self.wave_episodes.saturating_add(1);
+        }
+        self.last_wave_bin = bin;
         self.wave_bins = self.wave_bins.saturating_add(1);
         self.waves.rotate_right(1);
         self.waves[0] = wave;

@@ -265,6 +265,81 @@ pub(super) fn app_backend(c: &mut Ctx) {
     }
 }
 
+/// Customers' scheduled jobs: unrelated established accounts whose crontabs fire at the same
+/// wall-clock moments (most on the round minute of the hour or quarter hour), each run sending
+/// a batch of new reasoning prompts (a report, a digest, an analysis of each new record) at
+/// machine pace from a few workers, then nothing until the next run. Run after run they arrive
+/// together, in the same 15 seconds, with nothing else in common.
+pub(super) fn scheduled_jobs(c: &mut Ctx) {
+    let n = ((log_unif(&mut c.rng, 20.0, 200.0) * c.scale).round() as usize).max(3);
+    // Most jobs are hourly; the popular minutes are the round ones.
+    let periods = [(15 * MIN, 0.2), (30 * MIN, 0.2), (HOUR, 0.6)];
+    for _ in 0..n {
+        let created = c.start() - (log_unif(&mut c.rng, 30.0, 2000.0) * DAY as f64) as i64;
+        let org = chance(&mut c.rng, 0.5).then(|| infra::org_id(&mut c.rng));
+        let email = infra::company_domain(&mut c.rng);
+        let card = infra::payment_fp(&mut c.rng);
+        let acct = c.add_account(created, org, Some(card), email);
+        let net = new_net(c, NetKind::Hosting);
+        let d = if chance(&mut c.rng, 0.5) {
+            infra::api_device(&mut c.rng)
+        } else {
+            infra::sdk_device(&mut c.rng)
+        };
+        let dev = new_dev(c, d);
+        let period = crate::sim::rng::pick_w(&mut c.rng, &periods);
+        let offset = if chance(&mut c.rng, 0.7) {
+            0
+        } else {
+            c.int(1, period / MIN - 1) * MIN
+        };
+        // The job's process starts a moment after the tick, the same moment every run.
+        let delay = c.int(0, 4 * SEC);
+        let per_run = usize_in(&mut c.rng, 3, 40);
+        let workers = usize_in(&mut c.rng, 1, 4);
+        let company = pick(&mut c.rng, super::super::words::COMPANY_WORDS);
+        let header = pick(
+            &mut c.rng,
+            &[
+                "Analyze the following item for the daily report",
+                "Review this record and assess the risk",
+                "Summarize the finding below for the weekly digest",
+                "Evaluate the case below",
+            ],
+        );
+        let reasoning_p = unif(&mut c.rng, 0.3, 1.0);
+        let model = pick(&mut c.rng, &[M2, M2, M1, M2_LITE]);
+        let out_med = unif(&mut c.rng, 300.0, 1200.0);
+        let mut run = (c.start() - offset).div_euclid(period) * period + offset;
+        if run < c.start() {
+            run += period;
+        }
+        while run < c.end() {
+            let mut left = per_run;
+            for w in 0..workers {
+                let mut t = run + delay + w as i64 * c.int(0, 300);
+                for _ in 0..per_run.div_ceil(workers).min(left) {
+                    let (dom, topic) = prompts::random_topic(&mut c.rng);
+                    let problem = prompts::problem_in(&mut c.rng, dom, topic);
+                    let tail = if chance(&mut c.rng, reasoning_p) {
+                        "Explain your reasoning step by step before the conclusion."
+                    } else {
+                        "Give the conclusion in two sentences."
+                    };
+                    let text = format!("[{company}] {header}.\n\n{problem}\n\n{tail}");
+                    let tok = c.tokens(&text);
+                    let out = log_normal(&mut c.rng, out_med, 0.5).clamp(30.0, 3000.0) as i64;
+                    let st = c.status(0.01);
+                    c.emit(t, acct, net, dev, model, false, 1, tok, out, st, text);
+                    t += latency_ms(&mut c.rng, out) + c.int(50, 500);
+                    left -= 1;
+                }
+            }
+            run += period;
+        }
+    }
+}
+
 // ---------------------------------------------------------------- evasive attacks
 
 /// A harvester that hides behind cover: 10-40% of its requests are scripted multi-turn chats
