@@ -28,7 +28,10 @@
 //! that starts in the first bin after a round minute is *on the clock*; an established
 //! account at least `cohort.schedule_min_runs` of whose runs, and `cohort.schedule_min_share`
 //! of all of them, were on the clock keeps to a schedule, and firing together (a wave, or a
-//! template's burst) is no evidence against it. A run that starts at a random moment is on
+//! template's burst) is no evidence against it. Nor is it counted in the bins: counted, the
+//! jobs make waves of their own on their minutes, and the share of bins that are waves, which
+//! every account is judged against, rises until a campaign firing beside them is no longer
+//! selective. A run that starts at a random moment is on
 //! the clock one time in 60 / `cohort.bin_secs`, and a campaign member's rounds, whatever
 //! its period, drift across the minute. An operator can put aged accounts' waves on the
 //! round minutes; timing then tells them from customers' jobs no better than it tells the
@@ -271,6 +274,7 @@ impl Cohort {
         ts_ms: i64,
         account: u64,
         p: &mut Presence,
+        established: bool,
         credited: &mut Vec<u64>,
     ) -> u32 {
         let bin = ts_ms.div_euclid(self.bin_ms());
@@ -282,7 +286,6 @@ impl Cohort {
         }
         let arrival = p.bin != (bin - 1).wrapping_mul(31).wrapping_add(model as i64);
         p.bin = key;
-        p.active_bins = p.active_bins.saturating_add(1);
         let quiet = (self.cfg.schedule_quiet_secs / self.cfg.bin_secs).max(1) as u32;
         let b32 = bin as u32;
         if p.last_bin == 0 || b32.wrapping_sub(p.last_bin) > quiet {
@@ -292,6 +295,15 @@ impl Cohort {
             }
         }
         p.last_bin = b32;
+        if established && p.keeps_schedule(&self.cfg) {
+            // A customer's scheduled job: its runs start together with other customers' on
+            // the round minutes. It is neither evidence (it is never linked) nor background
+            // a campaign must stand out from: counted, the jobs' runs make waves of their
+            // own every quarter hour, and the share of bins that are waves, which every
+            // account's co-activity is judged against, rises with them.
+            return 0;
+        }
+        p.active_bins = p.active_bins.saturating_add(1);
         if p.since == 0 {
             p.since = (bin - self.first_bin + 1).clamp(1, i64::from(u32::MAX)) as u32;
             p.waves_before = self.declared;
@@ -522,10 +534,16 @@ impl Cohort {
 /// in 60 / `bin_secs`). Customers' scheduled jobs fire together on the round minutes, so
 /// firing together (in a wave, or a template's burst) is no evidence against it.
 pub fn on_schedule(cfg: &crate::config::Config, acc: &Account, now_ms: i64) -> bool {
-    let p = &acc.presence;
-    u32::from(p.clock_runs) >= cfg.cohort.schedule_min_runs
-        && f64::from(p.clock_runs) >= cfg.cohort.schedule_min_share * f64::from(p.runs)
-        && !acc.is_fresh(now_ms, cfg.engine.fresh_account_days)
+    acc.presence.keeps_schedule(&cfg.cohort) && !acc.is_fresh(now_ms, cfg.engine.fresh_account_days)
+}
+
+impl Presence {
+    /// Whether the account's harvest runs keep to the wall clock (see [`on_schedule`], which
+    /// also asks that the account be established).
+    pub fn keeps_schedule(&self, cfg: &CohortConfig) -> bool {
+        u32::from(self.clock_runs) >= cfg.schedule_min_runs
+            && f64::from(self.clock_runs) >= cfg.schedule_min_share * f64::from(self.runs)
+    }
 }
 
 /// The behavioural-link detector: counts each harvesting request in its co-activity bin and,
@@ -583,10 +601,18 @@ impl LinkDetector for CohortLinks {
         let model = ev.model.as_ref().map_or(0, |m| xxh3_64(m.as_bytes()));
         let mut credited = std::mem::take(&mut self.credited);
         credited.clear();
+        let fresh_days = view.cfg.engine.fresh_account_days;
         let wave = match view.accounts.get_mut(&akey) {
             Some(mut acc) => {
-                self.cohort
-                    .observe(model, ev.ts_ms, akey, &mut acc.presence, &mut credited)
+                let established = !acc.is_fresh(view.now, fresh_days);
+                self.cohort.observe(
+                    model,
+                    ev.ts_ms,
+                    akey,
+                    &mut acc.presence,
+                    established,
+                    &mut credited,
+                )
             }
             None => 0,
         };
@@ -661,14 +687,14 @@ mod tests {
             for _ in 0..per_bin {
                 next_bg += 1;
                 let mut p = pres.remove(&next_bg).unwrap_or_default();
-                c.observe(1, ts + 10, next_bg, &mut p, &mut credited);
+                c.observe(1, ts + 10, next_bg, &mut p, false, &mut credited);
                 pres.insert(next_bg, p);
             }
             if b >= 200 && (b - 200) % every == 0 {
                 for a in 0..n {
                     let mut p = pres.remove(&a).unwrap_or_default();
                     credited.clear();
-                    let w = c.observe(1, ts + 100 + a as i64, a, &mut p, &mut credited);
+                    let w = c.observe(1, ts + 100 + a as i64, a, &mut p, false, &mut credited);
                     pres.insert(a, p);
                     for &o in &credited {
                         if let Some(q) = pres.get_mut(&o) {
@@ -713,9 +739,15 @@ mod tests {
         }
 
         fn hit(&mut self, a: u64, ts: i64) {
+            self.hit_as(a, ts, false);
+        }
+
+        fn hit_as(&mut self, a: u64, ts: i64, established: bool) {
             let mut p = self.pres.remove(&a).unwrap_or_default();
             self.credited.clear();
-            let w = self.c.observe(1, ts, a, &mut p, &mut self.credited);
+            let w = self
+                .c
+                .observe(1, ts, a, &mut p, established, &mut self.credited);
             self.pres.insert(a, p);
             for &o in &self.credited {
                 if let Some(q) = self.pres.get_mut(&o) {
@@ -878,6 +910,50 @@ mod tests {
         assert_eq!(s.pres[&0].wave_episodes, 3);
         let in_step = (0..20u64).filter(|a| s.c.step(&s.pres[a]).1).count();
         assert_eq!(in_step, 20);
+    }
+
+    /// Customers' scheduled jobs (80 accounts, every 15 minutes, ten on each of eight
+    /// minutes of the quarter hour, each run three bins long) beside a campaign of 12
+    /// accounts, 8 or so of them firing together every 5 bins. Returns how many of the
+    /// campaign are in step, and how many jobs, when the jobs' accounts are `established`.
+    fn campaign_beside_scheduled_jobs(established: bool) -> (usize, usize) {
+        let cfg = CohortConfig::default();
+        let bin_ms = (cfg.bin_secs * 1000) as i64;
+        let bins_per_min = 60_000 / bin_ms;
+        let mut s = Traffic::new(cfg);
+        for b in 0..720i64 {
+            let ts = T0 + b * bin_ms;
+            for j in 0..80u64 {
+                let start = (j % 8) as i64 * 2 * bins_per_min;
+                if (0..3).contains(&((b - start).rem_euclid(60 * bins_per_min / 4))) {
+                    s.hit_as(1_000 + j, ts + 1_000 + j as i64 * 10, established);
+                }
+            }
+            if b >= 120 && b % 5 == 2 {
+                for a in 0..12u64 {
+                    if xxh3_64(&((a << 40) | b as u64).to_le_bytes()) % 10 < 5 {
+                        s.hit(a, ts + 7_000 + a as i64 * 100);
+                    }
+                }
+            }
+        }
+        let in_step = |lo: u64, hi: u64| (lo..hi).filter(|a| s.c.step(&s.pres[a]).1).count();
+        (in_step(0, 12), in_step(1_000, 1_080))
+    }
+
+    #[test]
+    fn customers_jobs_on_the_clock_do_not_hide_a_campaign() {
+        // Counted, the jobs make waves of their own in every other minute, and a campaign's
+        // waves are no longer rare among the bins. Established accounts keeping to the clock
+        // are not counted.
+        let (campaign, jobs) = campaign_beside_scheduled_jobs(true);
+        assert_eq!(campaign, 12);
+        assert_eq!(jobs, 0);
+        let (campaign, _) = campaign_beside_scheduled_jobs(false);
+        assert!(
+            campaign <= 6,
+            "{campaign} of 12 in step with the jobs counted"
+        );
     }
 
     #[test]
