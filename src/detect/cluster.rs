@@ -12,7 +12,7 @@ use super::{pct, LinkDetector, LinkKind, LinkRecord, Observed, Out, Signal, View
 use crate::alert::{Decision, Kind, Tier};
 use crate::config::ClusterConfig;
 use crate::state::account::{Facts, JoinGround};
-use crate::state::attribute::AttrKind;
+use crate::state::attribute::{AttrKind, Networks};
 
 /// One cluster (a union-find root).
 #[derive(Debug, Clone)]
@@ -21,9 +21,17 @@ pub struct Cluster {
     pub name: String,
     pub founded_ms: i64,
     pub members: IntSet<u64>,
-    /// Attribute keys that linked accounts into this cluster (first ones, for evidence).
+    /// Keys of links (attribute values, co-activity waves) that joined accounts into this
+    /// cluster, for its evidence: the first `FOUNDING_LINKS`, then the most recent others.
+    /// A cluster outlives its first links (a rotating proxy's addresses are released, waves
+    /// are forgotten after `cohort.baseline_secs`), and a link no longer held explains
+    /// nothing: the recent ones keep a long-lived cluster's alerts explained.
     pub links: Vec<u64>,
-    pub link_count: u32,
+    /// Where the next recent link goes among the slots after the founding ones.
+    next_recent: u8,
+    /// Distinct links ever, estimated (a HyperLogLog of their keys): thousands for a hydra
+    /// behind a rotating proxy.
+    distinct_links: Networks,
     /// Membership changed since the last alert.
     pub dirty: bool,
     pub last_eval_ms: i64,
@@ -34,6 +42,36 @@ pub struct Cluster {
 }
 
 const MAX_LINKS_KEPT: usize = 16;
+/// Of those, the cluster's first links, kept for good (see [`Cluster::links`]).
+const FOUNDING_LINKS: usize = 8;
+
+impl Cluster {
+    /// Distinct links that joined accounts into the cluster: exact while all are kept,
+    /// estimated beyond.
+    pub fn link_count(&self) -> u32 {
+        if self.links.len() < MAX_LINKS_KEPT {
+            return self.links.len() as u32;
+        }
+        (self.distinct_links.estimate().round() as u32).max(MAX_LINKS_KEPT as u32)
+    }
+
+    /// Keeps `key` among the links shown as evidence; true if it was not among them.
+    fn keep_link(&mut self, key: u64) -> bool {
+        if self.links.contains(&key) {
+            return false;
+        }
+        self.distinct_links.add(xxh3_64(&key.to_le_bytes()));
+        if self.links.len() < MAX_LINKS_KEPT {
+            self.links.push(key);
+        } else {
+            let recent = MAX_LINKS_KEPT - FOUNDING_LINKS;
+            let slot = FOUNDING_LINKS + usize::from(self.next_recent) % recent;
+            self.links[slot] = key;
+            self.next_recent = ((usize::from(self.next_recent) + 1) % recent) as u8;
+        }
+        true
+    }
+}
 
 /// All clusters, with union-find over their ids.
 #[derive(Debug, Default)]
@@ -96,8 +134,9 @@ impl Clusters {
                 name: format!("cluster-{:016x}", xxh3_64(&h.to_le_bytes())),
                 founded_ms: now_ms,
                 members: IntSet::default(),
-                links: vec![link_key],
-                link_count: 1,
+                links: Vec::new(),
+                next_recent: 0,
+                distinct_links: Networks::default(),
                 dirty: true,
                 last_eval_ms: i64::MIN,
                 last_eval_size: 0,
@@ -106,6 +145,9 @@ impl Clusters {
                 last_alert_size: 0,
             },
         );
+        if let Some(c) = self.roots.get_mut(&id) {
+            c.keep_link(link_key);
+        }
         id
     }
 
@@ -134,11 +176,9 @@ impl Clusters {
             }
             k.members.extend(g.members.drain());
             for l in g.links {
-                if k.links.len() < MAX_LINKS_KEPT && !k.links.contains(&l) {
-                    k.links.push(l);
-                }
+                k.keep_link(l);
             }
-            k.link_count = k.link_count.saturating_add(g.link_count);
+            k.distinct_links.merge(&g.distinct_links);
             k.dirty = true;
             k.last_alert_ms = k.last_alert_ms.max(g.last_alert_ms);
             k.last_alert_rank = k.last_alert_rank.max(g.last_alert_rank);
@@ -149,12 +189,7 @@ impl Clusters {
     /// Records another linking attribute of a cluster.
     pub fn add_link(&mut self, root: u32, link_key: u64) {
         if let Some(c) = self.roots.get_mut(&root) {
-            if !c.links.contains(&link_key) {
-                c.link_count = c.link_count.saturating_add(1);
-                if c.links.len() < MAX_LINKS_KEPT {
-                    c.links.push(link_key);
-                }
-            }
+            c.keep_link(link_key);
         }
     }
 
@@ -846,7 +881,7 @@ impl Assembler {
             return;
         }
         names.sort_unstable();
-        let link_count = self.clusters.get(root).map_or(0, |c| c.link_count);
+        let link_count = self.clusters.get(root).map_or(0, Cluster::link_count);
         let accounts = stats.accounts;
         let window_start_ms = stats
             .first_seen_ms
@@ -1180,5 +1215,38 @@ mod tests {
         assert!(c.is_empty());
         c.compact();
         assert_eq!(c.find(a), 0);
+    }
+
+    #[test]
+    fn a_long_lived_cluster_keeps_its_first_and_its_latest_links_as_evidence() {
+        // A hydra behind a rotating proxy: 2,000 addresses link it over its life, each
+        // released soon after; only the latest are still held when it next alerts.
+        let mut c = Clusters::default();
+        let a = c.create_seeded(1, 1, T0);
+        for k in 2..=2_000u64 {
+            c.add_link(a, k);
+            c.add_link(a, k - 1);
+        }
+        let root = c.get(a).expect("root");
+        assert_eq!(root.links.len(), MAX_LINKS_KEPT);
+        for k in 1..=FOUNDING_LINKS as u64 {
+            assert!(root.links.contains(&k), "founding link {k}");
+        }
+        let recent = (MAX_LINKS_KEPT - FOUNDING_LINKS) as u64;
+        for k in 2_001 - recent..=2_000 {
+            assert!(root.links.contains(&k), "recent link {k}: {:?}", root.links);
+        }
+        // Distinct links, not every record that repeated one.
+        let n = f64::from(root.link_count());
+        assert!(
+            (1_500.0..2_700.0).contains(&n),
+            "{n} distinct links of 2,000"
+        );
+        let b = c.create_seeded(2, 5_000, T0 + 10);
+        assert_eq!(c.get(b).expect("b").link_count(), 1);
+        for k in 5_001..5_010u64 {
+            c.add_link(b, k);
+        }
+        assert_eq!(c.get(b).expect("b").link_count(), 10);
     }
 }

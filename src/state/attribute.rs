@@ -147,12 +147,26 @@ impl Members {
 #[derive(Debug, Clone)]
 pub struct Networks([u8; 64]);
 
+impl Default for Networks {
+    fn default() -> Self {
+        Networks([0; 64])
+    }
+}
+
 impl Networks {
-    fn add(&mut self, h: u64) {
+    /// Counts `h`, a well-mixed hash of the item.
+    pub fn add(&mut self, h: u64) {
         let idx = (h & 63) as usize;
         let rank = ((h >> 6) | (1 << 57)).trailing_zeros() as u8 + 1;
         if rank > self.0[idx] {
             self.0[idx] = rank;
+        }
+    }
+
+    /// Folds in another sketch: the estimate of the union.
+    pub fn merge(&mut self, other: &Networks) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a = (*a).max(*b);
         }
     }
 
