@@ -1758,3 +1758,49 @@ fn staged_engines_detect_clusters_whole_at_any_account_instance_count() {
         "the traffic should hold clusters a split loses ({cut} of {single})"
     );
 }
+
+/// Every cluster alert shows what links it: a shared value or co-activity waves. A campaign
+/// firing in waves for hours outlives its first waves (forgotten after
+/// `cohort.baseline_secs`), and its later updates must still show the waves that linked its
+/// newest members.
+#[test]
+fn every_update_of_a_long_lived_cluster_explains_its_links() {
+    use crate::event::Decoder;
+    use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
+    let sim = crate::sim::generate(&crate::sim::SimOptions {
+        scenario: "timing_lockstep".to_string(),
+        seed: 3,
+        scale: 0.5,
+        hours: 6.0,
+        ..Default::default()
+    })
+    .expect("simulation");
+    let decoder = Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
+    let mut e = engine();
+    let mut alerts = Vec::new();
+    for raw in sim.events {
+        let ev = decoder.from_json(raw).expect("simulated events are valid");
+        e.process(&ev, &mut alerts);
+    }
+    let clusters = cluster_alerts(&alerts);
+    assert!(clusters.len() >= 10, "{} cluster alerts", clusters.len());
+    let last = clusters.last().expect("a cluster alert");
+    let hours = (crate::event::time::parse_rfc3339_ms(&last.detected_at).expect("time")
+        - crate::event::time::parse_rfc3339_ms(&clusters[0].detected_at).expect("time"))
+        as f64
+        / 3_600_000.0;
+    assert!(hours >= 2.0, "the alerts span {hours:.1} h");
+    for a in clusters {
+        let ev = &a.evidence;
+        let shared = ev["shared_attributes"].as_array().map_or(0, Vec::len);
+        let waves = ev["co_activity"]["waves"].as_array().map_or(0, Vec::len);
+        assert!(
+            shared + waves > 0,
+            "{} at {} ({} accounts, {} linking values) shows no link",
+            a.subject,
+            a.detected_at,
+            ev["cluster_size"],
+            ev["linking_values"]
+        );
+    }
+}
