@@ -55,10 +55,10 @@ impl Cluster {
         (self.distinct_links.estimate().round() as u32).max(MAX_LINKS_KEPT as u32)
     }
 
-    /// Keeps `key` among the links shown as evidence; true if it was not among them.
-    fn keep_link(&mut self, key: u64) -> bool {
+    /// Keeps `key` among the links shown as evidence, and counts it if it is not among them.
+    fn keep_link(&mut self, key: u64) {
         if self.links.contains(&key) {
-            return false;
+            return;
         }
         self.distinct_links.add(xxh3_64(&key.to_le_bytes()));
         if self.links.len() < MAX_LINKS_KEPT {
@@ -69,7 +69,6 @@ impl Cluster {
             self.links[slot] = key;
             self.next_recent = ((usize::from(self.next_recent) + 1) % recent) as u8;
         }
-        true
     }
 }
 

@@ -31,9 +31,9 @@
 //! template's burst) is no evidence against it. Nor is it counted in the bins: counted, the
 //! jobs make waves of their own on their minutes, and the share of bins that are waves, which
 //! every account is judged against, rises until a campaign firing beside them is no longer
-//! selective. A run that starts at a random moment is on
-//! the clock one time in 60 / `cohort.bin_secs`, and a campaign member's rounds, whatever
-//! its period, drift across the minute. An operator can put aged accounts' waves on the
+//! selective. A run that starts at a random moment is on the clock one time in
+//! 60 / `cohort.bin_secs`, and a campaign member's rounds, whatever its period, drift across
+//! the minute. An operator can put aged accounts' waves on the
 //! round minutes; timing then tells them from customers' jobs no better than it tells the
 //! jobs from each other, and fresh accounts, shared infrastructure and templates must carry
 //! the case.
@@ -914,7 +914,7 @@ mod tests {
 
     /// Customers' scheduled jobs (80 accounts, every 15 minutes, ten on each of eight
     /// minutes of the quarter hour, each run three bins long) beside a campaign of 12
-    /// accounts, 8 or so of them firing together every 5 bins. Returns how many of the
+    /// accounts, about half of them firing together every 5 bins. Returns how many of the
     /// campaign are in step, and how many jobs, when the jobs' accounts are `established`.
     fn campaign_beside_scheduled_jobs(established: bool) -> (usize, usize) {
         let cfg = CohortConfig::default();

@@ -97,6 +97,20 @@ fn run(engine: &mut Engine, events: &[Event]) -> Vec<Alert> {
     out
 }
 
+/// Simulated traffic, decoded as the engine takes it, and its labels.
+fn simulated(opts: crate::sim::SimOptions) -> (Vec<Event>, Vec<crate::sim::Label>) {
+    use crate::event::Decoder;
+    use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
+    let sim = crate::sim::generate(&opts).expect("simulation");
+    let decoder = Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
+    let events = sim
+        .events
+        .into_iter()
+        .map(|raw| decoder.from_json(raw).expect("simulated events are valid"))
+        .collect();
+    (events, sim.labels)
+}
+
 #[test]
 fn harvester_is_caught_within_fifteen_minutes_with_evidence() {
     let mut eng = engine();
@@ -910,18 +924,13 @@ fn live_allowlist_silences_until_removed() {
 /// alerts, outcomes and counts on every simulated family, duplicates and late events included.
 #[test]
 fn process_all_matches_process_per_event() {
-    use crate::event::Decoder;
-    use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
-    let sim = crate::sim::generate(&crate::sim::SimOptions {
+    let (simulated, _) = simulated(crate::sim::SimOptions {
         scale: 0.2,
         hours: 2.0,
         ..Default::default()
-    })
-    .expect("simulation");
-    let decoder = Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
+    });
     let mut events: Vec<Event> = Vec::new();
-    for (i, raw) in sim.events.into_iter().enumerate() {
-        let e = decoder.from_json(raw).expect("simulated events are valid");
+    for (i, e) in simulated.into_iter().enumerate() {
         // Replays and stragglers: every outcome shows up.
         if i % 97 == 0 {
             events.push(e.clone());
@@ -1698,21 +1707,12 @@ fn cluster_named(alerts: &[Alert], labels: &[crate::sim::Label]) -> usize {
 /// others.
 #[test]
 fn staged_engines_detect_clusters_whole_at_any_account_instance_count() {
-    use crate::event::Decoder;
-    use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
-    let sim = crate::sim::generate(&crate::sim::SimOptions {
+    let (events, labels) = simulated(crate::sim::SimOptions {
         seed: 3,
         scale: 0.3,
         hours: 3.0,
         ..Default::default()
-    })
-    .expect("simulation");
-    let decoder = Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
-    let events: Vec<Event> = sim
-        .events
-        .into_iter()
-        .map(|raw| decoder.from_json(raw).expect("simulated events are valid"))
-        .collect();
+    });
     let cfg = Arc::new(Config::default().validate().expect("valid config"));
     let mut one = Engine::new(cfg.clone());
     let mut want = Vec::new();
@@ -1735,8 +1735,8 @@ fn staged_engines_detect_clusters_whole_at_any_account_instance_count() {
         staged.process(e, &mut got);
         split[staged::partition(&e.account_id, n)].process(e, &mut apart);
     }
-    let base = crate::eval::evaluate(&want, &sim.labels);
-    let four = crate::eval::evaluate(&got, &sim.labels);
+    let base = crate::eval::evaluate(&want, &labels);
+    let four = crate::eval::evaluate(&got, &labels);
     let (r1, r4) = (base.recall.expect("attacks"), four.recall.expect("attacks"));
     let (p1, p4) = (
         base.precision.expect("flags"),
@@ -1744,11 +1744,8 @@ fn staged_engines_detect_clusters_whole_at_any_account_instance_count() {
     );
     assert!((r4 - r1).abs() <= 0.01, "recall {r1:.3} -> {r4:.3}");
     assert!(p4 >= p1 - 0.005, "precision {p1:.3} -> {p4:.3}");
-    let (whole, cut) = (
-        cluster_named(&got, &sim.labels),
-        cluster_named(&apart, &sim.labels),
-    );
-    let single = cluster_named(&want, &sim.labels);
+    let (whole, cut) = (cluster_named(&got, &labels), cluster_named(&apart, &labels));
+    let single = cluster_named(&want, &labels);
     assert!(
         whole as f64 >= 0.99 * single as f64,
         "{whole} of {single} named"
@@ -1765,23 +1762,15 @@ fn staged_engines_detect_clusters_whole_at_any_account_instance_count() {
 /// newest members.
 #[test]
 fn every_update_of_a_long_lived_cluster_explains_its_links() {
-    use crate::event::Decoder;
-    use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
-    let sim = crate::sim::generate(&crate::sim::SimOptions {
+    let (events, _) = simulated(crate::sim::SimOptions {
         scenario: "timing_lockstep".to_string(),
         seed: 3,
         scale: 0.5,
         hours: 6.0,
         ..Default::default()
-    })
-    .expect("simulation");
-    let decoder = Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
+    });
     let mut e = engine();
-    let mut alerts = Vec::new();
-    for raw in sim.events {
-        let ev = decoder.from_json(raw).expect("simulated events are valid");
-        e.process(&ev, &mut alerts);
-    }
+    let alerts = run(&mut e, &events);
     let clusters = cluster_alerts(&alerts);
     assert!(clusters.len() >= 10, "{} cluster alerts", clusters.len());
     let last = clusters.last().expect("a cluster alert");

@@ -143,7 +143,8 @@ impl Members {
     }
 }
 
-/// A 64-register HyperLogLog: how many distinct networks a value's traffic comes from.
+/// A 64-register HyperLogLog: how many distinct items it has seen (the networks a value's
+/// traffic comes from; the links of a cluster).
 #[derive(Debug, Clone)]
 pub struct Networks([u8; 64]);
 
