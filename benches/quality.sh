@@ -10,6 +10,8 @@
 # Seeds 1-20 are for tuning, 21-22 are CI's, 101-120 are the held-out report (benches/README.md).
 # PROMPTS=simhash runs on events that carry only prompt_simhash. KEEP=DIR keeps the runs
 # (DIR/SCENARIO/seedN/{events,labels,alerts}.jsonl; events are deleted unless KEEP_EVENTS=1).
+# REPLAY_ARGS="--account-stages 3 --link-shards 3" runs each replay through the staged topology
+# in one process (to compare it with one engine).
 # Gates after `--` apply to each scenario's aggregate; the script exits non-zero if any fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +45,8 @@ for scenario in $scenarios; do
     mkdir -p "$run"
     "$bin" simulate --scenario "$scenario" --seed "$seed" --scale "$scale" \
       --prompts "${PROMPTS:-text}" --output "$run/events.jsonl" --labels "$run/labels.jsonl" 2>/dev/null
-    "$bin" replay --input "$run/events.jsonl" --output "$run/alerts.jsonl" 2>"$run/replay.log"
+    # shellcheck disable=SC2086 # REPLAY_ARGS is a list of flags
+    "$bin" replay --input "$run/events.jsonl" --output "$run/alerts.jsonl" ${REPLAY_ARGS:-} 2>"$run/replay.log"
     echo "# $scenario seed $seed: $(wc -l <"$run/events.jsonl") events, replay $(grep -o '"seconds":[0-9.]*' "$run/replay.log" | cut -d: -f2) s" >&2
     [ "${KEEP_EVENTS:-0}" = 1 ] || rm -f "$run/events.jsonl"
   done

@@ -47,6 +47,11 @@ enum Command {
         /// both). For measuring what the stage split changes.
         #[arg(long, default_value_t = 0)]
         account_stages: usize,
+        /// With the staged topology: this many link shards, each owning the linking values
+        /// and models that hash to it, feeding one cluster stage (0: one `link` engine that
+        /// also assembles clusters). At most 64.
+        #[arg(long, default_value_t = 0)]
+        link_shards: usize,
     },
     /// Write labelled simulated traffic: events JSON Lines plus a labels file.
     Simulate {
@@ -563,10 +568,17 @@ fn main() -> Result<()> {
             output,
             config,
             account_stages,
+            link_shards,
         } => {
             let cfg = load_config(config.as_deref())?;
             let mut out = open_out(&output)?;
-            let summary = replay::replay_staged(cfg, account_stages, open_in(&input)?, &mut out)?;
+            let summary = replay::replay_staged(
+                cfg,
+                account_stages,
+                link_shards,
+                open_in(&input)?,
+                &mut out,
+            )?;
             eprintln!("{}", serde_json::to_string(&summary)?);
         }
         Command::Simulate {

@@ -254,23 +254,25 @@ pub fn replay(
     input: Box<dyn Read + Send>,
     output: &mut dyn Write,
 ) -> Result<Summary, ReplayError> {
-    replay_staged(cfg, 0, input, output)
+    replay_staged(cfg, 0, 0, input, output)
 }
 
 /// [`replay`] through the staged topology in one process when `account_instances` is at
-/// least one: that many `account` engines keyed by account feeding one `link` engine (see
-/// [`Staged`]); 0: one engine.
+/// least one: that many `account` engines keyed by account feeding one `link` engine, or,
+/// with `link_shards` at least one, that many link shards keyed by linking value and a
+/// cluster stage (see [`Staged`]); 0: one engine.
 pub fn replay_staged(
     cfg: Arc<ValidConfig>,
     account_instances: usize,
+    link_shards: usize,
     input: Box<dyn Read + Send>,
     output: &mut dyn Write,
 ) -> Result<Summary, ReplayError> {
-    if account_instances == 0 {
+    if account_instances == 0 && link_shards == 0 {
         let engine = Engine::new(cfg.clone());
         replay_with(cfg, engine, input, output)
     } else {
-        let staged = Staged::new(cfg.clone(), account_instances);
+        let staged = Staged::sharded(cfg.clone(), account_instances, link_shards);
         replay_with(cfg, staged, input, output)
     }
 }

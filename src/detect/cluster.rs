@@ -2,13 +2,16 @@
 //! [`LinkRecord`]s and joins the accounts they name into clusters (union-find). A cluster keeps
 //! the id of its oldest part as it grows and merges, so replacement accounts join the existing
 //! alert. It owns the clusters, their cadence (evaluation, updates, repeats) and their evidence,
-//! for which it asks each link detector to explain its links and members.
+//! which it reads from a [`Source`]: in one process the accounts and the link detectors' own
+//! state, in a cluster stage of its own the snapshots that came with the link records.
 
 use nohash_hasher::{IntMap, IntSet};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::link::{self, Link};
-use super::{pct, LinkDetector, LinkKind, LinkRecord, Observed, Out, Signal, View};
+use super::{
+    pct, Explained, LinkDetector, LinkKind, LinkRecord, MemberSnapshot, Out, Signal, View,
+};
 use crate::alert::{Decision, Kind, Tier};
 use crate::config::ClusterConfig;
 use crate::state::account::{Facts, JoinGround};
@@ -483,22 +486,22 @@ impl Assembler {
     /// account's own: an account already in a cluster keeps it fresh), alerting when due.
     pub fn assemble(
         &mut self,
-        view: &mut View<'_>,
-        obs: &Observed<'_>,
+        clock: Clock<'_>,
+        account: u64,
         records: &[LinkRecord],
-        explain: &[&dyn LinkDetector],
+        src: &mut dyn Source,
         out: &mut Out,
     ) {
-        if !view.cfg.cluster.enabled {
+        if !clock.cfg.cluster.enabled {
             return;
         }
-        let own = self.members.get(&obs.account).map_or(0, |m| m.cluster);
+        let own = self.members.get(&account).map_or(0, |m| m.cluster);
         let mut touched = std::mem::take(&mut self.touched);
         touched.clear();
         let mut own_done = false;
         for r in records {
             let root = match r.kind {
-                LinkKind::Value(kind) => self.apply_value(view, r, kind, &mut touched),
+                LinkKind::Value(kind) => self.apply_value(clock, r, kind, &mut touched),
                 LinkKind::Wave => {
                     if !own_done {
                         self.touch_own(own, &mut touched);
@@ -531,12 +534,12 @@ impl Assembler {
             self.touch_own(own, &mut touched);
         }
         for &root in &touched {
-            self.check_cluster(view, root, explain, out);
+            self.check_cluster(clock, root, src, out);
         }
         self.touched = touched;
         if self.whole_events {
             // Every record of the event came in this call: its group is complete.
-            self.groups.remove(&obs.account);
+            self.groups.remove(&account);
         }
     }
 
@@ -572,7 +575,7 @@ impl Assembler {
     /// links of its event make it eligible (see [`Assembler::may_join`]). Returns the root.
     fn apply_value(
         &mut self,
-        view: &View<'_>,
+        clock: Clock<'_>,
         r: &LinkRecord,
         kind: AttrKind,
         touched: &mut Vec<u32>,
@@ -582,24 +585,24 @@ impl Assembler {
         }
         if r.all_holders {
             // Every linking value of the account's event counts for its eligibility.
-            self.add_to_group(view, r, kind, false, touched);
+            self.add_to_group(clock, r, kind, false, touched);
             let joining: Vec<u64> = r
                 .accounts
                 .iter()
-                .filter(|(m, f)| self.may_join_alone(view, *m, f, r, kind))
+                .filter(|(m, f)| self.may_join_alone(clock, *m, f, r, kind))
                 .map(|&(m, _)| m)
                 .collect();
             return self.found(r, &joining);
         }
         let named = r.accounts.iter().any(|&(a, _)| a == r.account);
-        self.add_to_group(view, r, kind, named, touched)
+        self.add_to_group(clock, r, kind, named, touched)
     }
 
     /// Adds a link of the account's current event to its group and joins the account to the
     /// clusters of the group's links that named it, once the group makes it eligible.
     fn add_to_group(
         &mut self,
-        view: &View<'_>,
+        clock: Clock<'_>,
         r: &LinkRecord,
         kind: AttrKind,
         named: bool,
@@ -616,7 +619,7 @@ impl Assembler {
         };
         let judged = match self.groups.get(&akey) {
             Some(g) if g.event == r.event && g.judged.is_some() => g.judged,
-            _ => r.account_facts.map(|f| self.judge(view, akey, &f)),
+            _ => r.account_facts.map(|f| self.judge(clock, akey, &f)),
         };
         let g = self.groups.entry(akey).or_default();
         if g.event != r.event {
@@ -706,7 +709,7 @@ impl Assembler {
     /// names no one, only if it is in a cluster already.
     fn may_join_alone(
         &self,
-        view: &View<'_>,
+        clock: Clock<'_>,
         m: u64,
         acc: &Facts,
         r: &LinkRecord,
@@ -718,7 +721,7 @@ impl Assembler {
         if r.circumstantial && self.among_people(acc) {
             return false;
         }
-        match self.ground(view, m, acc) {
+        match self.ground(clock, m, acc) {
             JoinGround::No => false,
             JoinGround::FreshOrInStep => true,
             // One shared value names such an account only if it is a card.
@@ -726,13 +729,13 @@ impl Assembler {
         }
     }
 
-    fn ground(&self, view: &View<'_>, akey: u64, acc: &Facts) -> JoinGround {
-        let c = &view.cfg.cluster;
+    fn ground(&self, clock: Clock<'_>, akey: u64, acc: &Facts) -> JoinGround {
+        let c = &clock.cfg.cluster;
         let in_step = self.members.get(&akey).is_some_and(|m| m.sync_hits > 0);
         acc.join_ground(
             in_step,
-            view.now,
-            view.cfg.engine.fresh_account_days,
+            clock.now,
+            clock.cfg.engine.fresh_account_days,
             c.min_member_harvest,
         )
     }
@@ -745,9 +748,9 @@ impl Assembler {
     /// The account's ground for joining, and whether links by circumstance (network, creation
     /// minute) may not name it: a person's chat history, too short a history to show none, or
     /// a network among people.
-    fn judge(&self, view: &View<'_>, akey: u64, acc: &Facts) -> (JoinGround, bool) {
-        let ground = self.ground(view, akey, acc);
-        let chatty = link::unproven(&view.cfg.cluster, view.now, acc) || self.among_people(acc);
+    fn judge(&self, clock: Clock<'_>, akey: u64, acc: &Facts) -> (JoinGround, bool) {
+        let ground = self.ground(clock, akey, acc);
+        let chatty = link::unproven(&clock.cfg.cluster, clock.now, acc) || self.among_people(acc);
         (ground, chatty)
     }
 
@@ -824,15 +827,9 @@ impl Assembler {
 
     /// Re-evaluates a cluster the event touched, when due, and alerts when it is large,
     /// harvesting and scored high enough.
-    fn check_cluster(
-        &mut self,
-        view: &mut View<'_>,
-        root: u32,
-        explain: &[&dyn LinkDetector],
-        out: &mut Out,
-    ) {
-        let now = view.now;
-        let Some(due) = self.due(view, root) else {
+    fn check_cluster(&mut self, clock: Clock<'_>, root: u32, src: &mut dyn Source, out: &mut Out) {
+        let now = clock.now;
+        let Some(due) = self.due(clock, root) else {
             return;
         };
         let Some(c) = self.clusters.get(root) else {
@@ -851,15 +848,13 @@ impl Assembler {
             },
             ..Default::default()
         };
-        let (mut names, examples, suppressed) = gather_members(view, &members, explain, &mut ev);
+        let cfg = clock.cfg;
+        let (mut names, examples, suppressed) = gather_members(clock, src, &members, &mut ev);
         for k in &link_keys {
-            for d in explain {
-                if d.explain_link(view, *k, &mut ev) {
-                    break;
-                }
+            if let Some(x) = src.explain(*k) {
+                x.add_to(cfg, &mut ev);
             }
         }
-        let cfg = view.cfg;
         let (score, signals) = score(&ev.stats, &ev.links, &cfg.cluster);
         let crossed = signals.iter().filter(|s| s.crossed).count() as u32;
         if let Some(c) = self.clusters.get_mut(root) {
@@ -909,9 +904,9 @@ impl Assembler {
 
     /// Whether a cluster is due for evaluation now, and if so whether an alert would be an
     /// update or a repeat (otherwise only an escalation is alerted).
-    fn due(&self, view: &View<'_>, root: u32) -> Option<ClusterDue> {
-        let cfg = view.cfg;
-        let now = view.now;
+    fn due(&self, clock: Clock<'_>, root: u32) -> Option<ClusterDue> {
+        let cfg = clock.cfg;
+        let now = clock.now;
         let update_ms = (cfg.alerts.cluster_update_secs * 1000) as i64;
         let recheck_ms = (cfg.cluster.recheck_secs * 1000) as i64;
         let c = self.clusters.get(root)?;
@@ -943,52 +938,101 @@ impl Assembler {
 /// not per event): into `ev.stats`; returns their names, a few example events, and how many
 /// were left out for the allowlist.
 fn gather_members(
-    view: &mut View<'_>,
+    clock: Clock<'_>,
+    src: &mut dyn Source,
     members: &[u64],
-    explain: &[&dyn LinkDetector],
     ev: &mut Evidence,
 ) -> (Vec<String>, Vec<String>, u64) {
-    let cfg = view.cfg;
-    let now = view.now;
+    let cfg = clock.cfg;
+    let now = clock.now;
     let mut names = Vec::with_capacity(members.len());
     let mut examples = Vec::new();
     let mut suppressed = 0;
     for m in members {
-        let Some(mut acc) = view.accounts.get_mut(m) else {
-            continue;
+        let s = match src.member(*m, now) {
+            None => continue,
+            Some(Seen::Allowlisted) => {
+                suppressed += 1;
+                continue;
+            }
+            Some(Seen::Member(s)) => s,
         };
-        if view.allow.allows(&acc.id, acc.org_id.as_deref(), now) {
-            suppressed += 1;
-            continue;
-        }
-        let t = acc.hour.totals(now);
+        let t = &s.hour;
         let stats = &mut ev.stats;
         stats.accounts += 1;
-        if let Some(d) = acc.age_days(now) {
+        if let Some(c) = s.created_ms {
             stats.with_known_age += 1;
-            if d < cfg.engine.fresh_account_days {
+            if ((now - c).max(0) as f64) / 86_400_000.0 < cfg.engine.fresh_account_days {
                 stats.fresh += 1;
             }
         }
-        for d in explain {
-            d.explain_member(&acc, ev);
+        if let Some((true, p)) = s.step {
+            stats.in_step += 1;
+            stats.in_step_max_p = stats.in_step_max_p.max(p);
         }
-        let stats = &mut ev.stats;
         stats.requests += u64::from(t.requests);
         stats.single_turn += u64::from(t.single_turn);
         stats.reasoning += u64::from(t.reasoning);
         stats.output_tokens += t.output_tokens;
-        stats.harvest += u64::from(acc.harvest_ever);
+        stats.harvest += u64::from(s.harvest_ever);
         stats.input_tokens += t.input_tokens;
-        stats.first_seen_ms = stats.first_seen_ms.min(acc.first_seen_ms);
+        stats.first_seen_ms = stats.first_seen_ms.min(s.first_seen_ms);
         if examples.len() < cfg.alerts.example_events {
-            if let Some(e) = acc.example_ids().pop() {
+            if let Some(e) = s.example {
                 examples.push(e);
             }
         }
-        names.push(acc.id.to_string());
+        names.push(s.id.to_string());
     }
     (names, examples, suppressed)
+}
+
+/// The event time and configuration the assembler decides at.
+#[derive(Clone, Copy)]
+pub struct Clock<'a> {
+    pub cfg: &'a crate::config::Config,
+    pub now: i64,
+}
+
+/// A cluster member, as a [`Source`] finds it.
+pub enum Seen {
+    /// The allowlist covers it: left out of the alert.
+    Allowlisted,
+    Member(MemberSnapshot),
+}
+
+/// Where a cluster's evaluation reads its members and what its links show.
+pub trait Source {
+    /// Member `key` at `now`; `None` if it is not known.
+    fn member(&mut self, key: u64, now: i64) -> Option<Seen>;
+    /// What link `key` shows; `None` if it is not known.
+    fn explain(&self, key: u64) -> Option<Explained>;
+}
+
+/// In one process: the accounts and the link detectors' own state, at the evaluation.
+pub struct Local<'v, 'a> {
+    pub view: &'v mut View<'a>,
+    pub detectors: &'v [&'v dyn LinkDetector],
+}
+
+impl Source for Local<'_, '_> {
+    fn member(&mut self, key: u64, now: i64) -> Option<Seen> {
+        let mut acc = self.view.accounts.get_mut(&key)?;
+        if self.view.allow.allows(&acc.id, acc.org_id.as_deref(), now) {
+            return Some(Seen::Allowlisted);
+        }
+        Some(Seen::Member(MemberSnapshot::of(
+            &mut acc,
+            now,
+            self.detectors,
+        )))
+    }
+
+    fn explain(&self, key: u64) -> Option<Explained> {
+        self.detectors
+            .iter()
+            .find_map(|d| d.explain(self.view, key))
+    }
 }
 
 /// A cluster alert's evidence: a readable summary, the scored signals, the shared values
@@ -1114,7 +1158,11 @@ mod tests {
         for (a, f) in &mut r.accounts {
             *f = view.facts(*a).expect("tracked");
         }
-        asm.apply_value(view, &r, kind, &mut Vec::new());
+        let clock = Clock {
+            cfg: view.cfg,
+            now: view.now,
+        };
+        asm.apply_value(clock, &r, kind, &mut Vec::new());
     }
 
     /// The cluster of each of accounts 1..=4 after a card founds a cluster of 1-3, their

@@ -56,7 +56,7 @@ use nohash_hasher::IntMap;
 use std::collections::VecDeque;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{cluster, LinkDetector, LinkKind, LinkRecord, Observed, View};
+use super::{Explained, LinkDetector, LinkKind, LinkRecord, Observed, View};
 use crate::config::CohortConfig;
 use crate::state::account::Account;
 pub use crate::state::account::Presence;
@@ -122,6 +122,26 @@ pub struct Wave {
     pub expected: f64,
     /// Poisson tail probability of `accounts` or more under the baseline, when declared.
     pub p_value: f64,
+}
+
+impl Wave {
+    /// A wave as another stage described it (see [`super::Explained`]).
+    pub fn described(
+        start_ms: i64,
+        accounts: u32,
+        arrivals: bool,
+        expected: f64,
+        p_value: f64,
+    ) -> Self {
+        Self {
+            start_ms,
+            model: 0,
+            accounts,
+            arrivals,
+            expected,
+            p_value,
+        }
+    }
 }
 
 /// What an account's co-activity shows now.
@@ -286,15 +306,7 @@ impl Cohort {
         }
         let arrival = p.bin != (bin - 1).wrapping_mul(31).wrapping_add(model as i64);
         p.bin = key;
-        let quiet = (self.cfg.schedule_quiet_secs / self.cfg.bin_secs).max(1) as u32;
-        let b32 = bin as u32;
-        if p.last_bin == 0 || b32.wrapping_sub(p.last_bin) > quiet {
-            p.runs = p.runs.saturating_add(1);
-            if (bin * self.bin_ms()).rem_euclid(60_000) < self.bin_ms() {
-                p.clock_runs = p.clock_runs.saturating_add(1);
-            }
-        }
-        p.last_bin = b32;
+        p.note_run(bin, &self.cfg);
         if established && p.keeps_schedule(&self.cfg) {
             // A customer's scheduled job: its runs start together with other customers' on
             // the round minutes. It is neither evidence (it is never linked) nor background
@@ -538,6 +550,22 @@ pub fn on_schedule(cfg: &crate::config::Config, acc: &Account, now_ms: i64) -> b
 }
 
 impl Presence {
+    /// Counts the account's harvest in `bin` toward its runs: a run starts after a quiet
+    /// spell (`cohort.schedule_quiet_secs`), on the round minute or not. Depends on the
+    /// account's own requests alone, so every link shard that sees them keeps it alike.
+    pub fn note_run(&mut self, bin: i64, cfg: &CohortConfig) {
+        let bin_ms = (cfg.bin_secs * 1000) as i64;
+        let quiet = (cfg.schedule_quiet_secs / cfg.bin_secs).max(1) as u32;
+        let b32 = bin as u32;
+        if self.last_bin == 0 || b32.wrapping_sub(self.last_bin) > quiet {
+            self.runs = self.runs.saturating_add(1);
+            if (bin * bin_ms).rem_euclid(60_000) < bin_ms {
+                self.clock_runs = self.clock_runs.saturating_add(1);
+            }
+        }
+        self.last_bin = b32;
+    }
+
     /// Whether the account's harvest runs keep to the wall clock (see [`on_schedule`], which
     /// also asks that the account be established).
     pub fn keeps_schedule(&self, cfg: &CohortConfig) -> bool {
@@ -630,30 +658,33 @@ impl LinkDetector for CohortLinks {
         self.credited = credited;
     }
 
-    fn explain_member(&self, acc: &Account, ev: &mut cluster::Evidence) {
+    fn step(&self, acc: &Account) -> Option<(bool, f64)> {
         let (step, in_step) = self.cohort.step(&acc.presence);
-        if in_step {
-            ev.stats.in_step += 1;
-            ev.stats.in_step_max_p = ev.stats.in_step_max_p.max(step.p_value);
-        }
+        Some((in_step, step.p_value))
     }
 
-    fn explain_link(&self, view: &View<'_>, key: u64, ev: &mut cluster::Evidence) -> bool {
-        let Some(w) = as_wave(key) else {
-            return false;
-        };
-        if let Some(wave) = self.cohort.wave(w) {
-            ev.stats.waves += 1;
-            ev.waves.push(serde_json::json!({
-                "bin_start": crate::event::time::format_ms(wave.start_ms),
-                "bin_secs": view.cfg.cohort.bin_secs,
-                "harvesting_accounts": wave.accounts,
-                "counted": if wave.arrivals { "arriving" } else { "all" },
-                "expected_by_baseline": (wave.expected * 100.0).round() / 100.0,
-                "chance_p": wave.p_value,
-            }));
+    fn explain(&self, _view: &View<'_>, key: u64) -> Option<Explained> {
+        self.cohort
+            .wave(as_wave(key)?)
+            .cloned()
+            .map(Explained::Wave)
+    }
+}
+
+impl CohortLinks {
+    /// In a link shard that does not own the event's model (see [`super::Shard`]): keeps
+    /// only the account's runs (what [`on_schedule`] reads), which its own requests decide.
+    pub fn note_run(&self, view: &mut View<'_>, obs: &Observed<'_>) {
+        if !(view.cfg.cohort.enabled && view.cfg.cluster.enabled && obs.harvest) {
+            return;
         }
-        true
+        let bin = obs
+            .ev
+            .ts_ms
+            .div_euclid((view.cfg.cohort.bin_secs * 1000) as i64);
+        if let Some(mut acc) = view.accounts.get_mut(&obs.account) {
+            acc.presence.note_run(bin, &view.cfg.cohort);
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 use nohash_hasher::IntMap;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{cluster, cohort, facts, LinkDetector, LinkKind, LinkRecord, Observed, View};
+use super::{cohort, facts, Explained, LinkDetector, LinkKind, LinkRecord, Observed, View};
 use crate::config::ClusterConfig;
 use crate::state::account::{Account, Facts};
 use crate::state::attribute::{AttrKind, Attribute};
@@ -232,7 +232,7 @@ impl ValueLinks {
     /// of their own, harvested enough not to be bystanders, and, for a link by circumstance,
     /// have no person's chat history and were active long enough to show it (see
     /// [`unproven`]). Which of them join, the assembler decides (see
-    /// [`cluster::Assembler`]).
+    /// [`super::cluster::Assembler`]).
     fn named_holders(
         accounts: &Accounts,
         c: &ClusterConfig,
@@ -372,14 +372,12 @@ impl LinkDetector for ValueLinks {
         }
     }
 
-    fn explain_link(&self, view: &View<'_>, key: u64, ev: &mut cluster::Evidence) -> bool {
-        let Some(g) = view.values.get(key).and_then(|h| h.shared()) else {
-            return false;
-        };
-        let link = evidence(g, view.now, &view.cfg.cluster);
-        ev.shared.push(link.to_json(&g.value));
-        ev.links.push(link);
-        true
+    fn explain(&self, view: &View<'_>, key: u64) -> Option<Explained> {
+        let g = view.values.get(key).and_then(|h| h.shared())?;
+        Some(Explained::Value {
+            link: evidence(g, view.now, &view.cfg.cluster),
+            value: g.value.clone(),
+        })
     }
 }
 

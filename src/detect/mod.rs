@@ -290,14 +290,141 @@ impl LinkRecord {
 }
 
 /// A detector that links accounts; the cluster assembler consumes its records and asks it to
-/// explain its links in a cluster alert.
+/// explain its links and members in a cluster alert.
 pub trait LinkDetector {
     /// Sees one accepted event; appends the links it decides to `links`.
     fn observe(&mut self, view: &mut View<'_>, obs: &Observed<'_>, links: &mut Vec<LinkRecord>);
-    /// Adds what it knows of a cluster member to the cluster's evidence.
-    fn explain_member(&self, _acc: &Account, _ev: &mut cluster::Evidence) {}
-    /// Adds link `key` of a cluster to the cluster's evidence; false if the link is not its own.
-    fn explain_link(&self, view: &View<'_>, key: u64, ev: &mut cluster::Evidence) -> bool;
+    /// Whether a cluster member is in step, and how likely that is by chance; `None` if the
+    /// detector knows nothing of it.
+    fn step(&self, _acc: &Account) -> Option<(bool, f64)> {
+        None
+    }
+    /// What link `key` shows now; `None` if it is not this detector's or no longer held.
+    fn explain(&self, view: &View<'_>, key: u64) -> Option<Explained>;
+}
+
+/// What one link of a cluster shows, as its alert explains it: plain data, so that it can
+/// travel with the link records to a cluster stage of its own.
+#[derive(Debug, Clone)]
+pub enum Explained {
+    /// A shared attribute value: its readable form and the evidence that makes it a link.
+    Value {
+        link: link::Link,
+        value: compact_str::CompactString,
+    },
+    /// A co-activity wave.
+    Wave(cohort::Wave),
+}
+
+impl Explained {
+    /// Adds the link to a cluster's evidence.
+    pub fn add_to(&self, cfg: &Config, ev: &mut cluster::Evidence) {
+        match self {
+            Explained::Value { link, value } => {
+                ev.shared.push(link.to_json(value));
+                ev.links.push(link.clone());
+            }
+            Explained::Wave(wave) => {
+                ev.stats.waves += 1;
+                ev.waves.push(serde_json::json!({
+                    "bin_start": crate::event::time::format_ms(wave.start_ms),
+                    "bin_secs": cfg.cohort.bin_secs,
+                    "harvesting_accounts": wave.accounts,
+                    "counted": if wave.arrivals { "arriving" } else { "all" },
+                    "expected_by_baseline": (wave.expected * 100.0).round() / 100.0,
+                    "chance_p": wave.p_value,
+                }));
+            }
+        }
+    }
+}
+
+/// What a cluster's evaluation reads of one member: plain data, taken from the account's
+/// record (in one process at the evaluation, in a link stage when it sends a link record).
+#[derive(Debug, Clone)]
+pub struct MemberSnapshot {
+    pub id: compact_str::CompactString,
+    pub org: Option<compact_str::CompactString>,
+    pub created_ms: Option<i64>,
+    pub first_seen_ms: i64,
+    pub harvest_ever: u32,
+    /// The trailing hour's counts when it was taken.
+    pub hour: crate::state::window::Counts,
+    /// Its latest example event.
+    pub example: Option<String>,
+    /// In step with co-activity waves, and the chance of that (`None`: not known where it
+    /// was taken).
+    pub step: Option<(bool, f64)>,
+    /// When it was taken (event time).
+    pub at_ms: i64,
+}
+
+impl MemberSnapshot {
+    /// The account's snapshot at `now`, with what the link detectors know of its co-activity.
+    pub fn of(acc: &mut Account, now: i64, detectors: &[&dyn LinkDetector]) -> Self {
+        let step = detectors.iter().find_map(|d| d.step(acc));
+        Self {
+            hour: acc.hour.totals(now),
+            id: acc.id.clone(),
+            org: acc.org_id.clone(),
+            created_ms: acc.created_ms,
+            first_seen_ms: acc.first_seen_ms,
+            harvest_ever: acc.harvest_ever,
+            example: acc.example_ids().pop(),
+            step,
+            at_ms: now,
+        }
+    }
+}
+
+/// One of the link stage's `of` instances: it owns the attribute values whose route (see
+/// [`Shard::owner`]) falls to `index`, and the co-activity bins of the models that do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl Shard {
+    /// The instance of `of` that owns route `route` (a value's or model's hash).
+    pub fn owner(route: u64, of: usize) -> usize {
+        ((route.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) % of.max(1) as u64) as usize
+    }
+
+    pub fn owns(&self, route: u64) -> bool {
+        Self::owner(route, self.of) == self.index
+    }
+
+    /// A shard-local id (a co-activity wave's link key, a cluster seed) made distinct across
+    /// the shards.
+    pub fn tag(&self, local: u64) -> u64 {
+        local ^ ((self.index as u64 + 1) << 48)
+    }
+}
+
+/// The route of an event's model: which link shard keeps its co-activity bins.
+pub fn model_route(ev: &Event) -> u64 {
+    ev.model
+        .as_ref()
+        .map_or(0, |m| xxhash_rust::xxh3::xxh3_64(m.as_bytes()))
+}
+
+/// What a link shard decided on its events, for the cluster stage: the link records, and
+/// snapshots of the accounts they mention and of the links they carry, by key, as the
+/// shard's state showed them then.
+#[derive(Debug, Default)]
+pub struct Emitted {
+    pub records: Vec<LinkRecord>,
+    pub members: Vec<(u64, MemberSnapshot)>,
+    pub explained: Vec<(u64, Explained)>,
+}
+
+impl Emitted {
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.members.clear();
+        self.explained.clear();
+    }
 }
 
 /// Every detector, in the order it sees an event. A new detector is a module and a line here.
@@ -334,8 +461,83 @@ impl Detectors {
         self.values.observe(view, obs, &mut links);
         self.cohort.observe(view, obs, &mut links);
         let explain: [&dyn LinkDetector; 2] = [&self.values, &self.cohort];
-        self.clusters.assemble(view, obs, &links, &explain, out);
+        let clock = cluster::Clock {
+            cfg: view.cfg,
+            now: view.now,
+        };
+        let mut src = cluster::Local {
+            view,
+            detectors: &explain,
+        };
+        self.clusters
+            .assemble(clock, obs.account, &links, &mut src, out);
         self.links = links;
+    }
+
+    /// In link shard `shard` (see [`Shard`]): hands one accepted event to the link
+    /// detectors and appends what they decided to `emitted`, for the cluster stage. The
+    /// co-activity detector runs on the event only if the shard owns its model.
+    pub fn shard_links(
+        &mut self,
+        shard: Shard,
+        view: &mut View<'_>,
+        obs: &Observed<'_>,
+        emitted: &mut Emitted,
+    ) {
+        let start = emitted.records.len();
+        self.values.observe(view, obs, &mut emitted.records);
+        let owns_model = shard.owns(model_route(obs.ev));
+        if owns_model {
+            self.cohort.observe(view, obs, &mut emitted.records);
+        } else {
+            self.cohort.note_run(view, obs);
+        }
+        if start == emitted.records.len() {
+            return;
+        }
+        let values: [&dyn LinkDetector; 1] = [&self.values];
+        let cohort: [&dyn LinkDetector; 1] = [&self.cohort];
+        let now = view.now;
+        for r in &mut emitted.records[start..] {
+            let mut snap = |key: u64| {
+                if emitted.members.iter().any(|(k, _)| *k == key) {
+                    return;
+                }
+                if let Some(mut acc) = view.accounts.get_mut(&key) {
+                    let step: &[&dyn LinkDetector] = if owns_model { &cohort } else { &[] };
+                    let s = MemberSnapshot::of(&mut acc, now, step);
+                    emitted.members.push((key, s));
+                }
+            };
+            snap(r.account);
+            for &(a, _) in &r.accounts {
+                snap(a);
+            }
+            match r.kind {
+                LinkKind::Value(_) => {
+                    for &k in &r.keys {
+                        if let Some(x) = values[0].explain(view, k) {
+                            emitted.explained.push((k, x));
+                        }
+                    }
+                }
+                LinkKind::Wave => {
+                    // Wave ids are the shard's own: the cluster stage tells the shards'
+                    // waves apart by the shard's tag in their keys and cluster seeds.
+                    for k in r.keys.iter_mut() {
+                        if let Some(x) = cohort[0].explain(view, *k) {
+                            emitted.explained.push((shard.tag(*k), x));
+                        }
+                        *k = shard.tag(*k);
+                    }
+                    if r.founder != 0 {
+                        r.founder = shard.tag(r.founder);
+                    }
+                    r.seed = shard.tag(r.seed);
+                }
+                LinkKind::Sync | LinkKind::Crowd => {}
+            }
+        }
     }
 
     /// An account left the shared state (expired or evicted).

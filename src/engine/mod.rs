@@ -29,7 +29,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::alert::{valve, Alert, Kind};
 use crate::config::ValidConfig;
 use crate::control::LiveAllowlist;
-use crate::detect::{facts, Detectors, Observed, Out, View};
+use crate::detect::{facts, Detectors, Emitted, Observed, Out, Shard, View};
 use crate::event::Event;
 use crate::state::account::Facts;
 use crate::state::account::{
@@ -43,6 +43,7 @@ use crate::state::{copies, creation_key, prefetch, Accounts, Allowlist, Held};
 
 pub use crate::detect::DETECTOR_VERSION;
 
+pub mod cluster_stage;
 mod index;
 pub mod staged;
 use index::Index;
@@ -180,6 +181,56 @@ fn ip_keys(ip: &std::net::IpAddr) -> (u64, u64) {
     }
 }
 
+/// The route of a carried value: which link shard indexes it (see [`Shard::owner`]). An address
+/// goes with its /24 or /64, which judges how the block's holders crowd onto one address; a
+/// creation minute with its hour (`created_ms`), whose sign-ups are the minute's baseline.
+pub fn route(c: &Carried, created_ms: Option<i64>) -> u64 {
+    match c.value {
+        Value::Ip(ip) => ip_keys(&ip).1,
+        Value::Minute(_) => creation_hour_route(created_ms),
+        _ => c.key,
+    }
+}
+
+fn creation_hour_route(created_ms: Option<i64>) -> u64 {
+    let hour = created_ms.map_or(0, |c| c.div_euclid(3_600_000));
+    xxh3_64(&hour.to_le_bytes()) ^ 0xc4ea_7e00
+}
+
+/// The link shards of `of` that must see an observation: the owners of the values it carries
+/// and of those it holds or released (which they index or must release), and, for a
+/// harvesting request, of its model's co-activity bins. As a bit set (`of` at most 64).
+pub fn link_targets(ev: &Event, obs: &Observation, of: usize) -> u64 {
+    let of = of.clamp(1, 64);
+    let mut set = 0u64;
+    let mut add = |route: u64| set |= 1 << Shard::owner(route, of);
+    let created = obs.facts.created_ms;
+    for c in &obs.carried {
+        add(route(c, created));
+        if let Some(old) = c.evicted {
+            // An address is released by its block's owner, which holds the block among the
+            // account's slots or sees it released alongside.
+            if !matches!(c.kind, AttrKind::Ip | AttrKind::Creation) {
+                add(old);
+            }
+        }
+    }
+    for (i, &k) in obs.profile.slots.iter().enumerate() {
+        if k == 0 || i == SLOT_IP || i == SLOT_IP + 1 {
+            continue;
+        }
+        if i == account::SLOTS {
+            add(creation_hour_route(created));
+        } else {
+            add(k);
+        }
+    }
+    if obs.sample.harvest {
+        add(crate::detect::model_route(ev));
+    }
+    set
+}
+
 const SWEEP_EVERY_MS: i64 = 60_000;
 
 /// How many events ahead [`Engine::process_all`] prefetches hash-table slots.
@@ -261,6 +312,10 @@ impl Keys {
 pub struct Engine {
     cfg: Arc<ValidConfig>,
     role: Role,
+    /// In the `Link` role, as one of several link shards: the values and models it owns. Its
+    /// link records then go to `emitted`, for a cluster stage, instead of an assembler here.
+    shard: Option<Shard>,
+    emitted: Emitted,
     /// In the `Account` role, the observation of the last accepted event.
     observation: Option<Observation>,
     /// Accounts by key (an xxh3 hash of the id).
@@ -297,22 +352,15 @@ pub struct Engine {
     stats: Stats,
 }
 
-fn account_key(id: &str) -> u64 {
+/// The index key of an account id.
+pub fn account_key(id: &str) -> u64 {
     xxh3_64(id.as_bytes()).max(1)
 }
 
 impl Engine {
     pub fn new(cfg: Arc<ValidConfig>) -> Self {
         let e = &cfg.raw.engine;
-        let mut allow = Allowlist::default();
-        for a in &cfg.allowlist {
-            if let Some(acc) = &a.account {
-                allow.accounts.insert(acc.clone(), a.expires_ms);
-            }
-            if let Some(org) = &a.org {
-                allow.orgs.insert(org.clone(), a.expires_ms);
-            }
-        }
+        let allow = Allowlist::from_config(&cfg);
         let mut kinds = [false; 8];
         for k in &cfg.raw.cluster.link_kinds {
             if let Some(kind) = AttrKind::from_name(k) {
@@ -321,6 +369,8 @@ impl Engine {
         }
         Self {
             role: Role::All,
+            shard: None,
+            emitted: Emitted::default(),
             observation: None,
             kinds,
             dedup: Dedup::new((e.dedup_window_secs * 1000) as i64, e.max_dedup_ids),
@@ -359,6 +409,23 @@ impl Engine {
     pub fn with_role(mut self, role: Role) -> Self {
         self.role = role;
         self
+    }
+
+    /// A `Link` engine as link shard `shard`: it indexes only the values it owns (see
+    /// [`route`]) and runs the co-activity detector only on the models it owns; its link
+    /// records, with snapshots of what they mention, go to [`Engine::take_emitted`].
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.role = Role::Link;
+        self.shard = Some(shard);
+        self
+    }
+
+    /// In a link shard: what it decided since the last call, appended to `into` (which the
+    /// cluster stage takes in, see [`cluster_stage::ClusterStage`]).
+    pub fn take_emitted(&mut self, into: &mut Emitted) {
+        into.records.append(&mut self.emitted.records);
+        into.members.append(&mut self.emitted.members);
+        into.explained.append(&mut self.emitted.explained);
     }
 
     /// In the `Account` role: the observation of the event last accepted, to hand to the
@@ -533,17 +600,33 @@ impl Engine {
         };
         let profile = self.shadow(ev, &keys, obs);
         let o = obs;
+        let mut carried = std::mem::take(&mut self.carried_buf);
+        carried.clear();
+        match self.shard {
+            None => carried.extend_from_slice(&o.carried),
+            Some(shard) => {
+                for c in &o.carried {
+                    if shard.owns(route(c, o.facts.created_ms)) {
+                        carried.push(*c);
+                    } else if let Some(old) = c.evicted {
+                        // Released where it was indexed (a no-op elsewhere).
+                        self.index.release(old, keys.account, profile.was);
+                    }
+                }
+            }
+        }
         self.link_side(
             ev,
             keys.id,
             keys.account,
             now,
-            &o.carried,
+            &carried,
             &o.touch,
             &profile,
             &o.sample,
             o.moved,
         );
+        self.carried_buf = carried;
         self.emit(out);
         Outcome::Accepted
     }
@@ -643,8 +726,14 @@ impl Engine {
             allow: &self.allow,
             now,
         };
-        self.detectors
-            .observe_links(&mut view, &obs, &mut self.decided);
+        match self.shard {
+            None => self
+                .detectors
+                .observe_links(&mut view, &obs, &mut self.decided),
+            Some(shard) => self
+                .detectors
+                .shard_links(shard, &mut view, &obs, &mut self.emitted),
+        }
         self.touched_buf = touched;
     }
 

@@ -1,21 +1,34 @@
 //! The staged topology in one process: `account` engines keyed by account, each handing its
-//! observations to one `link` engine (see [`Role`]). The Kafka roles run the same engines in
-//! separate processes with the observations on an internal topic; here they are handed over
-//! in input order, which makes the split measurable on its own: what the stage boundary
-//! changes, apart from delivery.
+//! observations to one `link` engine (see [`Role`]), or to link shards keyed by linking value
+//! whose link records a cluster stage assembles ([`ClusterStage`]). The Kafka roles run the
+//! same engines in separate processes with the observations on an internal topic; here they
+//! are handed over in input order, which makes the split measurable on its own: what the
+//! stage boundaries change, apart from delivery.
 
 use std::sync::Arc;
 
-use super::{account_key, Engine, Gauges, Outcome, Role, Stats};
+use super::cluster_stage::ClusterStage;
+use super::{account_key, link_targets, Engine, Gauges, Outcome, Role, Stats};
 use crate::alert::Alert;
 use crate::config::ValidConfig;
+use crate::detect::{Emitted, Shard};
 use crate::event::Event;
 
-/// `account` engines (an event goes to the one its account hashes to) feeding one `link`
-/// engine.
+/// `account` engines (an event goes to the one its account hashes to) feeding the link side.
 pub struct Staged {
     accounts: Vec<Engine>,
-    link: Engine,
+    links: Links,
+}
+
+/// The link side: one `link` engine that also assembles clusters, or link shards and a
+/// cluster stage.
+enum Links {
+    One(Box<Engine>),
+    Sharded {
+        shards: Vec<Engine>,
+        cluster: Box<ClusterStage>,
+        emitted: Emitted,
+    },
 }
 
 /// The account-stage instance an account's events go to, of `n`.
@@ -26,12 +39,28 @@ pub fn partition(account_id: &str, n: usize) -> usize {
 impl Staged {
     /// `account_instances` (at least one) account engines and a link engine on `cfg`.
     pub fn new(cfg: Arc<ValidConfig>, account_instances: usize) -> Self {
-        Self {
-            accounts: (0..account_instances.max(1))
-                .map(|_| Engine::new(cfg.clone()).with_role(Role::Account))
-                .collect(),
-            link: Engine::new(cfg).with_role(Role::Link),
-        }
+        Self::sharded(cfg, account_instances, 0)
+    }
+
+    /// `account_instances` account engines feeding `link_shards` link shards (at most 64)
+    /// and a cluster stage; with `link_shards` 0, one link engine as [`Staged::new`].
+    pub fn sharded(cfg: Arc<ValidConfig>, account_instances: usize, link_shards: usize) -> Self {
+        let accounts = (0..account_instances.max(1))
+            .map(|_| Engine::new(cfg.clone()).with_role(Role::Account))
+            .collect();
+        let links = if link_shards == 0 {
+            Links::One(Box::new(Engine::new(cfg).with_role(Role::Link)))
+        } else {
+            let of = link_shards.min(64);
+            Links::Sharded {
+                shards: (0..of)
+                    .map(|index| Engine::new(cfg.clone()).with_shard(Shard { index, of }))
+                    .collect(),
+                cluster: Box::new(ClusterStage::new(cfg)),
+                emitted: Emitted::default(),
+            }
+        };
+        Self { accounts, links }
     }
 
     /// Processes one event: its account's engine judges it, and the link engine takes the
@@ -42,7 +71,26 @@ impl Staged {
         let engine = &mut self.accounts[partition(&ev.account_id, n)];
         let outcome = engine.process(ev, out);
         if let Some(obs) = engine.take_observation() {
-            self.link.observe(ev, &obs, out);
+            match &mut self.links {
+                Links::One(link) => _ = link.observe(ev, &obs, out),
+                Links::Sharded {
+                    shards,
+                    cluster,
+                    emitted,
+                } => {
+                    let targets = link_targets(ev, &obs, shards.len());
+                    for (i, shard) in shards.iter_mut().enumerate() {
+                        if targets & (1 << i) != 0 {
+                            shard.observe(ev, &obs, out);
+                            shard.take_emitted(emitted);
+                        }
+                    }
+                    if !emitted.records.is_empty() {
+                        cluster.take(account_key(&ev.account_id), ev.ts_ms, emitted, out);
+                    }
+                    emitted.clear();
+                }
+            }
         }
         outcome
     }
@@ -79,27 +127,55 @@ impl Staged {
             s.alerts_suppressed_allowlist += a.alerts_suppressed_allowlist;
             s.alerts_rate_limited_bulk += a.alerts_rate_limited_bulk;
         }
-        let l = self.link.stats();
-        s.attributes_created = l.attributes_created;
-        s.attributes_expired = l.attributes_expired;
-        s.attributes_evicted = l.attributes_evicted;
-        s.alerts_cluster = l.alerts_cluster;
-        s.alerts_suppressed_allowlist += l.alerts_suppressed_allowlist;
-        s.alerts_rate_limited_cluster = l.alerts_rate_limited_cluster;
+        let mut add_link = |l: &Stats| {
+            s.attributes_created += l.attributes_created;
+            s.attributes_expired += l.attributes_expired;
+            s.attributes_evicted += l.attributes_evicted;
+            s.alerts_cluster += l.alerts_cluster;
+            s.alerts_suppressed_allowlist += l.alerts_suppressed_allowlist;
+            s.alerts_rate_limited_cluster += l.alerts_rate_limited_cluster;
+        };
+        match &self.links {
+            Links::One(link) => add_link(link.stats()),
+            Links::Sharded {
+                shards, cluster, ..
+            } => {
+                for shard in shards {
+                    add_link(shard.stats());
+                }
+                add_link(cluster.stats());
+            }
+        }
         s
     }
 
     /// State sizes: accounts and de-duplication ids held by the account stage, values and
     /// clusters by the link stage.
     pub fn gauges(&self) -> Gauges {
-        let mut g = self.link.gauges();
+        let mut g = match &self.links {
+            Links::One(link) => link.gauges(),
+            Links::Sharded {
+                shards, cluster, ..
+            } => {
+                let mut g = Gauges::default();
+                for shard in shards {
+                    g.attribute_values += shard.gauges().attribute_values;
+                }
+                g.clusters = cluster.clusters();
+                g
+            }
+        };
         g.accounts = self.accounts.iter().map(|e| e.gauges().accounts).sum();
         g.dedup_ids = self.accounts.iter().map(|e| e.gauges().dedup_ids).sum();
         g
     }
 
-    /// The link engine (its shadow accounts, for tests and gauges).
-    pub fn link(&self) -> &Engine {
-        &self.link
+    /// The link engines: the one link engine, or the link shards (their shadow accounts, for
+    /// tests and gauges).
+    pub fn links(&self) -> &[Engine] {
+        match &self.links {
+            Links::One(link) => std::slice::from_ref(&**link),
+            Links::Sharded { shards, .. } => shards,
+        }
     }
 }

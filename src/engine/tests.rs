@@ -99,16 +99,7 @@ fn run(engine: &mut Engine, events: &[Event]) -> Vec<Alert> {
 
 /// Simulated traffic, decoded as the engine takes it, and its labels.
 fn simulated(opts: crate::sim::SimOptions) -> (Vec<Event>, Vec<crate::sim::Label>) {
-    use crate::event::Decoder;
-    use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
-    let sim = crate::sim::generate(&opts).expect("simulation");
-    let decoder = Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
-    let events = sim
-        .events
-        .into_iter()
-        .map(|raw| decoder.from_json(raw).expect("simulated events are valid"))
-        .collect();
-    (events, sim.labels)
+    crate::sim::decoded(&opts)
 }
 
 #[test]
@@ -1700,13 +1691,15 @@ fn cluster_named(alerts: &[Alert], labels: &[crate::sim::Label]) -> usize {
     named.len()
 }
 
-/// The staged topology in one process (`account` engines keyed by account, one `link`
-/// engine fed their observations) is the same detector: with one account engine it is the
-/// single engine byte for byte; with several it still sees clusters whole, where engines
-/// that each see only their accounts' share of the traffic lose the members spread over the
-/// others.
-#[test]
-fn staged_engines_detect_clusters_whole_at_any_account_instance_count() {
+/// Three hours of every family (seed 3, scale 0.3), and one engine's alerts on them: what the
+/// staged topologies are compared with.
+fn one_engine_on_mixed_traffic() -> (
+    Vec<Event>,
+    Vec<crate::sim::Label>,
+    Arc<crate::config::ValidConfig>,
+    Engine,
+    Vec<Alert>,
+) {
     let (events, labels) = simulated(crate::sim::SimOptions {
         seed: 3,
         scale: 0.3,
@@ -1719,6 +1712,17 @@ fn staged_engines_detect_clusters_whole_at_any_account_instance_count() {
     for e in &events {
         one.process(e, &mut want);
     }
+    (events, labels, cfg, one, want)
+}
+
+/// The staged topology in one process (`account` engines keyed by account, one `link`
+/// engine fed their observations) is the same detector: with one account engine it is the
+/// single engine byte for byte; with several it still sees clusters whole, where engines
+/// that each see only their accounts' share of the traffic lose the members spread over the
+/// others.
+#[test]
+fn staged_engines_detect_clusters_whole_at_any_account_instance_count() {
+    let (events, labels, cfg, one, want) = one_engine_on_mixed_traffic();
     let mut staged = staged::Staged::new(cfg.clone(), 1);
     let mut got = Vec::new();
     for e in &events {
@@ -1754,6 +1758,70 @@ fn staged_engines_detect_clusters_whole_at_any_account_instance_count() {
         (cut as f64) < 0.95 * single as f64,
         "the traffic should hold clusters a split loses ({cut} of {single})"
     );
+}
+
+/// Link shards keyed by linking value, with a cluster stage assembling their records, are the
+/// same detector as one engine: on the same traffic they flag the same attack accounts
+/// (recall within 1 point, precision within 0.5), every cluster alert explains its links
+/// from the snapshots the records carried, each attribute value is indexed by one shard
+/// only, and no shard holds more than a fair share of them.
+#[test]
+fn link_shards_and_a_cluster_stage_flag_what_one_engine_flags() {
+    let (events, labels, cfg, one, want) = one_engine_on_mixed_traffic();
+    let shards = 3;
+    let mut staged = staged::Staged::sharded(cfg.clone(), 3, shards);
+    let mut got = Vec::new();
+    for e in &events {
+        staged.process(e, &mut got);
+    }
+    let base = crate::eval::evaluate(&want, &labels);
+    let sharded = crate::eval::evaluate(&got, &labels);
+    let (r1, r3) = (
+        base.recall.expect("attacks"),
+        sharded.recall.expect("attacks"),
+    );
+    let (p1, p3) = (
+        base.precision.expect("flags"),
+        sharded.precision.expect("flags"),
+    );
+    assert!((r3 - r1).abs() <= 0.01, "recall {r1:.3} -> {r3:.3}");
+    assert!(p3 >= p1 - 0.005, "precision {p1:.3} -> {p3:.3}");
+    let (whole, single) = (cluster_named(&got, &labels), cluster_named(&want, &labels));
+    assert!(
+        whole as f64 >= 0.99 * single as f64,
+        "{whole} of {single} named"
+    );
+    let clusters = cluster_alerts(&got);
+    assert!(clusters.len() >= 5, "{} cluster alerts", clusters.len());
+    for a in clusters {
+        let ev = &a.evidence;
+        let shared = ev["shared_attributes"].as_array().map_or(0, Vec::len);
+        let waves = ev["co_activity"]["waves"].as_array().map_or(0, Vec::len);
+        assert!(shared + waves > 0, "{} shows no link", a.subject);
+        assert!(
+            ev["output_tokens_1h"].as_u64().unwrap_or(0) > 0,
+            "{}",
+            a.subject
+        );
+    }
+    // Values are split between the shards, not copied to each.
+    let held: Vec<usize> = staged
+        .links()
+        .iter()
+        .map(|e| e.gauges().attribute_values)
+        .collect();
+    let total: usize = held.iter().sum();
+    let alone = one.gauges().attribute_values;
+    assert!(
+        total as f64 <= 1.05 * alone as f64,
+        "the shards index {total} values, one engine {alone}"
+    );
+    for h in held {
+        assert!(
+            (h as f64) < 0.6 * total as f64,
+            "a shard holds {h} of {total} values"
+        );
+    }
 }
 
 /// Every cluster alert shows what links it: a shared value or co-activity waves. A campaign

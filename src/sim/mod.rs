@@ -371,6 +371,22 @@ fn families_for(scenario: &str) -> Option<Vec<&'static str>> {
     Some(v)
 }
 
+/// The simulation's events decoded as the service decodes them (default fingerprinting), with
+/// its labels: for tests.
+#[cfg(test)]
+pub fn decoded(opts: &SimOptions) -> (Vec<crate::event::Event>, Vec<Label>) {
+    use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
+    let sim = generate(opts).expect("simulation");
+    let decoder =
+        crate::event::Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
+    let events = sim
+        .events
+        .into_iter()
+        .map(|raw| decoder.from_json(raw).expect("simulated events are valid"))
+        .collect();
+    (events, sim.labels)
+}
+
 pub fn generate(opts: &SimOptions) -> Result<Simulation, SimError> {
     if !(opts.scale.is_finite() && opts.scale > 0.0 && opts.scale <= 20.0) {
         return Err(SimError::BadScale(opts.scale));

@@ -150,6 +150,20 @@ pub struct Allowlist {
 }
 
 impl Allowlist {
+    /// The static allowlist of the configuration (`[[allowlist]]`).
+    pub fn from_config(cfg: &crate::config::ValidConfig) -> Self {
+        let mut allow = Allowlist::default();
+        for a in &cfg.allowlist {
+            if let Some(acc) = &a.account {
+                allow.accounts.insert(acc.clone(), a.expires_ms);
+            }
+            if let Some(org) = &a.org {
+                allow.orgs.insert(org.clone(), a.expires_ms);
+            }
+        }
+        allow
+    }
+
     pub fn allows(&self, account: &str, org: Option<&str>, now: i64) -> bool {
         self.accounts.get(account).is_some_and(|&exp| now < exp)
             || org.is_some_and(|o| self.orgs.get(o).is_some_and(|&exp| now < exp))

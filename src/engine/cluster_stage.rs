@@ -1,0 +1,170 @@
+//! The cluster stage: assembles clusters from the link shards' records alone (see
+//! [`crate::detect::Shard`]). The shards own the attribute values and co-activity bins and
+//! decide every link; a record carries snapshots of the accounts it mentions and of the links
+//! it names, so that this stage explains and scores a cluster without the shards' state.
+
+use std::sync::Arc;
+
+use nohash_hasher::IntMap;
+
+use super::{Stats, SWEEP_EVERY_MS};
+use crate::alert::{valve, Alert, Kind};
+use crate::config::ValidConfig;
+use crate::control::LiveAllowlist;
+use crate::detect::cluster::{Assembler, Clock, Seen, Source};
+use crate::detect::{Emitted, Explained, MemberSnapshot, Out};
+use crate::state::Allowlist;
+
+/// The latest snapshot of each account and link the records mentioned, with the allowlist:
+/// what a cluster's evaluation reads here.
+#[derive(Default)]
+struct Snapshots {
+    members: IntMap<u64, MemberSnapshot>,
+    links: IntMap<u64, (Explained, i64)>,
+    allow: Allowlist,
+}
+
+impl Snapshots {
+    fn take(&mut self, e: &mut Emitted, at_ms: i64) {
+        for (k, mut s) in e.members.drain(..) {
+            if let Some(old) = self.members.get(&k) {
+                if old.at_ms > s.at_ms {
+                    continue;
+                }
+                // Co-activity is known only where the account's model is owned.
+                s.step = s.step.or(old.step);
+            }
+            self.members.insert(k, s);
+        }
+        for (k, x) in e.explained.drain(..) {
+            self.links.insert(k, (x, at_ms));
+        }
+    }
+}
+
+impl Source for Snapshots {
+    fn member(&mut self, key: u64, now: i64) -> Option<Seen> {
+        let s = self.members.get(&key)?;
+        if self.allow.allows(&s.id, s.org.as_deref(), now) {
+            return Some(Seen::Allowlisted);
+        }
+        let mut s = s.clone();
+        if now - s.at_ms >= 3_600_000 {
+            // Its trailing hour has passed since.
+            s.hour = Default::default();
+        }
+        Some(Seen::Member(s))
+    }
+
+    fn explain(&self, key: u64) -> Option<Explained> {
+        self.links.get(&key).map(|(x, _)| x.clone())
+    }
+}
+
+/// The cluster stage's engine: link records in, `fake_account_cluster` alerts out, through its
+/// own safety valve. Event time is the records'.
+pub struct ClusterStage {
+    cfg: Arc<ValidConfig>,
+    assembler: Assembler,
+    snapshots: Snapshots,
+    decided: Out,
+    valve: valve::Valve,
+    watermark: i64,
+    next_sweep_ms: i64,
+    stats: Stats,
+}
+
+impl ClusterStage {
+    pub fn new(cfg: Arc<ValidConfig>) -> Self {
+        let allow = Allowlist::from_config(&cfg);
+        Self {
+            assembler: Assembler::new(&cfg.raw, cfg.hash),
+            snapshots: Snapshots {
+                allow,
+                ..Default::default()
+            },
+            decided: Out::default(),
+            valve: valve::Valve::new(&cfg.raw.alerts),
+            watermark: i64::MIN,
+            next_sweep_ms: i64::MIN,
+            stats: Stats::default(),
+            cfg,
+        }
+    }
+
+    /// Also consults `live` (the control topic's entries) before alerting.
+    pub fn with_live_allowlist(mut self, live: LiveAllowlist) -> Self {
+        self.snapshots.allow.live = Some(live);
+        self
+    }
+
+    /// Takes in the records the link shards emitted on one event of account `account` at
+    /// `at_ms` (all of them, from every shard), and appends the alerts they caused to `out`.
+    pub fn take(&mut self, account: u64, at_ms: i64, emitted: &mut Emitted, out: &mut Vec<Alert>) {
+        let now = self.watermark.max(at_ms);
+        self.watermark = now;
+        if now >= self.next_sweep_ms {
+            self.sweep(now);
+            self.next_sweep_ms = now + SWEEP_EVERY_MS;
+        }
+        self.snapshots.take(emitted, now);
+        // Facts before links (a crowd, an account caught in step), as each shard orders
+        // them, and a shard's waves after its values.
+        emitted.records.sort_by_key(|r| match r.kind {
+            crate::detect::LinkKind::Sync | crate::detect::LinkKind::Crowd => 0,
+            crate::detect::LinkKind::Value(_) => 1,
+            crate::detect::LinkKind::Wave => 2,
+        });
+        let clock = Clock {
+            cfg: &self.cfg.raw,
+            now,
+        };
+        self.assembler.assemble(
+            clock,
+            account,
+            &emitted.records,
+            &mut self.snapshots,
+            &mut self.decided,
+        );
+        emitted.records.clear();
+        self.stats.alerts_suppressed_allowlist += std::mem::take(&mut self.decided.suppressed);
+        for mut d in self.decided.decisions.drain(..) {
+            let limited = self.valve.apply(&mut d);
+            if d.kind == Kind::FakeAccountCluster {
+                self.stats.alerts_cluster += 1;
+                self.stats.alerts_rate_limited_cluster += u64::from(limited);
+            }
+            out.push(d.into_alert());
+        }
+    }
+
+    /// Forgets the accounts and links no record mentioned for `engine.account_idle_secs`
+    /// (their accounts went idle, as the shards' shadows do).
+    fn sweep(&mut self, now: i64) {
+        let idle = now - (self.cfg.raw.engine.account_idle_secs * 1000) as i64;
+        let assembler = &mut self.assembler;
+        self.snapshots.members.retain(|k, s| {
+            let keep = s.at_ms >= idle;
+            if !keep {
+                assembler.forget(*k);
+            }
+            keep
+        });
+        self.snapshots.links.retain(|_, (_, at)| *at >= idle);
+        self.assembler.sweep(now);
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Clusters held.
+    pub fn clusters(&self) -> usize {
+        self.assembler.len()
+    }
+
+    /// Accounts and links whose snapshots it holds.
+    pub fn snapshots(&self) -> (usize, usize) {
+        (self.snapshots.members.len(), self.snapshots.links.len())
+    }
+}
