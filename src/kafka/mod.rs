@@ -34,6 +34,7 @@ mod dead_letter;
 mod decode;
 mod events;
 mod guard;
+pub mod links;
 mod merge;
 pub mod observation;
 mod offsets;
