@@ -29,6 +29,10 @@
 //!       ─► detect::{bulk, cluster} ─► alert::Alert ─► JSON Lines / protobuf
 //! ```
 //! `replay`, `run`, `demo`, the benches and the tests all drive the same [`engine::Engine`].
+//! Split into stages (`engine::Role`, `engine::staged`), the same code runs as account
+//! engines keyed by account, link shards keyed by linking value (`detect::Shard`) and a
+//! cluster stage (`engine::cluster_stage`), with observations and link records between them
+//! (`kafka::observation`, `kafka::links`).
 //! On Kafka the bytes come from the input topic; alerts go to the alerts topic, rejected
 //! records to the dead-letter topic, and an input offset is committed only after both.
 

@@ -14,7 +14,9 @@
 //!
 //! An engine runs all of the detection, or one stage of it ([`Role`]): `account` engines keyed
 //! by account hand an [`Observation`] of each event to a `link` engine, which keeps shadow
-//! account records from them ([`staged::Staged`] runs that split in one process).
+//! account records from them ([`staged::Staged`] runs that split in one process). A link
+//! engine can be one of several link shards ([`Engine::with_shard`]): it then indexes only
+//! the values it owns, and its link records go to a [`cluster_stage::ClusterStage`].
 //!
 //! Every alert passes the suspension safety valve ([`valve::Valve`]) on its way out, on the
 //! same event-time clock.
