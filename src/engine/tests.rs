@@ -1824,6 +1824,53 @@ fn link_shards_and_a_cluster_stage_flag_what_one_engine_flags() {
     }
 }
 
+/// An address is routed to the shard of its /24 or /64 (which judges how the block's holders
+/// crowd onto one address), a creation minute to the shard of its hour (whose sign-ups are
+/// the minute's baseline); other values by their own key.
+#[test]
+fn values_route_with_their_block_and_their_hour() {
+    let ip = |s: &str| Value::Ip(s.parse().expect("address"));
+    let carried = |kind, value: Value| Carried {
+        kind,
+        key: 7,
+        value,
+        added: true,
+        evicted: None,
+    };
+    // A block's own route is its index key, which the account stage computed.
+    let prefix = |s: &str| ip_keys(&s.parse().expect("address")).1;
+    for of in [2, 3, 12] {
+        for (a, b) in [
+            ("10.1.2.3", "10.1.2.200"),
+            ("2001:db8::1", "2001:db8::ffff"),
+        ] {
+            let (ra, rb) = (
+                route(&carried(AttrKind::Ip, ip(a)), None),
+                route(&carried(AttrKind::Ip, ip(b)), None),
+            );
+            assert_eq!(Shard::owner(ra, of), Shard::owner(rb, of), "{a} and {b}");
+            assert_eq!(ra, prefix(a), "{a} goes with its block");
+        }
+    }
+    let minute = |created: i64| {
+        route(
+            &carried(AttrKind::Creation, Value::Minute(created / 60_000)),
+            Some(created),
+        )
+    };
+    let hour = T0 - T0.rem_euclid(3_600_000);
+    assert_eq!(minute(hour + 60_000), minute(hour + 3_540_000));
+    let other = carried(AttrKind::Payment, Value::Text(AttrKind::Payment));
+    assert_eq!(route(&other, None), 7);
+    // Over many blocks, every shard owns some.
+    let mut owned = [0u32; 3];
+    for b in 0..300u32 {
+        let a = std::net::Ipv4Addr::from(0x0a00_0000 | (b << 8) | 1);
+        owned[Shard::owner(route(&carried(AttrKind::Ip, Value::Ip(a.into())), None), 3)] += 1;
+    }
+    assert!(owned.iter().all(|&n| n > 60), "{owned:?}");
+}
+
 /// Every cluster alert shows what links it: a shared value or co-activity waves. A campaign
 /// firing in waves for hours outlives its first waves (forgotten after
 /// `cohort.baseline_secs`), and its later updates must still show the waves that linked its
