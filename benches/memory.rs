@@ -29,6 +29,10 @@
 //!   a thousand holders share each value and the holder sets dominate; less the shadow
 //!   accounts and the values at the per-value figure. The cluster assembler's per-member
 //!   entries are not isolated: the gauges show how many clusters the traffic formed.
+//! - **`cluster` stage**: a cluster stage fed the links records of an account engine and three
+//!   link shards (in a child process, as for the link stage): per account its records
+//!   mentioned (the account's latest snapshot and the assembler's entry for it), with the
+//!   links' snapshots counted in.
 //! - **Fixed costs** at the default caps (`engine.max_dedup_ids`, and on the account stage
 //!   the template doorkeeper at `engine.max_attribute_values`): 10k accounts and 8M events,
 //!   enough to fill both, less the accounts. The prompt-copies sketch is bounded by
@@ -45,10 +49,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use distillguard::config::{Config, ValidConfig};
-use distillguard::engine::{Engine, Role};
+use distillguard::detect::{Emitted, Shard};
+use distillguard::engine::cluster_stage::ClusterStage;
+use distillguard::engine::{account_key, link_targets, Engine, Role};
 use distillguard::event::{Decoder, Event};
 use distillguard::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
-use distillguard::kafka::observation;
+use distillguard::kafka::{links, observation};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// What the events carry.
@@ -202,6 +208,48 @@ fn feed_observations(decoder: &Decoder, spec: &str) {
     w.flush().expect("pipe to the link phase");
 }
 
+/// The feeder of the cluster phase: an account engine and three link shards over events
+/// `[start, start + n)`, writing each links record (length-prefixed) to stdout.
+fn feed_links(decoder: &Decoder, spec: &str) {
+    let f: Vec<&str> = spec.split(',').collect();
+    let num = |i: usize| {
+        f[i].parse::<u64>()
+            .expect("MEM_FEED_LINKS: start,n,accounts")
+    };
+    let (start, n, accounts) = (num(0), num(1), num(2));
+    let cfg = config(4_000_000, 8_000_000, false);
+    let mut engine = Engine::new(cfg.clone()).with_role(Role::Account);
+    let of = 3;
+    let mut shards: Vec<Engine> = (0..of)
+        .map(|index| Engine::new(cfg.clone()).with_shard(Shard { index, of }))
+        .collect();
+    let mut w = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let (mut out, mut emitted) = (Vec::new(), Emitted::default());
+    for_events(decoder, start, n, accounts, Values::All, |e| {
+        engine.process(e, &mut out);
+        out.clear();
+        let Some(obs) = engine.take_observation() else {
+            return;
+        };
+        let targets = link_targets(e, &obs, of);
+        for (i, shard) in shards.iter_mut().enumerate() {
+            if targets & (1 << i) != 0 {
+                shard.observe(e, &obs, &mut out);
+                shard.take_emitted(&mut emitted);
+            }
+        }
+        out.clear();
+        if !emitted.records.is_empty() {
+            let r = links::encode(account_key(&e.account_id), e.ts_ms, &emitted);
+            w.write_all(&(r.len() as u32).to_le_bytes())
+                .and_then(|()| w.write_all(&r))
+                .expect("pipe to the cluster phase");
+        }
+        emitted.clear();
+    });
+    w.flush().expect("pipe to the cluster phase");
+}
+
 /// A link engine fed the observations of an account engine (in a child process) over events
 /// `[start, start + n)`. Returns the engine, the growth of RSS while it was fed, and the
 /// alerts it raised.
@@ -273,6 +321,7 @@ fn main() {
             "link-values",
             "link-holders",
             "link-fixed",
+            "cluster",
         ] {
             let out = Command::new(&exe)
                 .env("MEM_PHASE", phase)
@@ -303,6 +352,53 @@ fn main() {
     if phase == "feed" {
         let spec = std::env::var("MEM_FEED").expect("MEM_FEED");
         feed_observations(&decoder, &spec);
+        return;
+    }
+    if phase == "feed-links" {
+        let spec = std::env::var("MEM_FEED_LINKS").expect("MEM_FEED_LINKS");
+        feed_links(&decoder, &spec);
+        return;
+    }
+    if phase == "cluster" {
+        // 10. The cluster stage: per account its links records mentioned.
+        let exe = std::env::current_exe().expect("own path");
+        let mut child = Command::new(exe)
+            .env("MEM_PHASE", "feed-links")
+            .env("MEM_FEED_LINKS", format!("0,{},{accounts}", accounts * 3))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("feeder runs");
+        let mut r = BufReader::with_capacity(1 << 16, child.stdout.take().expect("piped"));
+        let base = support::rss_bytes();
+        let mut stage = ClusterStage::new(cfg(4_000_000, 8_000_000));
+        let (mut len, mut buf, mut out) = ([0u8; 4], Vec::new(), Vec::new());
+        let (mut records, mut alerts) = (0u64, 0usize);
+        loop {
+            match r.read_exact(&mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => panic!("reading links records: {e}"),
+            }
+            buf.resize(u32::from_le_bytes(len) as usize, 0);
+            r.read_exact(&mut buf).expect("a whole record");
+            let (account, ts, mut emitted) = links::decode(&buf).expect("decodes");
+            stage.take(account, ts, &mut emitted, &mut out);
+            records += 1;
+            alerts += out.len();
+            out.clear();
+        }
+        assert!(
+            child.wait().expect("feeder ends").success(),
+            "feeder failed"
+        );
+        let grown = support::rss_bytes().saturating_sub(base);
+        let (members, links) = stage.snapshots();
+        println!(
+            "cluster stage: {records} links records, {members} accounts and {links} links held, {} clusters, {alerts} alerts, RSS +{:.1} MiB, {:.0} B per account held (its links' snapshots counted in)",
+            stage.clusters(),
+            grown as f64 / MIB,
+            grown as f64 / members.max(1) as f64
+        );
         return;
     }
     if phase == "1" {
