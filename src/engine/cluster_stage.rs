@@ -12,7 +12,8 @@ use crate::alert::{valve, Alert, Kind};
 use crate::config::ValidConfig;
 use crate::control::LiveAllowlist;
 use crate::detect::cluster::{Assembler, Clock, Seen, Source};
-use crate::detect::{Emitted, Explained, MemberSnapshot, Out};
+use crate::detect::{Emitted, Explained, LinkKind, MemberSnapshot, Out};
+use crate::state::attribute::AttrKind;
 use crate::state::Allowlist;
 
 /// The latest snapshot of each account and link the records mentioned, with the allowlist:
@@ -58,6 +59,21 @@ impl Source for Snapshots {
 
     fn explain(&self, key: u64) -> Option<Explained> {
         self.links.get(&key).map(|(x, _)| x.clone())
+    }
+}
+
+/// Where a value of `kind` comes among the values an event carries (see
+/// `engine::carry_values`).
+fn carried_order(kind: AttrKind) -> u8 {
+    match kind {
+        AttrKind::Ip => 0,
+        AttrKind::IpPrefix => 1,
+        AttrKind::Asn => 2,
+        AttrKind::Device => 3,
+        AttrKind::Payment => 4,
+        AttrKind::EmailDomain => 5,
+        AttrKind::Template => 6,
+        AttrKind::Creation => 7,
     }
 }
 
@@ -108,12 +124,14 @@ impl ClusterStage {
             self.next_sweep_ms = now + SWEEP_EVERY_MS;
         }
         self.snapshots.take(emitted, now);
-        // Facts before links (a crowd, an account caught in step), as each shard orders
-        // them, and a shard's waves after its values.
+        // In the order one engine decides them: facts first (an account caught in step, a
+        // crowd), then value links in the order the event carries its values, then waves.
+        // Which holders a value that only merges may name depends on the clusters the
+        // event's other links put them in first.
         emitted.records.sort_by_key(|r| match r.kind {
-            crate::detect::LinkKind::Sync | crate::detect::LinkKind::Crowd => 0,
-            crate::detect::LinkKind::Value(_) => 1,
-            crate::detect::LinkKind::Wave => 2,
+            LinkKind::Sync | LinkKind::Crowd => 0,
+            LinkKind::Value(kind) => 1 + carried_order(kind),
+            LinkKind::Wave => 10,
         });
         let clock = Clock {
             cfg: &self.cfg.raw,
