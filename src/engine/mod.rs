@@ -139,6 +139,10 @@ pub struct Observation {
     pub carried: Vec<Carried>,
     /// The account moved to a new device or network after some history.
     pub moved: bool,
+    /// Its runs of harvesting before this request, which the account stage counts over all
+    /// of its requests: a link shard that sees only some of them judges whether it keeps to
+    /// the clock (a customer's scheduled job) on these.
+    pub runs: account::Runs,
 }
 
 impl Profile {
@@ -567,6 +571,7 @@ impl Engine {
             .observe_account(&mut view, &obs, &mut self.decided);
         if self.role == Role::Account {
             let facts = facts(&self.accounts, akey).unwrap_or_default();
+            let runs = self.count_run(ev, akey, &sample);
             self.observation = Some(Observation {
                 facts,
                 sample,
@@ -574,6 +579,7 @@ impl Engine {
                 profile,
                 carried: carried.clone(),
                 moved,
+                runs,
             });
         } else {
             self.link_side(
@@ -583,6 +589,22 @@ impl Engine {
         self.carried_buf = carried;
         self.emit(out);
         Outcome::Accepted
+    }
+
+    /// In the `Account` role: counts a harvesting request toward the account's runs, as the
+    /// co-activity detector does where it runs (see [`crate::detect::cohort`]). Returns the
+    /// runs before it.
+    fn count_run(&mut self, ev: &Event, akey: u64, sample: &Sample) -> account::Runs {
+        let cfg = &self.cfg.raw;
+        let Some(mut acc) = self.accounts.get_mut(&akey) else {
+            return account::Runs::default();
+        };
+        let before = acc.presence.runs();
+        if cfg.cohort.enabled && cfg.cluster.enabled && sample.harvest {
+            let bin = ev.ts_ms.div_euclid((cfg.cohort.bin_secs * 1000) as i64);
+            acc.presence.note_run(bin, &cfg.cohort);
+        }
+        before
     }
 
     /// In the `Link` role: takes in the account stage's observation of `ev` (its identifying
@@ -659,6 +681,7 @@ impl Engine {
         acc.multi_turn_ever = f.multi_turn_ever;
         acc.first_seen_ms = f.first_seen_ms;
         acc.created_ms = f.created_ms;
+        acc.presence.set_runs(obs.runs);
         for c in &obs.carried {
             match c.kind {
                 AttrKind::Ip => _ = acc.set_pair(SLOT_IP, c.key),

@@ -1824,6 +1824,36 @@ fn link_shards_and_a_cluster_stage_flag_what_one_engine_flags() {
     }
 }
 
+/// Whether an account keeps to the clock (a customer's scheduled job, never linked) is judged
+/// on all of its runs, which the account stage counts: a link shard that starts seeing the
+/// account's observations late (it took up a value the shard owns) knows them too.
+#[test]
+fn a_link_shard_knows_an_accounts_runs_from_the_account_stage() {
+    let cfg = Arc::new(Config::default().validate().expect("valid config"));
+    let mut account = Engine::new(cfg.clone()).with_role(Role::Account);
+    let mut out = Vec::new();
+    let mut last = None;
+    // Six runs, an hour apart, each starting on the round minute.
+    for run in 0..6i64 {
+        for k in 0..5i64 {
+            let id = (run * 5 + k) as u64;
+            let e = extraction(id, T0 + run * 3_600_000 + k * 10_000, "acct_job");
+            account.process(&e, &mut out);
+            last = account.take_observation().map(|o| (e, o));
+        }
+    }
+    let (e, obs) = last.expect("an observation");
+    assert_eq!(obs.runs.runs, 6, "{:?}", obs.runs);
+    assert_eq!(obs.runs.clock_runs, 6, "{:?}", obs.runs);
+    let mut shard = Engine::new(cfg).with_shard(Shard { index: 0, of: 3 });
+    shard.observe(&e, &obs, &mut out);
+    let acc = shard
+        .accounts
+        .get(&account_key("acct_job"))
+        .expect("a shadow record");
+    assert_eq!(acc.presence.runs(), obs.runs);
+}
+
 /// An address is routed to the shard of its /24 or /64 (which judges how the block's holders
 /// crowd onto one address), a creation minute to the shard of its hour (whose sign-ups are
 /// the minute's baseline); other values by their own key.

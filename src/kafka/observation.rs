@@ -182,6 +182,9 @@ pub fn to_wire(ev: &Event, obs: &Observation) -> proto::Observation {
             .collect(),
         progress: None,
         batch: Vec::new(),
+        last_run_bin: obs.runs.last_bin,
+        runs: u32::from(obs.runs.runs),
+        clock_runs: u32::from(obs.runs.clock_runs),
     }
 }
 
@@ -324,6 +327,11 @@ fn from_wire(w: proto::Observation) -> Result<(Event, Observation), DecodeError>
         },
         carried,
         moved: on(Flag::Moved),
+        runs: crate::state::account::Runs {
+            last_bin: w.last_run_bin,
+            runs: u16::try_from(w.runs).map_err(|_| invalid("runs"))?,
+            clock_runs: u16::try_from(w.clock_runs).map_err(|_| invalid("clock runs"))?,
+        },
     };
     Ok((ev, obs))
 }

@@ -73,7 +73,30 @@ pub struct Presence {
     pub last_wave_bin: u16,
 }
 
+/// An account's runs of harvesting as [`Presence`] counts them (what decides whether it keeps
+/// to the clock): plain data, which the account stage hands on with each observation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Runs {
+    pub last_bin: u32,
+    pub runs: u16,
+    pub clock_runs: u16,
+}
+
 impl Presence {
+    pub fn runs(&self) -> Runs {
+        Runs {
+            last_bin: self.last_bin,
+            runs: self.runs,
+            clock_runs: self.clock_runs,
+        }
+    }
+
+    pub fn set_runs(&mut self, r: Runs) {
+        self.last_bin = r.last_bin;
+        self.runs = r.runs;
+        self.clock_runs = r.clock_runs;
+    }
+
     /// Counts a wave the account took part in (once).
     pub fn credit(&mut self, wave: u32, bin: u16) {
         if self.waves.contains(&wave) {
