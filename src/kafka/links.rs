@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(got, want);
         let n = events.len() as f64;
         let (per_obs, per_link) = (obs_bytes as f64 / n, link_bytes as f64 / n);
-        // Observations: about 235 bytes each, to about 2 of 3 shards; link records: one
+        // Observations: about 242 bytes each, to nearly all of 3 shards; link records: one
         // for a few events, with snapshots of whom they name.
         assert!(
             per_obs < 3.0 * 300.0,

@@ -390,9 +390,11 @@ mod tests {
             ids
         };
         assert_eq!(ids(&got), ids(&want));
-        // Compact: about 235 bytes per event here (ids, the account's facts, flags, values).
+        // Compact: about 242 bytes per event here (ids, the account's facts and runs, flags,
+        // values).
         let per_event = bytes as f64 / one.stats().events_accepted as f64;
         assert!(per_event < 300.0, "{per_event:.0} bytes per event");
+        eprintln!("{per_event:.0} observation bytes per event");
     }
 
     #[test]
