@@ -231,7 +231,7 @@ fn feed_links(decoder: &Decoder, spec: &str) {
         let Some(obs) = engine.take_observation() else {
             return;
         };
-        let targets = link_targets(e, &obs, of);
+        let targets = link_targets(&obs, of);
         for (i, shard) in shards.iter_mut().enumerate() {
             if targets & (1 << i) != 0 {
                 shard.observe(e, &obs, &mut out);

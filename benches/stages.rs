@@ -203,9 +203,9 @@ impl Sharded {
         let Some(obs) = self.feeder.take_observation() else {
             return;
         };
-        let targets = link_targets(e, &obs, SHARDS);
+        let targets = link_targets(&obs, SHARDS);
         for (k, n) in FANOUT.iter().enumerate() {
-            self.fanout[k] += u64::from(link_targets(e, &obs, *n).count_ones());
+            self.fanout[k] += u64::from(link_targets(&obs, *n).count_ones());
         }
         let record = observation::encode(e, &obs);
         let mut timed_shard = timed_shard;

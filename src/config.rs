@@ -112,8 +112,13 @@ pub enum StageRole {
     /// `bulk_extraction` on the input topic, and an observation of every event to
     /// `kafka.observations_topic`.
     Account,
-    /// `fake_account_cluster` on `kafka.observations_topic`.
+    /// Link decisions on `kafka.observations_topic`: with one link instance
+    /// (`kafka.link_shards` 1) it also assembles clusters and alerts `fake_account_cluster`;
+    /// as link shard `kafka.link_shard` of several, it writes its link records to
+    /// `kafka.links_topic`.
     Link,
+    /// `fake_account_cluster` from the link shards' records on `kafka.links_topic`.
+    Cluster,
 }
 
 impl StageRole {
@@ -121,7 +126,8 @@ impl StageRole {
         match self {
             StageRole::All => crate::engine::Role::All,
             StageRole::Account => crate::engine::Role::Account,
-            StageRole::Link => crate::engine::Role::Link,
+            // The cluster stage runs no engine of its own (`engine::cluster_stage`).
+            StageRole::Link | StageRole::Cluster => crate::engine::Role::Link,
         }
     }
 
@@ -130,6 +136,7 @@ impl StageRole {
             StageRole::All => "all",
             StageRole::Account => "account",
             StageRole::Link => "link",
+            StageRole::Cluster => "cluster",
         }
     }
 }
@@ -201,12 +208,44 @@ pub struct KafkaConfig {
     /// alerts by the gap; moving on takes that writer's observations in late. Cover the
     /// account stage's session timeout and a rebuild.
     pub link_writer_wait_secs: u64,
+    /// How many link instances share the link decisions, each owning the attribute values
+    /// and co-activity bins whose linking value hashes to it (`engine::link_targets`). 1: one
+    /// link instance reads `observations_topic` and assembles clusters itself. More (at most
+    /// 64): the account stage writes an observation to `observations_topic-S` for each shard
+    /// S that must see it; shard S reads that topic in group `GROUP-link-S` and writes its
+    /// link records to `links_topic`, whose `cluster` instance alerts. Every account and link
+    /// instance must agree on it.
+    pub link_shards: u32,
+    /// Which link shard this `link` instance is, from 0 to `link_shards` - 1 (one instance
+    /// per shard, e.g. a StatefulSet's ordinal).
+    pub link_shard: u32,
+    /// Internal topic from the link shards to the cluster stage (protobuf
+    /// `distillguard.v1.Links`): shard S writes partition S, so it needs `link_shards`
+    /// partitions.
+    pub links_topic: String,
     /// librdkafka properties for both clients (TLS, SASL, ...), passed through as given.
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties for the consumer only.
     pub consumer_properties: BTreeMap<String, String>,
     /// librdkafka properties for the alert and dead-letter producer only.
     pub producer_properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// The observations topic link shard `shard` reads: `observations_topic` itself with one
+    /// link instance, `observations_topic-S` with several.
+    pub fn observations_topic_of(&self, shard: u32) -> String {
+        if self.link_shards <= 1 {
+            self.observations_topic.clone()
+        } else {
+            format!("{}-{shard}", self.observations_topic)
+        }
+    }
+
+    /// Whether the link stage is split into shards with a cluster stage after them.
+    pub fn sharded(&self) -> bool {
+        self.link_shards > 1
+    }
 }
 
 impl Default for KafkaConfig {
@@ -228,6 +267,9 @@ impl Default for KafkaConfig {
             observations_topic: "distillguard-observations".into(),
             link_late_allowance_secs: 3600,
             link_writer_wait_secs: 120,
+            link_shards: 1,
+            link_shard: 0,
+            links_topic: "distillguard-links".into(),
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
@@ -1215,6 +1257,7 @@ impl Config {
             ("kafka.control_topic", &k.control_topic),
             ("kafka.verdicts_topic", &k.verdicts_topic),
             ("kafka.observations_topic", &k.observations_topic),
+            ("kafka.links_topic", &k.links_topic),
         ] {
             if v.trim().is_empty() {
                 return Err(invalid(key, "must not be empty"));
@@ -1233,12 +1276,29 @@ impl Config {
             &k.control_topic,
             &k.verdicts_topic,
             &k.observations_topic,
+            &k.links_topic,
         ];
         if (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
             return Err(invalid(
                 "kafka.control_topic",
-                "the input, alerts, dead-letter, control, verdicts and observations topics \
-                 must all differ",
+                "the input, alerts, dead-letter, control, verdicts, observations and links \
+                 topics must all differ",
+            ));
+        }
+        if k.link_shards == 0 || k.link_shards > 64 {
+            return Err(invalid("kafka.link_shards", "must be between 1 and 64"));
+        }
+        if k.link_shard >= k.link_shards {
+            return Err(invalid(
+                "kafka.link_shard",
+                "must be below kafka.link_shards (shards count from 0)",
+            ));
+        }
+        if k.role == StageRole::Cluster && k.link_shards == 1 {
+            return Err(invalid(
+                "kafka.role",
+                "a cluster instance reads the link shards' records: with kafka.link_shards 1 \
+                 the one link instance assembles clusters itself",
             ));
         }
         if self.verdicts.remember_alerts == 0 || self.verdicts.remember_alerts > 10_000_000 {

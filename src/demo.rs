@@ -46,13 +46,16 @@ pub enum Topology {
     /// One service doing the whole detection (`kafka.role = "all"`).
     #[default]
     Single,
-    /// [`ACCOUNT_INSTANCES`] `account` instances and one `link` instance, over the
-    /// observations topic.
+    /// [`ACCOUNT_INSTANCES`] `account` instances, [`LINK_SHARDS`] `link` instances (one per
+    /// link shard, each reading its observations topic) and one `cluster` instance reading
+    /// the links topic.
     Staged,
 }
 
 /// Account instances of the staged demo.
 pub const ACCOUNT_INSTANCES: usize = 2;
+/// Link shards of the staged demo.
+pub const LINK_SHARDS: u32 = 2;
 
 impl Default for DemoOptions {
     fn default() -> Self {
@@ -113,7 +116,13 @@ pub async fn run(
     cluster.create_topic(&k.dlq_topic, 1, 1)?;
     cluster.create_topic(&k.control_topic, 1, 1)?;
     cluster.create_topic(&k.verdicts_topic, 1, 1)?;
-    cluster.create_topic(&k.observations_topic, opts.partitions, 1)?;
+    if opts.topology == Topology::Staged {
+        k.link_shards = LINK_SHARDS;
+    }
+    for s in 0..k.link_shards {
+        cluster.create_topic(&k.observations_topic_of(s), opts.partitions, 1)?;
+    }
+    cluster.create_topic(&k.links_topic, k.link_shards as i32, 1)?;
     let cfg = Arc::new(config.clone().validate()?);
 
     tracing::info!(
@@ -146,7 +155,8 @@ pub async fn run(
         match opts.topology {
             Topology::Single => "one service".to_string(),
             Topology::Staged => format!(
-                "staged: {ACCOUNT_INSTANCES} account instances, one link instance"
+                "staged: {ACCOUNT_INSTANCES} account instances, {LINK_SHARDS} link shards, \
+                 one cluster instance"
             ),
         },
         services[0].metrics_addr
@@ -229,16 +239,18 @@ pub async fn run(
 /// The demo's services: one, or the staged topology's instances (the first serves the
 /// configured metrics address, the others an ephemeral port: one process, one registry).
 async fn start(opts: &DemoOptions, config: &Config) -> Result<Vec<Service>, DemoError> {
-    let roles: Vec<StageRole> = match opts.topology {
-        Topology::Single => vec![StageRole::All],
-        Topology::Staged => std::iter::repeat_n(StageRole::Account, ACCOUNT_INSTANCES)
-            .chain([StageRole::Link])
+    let roles: Vec<(StageRole, u32)> = match opts.topology {
+        Topology::Single => vec![(StageRole::All, 0)],
+        Topology::Staged => std::iter::repeat_n((StageRole::Account, 0), ACCOUNT_INSTANCES)
+            .chain((0..LINK_SHARDS).map(|s| (StageRole::Link, s)))
+            .chain([(StageRole::Cluster, 0)])
             .collect(),
     };
     let mut services = Vec::with_capacity(roles.len());
-    for (i, role) in roles.into_iter().enumerate() {
+    for (i, (role, shard)) in roles.into_iter().enumerate() {
         let mut c = config.clone();
         c.kafka.role = role;
+        c.kafka.link_shard = shard;
         if i > 0 {
             c.service.metrics_addr = "127.0.0.1:0".into();
         }

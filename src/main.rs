@@ -48,7 +48,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         account_stages: usize,
         /// With the staged topology: this many link shards, each owning the linking values
-        /// and models that hash to it, feeding one cluster stage (0: one `link` engine that
+        /// that hash to it (one of them the co-activity state), feeding one cluster stage (0: one `link` engine that
         /// also assembles clusters). At most 64.
         #[arg(long, default_value_t = 0)]
         link_shards: usize,
@@ -252,11 +252,19 @@ struct KafkaFlags {
     control_topic: Option<String>,
     #[arg(long)]
     verdicts_topic: Option<String>,
-    /// The stage to run: `all` (default), `account` or `link` (see `kafka.role`).
+    /// The stage to run: `all` (default), `account`, `link` or `cluster` (see `kafka.role`).
     #[arg(long, value_enum)]
     role: Option<StageRole>,
     #[arg(long)]
     observations_topic: Option<String>,
+    /// Link instances sharing the link decisions (see `kafka.link_shards`).
+    #[arg(long)]
+    link_shards: Option<u32>,
+    /// This link instance's shard, from 0 (see `kafka.link_shard`).
+    #[arg(long)]
+    link_shard: Option<u32>,
+    #[arg(long)]
+    links_topic: Option<String>,
 }
 
 impl KafkaFlags {
@@ -278,6 +286,9 @@ impl KafkaFlags {
         set(&mut k.verdicts_topic, self.verdicts_topic);
         set(&mut k.role, self.role);
         set(&mut k.observations_topic, self.observations_topic);
+        set(&mut k.link_shards, self.link_shards);
+        set(&mut k.link_shard, self.link_shard);
+        set(&mut k.links_topic, self.links_topic);
     }
 }
 

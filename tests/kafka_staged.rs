@@ -1,6 +1,7 @@
 //! The staged topology on librdkafka's mock cluster: `account` instances in one consumer
 //! group on the input topic hand their observations to a `link` instance over the internal
-//! observations topic, and together they flag what `replay` flags, clusters whole.
+//! observations topic, or to link shards whose link records a `cluster` instance assembles,
+//! and together they flag what `replay` flags, clusters whole.
 
 mod common;
 
@@ -32,7 +33,14 @@ fn clusters(alerts: &[Alert]) -> BTreeMap<String, BTreeSet<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_and_link_instances_flag_what_replay_flags_with_clusters_whole() {
-    staged("g-staged", false).await;
+    staged("g-staged", false, PARTITIONS, 1).await;
+}
+
+/// Input on 12 partitions, 3 `account` instances, 3 link shards (each reading its own
+/// observations topic) and 1 `cluster` instance reading the links topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_link_shard_and_cluster_instances_flag_what_replay_flags() {
+    staged("g-shards", false, 12, 3).await;
 }
 
 /// The link instance runs from the start while the account instances, joining one by one and
@@ -41,31 +49,58 @@ async fn account_and_link_instances_flag_what_replay_flags_with_clusters_whole()
 /// takes every observation in event-time order, as when it starts after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_instance_running_through_the_account_stages_backlog_flags_the_same() {
-    staged("g-concurrent", true).await;
+    staged("g-concurrent", true, PARTITIONS, 1).await;
 }
 
-async fn staged(group: &str, link_first: bool) {
+/// With `shards` above 1, one link instance per shard and a cluster instance, which start
+/// first if `link_first`.
+async fn staged(group: &str, link_first: bool, partitions: i32, shards: u32) {
     let _one = exclusive().await;
-    let m = mock(PARTITIONS);
+    let m = mock(partitions);
+    let observations: Vec<String> = if shards > 1 {
+        (0..shards).map(|s| format!("{OBSERVATIONS}-{s}")).collect()
+    } else {
+        vec![OBSERVATIONS.to_string()]
+    };
+    for topic in &observations {
+        m.cluster
+            .create_topic(topic, partitions, 1)
+            .expect("observations topic");
+    }
     m.cluster
-        .create_topic(OBSERVATIONS, PARTITIONS, 1)
-        .expect("observations topic");
+        .create_topic(LINKS, shards as i32, 1)
+        .expect("links topic");
     let (lines, labels) = traffic("all", 4, 0.15, 1.0);
     let base = config(&m.brokers, group);
     let expected = replay_alerts(&lines, valid(base.clone()));
     produce(&m.brokers, INPUT, &lines);
 
+    let mut base = base;
+    base.kafka.link_shards = shards;
     let mut account = base.clone();
     account.kafka.role = StageRole::Account;
-    let mut link = base.clone();
-    link.kafka.role = StageRole::Link;
+    // The link side: one link instance, or a link instance per shard and a cluster instance.
+    let mut links = Vec::new();
+    for s in 0..shards {
+        let mut link = base.clone();
+        link.kafka.role = StageRole::Link;
+        link.kafka.link_shard = s;
+        links.push(link);
+    }
+    if shards > 1 {
+        let mut cluster = base.clone();
+        cluster.kafka.role = StageRole::Cluster;
+        links.push(cluster);
+    }
     let mut services = Vec::new();
     if link_first {
-        services.push(
-            Service::start(valid(link.clone()))
-                .await
-                .expect("link instance starts"),
-        );
+        for l in &links {
+            services.push(
+                Service::start(valid(l.clone()))
+                    .await
+                    .expect("link-side instance starts"),
+            );
+        }
     }
     for _ in 0..3 {
         services.push(
@@ -78,27 +113,47 @@ async fn staged(group: &str, link_first: bool) {
     let brokers = m.brokers.clone();
     let g = group.to_string();
     let accounts_done = tokio::task::spawn_blocking(move || {
-        let ends = log_ends(&brokers, PARTITIONS);
+        let ends = log_ends(&brokers, partitions);
         wait_for(Duration::from_secs(120), || {
-            committed(&brokers, &g, PARTITIONS) == ends
+            committed(&brokers, &g, partitions) == ends
         })
     })
     .await
     .expect("wait");
     if !link_first {
-        services.push(
-            Service::start(valid(link))
-                .await
-                .expect("link instance starts"),
-        );
+        for l in links {
+            services.push(
+                Service::start(valid(l))
+                    .await
+                    .expect("link-side instance starts"),
+            );
+        }
     }
+    // Each link instance commits its observations once its link records are delivered, then
+    // the cluster instance commits the links.
     let brokers = m.brokers.clone();
-    let g = format!("{group}-link");
+    let (g, topics) = (group.to_string(), observations.clone());
     let links_done = tokio::task::spawn_blocking(move || {
-        let obs = log_ends_on(&brokers, OBSERVATIONS, PARTITIONS);
-        wait_for(Duration::from_secs(120), || {
-            reached(&committed_on(&brokers, &g, OBSERVATIONS, PARTITIONS), &obs)
-        })
+        let mut done = true;
+        for (s, topic) in topics.iter().enumerate() {
+            let g = if shards > 1 {
+                format!("{g}-link-{s}")
+            } else {
+                format!("{g}-link")
+            };
+            let obs = log_ends_on(&brokers, topic, partitions);
+            done &= wait_for(Duration::from_secs(120), || {
+                reached(&committed_on(&brokers, &g, topic, partitions), &obs)
+            });
+        }
+        if shards > 1 {
+            let g = format!("{g}-cluster");
+            let ends = log_ends_on(&brokers, LINKS, shards as i32);
+            done &= wait_for(Duration::from_secs(120), || {
+                reached(&committed_on(&brokers, &g, LINKS, shards as i32), &ends)
+            });
+        }
+        done
     })
     .await
     .expect("wait");
@@ -112,15 +167,26 @@ async fn staged(group: &str, link_first: bool) {
         s.await.expect("joined").expect("clean shutdown");
     }
     assert!(accounts_done, "the account stage took everything in");
-    assert!(links_done, "the link stage took every observation in");
+    assert!(
+        links_done,
+        "the link stage took every observation in, and the cluster stage every link record"
+    );
     let brokers = m.brokers.clone();
-    let (observations, records) =
-        tokio::task::spawn_blocking(move || observed_events(&brokers, PARTITIONS))
-            .await
-            .expect("reader");
+    let topics = observations.clone();
+    let (observations, records) = tokio::task::spawn_blocking(move || {
+        let mut n = (0, 0);
+        for topic in &topics {
+            let (e, r) = observed_events_on(&brokers, topic, partitions);
+            n = (n.0 + e, n.1 + r);
+        }
+        n
+    })
+    .await
+    .expect("reader");
+    // Each event's observation goes to every shard that must see it: most go to all.
     assert!(
         observations >= lines.len(),
-        "one observation per event ({observations} for {})",
+        "one observation per event at least ({observations} for {})",
         lines.len()
     );
     let want = distillguard::eval::evaluate(&expected, &labels);

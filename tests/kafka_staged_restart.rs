@@ -1,8 +1,9 @@
-//! Faults in the staged topology, with the real binary: two `account` processes and a `link`
-//! process on the mock cluster; one account process, then the link process, is killed with
-//! SIGKILL mid-stream (while records arrive and are processed), and started again. Every attack account `replay` flags
-//! is still alerted, every alert arrives once, and no committed record, of the input or of
-//! the observations topic, is processed live a second time.
+//! Faults in the staged topology, with the real binary on the mock cluster: two `account`
+//! processes and a `link` process, or two link shards and a `cluster` process. One process of
+//! each stage in turn is killed with SIGKILL mid-stream (while records arrive and are
+//! processed), and started again. Every attack account `replay` flags is still alerted, an
+//! alert sent again is the same alert, and no committed record, of the input or of an
+//! internal topic, is processed live a second time.
 
 mod common;
 
@@ -18,11 +19,15 @@ use distillguard::alert::Alert;
 
 const PARTITIONS: i32 = 4;
 const GROUP: &str = "g-staged-restart";
+/// Link shards of the sharded topology.
+const SHARDS: u32 = 2;
 
 /// One process of the topology: its role, metrics address and the log of each life.
 struct Proc {
     role: &'static str,
     name: &'static str,
+    /// In the sharded topology: `Some(shard)` (a link shard's; 0 for the other roles).
+    shard: Option<u32>,
     dir: std::path::PathBuf,
     addr: SocketAddr,
     child: Option<Child>,
@@ -37,12 +42,33 @@ impl Proc {
         Self {
             role,
             name,
+            shard: None,
             dir: dir.to_path_buf(),
             addr: free_addr(),
             child: None,
             lives: 0,
             ok: 0.0,
             catchup: 0.0,
+        }
+    }
+
+    /// A process of the sharded topology (`shard` is a link process's shard).
+    fn sharded(mut self, shard: u32) -> Self {
+        self.shard = Some(shard);
+        self
+    }
+
+    /// The consumer group, topic and partition count the process consumes.
+    fn consumes(&self) -> (String, String, i32) {
+        match (self.role, self.shard) {
+            ("link", Some(s)) => (
+                format!("{GROUP}-link-{s}"),
+                format!("{OBSERVATIONS}-{s}"),
+                PARTITIONS,
+            ),
+            ("link", None) => (format!("{GROUP}-link"), OBSERVATIONS.into(), PARTITIONS),
+            ("cluster", _) => (format!("{GROUP}-cluster"), LINKS.into(), SHARDS as i32),
+            _ => (GROUP.into(), INPUT.into(), PARTITIONS),
         }
     }
 
@@ -53,9 +79,18 @@ impl Proc {
     fn start(&mut self, brokers: &str, dir: &Path) {
         self.lives += 1;
         let log = self.log(dir);
-        let child = common::bin()
+        let mut cmd = common::bin();
+        cmd.arg("run");
+        if let Some(s) = self.shard {
+            cmd.args([
+                "--link-shards",
+                &SHARDS.to_string(),
+                "--link-shard",
+                &s.to_string(),
+            ]);
+        }
+        let child = cmd
             .args([
-                "run",
                 "--brokers",
                 brokers,
                 "--group-id",
@@ -159,31 +194,29 @@ fn taken(procs: &[&Proc]) -> f64 {
         .sum()
 }
 
-/// Waits until the account stage has committed the whole input and the link stage every
-/// observation written so far.
+/// Waits until the account stage has committed the whole input, then each later stage (in
+/// the order of `procs`) every record of its topic written so far.
 fn settle(brokers: &str, what: &str, procs: &[&Proc], dir: &Path) {
-    let ends = log_ends(brokers, PARTITIONS);
-    let accounts = wait_for(Duration::from_secs(120), || {
-        committed(brokers, GROUP, PARTITIONS) == ends
-    });
-    let obs = log_ends_on(brokers, OBSERVATIONS, PARTITIONS);
-    let link = format!("{GROUP}-link");
-    let links = accounts
-        && wait_for(Duration::from_secs(120), || {
-            reached(
-                &committed_on(brokers, &link, OBSERVATIONS, PARTITIONS),
-                &obs,
-            )
+    let mut stages: Vec<(String, String, i32)> = Vec::new();
+    for p in procs {
+        let c = p.consumes();
+        if !stages.contains(&c) {
+            stages.push(c);
+        }
+    }
+    for (group, topic, partitions) in stages {
+        let ends = log_ends_on(brokers, &topic, partitions);
+        let done = wait_for(Duration::from_secs(120), || {
+            let at = committed_on(brokers, &group, &topic, partitions);
+            if topic == INPUT {
+                at == ends
+            } else {
+                reached(&at, &ends)
+            }
         });
-    let logs: String = procs.iter().map(|p| p.logs(dir)).collect();
-    assert!(
-        accounts,
-        "{what}: the account stage committed its input\n{logs}"
-    );
-    assert!(
-        links,
-        "{what}: the link stage committed the observations\n{logs}"
-    );
+        let logs: String = procs.iter().map(|p| p.logs(dir)).collect();
+        assert!(done, "{what}: group {group} committed {topic}\n{logs}");
+    }
 }
 
 /// Produces `records` in ten paced chunks and SIGKILLs `p` halfway through; returns how many
@@ -203,16 +236,16 @@ fn kill_mid_stream(brokers: &str, records: &[(String, Vec<u8>)], p: &mut Proc) -
     });
     std::thread::sleep(Duration::from_millis(1_500));
     p.kill();
-    let (group, topic) = match p.role {
-        "link" => (format!("{GROUP}-link"), OBSERVATIONS),
-        _ => (GROUP.to_string(), INPUT),
-    };
-    let ends = log_ends_on(brokers, topic, PARTITIONS);
-    let done = committed_on(brokers, &group, topic, PARTITIONS);
+    let (group, topic, partitions) = p.consumes();
+    let ends = log_ends_on(brokers, &topic, partitions);
+    let done = committed_on(brokers, &group, &topic, partitions);
     producing.join().expect("producer");
-    if topic == OBSERVATIONS {
+    if topic.starts_with(OBSERVATIONS) {
         // Observations travel in batch records: count the events in those past the commits.
-        return events_in(&read_range(brokers, topic, &done, &ends)) as f64;
+        return events_in(&read_range(brokers, &topic, &done, &ends)) as f64;
+    }
+    if topic == LINKS {
+        return linked_in(&read_range(brokers, &topic, &done, &ends)) as f64;
     }
     ends.iter()
         .map(|(q, &e)| (e - done.get(q).copied().unwrap_or(0).max(0)) as f64)
@@ -324,6 +357,166 @@ fn killing_each_stage_in_turn_mid_stream_loses_no_detection_and_redoes_no_commit
         by_id.len(),
         uncommitted_a,
         uncommitted_link
+    );
+    assert!(want.len() > 20, "the traffic should hold attacks");
+    assert!(
+        missed.is_empty(),
+        "attack accounts replay flags, not alerted: {missed:?}"
+    );
+}
+
+/// The sharded topology: two account processes, two link shards and a cluster process. An
+/// account process, then a link shard, then the cluster process is killed mid-stream and
+/// started again.
+#[test]
+fn killing_an_account_a_link_shard_and_the_cluster_process_in_turn_loses_no_detection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = mock(PARTITIONS);
+    for s in 0..SHARDS {
+        m.cluster
+            .create_topic(&format!("{OBSERVATIONS}-{s}"), PARTITIONS, 1)
+            .expect("observations topic");
+    }
+    m.cluster
+        .create_topic(LINKS, SHARDS as i32, 1)
+        .expect("links topic");
+    let (lines, labels) = traffic("all", 6, 0.1, 1.0);
+    // What the same topology flags without faults: `replay --account-stages 2 --link-shards 2`
+    // (tests/kafka_staged.rs compares the sharded topology with one engine).
+    let expected = replay_alerts_staged(
+        &lines,
+        valid(config(&m.brokers, "replay")),
+        2,
+        SHARDS as usize,
+    );
+    let quarter = lines.len() / 4;
+    let b = m.brokers.as_str();
+
+    let mut a = Proc::new("account", "account-a", dir.path()).sharded(0);
+    let mut a2 = Proc::new("account", "account-b", dir.path()).sharded(0);
+    let mut l0 = Proc::new("link", "link-0", dir.path()).sharded(0);
+    let mut l1 = Proc::new("link", "link-1", dir.path()).sharded(1);
+    let mut c = Proc::new("cluster", "cluster", dir.path()).sharded(0);
+    produce(b, INPUT, &lines[..quarter]);
+    for p in [&mut a, &mut a2, &mut l0, &mut l1, &mut c] {
+        p.start(b, dir.path());
+    }
+    settle(b, "first quarter", &[&a, &a2, &l0, &l1, &c], dir.path());
+
+    let uncommitted_a = kill_mid_stream(b, &lines[quarter..2 * quarter], &mut a);
+    a.start(b, dir.path());
+    settle(
+        b,
+        "account process killed",
+        &[&a, &a2, &l0, &l1, &c],
+        dir.path(),
+    );
+
+    let uncommitted_l0 = kill_mid_stream(b, &lines[2 * quarter..3 * quarter], &mut l0);
+    l0.start(b, dir.path());
+    settle(b, "link shard killed", &[&a, &a2, &l0, &l1, &c], dir.path());
+
+    let uncommitted_c = kill_mid_stream(b, &lines[3 * quarter..], &mut c);
+    c.start(b, dir.path());
+    settle(
+        b,
+        "cluster process killed",
+        &[&a, &a2, &l0, &l1, &c],
+        dir.path(),
+    );
+
+    let n = lines.len() as f64;
+    let accounts_ok = taken(&[&a, &a2]);
+    let shards_ok = taken(&[&l0, &l1]);
+    let cluster_ok = taken(&[&c]);
+    let ending = [
+        a.signal(false),
+        a2.signal(false),
+        l0.signal(false),
+        l1.signal(false),
+        c.signal(false),
+    ];
+    for (p, child) in [&a, &a2, &l0, &l1, &c].into_iter().zip(ending) {
+        p.exited(child);
+    }
+    let logs: String = [&a, &a2, &l0, &l1, &c]
+        .iter()
+        .map(|p| p.logs(dir.path()))
+        .collect();
+
+    // What each stage had to take: the input; each shard's distinct observed events (an
+    // account process's redelivered records are observed twice, and dropped as duplicates);
+    // every link record on the links topic (a shard's redelivered observations decide again).
+    let observed: f64 = (0..SHARDS)
+        .map(|s| {
+            let topic = format!("{OBSERVATIONS}-{s}");
+            let ends = log_ends_on(b, &topic, PARTITIONS);
+            distinct_events_in(&read_range(b, &topic, &BTreeMap::new(), &ends)) as f64
+        })
+        .sum();
+    let linked = linked_in(&read_range(
+        b,
+        LINKS,
+        &BTreeMap::new(),
+        &log_ends_on(b, LINKS, SHARDS as i32),
+    )) as f64;
+    assert!(
+        accounts_ok >= n && accounts_ok <= n + uncommitted_a,
+        "{accounts_ok} input records taken live by the account stage: {n} and at most \
+         {uncommitted_a} redelivered\n{logs}"
+    );
+    assert!(
+        shards_ok >= observed && shards_ok <= observed + uncommitted_l0,
+        "{shards_ok} observations taken live by the link shards: {observed} and at most \
+         {uncommitted_l0} redelivered\n{logs}"
+    );
+    assert!(
+        cluster_ok >= linked && cluster_ok <= linked + uncommitted_c,
+        "{cluster_ok} link records taken live by the cluster stage: {linked} and at most \
+         {uncommitted_c} redelivered\n{logs}"
+    );
+    assert!(
+        l0.catchup > 0.0 && c.catchup > 0.0,
+        "restarts rebuild their windows from their own input topics"
+    );
+
+    let got = alerts_of(&read_topic(b, ALERTS, usize::MAX, Duration::from_secs(3)));
+    let mut by_id: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for al in &got {
+        by_id
+            .entry(al.alert_id.as_str())
+            .or_default()
+            .insert(serde_json::to_string(al).expect("json"));
+    }
+    for (id, versions) in &by_id {
+        assert_eq!(versions.len(), 1, "alert {id} sent in different versions");
+    }
+    let attack: BTreeSet<&str> = labels
+        .iter()
+        .filter(|l| l.attack)
+        .map(|l| l.account_id.as_str())
+        .collect();
+    let flagged = |alerts: &[Alert]| -> BTreeSet<String> {
+        alerts
+            .iter()
+            .flat_map(|al| al.accounts.iter().cloned())
+            .filter(|acc| attack.contains(acc.as_str()))
+            .collect()
+    };
+    let (want, have) = (flagged(&expected), flagged(&got));
+    let missed: Vec<&String> = want.difference(&have).collect();
+    eprintln!(
+        "replay (2 account stages, 2 link shards) flags {} attack accounts, the sharded \
+         processes {} ({} missed); {} alerts, \
+         {} distinct; {n} events: {accounts_ok} taken live by the account stage ({uncommitted_a} \
+         past its commits at the kill), {shards_ok} observations of {observed} by the link \
+         shards ({uncommitted_l0}), {cluster_ok} link records of {linked} by the cluster stage \
+         ({uncommitted_c})",
+        want.len(),
+        have.len(),
+        missed.len(),
+        got.len(),
+        by_id.len(),
     );
     assert!(want.len() > 20, "the traffic should hold attacks");
     assert!(

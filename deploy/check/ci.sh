@@ -4,9 +4,9 @@
 # Starts `distillguard demo` (embedded broker, simulated traffic, the real service), waits until
 # it has delivered alerts, saves a /metrics scrape, then checks the scrape, the alert rules and
 # their unit tests, and deploy/ against the binary (validate.py); stops the demo with SIGTERM,
-# which must exit 0. Then the same for `demo --topology staged` (two account instances and a
-# link instance in one process), whose scrape must show both stages; finally the dashboard and
-# rules against both scrapes (drift.py).
+# which must exit 0. Then the same for `demo --topology staged` (account instances, link
+# shards and a cluster instance in one process), whose scrape must show every stage; finally
+# the dashboard and rules against both scrapes (drift.py).
 # Installs what it needs: promtool (Debian's prometheus package) and a Python venv with PyYAML
 # and kubernetes-validate (DISTILLGUARD_CHECK_VENV, default ~/.cache/distillguard-deploy-venv).
 set -uo pipefail
@@ -126,13 +126,17 @@ port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); pri
 demo_pid=$!
 staged="$work/scrape-staged.txt"
 observations=$("$bin" config --print-default | sed -n 's/^observations_topic = "\(.*\)"/\1/p')
+links=$("$bin" config --print-default | sed -n 's/^links_topic = "\(.*\)"/\1/p')
 staged_seen=false
 for _ in $(seq 1 120); do
   if fetch "http://127.0.0.1:$port/metrics" >"$staged" 2>/dev/null \
      && grep -q '^distillguard_build_info{.*role="account"' "$staged" \
      && grep -q '^distillguard_build_info{.*role="link"' "$staged" \
-     && grep -q "^distillguard_consumer_lag_messages{topic=\"$observations\"" "$staged" \
-     && grep -q '^distillguard_producer_errors_total{destination="observations"' "$staged"; then
+     && grep -q '^distillguard_build_info{.*role="cluster"' "$staged" \
+     && grep -Eq "^distillguard_consumer_lag_messages\{topic=\"$observations-[0-9]+\"" "$staged" \
+     && grep -q "^distillguard_consumer_lag_messages{topic=\"$links\"" "$staged" \
+     && grep -q '^distillguard_producer_errors_total{destination="observations"' "$staged" \
+     && grep -q '^distillguard_producer_errors_total{destination="links"' "$staged"; then
     staged_seen=true
     break
   fi
@@ -141,8 +145,9 @@ for _ in $(seq 1 120); do
 done
 check_staged() {
   if ! $staged_seen; then
-    echo "the staged demo's /metrics never showed build_info role=\"account\" and role=\"link\", lag on"
-    echo "$observations and producer errors for destination=\"observations\"; stderr:"
+    echo "the staged demo's /metrics never showed build_info role=\"account\", \"link\" and \"cluster\","
+    echo "lag on $observations-S and $links, and producer errors for destinations"
+    echo "\"observations\" and \"links\"; stderr:"
     tail -20 "$work/staged.err"
     return 1
   fi
@@ -152,7 +157,7 @@ check_staged() {
   echo "/readyz $r"
   [ "$r" = 200 ]
 }
-step "staged demo: both stages export their role, the link reads $observations" check_staged
+step "staged demo: every stage exports its role, link shards read $observations-S, the cluster $links" check_staged
 step "SIGTERM stops the staged demo with exit 0" stop_demo
 
 step "drift: dashboard and rules vs the scrapes" \

@@ -378,7 +378,8 @@ impl MemberSnapshot {
 }
 
 /// One of the link stage's `of` instances: it owns the attribute values whose route (see
-/// [`Shard::owner`]) falls to `index`, and the co-activity bins of the models that do.
+/// [`Shard::owner`]) falls to `index`, and the co-activity state if [`COACTIVITY_ROUTE`]
+/// does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
     pub index: usize,
@@ -402,12 +403,11 @@ impl Shard {
     }
 }
 
-/// The route of an event's model: which link shard keeps its co-activity bins.
-pub fn model_route(ev: &Event) -> u64 {
-    ev.model
-        .as_ref()
-        .map_or(0, |m| xxhash_rust::xxh3::xxh3_64(m.as_bytes()))
-}
+/// The route of the co-activity detector's state: one link shard keeps all of it. The bins
+/// are per model, but an account's evidence (its active bins, the waves it was in) adds up
+/// over every model it uses: split by model, an operator alternating its accounts between
+/// two models would leave each shard half of every account's evidence.
+pub const COACTIVITY_ROUTE: u64 = 0;
 
 /// What a link shard decided on its events, for the cluster stage: the link records, and
 /// snapshots of the accounts they mention and of the links they carry, by key, as the
@@ -476,7 +476,7 @@ impl Detectors {
 
     /// In link shard `shard` (see [`Shard`]): hands one accepted event to the link
     /// detectors and appends what they decided to `emitted`, for the cluster stage. The
-    /// co-activity detector runs on the event only if the shard owns its model.
+    /// co-activity detector runs on the event only on the shard that owns it.
     pub fn shard_links(
         &mut self,
         shard: Shard,
@@ -486,8 +486,8 @@ impl Detectors {
     ) {
         let start = emitted.records.len();
         self.values.observe(view, obs, &mut emitted.records);
-        let owns_model = shard.owns(model_route(obs.ev));
-        if owns_model {
+        let owns_cohort = shard.owns(COACTIVITY_ROUTE);
+        if owns_cohort {
             self.cohort.observe(view, obs, &mut emitted.records);
         } else {
             self.cohort.note_run(view, obs);
@@ -504,7 +504,7 @@ impl Detectors {
                     return;
                 }
                 if let Some(mut acc) = view.accounts.get_mut(&key) {
-                    let step: &[&dyn LinkDetector] = if owns_model { &cohort } else { &[] };
+                    let step: &[&dyn LinkDetector] = if owns_cohort { &cohort } else { &[] };
                     let s = MemberSnapshot::of(&mut acc, now, step);
                     emitted.members.push((key, s));
                 }

@@ -32,7 +32,7 @@ impl Snapshots {
                 if old.at_ms > s.at_ms {
                     continue;
                 }
-                // Co-activity is known only where the account's model is owned.
+                // Co-activity is known only on the shard that owns it.
                 s.step = s.step.or(old.step);
             }
             self.members.insert(k, s);
@@ -88,6 +88,9 @@ pub struct ClusterStage {
     watermark: i64,
     next_sweep_ms: i64,
     stats: Stats,
+    /// The event whose records [`ClusterStage::take_part`] is gathering, and them.
+    pending: Option<(u64, i64)>,
+    part: Emitted,
 }
 
 impl ClusterStage {
@@ -104,6 +107,8 @@ impl ClusterStage {
             watermark: i64::MIN,
             next_sweep_ms: i64::MIN,
             stats: Stats::default(),
+            pending: None,
+            part: Emitted::default(),
             cfg,
         }
     }
@@ -156,6 +161,36 @@ impl ClusterStage {
         }
     }
 
+    /// Takes in one shard's records on an event, as they arrive one shard at a time on the
+    /// links topic: the records of consecutive parts of one event (its account and time) are
+    /// taken in together, as [`ClusterStage::take`] takes all shards' at once, when a part of
+    /// another event arrives or at [`ClusterStage::flush`]. Alerts go to `out` then.
+    pub fn take_part(
+        &mut self,
+        account: u64,
+        at_ms: i64,
+        emitted: &mut Emitted,
+        out: &mut Vec<Alert>,
+    ) {
+        if self.pending != Some((account, at_ms)) {
+            self.flush(out);
+            self.pending = Some((account, at_ms));
+        }
+        self.part.records.append(&mut emitted.records);
+        self.part.members.append(&mut emitted.members);
+        self.part.explained.append(&mut emitted.explained);
+    }
+
+    /// Takes in the event [`ClusterStage::take_part`] was gathering, if any.
+    pub fn flush(&mut self, out: &mut Vec<Alert>) {
+        if let Some((account, at_ms)) = self.pending.take() {
+            let mut part = std::mem::take(&mut self.part);
+            self.take(account, at_ms, &mut part, out);
+            part.clear();
+            self.part = part;
+        }
+    }
+
     /// Forgets the accounts and links no record mentioned for `engine.account_idle_secs`
     /// (their accounts went idle, as the shards' shadows do).
     fn sweep(&mut self, now: i64) {
@@ -174,6 +209,11 @@ impl ClusterStage {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The newest event time taken in.
+    pub fn watermark(&self) -> Option<i64> {
+        (self.watermark != i64::MIN).then_some(self.watermark)
     }
 
     /// Clusters held.

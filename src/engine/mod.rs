@@ -205,8 +205,8 @@ fn creation_hour_route(created_ms: Option<i64>) -> u64 {
 
 /// The link shards of `of` that must see an observation: the owners of the values it carries
 /// and of those it holds or released (which they index or must release), and, for a
-/// harvesting request, of its model's co-activity bins. As a bit set (`of` at most 64).
-pub fn link_targets(ev: &Event, obs: &Observation, of: usize) -> u64 {
+/// harvesting request, of the co-activity state. As a bit set (`of` at most 64).
+pub fn link_targets(obs: &Observation, of: usize) -> u64 {
     let of = of.clamp(1, 64);
     let mut set = 0u64;
     let mut add = |route: u64| set |= 1 << Shard::owner(route, of);
@@ -232,7 +232,7 @@ pub fn link_targets(ev: &Event, obs: &Observation, of: usize) -> u64 {
         }
     }
     if obs.sample.harvest {
-        add(crate::detect::model_route(ev));
+        add(crate::detect::COACTIVITY_ROUTE);
     }
     set
 }

@@ -78,7 +78,7 @@ impl Staged {
                     cluster,
                     emitted,
                 } => {
-                    let targets = link_targets(ev, &obs, shards.len());
+                    let targets = link_targets(&obs, shards.len());
                     for (i, shard) in shards.iter_mut().enumerate() {
                         if targets & (1 << i) != 0 {
                             shard.observe(ev, &obs, out);

@@ -1824,6 +1824,62 @@ fn link_shards_and_a_cluster_stage_flag_what_one_engine_flags() {
     }
 }
 
+/// A campaign whose accounts alternate between two models, firing in waves: with link
+/// shards, its co-activity evidence is whole on one shard, so the sharded topology names as
+/// many of its accounts as one engine. (Split by model, each shard held half of every
+/// account's waves, and 16 of these 63 accounts were named instead of 62.)
+#[test]
+fn link_shards_keep_the_co_activity_of_accounts_that_switch_models() {
+    // Without prompt text, so that nothing but timing links the campaign's accounts.
+    let (events, labels) = crate::sim::decoded_with(
+        &crate::sim::SimOptions {
+            seed: 4,
+            scale: 0.15,
+            hours: 1.0,
+            ..Default::default()
+        },
+        true,
+    );
+    let lockstep: std::collections::BTreeSet<&str> = labels
+        .iter()
+        .filter(|l| l.family == "lockstep")
+        .map(|l| l.account_id.as_str())
+        .collect();
+    let models: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| lockstep.contains(e.account_id.as_str()))
+        .filter_map(|e| e.model.as_deref())
+        .collect();
+    assert!(models.len() >= 2, "the campaign uses {models:?}");
+    let cfg = Arc::new(Config::default().validate().expect("valid config"));
+    let named = |alerts: &[Alert]| {
+        alerts
+            .iter()
+            .filter(|a| a.kind == Kind::FakeAccountCluster)
+            .flat_map(|a| a.accounts.iter())
+            .filter(|a| lockstep.contains(a.as_str()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let mut one = Engine::new(cfg.clone());
+    let want = run(&mut one, &events);
+    let mut staged = staged::Staged::sharded(cfg, 1, 3);
+    let mut got = Vec::new();
+    for e in &events {
+        staged.process(e, &mut got);
+    }
+    let (n1, n3) = (named(&want), named(&got));
+    assert!(
+        n1 * 10 >= lockstep.len() * 9,
+        "{n1} of {} in one engine",
+        lockstep.len()
+    );
+    assert!(
+        n3 + lockstep.len() / 100 >= n1,
+        "{n3} named with shards, {n1} in one engine"
+    );
+}
+
 /// Whether an account keeps to the clock (a customer's scheduled job, never linked) is judged
 /// on all of its runs, which the account stage counts: a link shard that starts seeing the
 /// account's observations late (it took up a value the shard owns) knows them too.

@@ -193,14 +193,10 @@ impl State {
     fn new(cfg: Arc<ValidConfig>, live: LiveAllowlist) -> Result<State, ServiceError> {
         let k = &cfg.raw.kafka;
         let mut vc = super::consumer_config(&cfg);
-        // One verdicts group per deployment: the link stage's consumer group is `GROUP-link`,
-        // but its instances count verdicts with the account stage's, each verdict once.
-        let group = match k.role {
-            crate::config::StageRole::Link => {
-                k.group_id.strip_suffix("-link").unwrap_or(&k.group_id)
-            }
-            _ => k.group_id.as_str(),
-        };
+        // One verdicts group per deployment: the link and cluster stages have consumer groups
+        // of their own, but their instances count verdicts with the account stage's, each
+        // verdict once.
+        let group = super::deployment_group(k);
         vc.set("group.id", format!("{group}-verdicts"))
             // A verdict is counted once: a new group starts at the oldest verdict retained.
             .set("auto.offset.reset", "earliest")

@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use rdkafka::message::{BorrowedMessage, Message};
 
 use super::observation::{Payload, Progress};
+use crate::detect::Emitted;
 use crate::engine::Observation;
 use crate::event::{DecodeError, Decoder, Event};
 
@@ -35,6 +36,9 @@ pub struct Item {
     /// On the observations topic (the link stage): the account stage's observation of the
     /// event.
     pub observation: Option<Box<Observation>>,
+    /// On the links topic (the cluster stage): what a link shard decided on an event. The
+    /// item's event then stands for that event's time only (the records name the accounts).
+    pub links: Option<Box<Linked>>,
     /// The last item of its record (a batch record of the observations topic gives one item
     /// per event, all at its offset): only then is the offset processed.
     pub last: bool,
@@ -48,6 +52,13 @@ impl Item {
     pub fn order(&self) -> i64 {
         self.decoded.as_ref().map_or(i64::MIN, |e| e.ts_ms)
     }
+}
+
+/// A link shard's records on one event of account `account` (its index key).
+#[derive(Debug)]
+pub struct Linked {
+    pub account: u64,
+    pub emitted: Emitted,
 }
 
 /// What a batch holds, in poll order.
@@ -71,6 +82,18 @@ pub enum Decoded {
 enum Got {
     Event(Event),
     Observations(Payload),
+    Links(super::links::Payload),
+}
+
+/// Which topic's records are decoded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// Request events (`distillguard.v1.RequestEvent` or JSON).
+    Events,
+    /// `distillguard.v1.Observation`: the link stage's input.
+    Observations,
+    /// `distillguard.v1.Links`: the cluster stage's input.
+    Links,
 }
 
 /// How the record's bytes are decoded.
@@ -78,8 +101,7 @@ enum Got {
 pub struct Decode {
     decoder: Decoder,
     json: bool,
-    /// Records are observations (`distillguard.v1.Observation`), not request events.
-    observations: bool,
+    input: Input,
 }
 
 impl Decode {
@@ -87,13 +109,19 @@ impl Decode {
         Self {
             decoder,
             json,
-            observations: false,
+            input: Input::Events,
         }
     }
 
     /// Decodes the observations topic's records instead (the link stage's input).
     pub fn observations(mut self) -> Self {
-        self.observations = true;
+        self.input = Input::Observations;
+        self
+    }
+
+    /// Decodes the links topic's records instead (the cluster stage's input).
+    pub fn links(mut self) -> Self {
+        self.input = Input::Links;
         self
     }
 
@@ -111,14 +139,13 @@ impl Decode {
             Err(DecodeError::Poison)
         } else {
             // A decoder bug costs one record (dead-lettered), not the partition.
-            std::panic::catch_unwind(AssertUnwindSafe(|| {
-                if self.observations {
+            std::panic::catch_unwind(AssertUnwindSafe(|| match self.input {
+                Input::Observations => {
                     super::observation::decode_record(rec.payload).map(Got::Observations)
-                } else if self.json {
-                    self.decoder.decode_json(rec.payload).map(Got::Event)
-                } else {
-                    self.decoder.decode_protobuf(rec.payload).map(Got::Event)
                 }
+                Input::Links => super::links::decode_record(rec.payload).map(Got::Links),
+                Input::Events if self.json => self.decoder.decode_json(rec.payload).map(Got::Event),
+                Input::Events => self.decoder.decode_protobuf(rec.payload).map(Got::Event),
             }))
             .unwrap_or_else(|p| Err(DecodeError::Internal(crate::replay::panic_message(&*p))))
         };
@@ -130,6 +157,21 @@ impl Decode {
                 sampled,
                 decoded,
                 observation,
+                links: None,
+                last,
+                key: None,
+                payload: None,
+            })
+        };
+        let linked = |(account, ts_ms, emitted): (u64, i64, Emitted), last, sampled| {
+            Decoded::Record(Item {
+                partition: rec.partition,
+                offset: rec.offset,
+                msg_ts: rec.msg_ts,
+                sampled,
+                decoded: Ok(Event::new("", ts_ms, "")),
+                observation: None,
+                links: Some(Box::new(Linked { account, emitted })),
                 last,
                 key: None,
                 payload: None,
@@ -150,11 +192,24 @@ impl Decode {
                     out.push(item(Ok(ev), Some(Box::new(obs)), i + 1 == n, sampled));
                 }
             }
-            Ok(Got::Observations(Payload::Progress(progress))) => out.push(Decoded::Progress {
-                partition: rec.partition,
-                offset: rec.offset,
-                progress,
-            }),
+            Ok(Got::Observations(Payload::Progress(progress)))
+            | Ok(Got::Links(super::links::Payload::Progress(progress))) => {
+                out.push(Decoded::Progress {
+                    partition: rec.partition,
+                    offset: rec.offset,
+                    progress,
+                })
+            }
+            Ok(Got::Links(super::links::Payload::Event(a, ts, e))) => {
+                out.push(linked((a, ts, e), true, t0.map(|t| t.elapsed())))
+            }
+            Ok(Got::Links(super::links::Payload::Batch(all))) => {
+                let sampled = t0.map(|t| t.elapsed() / all.len().max(1) as u32);
+                let n = all.len();
+                for (i, l) in all.into_iter().enumerate() {
+                    out.push(linked(l, i + 1 == n, sampled));
+                }
+            }
             Err(e) => out.push(Decoded::Record(Item {
                 partition: rec.partition,
                 offset: rec.offset,
@@ -162,6 +217,7 @@ impl Decode {
                 sampled: t0.map(|t| t.elapsed()),
                 decoded: Err(e),
                 observation: None,
+                links: None,
                 last: true,
                 // Kept for the dead-letter copy.
                 key: rec.key.map(<[u8]>::to_vec),

@@ -5,6 +5,7 @@
 
 use prost::Message as _;
 
+use super::observation::Progress;
 use crate::detect::cohort::Wave;
 use crate::detect::link::Link;
 use crate::detect::{Emitted, Explained, LinkKind, LinkRecord, MemberSnapshot};
@@ -42,13 +43,117 @@ pub fn to_wire(account: u64, ts_ms: i64, e: &Emitted) -> proto::Links {
             .iter()
             .map(|(k, x)| explained_to_wire(*k, x))
             .collect(),
+        progress: None,
+        batch: Vec::new(),
     }
 }
 
-/// A record of the links topic: the event's account, its time, and what the shards emitted.
-pub fn decode(bytes: &[u8]) -> Result<(u64, i64, Emitted), DecodeError> {
+/// The most a batch record takes encoded, as on the observations topic
+/// ([`super::observation::BATCH_BYTES`]).
+pub const BATCH_BYTES: usize = super::observation::BATCH_BYTES;
+
+/// A record of the links topic.
+#[derive(Debug)]
+pub enum Payload {
+    /// What a shard decided on one event: its account, its time and the records.
+    Event(u64, i64, Emitted),
+    /// That of consecutive events, in order.
+    Batch(Vec<(u64, i64, Emitted)>),
+    /// The shard's progress on its partition (as an account instance's on the observations
+    /// topic).
+    Progress(Progress),
+}
+
+/// What a link shard decided on consecutive events, gathered into one record of its links
+/// partition.
+#[derive(Default)]
+pub struct Batch {
+    items: Vec<proto::Links>,
+    bytes: usize,
+    /// The first offset of each observations partition its events came from (held until the
+    /// record is delivered), and the Kafka timestamp of its first event.
+    pub firsts: Vec<(i32, i64)>,
+    pub first_msg_ts: i64,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether adding `w` would take it past [`BATCH_BYTES`] (a batch takes at least one).
+    pub fn full_for(&self, w: &proto::Links) -> bool {
+        !self.items.is_empty() && self.bytes + w.encoded_len() + 4 > BATCH_BYTES
+    }
+
+    /// Adds what the shard decided on the event at `offset` of observations partition
+    /// `partition`.
+    pub fn push(&mut self, w: proto::Links, partition: i32, offset: i64, msg_ts: i64) {
+        if self.items.is_empty() {
+            self.first_msg_ts = msg_ts;
+        }
+        if !self.firsts.iter().any(|&(p, _)| p == partition) {
+            self.firsts.push((partition, offset));
+        }
+        self.bytes += w.encoded_len() + 4;
+        self.items.push(w);
+    }
+
+    /// The batch record, emptying the batch.
+    pub fn take_record(&mut self) -> Vec<u8> {
+        self.bytes = 0;
+        proto::Links {
+            batch: std::mem::take(&mut self.items),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+}
+
+/// The progress record for the links topic.
+pub fn encode_progress(p: Progress) -> Vec<u8> {
+    proto::Links {
+        ts_ms: p.ts_ms,
+        progress: Some(proto::Progress { behind: p.behind }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// A record of the links topic, whole: a batch with one malformed entry is rejected.
+pub fn decode_record(bytes: &[u8]) -> Result<Payload, DecodeError> {
     let w = proto::Links::decode(bytes).map_err(|e| invalid(&e.to_string()))?;
-    from_wire(w)
+    if let Some(p) = w.progress {
+        return Ok(Payload::Progress(Progress {
+            ts_ms: w.ts_ms,
+            behind: p.behind,
+        }));
+    }
+    if !w.batch.is_empty() {
+        return w
+            .batch
+            .into_iter()
+            .map(|l| {
+                if l.progress.is_some() || !l.batch.is_empty() {
+                    Err(invalid("a batch holds only events"))
+                } else {
+                    from_wire(l)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Payload::Batch);
+    }
+    from_wire(w).map(|(a, ts, e)| Payload::Event(a, ts, e))
+}
+
+/// A record of the links topic: the event's account, its time, and what the shards emitted
+/// (an error for a batch or progress record).
+pub fn decode(bytes: &[u8]) -> Result<(u64, i64, Emitted), DecodeError> {
+    match decode_record(bytes)? {
+        Payload::Event(a, ts, e) => Ok((a, ts, e)),
+        Payload::Progress(_) => Err(invalid("a progress record, not an event")),
+        Payload::Batch(_) => Err(invalid("a batch record, not one event")),
+    }
 }
 
 pub fn from_wire(w: proto::Links) -> Result<(u64, i64, Emitted), DecodeError> {
@@ -305,7 +410,7 @@ mod tests {
             let Some(obs) = a.take_observation() else {
                 continue;
             };
-            let targets = link_targets(ev, &obs, of);
+            let targets = link_targets(&obs, of);
             let record = crate::kafka::observation::encode(ev, &obs);
             for (i, shard) in shards.iter_mut().enumerate() {
                 if targets & (1 << i) != 0 {
@@ -348,6 +453,60 @@ mod tests {
             "{n} events: {per_obs:.0} observation bytes and {per_link:.0} link bytes per event, \
              {link_records} link records"
         );
+    }
+
+    /// A shard's batch record carries its events' records in order, and its progress record
+    /// is no event; a batch holding anything but events is rejected whole.
+    #[test]
+    fn batch_and_progress_records_round_trip() {
+        let mut b = Batch::default();
+        let mut e = Emitted::default();
+        e.records.push(LinkRecord {
+            kind: LinkKind::Wave,
+            keys: vec![9].into(),
+            event: 1,
+            account: 2,
+            account_facts: None,
+            all_holders: false,
+            founder: 0,
+            seed: 0,
+            accounts: Vec::new(),
+            merge_only: false,
+            circumstantial: false,
+            crowd: false,
+            at_ms: 5,
+        });
+        b.push(to_wire(2, 5, &e), 0, 10, 100);
+        b.push(to_wire(3, 6, &Emitted::default()), 1, 20, 101);
+        b.push(to_wire(4, 7, &Emitted::default()), 0, 11, 102);
+        assert_eq!(b.firsts, vec![(0, 10), (1, 20)]);
+        assert_eq!(b.first_msg_ts, 100);
+        match decode_record(&b.take_record()).expect("decodes") {
+            Payload::Batch(all) => {
+                let keys: Vec<(u64, i64)> = all.iter().map(|(a, t, _)| (*a, *t)).collect();
+                assert_eq!(keys, vec![(2, 5), (3, 6), (4, 7)]);
+                assert_eq!(all[0].2.records.len(), 1);
+            }
+            other => panic!("not a batch: {other:?}"),
+        }
+        assert!(b.is_empty());
+        let p = Progress {
+            ts_ms: 42,
+            behind: true,
+        };
+        match decode_record(&encode_progress(p)).expect("decodes") {
+            Payload::Progress(back) => assert_eq!(back, p),
+            other => panic!("not progress: {other:?}"),
+        }
+        assert!(decode(&encode_progress(p)).is_err());
+        let nested = proto::Links {
+            batch: vec![proto::Links {
+                progress: Some(proto::Progress { behind: false }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(decode_record(&nested.encode_to_vec()).is_err());
     }
 
     #[test]

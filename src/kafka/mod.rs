@@ -133,45 +133,90 @@ pub fn producer_config(cfg: &ValidConfig) -> ClientConfig {
 /// The configuration the service works with in its role: a `link` instance consumes the
 /// observations topic (protobuf) in a consumer group of its own, `GROUP-link` (its engine
 /// takes observations in as late as `kafka.link_late_allowance_secs`, see `pipeline`; its
-/// merge keeps the slack of `engine.late_allowance_secs`).
+/// merge keeps the slack of `engine.late_allowance_secs`); link shard S consumes
+/// `OBSERVATIONS-S` in `GROUP-link-S`; a `cluster` instance consumes the links topic in
+/// `GROUP-cluster`.
 pub fn for_role(cfg: Arc<ValidConfig>) -> Arc<ValidConfig> {
-    if cfg.raw.kafka.role != StageRole::Link {
+    let role = cfg.raw.kafka.role;
+    if !matches!(role, StageRole::Link | StageRole::Cluster) {
         return cfg;
     }
     let mut c = (*cfg).clone();
     let k = &mut c.raw.kafka;
-    k.input_topic = k.observations_topic.clone();
-    k.group_id = format!("{}-link", k.group_id);
     k.input_format = crate::config::Format::Protobuf;
+    if role == StageRole::Cluster {
+        k.input_topic = k.links_topic.clone();
+        k.group_id = format!("{}-cluster", k.group_id);
+    } else if k.sharded() {
+        k.input_topic = k.observations_topic_of(k.link_shard);
+        k.group_id = format!("{}-link-{}", k.group_id, k.link_shard);
+    } else {
+        k.input_topic = k.observations_topic.clone();
+        k.group_id = format!("{}-link", k.group_id);
+    }
     Arc::new(c)
 }
 
+/// The deployment's consumer group as configured, before [`for_role`] gave a stage its own.
+pub fn deployment_group(k: &crate::config::KafkaConfig) -> &str {
+    let g = k.group_id.as_str();
+    match k.role {
+        StageRole::Link if k.sharded() => g
+            .strip_suffix(&format!("-link-{}", k.link_shard))
+            .unwrap_or(g),
+        StageRole::Link => g.strip_suffix("-link").unwrap_or(g),
+        StageRole::Cluster => g.strip_suffix("-cluster").unwrap_or(g),
+        _ => g,
+    }
+}
+
 /// An account instance writes the observations of input partition p to partition p of the
-/// observations topic: it needs at least as many partitions as the input.
-fn check_observation_partitions(
+/// observations topic (of each link shard's): it needs at least as many partitions as the
+/// input. A link shard writes partition S of the links topic.
+fn check_internal_partitions(
     consumer: &BaseConsumer<ConsumerCtx>,
     k: &crate::config::KafkaConfig,
 ) -> Result<(), ServiceError> {
     let partitions = |topic: &str| {
-        consumer
+        let n = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .ok()
             .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
-            .filter(|&n| n > 0)
+            .filter(|&n| n > 0);
+        if n.is_none() {
+            tracing::warn!(topic, "cannot read the topic's partitions");
+        }
+        n
     };
-    match (
-        partitions(&k.input_topic),
-        partitions(&k.observations_topic),
-    ) {
-        (Some(input), Some(obs)) if obs < input => Err(ServiceError::Config(format!(
-            "kafka.observations_topic {} has {obs} partitions, fewer than the {input} of \
-             kafka.input_topic {}: observations of input partition p go to partition p",
-            k.observations_topic, k.input_topic
-        ))),
-        (_, None) => {
-            tracing::warn!(topic = %k.observations_topic, "cannot read the observations topic's partitions");
+    match k.role {
+        StageRole::Account => {
+            let Some(input) = partitions(&k.input_topic) else {
+                return Ok(());
+            };
+            for s in 0..k.link_shards {
+                let topic = k.observations_topic_of(s);
+                match partitions(&topic) {
+                    Some(obs) if obs < input => {
+                        return Err(ServiceError::Config(format!(
+                            "observations topic {topic} has {obs} partitions, fewer than the \
+                             {input} of kafka.input_topic {}: observations of input partition \
+                             p go to partition p",
+                            k.input_topic
+                        )))
+                    }
+                    _ => {}
+                }
+            }
             Ok(())
         }
+        StageRole::Link if k.sharded() => match partitions(&k.links_topic) {
+            Some(n) if n < k.link_shards as usize => Err(ServiceError::Config(format!(
+                "kafka.links_topic {} has {n} partitions, fewer than the {} link shards: \
+                 shard S writes partition S",
+                k.links_topic, k.link_shards
+            ))),
+            _ => Ok(()),
+        },
         _ => Ok(()),
     }
 }
@@ -218,13 +263,14 @@ impl Service {
             &producer_config(&cfg),
             &k.alerts_topic,
             &k.dlq_topic,
-            &k.observations_topic,
+            (0..k.link_shards)
+                .map(|s| k.observations_topic_of(s))
+                .collect(),
+            &k.links_topic,
         )?;
         let ctx = ConsumerCtx::new(cfg.clone(), deadline / 2, outbox.clone());
         let consumer: BaseConsumer<ConsumerCtx> = consumer_config(&cfg).create_with_context(ctx)?;
-        if k.role == StageRole::Account {
-            check_observation_partitions(&consumer, k)?;
-        }
+        check_internal_partitions(&consumer, k)?;
         // The live allowlist is read to its end (at most 10 s) before the first event is judged.
         let live = LiveAllowlist::default();
         let control = control::Follower::start(cfg.clone(), live.clone())?;

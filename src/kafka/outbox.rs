@@ -36,8 +36,12 @@ pub enum Record {
     },
     /// A rejected input record's original bytes, for the dead-letter topic.
     DeadLetter,
-    /// The account stage's observation of an event, for the link stage.
-    Observation,
+    /// The account stage's observations, for link shard `shard` (0 with one link instance):
+    /// to the partition of the input partition they came from.
+    Observation { shard: u16 },
+    /// A link shard's link records, for the cluster stage: to partition `partition`, the
+    /// shard's own.
+    Links { partition: i32 },
 }
 
 impl Record {
@@ -45,7 +49,8 @@ impl Record {
         match self {
             Record::Alert { .. } => Dest::Alerts,
             Record::DeadLetter => Dest::Dlq,
-            Record::Observation => Dest::Observations,
+            Record::Observation { .. } => Dest::Observations,
+            Record::Links { .. } => Dest::Links,
         }
     }
 }
@@ -56,16 +61,18 @@ pub enum Dest {
     Alerts,
     Dlq,
     Observations,
+    Links,
 }
 
 impl Dest {
-    pub const ALL: [Dest; 3] = [Dest::Alerts, Dest::Dlq, Dest::Observations];
+    pub const ALL: [Dest; 4] = [Dest::Alerts, Dest::Dlq, Dest::Observations, Dest::Links];
 
     pub fn label(self) -> &'static str {
         match self {
             Dest::Alerts => "alerts",
             Dest::Dlq => "dlq",
             Dest::Observations => "observations",
+            Dest::Links => "links",
         }
     }
 }
@@ -143,6 +150,9 @@ struct Pending {
     partition: i32,
     offset: i64,
     track: bool,
+    /// More input offsets held until it is delivered (of other partitions, see
+    /// [`Outbox::send_holding`]).
+    also: Vec<(i32, i64)>,
     key: Vec<u8>,
     payload: Vec<u8>,
     headers: Option<OwnedHeaders>,
@@ -191,8 +201,10 @@ pub struct Outbox {
     state: Mutex<State>,
     alerts_topic: String,
     dlq_topic: String,
-    observations_topic: String,
-    producer_errors: [Counter; 3],
+    /// One per link shard.
+    observations_topics: Vec<String>,
+    links_topic: String,
+    producer_errors: [Counter; 4],
     producer_restarts: Counter,
     dlq_delivered: Counter,
 }
@@ -202,7 +214,8 @@ impl Outbox {
         config: &ClientConfig,
         alerts_topic: &str,
         dlq_topic: &str,
-        observations_topic: &str,
+        observations_topics: Vec<String>,
+        links_topic: &str,
     ) -> Result<Arc<Self>, KafkaError> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let (producer, fatal) = Self::producer(config, &tx)?;
@@ -221,7 +234,8 @@ impl Outbox {
             }),
             alerts_topic: alerts_topic.to_string(),
             dlq_topic: dlq_topic.to_string(),
-            observations_topic: observations_topic.to_string(),
+            observations_topics,
+            links_topic: links_topic.to_string(),
             producer_errors: Dest::ALL
                 .map(|d| metrics::counter!(telemetry::PRODUCER_ERRORS, "destination" => d.label())),
             producer_restarts: metrics::counter!(telemetry::PRODUCER_RESTARTS),
@@ -256,17 +270,27 @@ impl Outbox {
 
     /// Queues a record; its input offset is held until it is delivered.
     pub fn send(&self, out: Outgoing) {
+        self.send_holding(out, Vec::new());
+    }
+
+    /// Queues a record caused by input records of several partitions: `also` (partition and
+    /// offset) are held with its own input offset until it is delivered.
+    pub fn send_holding(&self, out: Outgoing, also: Vec<(i32, i64)>) {
         let mut st = self.state();
         let id = st.next_id;
         st.next_id += 1;
         if out.track {
             st.tracker.hold(out.partition, out.offset);
+            for &(p, o) in &also {
+                st.tracker.hold(p, o);
+            }
         }
         let mut p = Pending {
             record: out.record,
             partition: out.partition,
             offset: out.offset,
             track: out.track,
+            also,
             key: out.key,
             payload: out.payload,
             headers: out.headers,
@@ -291,10 +315,11 @@ impl Outbox {
         p: &mut Pending,
     ) -> Option<Instant> {
         let dest = p.record.dest();
-        let topic = match dest {
-            Dest::Alerts => &self.alerts_topic,
-            Dest::Dlq => &self.dlq_topic,
-            Dest::Observations => &self.observations_topic,
+        let topic = match p.record {
+            Record::Alert { .. } => &self.alerts_topic,
+            Record::DeadLetter => &self.dlq_topic,
+            Record::Observation { shard } => &self.observations_topics[shard as usize],
+            Record::Links { .. } => &self.links_topic,
         };
         let mut record = BaseRecord::with_opaque_to(
             topic,
@@ -307,10 +332,13 @@ impl Outbox {
         )
         .key(&p.key)
         .payload(&p.payload);
-        if dest == Dest::Observations {
+        match p.record {
             // Observations of input partition p go to partition p: each partition of the
             // observations topic has one writer at a time, in its event-time order.
-            record = record.partition(p.partition);
+            Record::Observation { .. } => record = record.partition(p.partition),
+            // A link shard's records go to its own partition: one writer too.
+            Record::Links { partition } => record = record.partition(partition),
+            _ => {}
         }
         if let Some(h) = &p.headers {
             record = record.headers(h.clone());
@@ -473,6 +501,9 @@ impl Outbox {
             None => {
                 if p.track {
                     st.tracker.release(p.partition, p.offset);
+                    for &(q, o) in &p.also {
+                        st.tracker.release(q, o);
+                    }
                 }
                 match p.record {
                     Record::Alert {
@@ -487,7 +518,7 @@ impl Outbox {
                             .record(score);
                     }
                     Record::DeadLetter => self.dlq_delivered.increment(1),
-                    Record::Observation => {}
+                    Record::Observation { .. } | Record::Links { .. } => {}
                 }
             }
             Some(e) => {
@@ -570,7 +601,8 @@ mod tests {
         cfg.set("bootstrap.servers", cluster.bootstrap_servers())
             .set("enable.idempotence", "true")
             .set("linger.ms", "50");
-        let outbox = Outbox::new(&cfg, "alerts", "dlq", "observations").expect("outbox");
+        let outbox = Outbox::new(&cfg, "alerts", "dlq", vec!["observations".into()], "links")
+            .expect("outbox");
         outbox.with_tracker(|t| t.start(0, 0));
         // Half the records are queued when the producer fails; the rest come after.
         for i in 0..200 {

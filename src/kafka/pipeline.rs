@@ -33,7 +33,9 @@ use super::ServiceError;
 use crate::alert::{Alert, Kind, Severity};
 use crate::config::{Format, StageRole, ValidConfig};
 use crate::control::LiveAllowlist;
-use crate::engine::{Engine, Observation, Prepared, Stats};
+use crate::detect::Emitted;
+use crate::engine::cluster_stage::ClusterStage;
+use crate::engine::{account_key, link_targets, Engine, Observation, Prepared, Stats};
 use crate::event::{DecodeError, Event};
 use crate::telemetry::{self, Health};
 
@@ -148,8 +150,21 @@ pub struct Pipeline {
     live: LiveAllowlist,
     /// The decode threads are gone.
     lost: bool,
-    /// Account stage: observations gathered this turn, by observations partition.
-    batches: BTreeMap<i32, super::observation::Batch>,
+    /// Account stage: observations gathered this turn, by link shard and observations
+    /// partition.
+    batches: BTreeMap<(u16, i32), super::observation::Batch>,
+    /// Link shards (`kafka.link_shards` above 1): the partition of the links topic this
+    /// shard writes, what its engine decided on the event in hand, and what it decided this
+    /// turn, for the cluster stage.
+    links_partition: Option<i32>,
+    decided: Emitted,
+    links: super::links::Batch,
+    /// The cluster stage (`kafka.role` cluster): it takes the links topic's records instead of
+    /// the engine, which stays empty.
+    cluster: Option<Box<ClusterStage>>,
+    /// The last links record it took (partition, offset, Kafka timestamp) and whether live:
+    /// what the alerts of an event taken in at the end of a turn are attributed to.
+    last_part: Option<((i32, i64, i64), bool)>,
 }
 
 impl Pipeline {
@@ -166,14 +181,20 @@ impl Pipeline {
         Counters::touch();
         let k = &cfg.raw.kafka;
         let mut decode = Decode::new(decoder, k.input_format == Format::Json);
-        if k.role == StageRole::Link {
-            decode = decode.observations();
+        match k.role {
+            StageRole::Link => decode = decode.observations(),
+            StageRole::Cluster => decode = decode.links(),
+            _ => {}
         }
+        let links_partition =
+            (k.role == StageRole::Link && k.sharded()).then_some(k.link_shard as i32);
         let mut pool = Pool::new(&decode, Pool::workers()).map_err(ServiceError::Thread)?;
         Ok(Self {
             topic: k.input_topic.clone(),
             json_out: k.alerts_format == Format::Json,
             engine: new_engine(&cfg, &live),
+            cluster: new_cluster(&cfg, &live),
+            last_part: None,
             live,
             pending: pool.batch(),
             pool,
@@ -199,6 +220,9 @@ impl Pipeline {
             guard: Guard::open(&cfg),
             lost: false,
             batches: BTreeMap::new(),
+            links_partition,
+            decided: Emitted::default(),
+            links: super::links::Batch::default(),
             cfg,
         })
     }
@@ -268,7 +292,7 @@ impl Pipeline {
                 self.store_offsets();
                 last_store = Instant::now();
             }
-            if self.cfg.raw.kafka.role == StageRole::Account
+            if self.writes_progress()
                 && last_progress.elapsed() >= super::observation::PROGRESS_EVERY
             {
                 self.send_progress();
@@ -480,6 +504,7 @@ impl Pipeline {
                 self.processed.push((p, through));
             }
         }
+        self.flush_cluster();
         self.flush_processed();
         self.taken = taken;
         self.intents = intents;
@@ -527,11 +552,12 @@ impl Pipeline {
 
     /// Runs one record through the engine. `live`: alerts and dead letters are sent and the
     /// offset tracked; otherwise (re-read for a rebuild) they were sent before and are not.
-    fn handle(&mut self, item: Item, live: bool, prepared: Option<&Prepared>) {
+    fn handle(&mut self, mut item: Item, live: bool, prepared: Option<&Prepared>) {
         let t0 = item.sampled.map(|d| (Instant::now(), d));
+        let mut linked = item.links.take();
         match &item.decoded {
             Ok(ev) => {
-                let before = self.engine.stats();
+                let before = self.stats();
                 let allow_before = before.alerts_suppressed_allowlist;
                 let limited_before = [
                     before.alerts_rate_limited_bulk,
@@ -544,6 +570,12 @@ impl Pipeline {
                 self.guard.touch(item.partition, item.offset);
                 let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| {
                     match (&item.observation, prepared) {
+                        _ if linked.is_some() => {
+                            if let (Some(c), Some(mut l)) = (&mut self.cluster, linked.take()) {
+                                c.take_part(l.account, ev.ts_ms, &mut l.emitted, &mut self.alerts);
+                            }
+                            crate::engine::Outcome::Accepted
+                        }
                         (Some(obs), _) => self.engine.observe(ev, obs, &mut self.alerts),
                         (None, Some(p)) => self.engine.process_prepared(ev, p, &mut self.alerts),
                         (None, None) => self.engine.process(ev, &mut self.alerts),
@@ -556,6 +588,8 @@ impl Pipeline {
                         // observation too, if it got that far.
                         self.alerts.clear();
                         let _ = self.engine.take_observation();
+                        self.engine.take_emitted(&mut self.decided);
+                        self.decided.clear();
                         if live {
                             self.dead_letter_refetched(&item, &p);
                         }
@@ -564,7 +598,7 @@ impl Pipeline {
                 };
                 if live {
                     self.judged[Judged::from(outcome) as usize] += 1;
-                    let s = self.engine.stats();
+                    let s = self.stats();
                     let allowed = s.alerts_suppressed_allowlist - allow_before;
                     if allowed > 0 {
                         self.c.ev.suppressed(Suppressed::Allowlist, allowed);
@@ -579,28 +613,24 @@ impl Pipeline {
                         }
                     }
                 }
-                // The account stage hands its observation on (sent before: when re-read).
+                // The account stage hands its observation on, a link shard what it decided
+                // (sent before: when re-read).
                 if let Some(obs) = self.engine.take_observation() {
                     if live {
                         self.add_observation(ev, &obs, &item);
                     }
                 }
-                let alerts = std::mem::take(&mut self.alerts);
-                for alert in alerts {
-                    // Re-read for a rebuild: already sent before the restart or rebalance
-                    // unless it names an account not yet alerted for this kind.
-                    let resend = live || {
-                        let mut new = false;
-                        for a in &alert.accounts {
-                            new |= self.emitted.insert((alert.kind, a.clone()));
-                        }
-                        new
-                    };
-                    if !resend {
-                        self.c.ev.suppressed(Suppressed::Catchup, 1);
-                        continue;
+                if self.links_partition.is_some() {
+                    self.engine.take_emitted(&mut self.decided);
+                    if live && !self.decided.records.is_empty() {
+                        self.add_links(ev, &item);
                     }
-                    self.send_alert(&alert, &item, live);
+                    self.decided.clear();
+                }
+                let at = (item.partition, item.offset, item.msg_ts);
+                self.send_alerts(at, live);
+                if self.cluster.is_some() {
+                    self.last_part = Some((at, live));
                 }
             }
             Err(e) if live => {
@@ -665,38 +695,86 @@ impl Pipeline {
     fn add_observation(&mut self, ev: &Event, obs: &Observation, item: &Item) {
         let w = super::observation::to_wire(ev, obs);
         let p = item.partition;
-        if self.batches.get(&p).is_some_and(|b| b.full_for(&w)) {
-            self.send_batch(p);
+        let shards = self.cfg.raw.kafka.link_shards as usize;
+        // With link shards, to each that must see it (`engine::link_targets`).
+        let targets = if shards > 1 {
+            link_targets(obs, shards)
+        } else {
+            1
+        };
+        for s in 0..shards as u16 {
+            if targets & (1 << s) == 0 {
+                continue;
+            }
+            let key = (s, p);
+            if self.batches.get(&key).is_some_and(|b| b.full_for(&w)) {
+                self.send_batch(key);
+            }
+            self.batches
+                .entry(key)
+                .or_default()
+                .push(w.clone(), item.offset, item.msg_ts);
         }
-        self.batches
-            .entry(p)
-            .or_default()
-            .push(w, item.offset, item.msg_ts);
+    }
+
+    /// Adds what this link shard decided on `ev` to the turn's batch for the cluster stage.
+    fn add_links(&mut self, ev: &Event, item: &Item) {
+        let w = super::links::to_wire(account_key(&ev.account_id), ev.ts_ms, &self.decided);
+        if self.links.full_for(&w) {
+            self.send_links();
+        }
+        self.links.push(w, item.partition, item.offset, item.msg_ts);
+    }
+
+    /// Sends the turn's link records as one record to this shard's partition of the links
+    /// topic, holding the first input offset of each observations partition they came from.
+    fn send_links(&mut self) {
+        let Some(to) = self.links_partition.filter(|_| !self.links.is_empty()) else {
+            return;
+        };
+        let mut firsts = std::mem::take(&mut self.links.firsts);
+        let source_ts_ms = self.links.first_msg_ts;
+        let payload = self.links.take_record();
+        let (partition, offset) = firsts.remove(0);
+        self.outbox.send_holding(
+            Outgoing {
+                record: Record::Links { partition: to },
+                partition,
+                offset,
+                track: true,
+                key: Vec::new(),
+                payload,
+                headers: None,
+                source_ts_ms,
+            },
+            firsts,
+        );
     }
 
     /// Sends every partition's batch of observations, each as one record to the observations
     /// partition of its input partition, holding the input offset of its first event until
     /// delivered. Before the offsets of a turn are marked processed.
     fn send_observations(&mut self) {
-        let ps: Vec<i32> = self
+        let keys: Vec<(u16, i32)> = self
             .batches
             .iter()
             .filter(|(_, b)| !b.is_empty())
-            .map(|(&p, _)| p)
+            .map(|(&k, _)| k)
             .collect();
-        for p in ps {
-            self.send_batch(p);
+        for k in keys {
+            self.send_batch(k);
         }
+        self.send_links();
     }
 
-    fn send_batch(&mut self, p: i32) {
-        let Some(b) = self.batches.get_mut(&p).filter(|b| !b.is_empty()) else {
+    fn send_batch(&mut self, (shard, p): (u16, i32)) {
+        let Some(b) = self.batches.get_mut(&(shard, p)).filter(|b| !b.is_empty()) else {
             return;
         };
         let (offset, source_ts_ms) = (b.first_offset, b.first_msg_ts);
         let payload = b.take_record();
         self.outbox.send(Outgoing {
-            record: Record::Observation,
+            record: Record::Observation { shard },
             partition: p,
             offset,
             track: true,
@@ -716,25 +794,87 @@ impl Pipeline {
             ts_ms: self.engine.watermark().unwrap_or(i64::MIN),
             behind: !self.merge.settled() || !self.pending.is_empty() || self.pool.in_flight() > 0,
         };
-        let payload = super::observation::encode_progress(progress);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        for &p in &self.owned {
-            self.outbox.send(Outgoing {
-                record: Record::Observation,
-                partition: p,
-                offset: -1,
-                track: false,
-                key: Vec::new(),
-                payload: payload.clone(),
-                headers: None,
-                source_ts_ms: now_ms,
-            });
+        let progress_to = |record, partition, payload| Outgoing {
+            record,
+            partition,
+            offset: -1,
+            track: false,
+            key: Vec::new(),
+            payload,
+            headers: None,
+            source_ts_ms: now_ms,
+        };
+        if let Some(to) = self.links_partition {
+            // A link shard's, to its partition of the links topic.
+            let payload = super::links::encode_progress(progress);
+            self.outbox
+                .send(progress_to(Record::Links { partition: to }, to, payload));
+            return;
+        }
+        let payload = super::observation::encode_progress(progress);
+        for shard in 0..self.cfg.raw.kafka.link_shards as u16 {
+            for &p in &self.owned {
+                self.outbox.send(progress_to(
+                    Record::Observation { shard },
+                    p,
+                    payload.clone(),
+                ));
+            }
         }
     }
 
-    fn send_alert(&self, alert: &Alert, item: &Item, track: bool) {
+    /// Whether this instance writes progress records: an account instance to the
+    /// observations topic, a link shard to the links topic.
+    fn writes_progress(&self) -> bool {
+        self.cfg.raw.kafka.role == StageRole::Account || self.links_partition.is_some()
+    }
+
+    /// The counters of what judges here: the cluster stage's, or the engine's.
+    fn stats(&self) -> &Stats {
+        match &self.cluster {
+            Some(c) => c.stats(),
+            None => self.engine.stats(),
+        }
+    }
+
+    /// Sends the alerts the record at `at` (partition, offset, Kafka timestamp) caused. Re-read
+    /// for a rebuild (not `live`), an alert was already sent before the restart or rebalance
+    /// unless it names an account not yet alerted for its kind.
+    fn send_alerts(&mut self, at: (i32, i64, i64), live: bool) {
+        let alerts = std::mem::take(&mut self.alerts);
+        for alert in &alerts {
+            let resend = live || {
+                let mut new = false;
+                for a in &alert.accounts {
+                    new |= self.emitted.insert((alert.kind, a.clone()));
+                }
+                new
+            };
+            if !resend {
+                self.c.ev.suppressed(Suppressed::Catchup, 1);
+                continue;
+            }
+            self.send_alert(alert, at, live);
+        }
+        self.alerts = alerts;
+        self.alerts.clear();
+    }
+
+    /// The cluster stage: takes in the event whose parts it was gathering (the last record
+    /// of a turn), its alerts attributed to the last record taken.
+    fn flush_cluster(&mut self) {
+        let Some(c) = &mut self.cluster else { return };
+        c.flush(&mut self.alerts);
+        if let Some((at, live)) = self.last_part.take() {
+            self.send_alerts(at, live);
+        }
+        self.alerts.clear();
+    }
+
+    fn send_alert(&self, alert: &Alert, (partition, offset, msg_ts): (i32, i64, i64), track: bool) {
         let payload = if self.json_out {
             serde_json::to_vec(alert).unwrap_or_default()
         } else {
@@ -746,13 +886,13 @@ impl Pipeline {
                 severity: alert.severity,
                 score: alert.score,
             },
-            partition: item.partition,
-            offset: item.offset,
+            partition,
+            offset,
             track,
             key: alert.subject.clone().into_bytes(),
             payload,
             headers: None,
-            source_ts_ms: item.msg_ts,
+            source_ts_ms: msg_ts,
         });
     }
 
@@ -780,6 +920,10 @@ impl Pipeline {
         self.c.assigned.set(assignment.len() as f64);
         self.health.set_ready(false);
         self.engine = new_engine(&self.cfg, &self.live);
+        self.cluster = new_cluster(&self.cfg, &self.live);
+        self.last_part = None;
+        self.decided.clear();
+        self.links = super::links::Batch::default();
         self.exported = Stats::default();
         let rebuild_ms = (self.cfg.raw.kafka.rebuild_secs * 1000) as i64;
         // What was already alerted in the span: our own in-flight alerts first, then the topic.
@@ -857,9 +1001,10 @@ impl Pipeline {
         );
         self.merge = new_merge(&self.cfg);
         self.merge.assign(spans, Instant::now());
-        if self.cfg.raw.kafka.role == StageRole::Account {
+        if self.writes_progress() {
             // Before any observation of the new assignment: the link stage holds these
-            // partitions from here until this instance reports that it has caught up.
+            // partitions from here until this instance reports that it has caught up (and the
+            // cluster stage a link shard's partition).
             self.send_progress();
         }
         self.export_catchup();
@@ -931,13 +1076,24 @@ impl Pipeline {
     fn export_gauges(&mut self) {
         self.c.assigned.set(self.owned.len() as f64);
         let g = self.engine.gauges();
-        self.c.tracked_accounts.set(g.accounts as f64);
         self.c.tracked_values.set(g.attribute_values as f64);
-        self.c.tracked_clusters.set(g.clusters as f64);
-        if let Some(w) = self.engine.watermark() {
-            self.c.watermark.set(w as f64 / 1000.0);
+        match &self.cluster {
+            Some(c) => {
+                self.c.tracked_accounts.set(c.snapshots().0 as f64);
+                self.c.tracked_clusters.set(c.clusters() as f64);
+                if let Some(w) = c.watermark() {
+                    self.c.watermark.set(w as f64 / 1000.0);
+                }
+            }
+            None => {
+                self.c.tracked_accounts.set(g.accounts as f64);
+                self.c.tracked_clusters.set(g.clusters as f64);
+                if let Some(w) = self.engine.watermark() {
+                    self.c.watermark.set(w as f64 / 1000.0);
+                }
+            }
         }
-        let s = self.engine.stats().clone();
+        let s = self.stats().clone();
         let d = |now: u64, before: u64| now.saturating_sub(before);
         let e = &self.exported;
         let ev = &self.c.ev;
@@ -973,9 +1129,22 @@ fn new_engine(cfg: &Arc<ValidConfig>, live: &LiveAllowlist) -> Engine {
     } else {
         cfg.clone()
     };
-    Engine::new(cfg.clone())
-        .with_role(cfg.raw.kafka.role.engine())
-        .with_live_allowlist(live.clone())
+    let k = &cfg.raw.kafka;
+    let engine = if k.role == StageRole::Link && k.sharded() {
+        Engine::new(cfg.clone()).with_shard(crate::detect::Shard {
+            index: k.link_shard as usize,
+            of: k.link_shards as usize,
+        })
+    } else {
+        Engine::new(cfg.clone()).with_role(k.role.engine())
+    };
+    engine.with_live_allowlist(live.clone())
+}
+
+/// The cluster stage, for a `cluster` instance, consulting the live allowlist.
+fn new_cluster(cfg: &Arc<ValidConfig>, live: &LiveAllowlist) -> Option<Box<ClusterStage>> {
+    (cfg.raw.kafka.role == StageRole::Cluster)
+        .then(|| Box::new(ClusterStage::new(cfg.clone()).with_live_allowlist(live.clone())))
 }
 
 /// An empty merge: a silent partition holds the others back at most
@@ -988,8 +1157,8 @@ fn new_merge(cfg: &ValidConfig) -> Merge<Item> {
         Duration::from_millis(k.idle_partition_ms),
         (cfg.raw.engine.late_allowance_secs * 1000 / 2) as i64,
     );
-    if k.role == StageRole::Link {
-        // Each partition's writer, an account instance, reports its progress.
+    if matches!(k.role, StageRole::Link | StageRole::Cluster) {
+        // Each partition's writer, an account instance or a link shard, reports its progress.
         merge.with_writers(Duration::from_secs(k.link_writer_wait_secs))
     } else {
         merge

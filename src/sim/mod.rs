@@ -375,10 +375,23 @@ fn families_for(scenario: &str) -> Option<Vec<&'static str>> {
 /// its labels: for tests.
 #[cfg(test)]
 pub fn decoded(opts: &SimOptions) -> (Vec<crate::event::Event>, Vec<Label>) {
+    decoded_with(opts, false)
+}
+
+/// [`decoded`], with only `prompt_simhash` if `simhash_only` (as from a gateway that
+/// fingerprints upstream: no text, so templates are approximated by SimHash bits).
+#[cfg(test)]
+pub fn decoded_with(
+    opts: &SimOptions,
+    simhash_only: bool,
+) -> (Vec<crate::event::Event>, Vec<Label>) {
     use crate::fingerprint::{Fingerprinter, DEFAULT_REASONING_LEXICON};
-    let sim = generate(opts).expect("simulation");
-    let decoder =
-        crate::event::Decoder::new(Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon"));
+    let mut sim = generate(opts).expect("simulation");
+    let f = Fingerprinter::new(DEFAULT_REASONING_LEXICON).expect("lexicon");
+    if simhash_only {
+        strip_prompts(&mut sim, &f);
+    }
+    let decoder = crate::event::Decoder::new(f);
     let events = sim
         .events
         .into_iter()

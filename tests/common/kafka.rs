@@ -25,6 +25,7 @@ pub const DLQ: &str = "distillguard-dlq";
 pub const CONTROL: &str = "distillguard-control";
 pub const VERDICTS: &str = "distillguard-verdicts";
 pub const OBSERVATIONS: &str = "distillguard-observations";
+pub const LINKS: &str = "distillguard-links";
 
 pub struct Mock {
     pub cluster: MockCluster<'static, DefaultProducerContext>,
@@ -126,14 +127,31 @@ pub fn traffic(
 
 /// The alerts `replay` writes for these lines, with the same detection configuration.
 pub fn replay_alerts(lines: &[(String, Vec<u8>)], cfg: Arc<ValidConfig>) -> Vec<Alert> {
+    replay_alerts_staged(lines, cfg, 0, 0)
+}
+
+/// The alerts `replay --account-stages A --link-shards L` writes for these lines: the staged
+/// topology in one process (0 and 0: one engine).
+pub fn replay_alerts_staged(
+    lines: &[(String, Vec<u8>)],
+    cfg: Arc<ValidConfig>,
+    account_stages: usize,
+    link_shards: usize,
+) -> Vec<Alert> {
     let mut input = Vec::new();
     for (_, l) in lines {
         input.extend_from_slice(l);
         input.push(b'\n');
     }
     let mut out = Vec::new();
-    distillguard::replay::replay(cfg, Box::new(std::io::Cursor::new(input)), &mut out)
-        .expect("replay");
+    distillguard::replay::replay_staged(
+        cfg,
+        account_stages,
+        link_shards,
+        Box::new(std::io::Cursor::new(input)),
+        &mut out,
+    )
+    .expect("replay");
     out.split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_slice(l).expect("alert json"))
@@ -294,11 +312,49 @@ pub fn events_in(records: &[Record]) -> usize {
         .sum()
 }
 
+/// Distinct events observed in `records` of an observations topic (a redelivered input
+/// record is observed twice, and the link stage drops the copy as a duplicate).
+pub fn distinct_events_in(records: &[Record]) -> usize {
+    use distillguard::kafka::observation::{decode_record, Payload};
+    let mut ids = std::collections::HashSet::new();
+    for r in records {
+        match decode_record(&r.payload).expect("an observations record") {
+            Payload::Event(ev, _) => {
+                ids.insert(ev.event_id.to_string());
+            }
+            Payload::Batch(b) => ids.extend(b.into_iter().map(|(ev, _)| ev.event_id.to_string())),
+            Payload::Progress(_) => {}
+        }
+    }
+    ids.len()
+}
+
+/// Link shards' decisions on events in `records` of the links topic (a batch record counts
+/// each; progress records none).
+pub fn linked_in(records: &[Record]) -> usize {
+    use distillguard::kafka::links::{decode_record, Payload};
+    records
+        .iter()
+        .map(
+            |r| match decode_record(&r.payload).expect("a links record") {
+                Payload::Event(..) => 1,
+                Payload::Batch(b) => b.len(),
+                Payload::Progress(_) => 0,
+            },
+        )
+        .sum()
+}
+
 /// Events observed on the observations topic up to its current ends (a batch record counts
 /// each of its events, a progress record none), and the records read.
 pub fn observed_events(brokers: &str, partitions: i32) -> (usize, usize) {
-    let ends = log_ends_on(brokers, OBSERVATIONS, partitions);
-    let records = read_range(brokers, OBSERVATIONS, &BTreeMap::new(), &ends);
+    observed_events_on(brokers, OBSERVATIONS, partitions)
+}
+
+/// Events observed on `topic` (one link shard's observations topic), and its records.
+pub fn observed_events_on(brokers: &str, topic: &str, partitions: i32) -> (usize, usize) {
+    let ends = log_ends_on(brokers, topic, partitions);
+    let records = read_range(brokers, topic, &BTreeMap::new(), &ends);
     (events_in(&records), records.len())
 }
 

@@ -41,10 +41,13 @@ SPEEDUP=${E2E_SPEEDUP:-120}
 # to the recall gap below; ties in event time across partitions could reorder a seed).
 BACKLOG=${E2E_BACKLOG:-1}
 BACKLOG_EXACT=${E2E_BACKLOG_EXACT-exact}
-# Phase 3 (0 skips it): the staged topology on a backlog: two `account` instances, then one
-# `link` instance on the observations topic; its alerts must be within MAX_RECALL_GAP of
-# replay's recall, with no lower precision than MIN_PRECISION.
+# Phase 3 (0 skips it): the staged topology on a backlog: two `account` instances, then the
+# link side: with E2E_LINK_SHARDS 1, one `link` instance on the observations topic; above 1
+# (the default, 2), one `link` instance per shard, each on its observations topic, and a
+# `cluster` instance on the links topic. Its alerts must be within MAX_RECALL_GAP of replay's
+# recall, with no lower precision than MIN_PRECISION.
 STAGED=${E2E_STAGED:-1}
+LINK_SHARDS=${E2E_LINK_SHARDS:-2}
 # Detection quality proper is gated by .ci/run's quality step over whole 6-hour runs; two
 # hours of the classic families at half scale leave slow swarms too little time to show
 # evidence, and an aged takeover that keeps the owner's device and network cannot outlast
@@ -61,6 +64,13 @@ DLQ_TOPIC=distillguard-dlq
 CONTROL_TOPIC=distillguard-control
 VERDICTS_TOPIC=distillguard-verdicts
 OBSERVATIONS_TOPIC=distillguard-observations
+LINKS_TOPIC=distillguard-links
+# The observations topics the link side reads: one, or one per link shard.
+if [ "$LINK_SHARDS" -gt 1 ]; then
+  OBS_TOPICS=$(for s in $(seq 0 $((LINK_SHARDS - 1))); do printf '%s-%s ' "$OBSERVATIONS_TOPIC" "$s"; done)
+else
+  OBS_TOPICS=$OBSERVATIONS_TOPIC
+fi
 VENV=${DISTILLGUARD_E2E_VENV:-$HOME/.cache/distillguard/e2e-venv}
 
 say() { echo "[e2e $(date +%H:%M:%S)] $*"; }
@@ -139,7 +149,9 @@ TANSU_PID=$!
 for spec in "$INPUT_TOPIC 3" "$ALERTS_TOPIC 3" "$DLQ_TOPIC 1" \
   "$INPUT_TOPIC-backlog 3" "$ALERTS_TOPIC-backlog 3" "$DLQ_TOPIC-backlog 1" \
   "$CONTROL_TOPIC 1" "$VERDICTS_TOPIC 1" \
-  "$INPUT_TOPIC-staged 3" "$ALERTS_TOPIC-staged 3" "$DLQ_TOPIC-staged 1" "$OBSERVATIONS_TOPIC 3"; do
+  "$INPUT_TOPIC-staged 3" "$ALERTS_TOPIC-staged 3" "$DLQ_TOPIC-staged 1" "$LINKS_TOPIC $LINK_SHARDS" \
+  $(for t in $OBS_TOPICS; do printf '%s:3 ' "$t"; done); do
+  spec=${spec/:/ }
   set -- $spec
   "$TANSU" topic create --broker "tcp://$BROKERS" --partitions "$2" "$1" >/dev/null \
     || die "cannot create topic $1"
@@ -148,10 +160,10 @@ done
 for t in "$INPUT_TOPIC" "$ALERTS_TOPIC" "$DLQ_TOPIC" \
   "$INPUT_TOPIC-backlog" "$ALERTS_TOPIC-backlog" "$DLQ_TOPIC-backlog" \
   "$CONTROL_TOPIC" "$VERDICTS_TOPIC" \
-  "$INPUT_TOPIC-staged" "$ALERTS_TOPIC-staged" "$DLQ_TOPIC-staged" "$OBSERVATIONS_TOPIC"; do
+  "$INPUT_TOPIC-staged" "$ALERTS_TOPIC-staged" "$DLQ_TOPIC-staged" "$LINKS_TOPIC" $OBS_TOPICS; do
   grep -q "\"name\":\"$t\"" "$WORK/topics.json" || die "topic $t missing after creation"
 done
-say "topics: $INPUT_TOPIC (3 partitions), $ALERTS_TOPIC (3), $DLQ_TOPIC (1), the three again with -backlog and -staged, $CONTROL_TOPIC (1), $VERDICTS_TOPIC (1), $OBSERVATIONS_TOPIC (3)"
+say "topics: $INPUT_TOPIC (3 partitions), $ALERTS_TOPIC (3), $DLQ_TOPIC (1), the three again with -backlog and -staged, $CONTROL_TOPIC (1), $VERDICTS_TOPIC (1), $OBS_TOPICS(3 each), $LINKS_TOPIC ($LINK_SHARDS)"
 
 # --- labelled traffic, and what replay makes of it ------------------------------------------
 EVENTS=$WORK/events.jsonl
@@ -392,9 +404,10 @@ fi
 # put observations minutes late).
 # stage_metric PORT NAME [LABEL=VALUE]...: one sample of a staged instance's /metrics.
 stage_metric() { local port=$1; shift; "${CLIENT[@]}" metric "http://127.0.0.1:$port/metrics" "$@"; }
-# start_stage NAME ROLE: starts `distillguard run --role ROLE` on the staged topics; sets PORT.
+# start_stage NAME ROLE [SHARD]: starts `distillguard run --role ROLE` on the staged topics
+# (as link shard SHARD); sets PORT.
 start_stage() {
-  local name=$1 role=$2
+  local name=$1 role=$2 shard=${3:-0}
   PORT_STAGE=$("${CLIENT[@]}" free-port)
   # The account stage writes its observation records one to a producer batch: Tansu 0.6
   # answers a fetch from inside a batch with the batches after it only (see client.py), and
@@ -409,6 +422,7 @@ start_stage() {
     "$BIN" run --role "$role" --brokers "$BROKERS" --group-id e2e-staged \
     --input-topic "$INPUT_TOPIC-staged" --alerts-topic "$ALERTS_TOPIC-staged" \
     --dlq-topic "$DLQ_TOPIC-staged" --observations-topic "$OBSERVATIONS_TOPIC" \
+    --links-topic "$LINKS_TOPIC" --link-shards "$LINK_SHARDS" --link-shard "$shard" \
     --input-format json --alerts-format json \
     --metrics-addr "127.0.0.1:$PORT_STAGE" >"$WORK/service-staged-$name.log" 2>&1 &
   STAGED_PIDS="$STAGED_PIDS $!"
@@ -418,10 +432,10 @@ start_stage() {
   say "[staged] $name ($role) up, metrics on 127.0.0.1:$PORT_STAGE"
 }
 # wait_taken SECS WANT PORT...: until the instances' accepted events add up to at least WANT
-# (a record redelivered after a rebalance counts twice), stay put for a second, and none has
-# a delivery pending.
+# (a record redelivered after a rebalance counts twice), stay put for STABLE seconds (default
+# 1), and none has a delivery pending.
 wait_taken() {
-  local secs=$1 want=$2 ok pending p v last=-1; shift 2
+  local secs=$1 want=$2 ok pending p v last=-1 still=0; shift 2
   for _ in $(seq "$secs"); do
     ok=0 pending=0
     for p in "$@"; do
@@ -430,7 +444,12 @@ wait_taken() {
       v=$(stage_metric "$p" distillguard_pending_deliveries || true)
       pending=$((pending + ${v:-0}))
     done
-    [ "$ok" -ge "$want" ] && [ "$ok" -eq "$last" ] && [ "$pending" -eq 0 ] && return 0
+    if [ "$ok" -ge "$want" ] && [ "$ok" -eq "$last" ] && [ "$pending" -eq 0 ]; then
+      still=$((still + 1))
+      [ "$still" -ge "${STABLE:-1}" ] && return 0
+    else
+      still=0
+    fi
     last=$ok
     sleep 1
   done
@@ -451,10 +470,28 @@ if [ "$STAGED" != 0 ]; then
   A2=$PORT_STAGE
   wait_taken 120 "$N_EVENTS" "$A1" "$A2" || die "[staged] the account stage did not take the backlog in"
   say "[staged] account stage: $N_EVENTS events in, observations delivered"
-  start_stage link link
-  L=$PORT_STAGE
-  LINK_PID=$LAST_STAGE_PID
-  wait_taken 120 "$N_EVENTS" "$L" || die "[staged] the link stage did not take every observation in"
+  if [ "$LINK_SHARDS" -gt 1 ]; then
+    # Each shard takes the observations routed to it (most, at two shards), the cluster
+    # instance their link records: both wait until their counts stay put for 5 s.
+    SHARD_PORTS=
+    for s in $(seq 0 $((LINK_SHARDS - 1))); do
+      start_stage "link-$s" link "$s"
+      SHARD_PORTS="$SHARD_PORTS $PORT_STAGE"
+    done
+    start_stage cluster cluster
+    C=$PORT_STAGE
+    LINK_PID=$LAST_STAGE_PID
+    # shellcheck disable=SC2086
+    STABLE=5 wait_taken 180 1 $SHARD_PORTS || die "[staged] the link shards did not settle"
+    STABLE=5 wait_taken 180 1 "$C" || die "[staged] the cluster stage did not settle"
+    say "[staged] link shards and cluster stage settled: $(for p in $SHARD_PORTS $C; do
+      printf ':%s %s ' "$p" "$(stage_metric "$p" distillguard_events_total result=ok || true)"; done)"
+  else
+    start_stage link link
+    L=$PORT_STAGE
+    LINK_PID=$LAST_STAGE_PID
+    wait_taken 120 "$N_EVENTS" "$L" || die "[staged] the link stage did not take every observation in"
+  fi
   client read --brokers "$BROKERS" --topic "$ALERTS_TOPIC-staged" --out "$WORK/alerts-staged.jsonl" \
     --quiet 5 || die "[staged] reading the alerts failed"
   # Judged against the whole replay (phase 2 may have silenced an account).
