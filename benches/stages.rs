@@ -182,6 +182,8 @@ struct Sharded {
     records: u64,
     link_bytes: u64,
     fanout: [u64; FANOUT.len()],
+    /// Observations per shard, at each shard count of [`FANOUT`].
+    per_shard: [[u64; 24]; FANOUT.len()],
 }
 
 const SHARDS: usize = 3;
@@ -205,7 +207,11 @@ impl Sharded {
         };
         let targets = link_targets(&obs, SHARDS);
         for (k, n) in FANOUT.iter().enumerate() {
-            self.fanout[k] += u64::from(link_targets(&obs, *n).count_ones());
+            let t = link_targets(&obs, *n);
+            self.fanout[k] += u64::from(t.count_ones());
+            for (i, c) in self.per_shard[k].iter_mut().enumerate().take(*n) {
+                *c += (t >> i) & 1;
+            }
         }
         let record = observation::encode(e, &obs);
         let mut timed_shard = timed_shard;
@@ -263,6 +269,7 @@ fn bench_sharded(
         records: 0,
         link_bytes: 0,
         fanout: [0; FANOUT.len()],
+        per_shard: [[0; 24]; FANOUT.len()],
     };
     // Warm up: every account seen a few times by every engine (the events go on from where
     // the other stages' left off).
@@ -282,9 +289,12 @@ fn bench_sharded(
         s.link_bytes as f64 / n,
     );
     for (k, shards) in FANOUT.iter().enumerate() {
+        // The busiest shard: the co-activity owner takes every harvesting request.
+        let busiest = s.per_shard[k].iter().max().copied().unwrap_or(0);
         println!(
-            "{{\"shards\":{shards},\"share_to_one_shard\":{:.3}}}",
-            s.fanout[k] as f64 / n / *shards as f64
+            "{{\"shards\":{shards},\"share_to_one_shard\":{:.3},\"share_to_the_busiest\":{:.3}}}",
+            s.fanout[k] as f64 / n / *shards as f64,
+            busiest as f64 / n
         );
     }
 

@@ -9,9 +9,10 @@ Checks, each failing with a message that names the file and the mismatch:
   * every YAML, JSON and TOML file under deploy/ parses; every file of a kustomization folder
     under deploy/k8s is listed in it;
   * the two deployable kustomizations, deploy/k8s (the single Deployment, kafka.role "all")
-    and deploy/k8s/staged (an "account" and a "link" Deployment), are rendered (resources
-    only; cross-checked with `kubectl kustomize` when kubectl is on PATH) and each is checked
-    as a whole: one Deployment per expected role and nothing else; core objects against the
+    and deploy/k8s/staged (an "account" Deployment, a "link" StatefulSet of link shards and
+    a "cluster" Deployment), are rendered (resources only; cross-checked with `kubectl
+    kustomize` when kubectl is on PATH) and each is checked as a whole: one workload per
+    expected role and nothing else; core objects against the
     Kubernetes schemas (kubernetes-validate, strict); per Deployment, the ConfigMap's TOML
     with its DISTILLGUARD__ environment and args passes `distillguard config --check`, every
     DISTILLGUARD__X__Y names a key of `distillguard config --print-default`, containerPort,
@@ -20,20 +21,23 @@ Checks, each failing with a message that names the file and the mismatch:
     service.shutdown_deadline_secs, the memory request covers the state its role keeps at
     the caps; Deployment selectors do not overlap, every pod is selected by exactly one PDB
     (one that a drain can satisfy), a Service and the PodMonitor (job "distillguard");
-  * the staged topology: the link Deployment runs exactly one replica with the Recreate
-    strategy; KEDA ScaledObjects (no bundled schema) are checked field by field: the target
+  * the staged topology: every stage routes by the same kafka.link_shards; link shards run
+    as a StatefulSet of exactly kafka.link_shards pods, each taking kafka.link_shard from its
+    ordinal; a single link Deployment (kafka.link_shards 1) and the cluster Deployment run
+    exactly one replica with the Recreate strategy; KEDA ScaledObjects (no bundled schema) are checked field by field: the target
     is a Deployment of the same kustomization, one ScaledObject per Deployment, a scaled
     Deployment sets no replicas of its own (or exactly the pinned count), minReplicaCount
     >= 1, the link's pinned at min = max = 1, the kafka trigger's bootstrapServers,
     consumerGroup, topic and offsetResetPolicy are those the target's configuration consumes
     (GROUP-link and kafka.observations_topic for link), lagThreshold is a positive integer
     string, and the HPA that KEDA derives validates against the Kubernetes schema;
-  * compose: the single service and the staged profile's account and link services pass
-    `distillguard config --check` with their environment and run the role their name says;
-    the staged services are in profile "staged" only, in a consumer group and alerts topic
-    apart from the single service's, with one link replica; kafka-init creates every topic
-    they use, the observations topic with at least the input's partitions; Prometheus's
-    distillguard job scrapes each of them;
+  * compose: the single service and the staged profile's account, link shard and cluster
+    services pass `distillguard config --check` with their environment and run the role their
+    name says; the staged services are in profile "staged" only, one topology (consumer
+    group, alerts topic, kafka.link_shards) apart from the single service's, every link shard
+    once and one replica of each link shard and of the cluster; kafka-init creates every
+    topic they use, each observations topic with at least the input's partitions and the
+    links topic with one per shard; Prometheus's distillguard job scrapes each of them;
   * every alert has summary, description, a runbook_url whose anchor is a heading of
     deploy/RUNBOOK.md, and unit tests where it fires and where it stays quiet; with
     --mutants, each alert's tests must fail when its expression can never fire; every role
@@ -79,11 +83,13 @@ ENV_PREFIX = "DISTILLGUARD__"
 # Deployment per role.
 TOPOLOGIES = {
     K8S: ("all",),
-    K8S / "staged": ("account", "link"),
+    K8S / "staged": ("account", "cluster", "link"),
 }
 # Compose services that run `distillguard run`, and their roles; the staged ones only in this
 # profile.
-COMPOSE_ROLES = {"distillguard": "all", "distillguard-account": "account", "distillguard-link": "link"}
+COMPOSE_ROLES = {"distillguard": "all", "distillguard-account": "account",
+                 "distillguard-link-0": "link", "distillguard-link-1": "link",
+                 "distillguard-cluster": "cluster"}
 STAGED_PROFILE = "staged"
 KEDA_API = "keda.sh/v1alpha1"
 
@@ -111,7 +117,10 @@ BYTES_PER_ENTRY = {   # role -> (per account, per attribute value)
     "account": (measured_bytes(r"`account` \| per tracked account"), 0),
     "link": (measured_bytes(r"`link` \| per shadow account"),
              measured_bytes(r"`link` \| per attribute value")),
+    "cluster": (measured_bytes(r"`cluster` \| per account"), 0),
 }
+# The downward-API field a link shard's pod takes its shard from (its StatefulSet ordinal).
+POD_INDEX = "metadata.labels['apps.kubernetes.io/pod-index']"
 BASELINE_BYTES = 330 * 2**20 + 64 * 2**20
 BYTES_PER_PENDING_DELIVERY = 1536
 
@@ -217,12 +226,26 @@ def check_env_names(env: dict[str, str], binary: Binary, where: str) -> None:
 
 
 def consumed(cfg: dict) -> tuple[str, str]:
-    """(consumer group, topic) an instance consumes in its role: a link instance reads
-    kafka.observations_topic in group GROUP-link (src/kafka/mod.rs, for_role)."""
+    """(consumer group, topic) an instance consumes in its role (src/kafka/mod.rs, for_role): a
+    link instance reads kafka.observations_topic in group GROUP-link, link shard S
+    OBSERVATIONS-S in GROUP-link-S; a cluster instance kafka.links_topic in GROUP-cluster."""
     k = cfg["kafka"]
+    if k["role"] == "link" and k["link_shards"] > 1:
+        s = k["link_shard"]
+        return f"{k['group_id']}-link-{s}", f"{k['observations_topic']}-{s}"
     if k["role"] == "link":
         return k["group_id"] + "-link", k["observations_topic"]
+    if k["role"] == "cluster":
+        return k["group_id"] + "-cluster", k["links_topic"]
     return k["group_id"], k["input_topic"]
+
+
+def observation_topics(k: dict) -> list[str]:
+    """The observations topics an account instance writes: kafka.observations_topic, or one
+    per link shard (OBSERVATIONS-S)."""
+    if k["link_shards"] > 1:
+        return [f"{k['observations_topic']}-{s}" for s in range(k["link_shards"])]
+    return [k["observations_topic"]]
 
 
 def memory_needed(cfg: dict) -> int:
@@ -231,7 +254,7 @@ def memory_needed(cfg: dict) -> int:
     prompt-copies sketch where harvests are judged (all, account)."""
     role = cfg["kafka"]["role"]
     per_account, per_value = BYTES_PER_ENTRY[role]
-    sketch = 0 if role == "link" else cfg["harvest"]["copies_sketch_max_mib"] * 2**20
+    sketch = 0 if role in ("link", "cluster") else cfg["harvest"]["copies_sketch_max_mib"] * 2**20
     return (cfg["engine"]["max_accounts"] * per_account
             + cfg["engine"]["max_attribute_values"] * per_value
             + cfg["service"]["max_pending_deliveries"] * BYTES_PER_PENDING_DELIVERY
@@ -387,6 +410,10 @@ def check_deployment(dep: dict, cm: dict, binary: Binary | None) -> dict | None:
     for e in c.get("env", []):
         if "value" in e:
             env[e["name"]] = str(e["value"])
+        elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == POD_INDEX:
+            # A StatefulSet pod's ordinal: checked as the first pod's (check_topology holds
+            # the others to the replica count).
+            env[e["name"]] = "0"
         elif "valueFrom" in e:
             env[e["name"]] = "placeholder-from-" + next(iter(e["valueFrom"]))
     if binary is None:
@@ -537,14 +564,21 @@ def check_topology(kdir: Path, roles: tuple[str, ...], binary: Binary | None) ->
     for kind in ("ConfigMap", "PodMonitor", "PrometheusRule"):
         if len(by_kind.get(kind, [])) != 1:
             fail(f"{where}: {len(by_kind.get(kind, []))} {kind} objects, expected one")
-    deps = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+    # Workloads: Deployments, and StatefulSets (the link shards, one pod per shard).
+    deps = {d["metadata"]["name"]: d
+            for d in by_kind.get("Deployment", []) + by_kind.get("StatefulSet", [])}
     if not deps or len(by_kind.get("ConfigMap", [])) != 1:
         fail(f"{where}: no Deployment or no single ConfigMap to check")
         return list(deps.values())
     cm = by_kind["ConfigMap"][0]
     cfgs = {n: c for n, d in deps.items() if (c := check_deployment(d, cm, binary)) is not None}
 
-    # The roles: one Deployment each, and nothing else.
+    # Every stage routes by the same link shard count.
+    counts = {n: c["kafka"]["link_shards"] for n, c in cfgs.items() if c["kafka"]["role"] != "all"}
+    if len(set(counts.values())) > 1:
+        fail(f"{where}: the stages disagree on kafka.link_shards: {counts}")
+
+    # The roles: one workload each, and nothing else.
     if binary is not None and len(cfgs) == len(deps):
         got = sorted(c["kafka"]["role"] for c in cfgs.values())
         if got != sorted(roles):
@@ -607,20 +641,42 @@ def check_topology(kdir: Path, roles: tuple[str, ...], binary: Binary | None) ->
         if "replicas" not in d["spec"] and n not in scaled:
             fail(f"{d['__file']}: {n} sets no replicas and no ScaledObject scales it")
         c = cfgs.get(n)
-        if c and c["kafka"]["role"] == "link":
+        if c and c["kafka"]["role"] == "link" and c["kafka"]["link_shards"] > 1:
+            check_link_shards(d, c)
+        elif c and c["kafka"]["role"] in ("link", "cluster"):
+            role = c["kafka"]["role"]
+            if d["kind"] != "Deployment":
+                fail(f"{d['__file']}: {n} (role {role}) must be a Deployment of one replica")
             if d["spec"].get("replicas") != 1:
-                fail(f"{d['__file']}: {n} (role link) must run exactly one replica, has "
-                     f"{d['spec'].get('replicas')!r}: the link stage is not partitioned yet, two "
-                     f"instances split clusters")
+                fail(f"{d['__file']}: {n} (role {role}) must run exactly one replica, has "
+                     f"{d['spec'].get('replicas')!r}: two instances in its consumer group split "
+                     f"clusters")
             if d["spec"].get("strategy", {}).get("type") != "Recreate":
-                fail(f"{d['__file']}: {n} (role link) must use the Recreate strategy: a rolling "
-                     f"update runs two link instances")
+                fail(f"{d['__file']}: {n} (role {role}) must use the Recreate strategy: a rolling "
+                     f"update runs two {role} instances")
             for so in by_kind.get("ScaledObject", []):
                 if so["spec"].get("scaleTargetRef", {}).get("name") == n and \
                         (so["spec"].get("minReplicaCount"), so["spec"].get("maxReplicaCount")) != (1, 1):
                     fail(f"{so['__file']}: {so['metadata']['name']} must pin {n} at "
                          f"minReplicaCount = maxReplicaCount = 1")
     return list(deps.values())
+
+
+def check_link_shards(d: dict, c: dict) -> None:
+    """Link shards (kafka.link_shards above 1): a StatefulSet of one pod per shard, each taking
+    its shard from its ordinal."""
+    n, shards = d["metadata"]["name"], c["kafka"]["link_shards"]
+    where = f"{d['__file']} ({n})"
+    if d["kind"] != "StatefulSet":
+        fail(f"{where}: link shards run as a StatefulSet (one pod per ordinal), not a {d['kind']}")
+    if d["spec"].get("replicas") != shards:
+        fail(f"{where}: replicas {d['spec'].get('replicas')!r}, but kafka.link_shards is {shards}: "
+             f"a shard without a pod leaves its values unjudged, a pod without a shard fails")
+    env = d["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    src = [e for e in env if e["name"] == ENV_PREFIX + "KAFKA__LINK_SHARD"]
+    if not src or src[0].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != POD_INDEX:
+        fail(f"{where}: {ENV_PREFIX}KAFKA__LINK_SHARD must come from the pod's ordinal "
+             f"(fieldRef {POD_INDEX})")
 
 
 def check_k8s(binary: Binary | None) -> list[dict]:
@@ -705,13 +761,16 @@ def check_compose(binary: Binary | None) -> None:
         k = cfg["kafka"]
         if k["role"] != role:
             fail(f"{where}: {name} runs role {k['role']!r}, expected {role!r}")
-        topics = ["alerts_topic", "dlq_topic", "control_topic", "verdicts_topic"]
-        topics += {"all": ["input_topic"], "account": ["input_topic", "observations_topic"],
-                   "link": ["observations_topic"]}[role]
-        for key in topics:
-            if k[key] not in created:
-                fail(f"{where}: kafka-init does not create kafka.{key} {k[key]!r} ({name})")
-        if role != "link" and k["input_format"] != "json":
+        topics = [k[key] for key in ("alerts_topic", "dlq_topic", "control_topic", "verdicts_topic")]
+        topics.append(consumed(cfg)[1])
+        if role == "account":
+            topics += observation_topics(k)
+        if role == "link" and k["link_shards"] > 1:
+            topics.append(k["links_topic"])
+        for t in topics:
+            if t not in created:
+                fail(f"{where}: kafka-init does not create {t!r}, which {name} uses")
+        if role in ("all", "account") and k["input_format"] != "json":
             fail(f"{where}: the producer writes JSON but {name}'s kafka.input_format is {k['input_format']!r}")
         grace = svc.get("stop_grace_period", "10s")
         if int(str(grace).rstrip("s")) < cfg["service"]["shutdown_deadline_secs"] + 5:
@@ -722,38 +781,55 @@ def check_compose(binary: Binary | None) -> None:
                 fail(f"{where}: {name}'s kafka.brokers {broker!r} is not an advertised listener ({adv})")
     if len(cfgs) != len(COMPOSE_ROLES):
         return
-    single, account, link = (cfgs[n]["kafka"] for n in COMPOSE_ROLES)
+    single, account = cfgs["distillguard"]["kafka"], cfgs["distillguard-account"]["kafka"]
+    staged = {n: cfgs[n]["kafka"] for n, r in COMPOSE_ROLES.items() if r != "all"}
+    links = {n: k for n, k in staged.items() if k["role"] == "link"}
     port = port_of(cfgs["distillguard"]["service"]["metrics_addr"])
     dg = services["distillguard"]
     if not any(str(p).split(":")[-1] == str(port) for p in dg.get("ports", [])):
         fail(f"{where}: distillguard publishes {dg.get('ports')}, not the metrics port {port}")
 
-    # The staged pair: one observations topic between them, wide enough; beside the single
-    # service, not in its consumer group (an "all" instance there would take input partitions
-    # and write no observations), and alerts kept apart.
-    if account["observations_topic"] != link["observations_topic"]:
-        fail(f"{where}: distillguard-account writes {account['observations_topic']!r} but "
-             f"distillguard-link reads {link['observations_topic']!r}")
-    if account["group_id"] != link["group_id"] or account["alerts_topic"] != link["alerts_topic"]:
-        fail(f"{where}: distillguard-account and distillguard-link are not one topology "
-             f"(group {account['group_id']!r}/{link['group_id']!r}, alerts "
-             f"{account['alerts_topic']!r}/{link['alerts_topic']!r})")
+    # The staged services: one topology (consumer group, alerts topic, link shard count),
+    # every link shard once, reading an observations topic the account stage writes; beside
+    # the single service, not in its consumer group (an "all" instance there would take input
+    # partitions and write no observations), and alerts kept apart.
+    for n, k in staged.items():
+        if (k["group_id"], k["alerts_topic"], k["link_shards"]) != \
+                (account["group_id"], account["alerts_topic"], account["link_shards"]):
+            fail(f"{where}: {n} and distillguard-account are not one topology (group, alerts "
+                 f"topic, kafka.link_shards: {k['group_id']!r}, {k['alerts_topic']!r}, "
+                 f"{k['link_shards']} against {account['group_id']!r}, {account['alerts_topic']!r}, "
+                 f"{account['link_shards']})")
+    for n, k in links.items():
+        if consumed({"kafka": k})[1] not in observation_topics(account):
+            fail(f"{where}: {n} reads {consumed({'kafka': k})[1]!r}, which distillguard-account "
+                 f"does not write ({observation_topics(account)})")
+    shards = sorted(k["link_shard"] for k in links.values())
+    if account["link_shards"] > 1 and shards != list(range(account["link_shards"])):
+        fail(f"{where}: the link services run shards {shards} of {account['link_shards']}: each "
+             f"shard exactly once")
+    if account["link_shards"] > 1 and created.get(account["links_topic"], 0) < account["link_shards"]:
+        fail(f"{where}: kafka-init creates {account['links_topic']} with "
+             f"{created.get(account['links_topic'], 0)} partitions, fewer than the "
+             f"{account['link_shards']} link shards: shard S writes partition S")
     if account["group_id"] == single["group_id"]:
         fail(f"{where}: the staged services share consumer group {single['group_id']!r} with the "
              f"single service, which would take input partitions without writing observations")
     if account["alerts_topic"] == single["alerts_topic"]:
         fail(f"{where}: both topologies write alerts to {single['alerts_topic']!r}")
-    obs, inp = created.get(account["observations_topic"], 0), created.get(account["input_topic"], 0)
-    if obs < inp:
-        fail(f"{where}: kafka-init creates {account['observations_topic']} with {obs} partitions, "
-             f"fewer than the {inp} of {account['input_topic']}: account instances refuse to start")
+    inp = created.get(account["input_topic"], 0)
+    for t in observation_topics(account):
+        if created.get(t, 0) < inp:
+            fail(f"{where}: kafka-init creates {t} with {created.get(t, 0)} partitions, fewer than "
+                 f"the {inp} of {account['input_topic']}: account instances refuse to start")
 
     def replicas(name):
         svc = services[name]
         return svc.get("deploy", {}).get("replicas", svc.get("scale", 1))
-    if replicas("distillguard-link") != 1:
-        fail(f"{where}: distillguard-link runs {replicas('distillguard-link')} replicas: exactly one "
-             f"(the link stage is not partitioned yet, two split clusters)")
+    for n, k in staged.items():
+        if k["role"] in ("link", "cluster") and replicas(n) != 1:
+            fail(f"{where}: {n} runs {replicas(n)} replicas: exactly one (a second instance of "
+                 f"a link shard or of the cluster stage splits clusters)")
     if not 1 <= replicas("distillguard-account") <= inp:
         fail(f"{where}: distillguard-account runs {replicas('distillguard-account')} replicas, "
              f"outside 1..{inp} (the input's partitions)")
@@ -900,8 +976,11 @@ def check_roles_selected(binary: Binary | None) -> None:
         return
     for path in (ALERTS, DASHBOARD):
         for role in sorted(set(re.findall(r'role=\\?"(\w+)\\?"', path.read_text()))):
-            binary.check("", {ENV_PREFIX + "KAFKA__ROLE": role},
-                         f"{rel(path)}: selects role=\"{role}\", which as kafka.role")
+            env = {ENV_PREFIX + "KAFKA__ROLE": role}
+            if role == "cluster":
+                # A cluster instance runs behind link shards only.
+                env[ENV_PREFIX + "KAFKA__LINK_SHARDS"] = "2"
+            binary.check("", env, f"{rel(path)}: selects role=\"{role}\", which as kafka.role")
 
 
 # ------------------------------------------------------------------------------ dashboard

@@ -461,21 +461,9 @@ mod tests {
     fn batch_and_progress_records_round_trip() {
         let mut b = Batch::default();
         let mut e = Emitted::default();
-        e.records.push(LinkRecord {
-            kind: LinkKind::Wave,
-            keys: vec![9].into(),
-            event: 1,
-            account: 2,
-            account_facts: None,
-            all_holders: false,
-            founder: 0,
-            seed: 0,
-            accounts: Vec::new(),
-            merge_only: false,
-            circumstantial: false,
-            crowd: false,
-            at_ms: 5,
-        });
+        let mut r = LinkRecord::new(LinkKind::Wave, 1, 2, 5);
+        r.keys.push(9);
+        e.records.push(r);
         b.push(to_wire(2, 5, &e), 0, 10, 100);
         b.push(to_wire(3, 6, &Emitted::default()), 1, 20, 101);
         b.push(to_wire(4, 7, &Emitted::default()), 0, 11, 102);

@@ -238,7 +238,7 @@ impl Service {
     /// Connects, subscribes and starts consuming. Returns once the HTTP endpoints are bound.
     pub async fn start(cfg: Arc<ValidConfig>) -> Result<Service, ServiceError> {
         telemetry::install();
-        telemetry::build_info(cfg.raw.kafka.role.as_str());
+        telemetry::stage_info(&cfg.raw.kafka);
         let health = Arc::new(Health::default());
         health.beat();
         let addr: SocketAddr = cfg

@@ -1108,7 +1108,7 @@ impl Pipeline {
             d(s.attributes_expired, e.attributes_expired),
         );
         self.exported = s;
-        telemetry::build_info(self.cfg.raw.kafka.role.as_str());
+        telemetry::stage_info(&self.cfg.raw.kafka);
         metrics::gauge!(telemetry::READY).set(if self.health.is_ready() { 1.0 } else { 0.0 });
         self.export_catchup();
     }

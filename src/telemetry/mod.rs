@@ -81,7 +81,8 @@ pub const ALLOWLIST_LIVE_ENTRIES: &str = "distillguard_allowlist_live_entries";
 pub const CONTROL_RECORDS: &str = "distillguard_control_records_total";
 /// Analysts' verdicts on alerts, by the alert's `kind` and `severity` (or unknown) and `verdict`.
 pub const ALERT_VERDICTS: &str = "distillguard_alert_verdicts_total";
-/// Constant 1, labelled with `version`, `detector_version` and the stage `role`.
+/// Constant 1, labelled with `version`, `detector_version` and the stage `role` (a link
+/// instance's also with `link_shard` and `link_shards`).
 pub const BUILD_INFO: &str = "distillguard_build_info";
 
 const PROCESSING_BUCKETS: &[f64] = &[
@@ -173,6 +174,27 @@ pub fn build_info(role: &'static str) {
         "version" => env!("CARGO_PKG_VERSION"),
         "detector_version" => crate::engine::DETECTOR_VERSION,
         "role" => role)
+    .set(1.0);
+}
+
+/// [`build_info`] for the stage `k` configures (a link instance's with its shard).
+pub fn stage_info(k: &crate::config::KafkaConfig) {
+    if k.role == crate::config::StageRole::Link {
+        build_info_link(k.link_shard, k.link_shards);
+    } else {
+        build_info(k.role.as_str());
+    }
+}
+
+/// [`build_info`] of a `link` instance, with its shard and the shard count
+/// (`kafka.link_shard`, `kafka.link_shards`): two instances of one shard split it.
+pub fn build_info_link(shard: u32, shards: u32) {
+    metrics::gauge!(BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "detector_version" => crate::engine::DETECTOR_VERSION,
+        "role" => "link",
+        "link_shard" => shard.to_string(),
+        "link_shards" => shards.to_string())
     .set(1.0);
 }
 
@@ -319,7 +341,7 @@ fn describe() {
     describe_gauge!(
         BUILD_INFO,
         Unit::Count,
-        "Constant 1, labelled with the build version, detector version and stage role (kafka.role)."
+        "Constant 1, labelled with the build version, detector version and stage role (kafka.role); a link instance's also with its link_shard and link_shards."
     );
 }
 
