@@ -72,6 +72,10 @@ pub const CATCHUP_REMAINING: &str = "distillguard_catchup_remaining_messages";
 pub const CATCHUP_DURATION: &str = "distillguard_catchup_duration_seconds";
 /// 1 when the instance owns partitions and has caught up on all of them.
 pub const READY: &str = "distillguard_ready";
+/// The staged topology's link shard count (`kafka.link_shards`), as every account, link and
+/// cluster instance sees it (0 with role `all`, which has no link stage): what the link-stage
+/// alert compares the ready link instances with.
+pub const LINK_SHARDS: &str = "distillguard_link_shards";
 /// Newest event time processed, seconds since the epoch.
 pub const WATERMARK: &str = "distillguard_event_time_watermark_seconds";
 /// Live allowlist entries in force (from the control topic, by wall clock).
@@ -124,6 +128,7 @@ pub const ALL: &[&str] = &[
     CATCHUP_REMAINING,
     CATCHUP_DURATION,
     READY,
+    LINK_SHARDS,
     WATERMARK,
     ALLOWLIST_LIVE_ENTRIES,
     CONTROL_RECORDS,
@@ -179,6 +184,12 @@ pub fn build_info(role: &'static str) {
 
 /// [`build_info`] for the stage `k` configures (a link instance's with its shard).
 pub fn stage_info(k: &crate::config::KafkaConfig) {
+    let shards = if k.role == crate::config::StageRole::All {
+        0
+    } else {
+        k.link_shards
+    };
+    metrics::gauge!(LINK_SHARDS).set(f64::from(shards));
     if k.role == crate::config::StageRole::Link {
         build_info_link(k.link_shard, k.link_shards);
     } else {
@@ -317,6 +328,11 @@ fn describe() {
         READY,
         Unit::Count,
         "1 when the instance owns partitions and has caught up on all of them, else 0."
+    );
+    describe_gauge!(
+        LINK_SHARDS,
+        Unit::Count,
+        "Link shards of the staged topology (kafka.link_shards); 0 with kafka.role all, which has no link stage."
     );
     describe_gauge!(
         WATERMARK,
