@@ -23,8 +23,11 @@
 //! observations than the others, and the merge waits for them rather than taking them late.
 //! A writer silent for `idle_wait`, or not heard from since the assignment, is gone (its
 //! instance died or the account stage is rebalancing): the partition is held at its progress
-//! until a writer reports again, for at most the writer wait. A writer that reports it has
-//! caught up holds nothing; the rules above apply.
+//! until a writer reports again, for at most the writer wait. With [`Merge::strict`] (the link
+//! and cluster stages), a writer that has caught up still holds the others at its progress
+//! while that moves forward, so that records leave in event-time order across partitions, as
+//! one process would take them; once its progress has stood still for `idle_wait`, or without
+//! `strict`, it holds nothing, and the rules above apply.
 //!
 //! A partition whose buffer reaches [`HIGH`] records is paused, and resumed at [`LOW`] (unless
 //! the whole consumer is held back for delivery back-pressure).
@@ -102,6 +105,8 @@ struct Part<T> {
     open: bool,
     /// The writer's last progress report: whether it is behind, and when it was heard.
     upstream: Option<(bool, Instant)>,
+    /// When `last_ts` last moved forward (a record or a progress report).
+    advanced: Option<Instant>,
 }
 
 /// The merge state of one assignment.
@@ -116,6 +121,9 @@ pub struct Merge<T> {
     writer_wait: Option<Duration>,
     /// When the current assignment began.
     assigned_at: Option<Instant>,
+    /// Nothing passes the progress of a partition whose writer is heard and moving
+    /// ([`Merge::strict`]).
+    strict: bool,
 }
 
 impl<T> Merge<T> {
@@ -128,6 +136,7 @@ impl<T> Merge<T> {
             catchup_started: None,
             writer_wait: None,
             assigned_at: None,
+            strict: false,
         }
     }
 
@@ -135,6 +144,18 @@ impl<T> Merge<T> {
     /// silent is waited for at most `wait`.
     pub fn with_writers(mut self, wait: Duration) -> Self {
         self.writer_wait = Some(wait);
+        self
+    }
+
+    /// With writers ([`Merge::with_writers`]): records leave in event-time order across
+    /// partitions, not within the slack. Nothing passes the progress of a partition whose
+    /// writer has been heard and has moved forward within `idle_wait`, even one that has
+    /// caught up; a writer whose progress stands still (its input went quiet) holds
+    /// nothing after that, and the rules above apply. The cluster stage takes the link
+    /// shards' records so: the parts of one event from every shard together, in the order
+    /// one process takes them.
+    pub fn strict(mut self) -> Self {
+        self.strict = true;
         self
     }
 
@@ -157,6 +178,7 @@ impl<T> Merge<T> {
                     position: s.start,
                     open: false,
                     upstream: None,
+                    advanced: None,
                 };
                 (p, part)
             })
@@ -192,7 +214,10 @@ impl<T> Merge<T> {
         }
         part.open = !last;
         part.position = offset + 1;
-        part.last_ts = part.last_ts.max(order);
+        if order > part.last_ts {
+            part.last_ts = order;
+            part.advanced = Some(now);
+        }
         part.last_arrival = Some(now);
         part.anchor = None;
         part.at_end = false;
@@ -232,7 +257,10 @@ impl<T> Merge<T> {
         if part.position >= part.end {
             part.done = true;
         }
-        part.last_ts = part.last_ts.max(ts);
+        if ts > part.last_ts {
+            part.last_ts = ts;
+            part.advanced = Some(now);
+        }
         part.upstream = Some((behind, now));
         match part.buf.back_mut() {
             Some(last) => {
@@ -342,7 +370,14 @@ impl<T> Merge<T> {
                     Some((_, heard)) => since(heard) < wait,
                     None => self.assigned_at.is_some_and(|t| since(t) < wait),
                 };
-                if hold {
+                // Strict: its writer moves on, and its next records are no older than
+                // its progress.
+                let moving = self.strict
+                    && part
+                        .upstream
+                        .is_some_and(|(_, heard)| since(heard) < self.idle_wait)
+                    && part.advanced.is_some_and(|t| since(t) < self.idle_wait);
+                if hold || moving {
                     bound = bound.min(part.last_ts);
                     continue;
                 }
@@ -533,6 +568,44 @@ mod tests {
         assert!(taken(&mut m, t1 + IDLE * 2).is_empty());
         assert_eq!(taken(&mut m, t1 + IDLE * 5).len(), 5);
         assert!(!m.settled(), "catch-up never finished here");
+    }
+
+    #[test]
+    fn strict_writers_that_caught_up_hold_the_others_at_their_progress_while_they_move() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK).with_writers(IDLE * 5).strict();
+        m.assign([live(0, 0), live(1, 0)], t0);
+        // Both writers have caught up. Partition 0's turn arrives before partition 1's.
+        m.progress(0, 0, 0, false, t0);
+        m.progress(1, 0, 0, false, t0);
+        m.push(0, 1, 1_000, 1, true, t0);
+        m.push(0, 2, 3_000, 2, true, t0);
+        m.eof(1);
+        // Not within the slack, as without `strict`: nothing passes partition 1's progress.
+        assert!(taken(&mut m, t0).is_empty());
+        m.push(1, 1, 1_000, 10, true, t0);
+        m.progress(1, 2, 2_000, false, t0);
+        // The parts of one event (one time on both partitions) come out together.
+        assert_eq!(taken(&mut m, t0), vec![(0, 1), (1, 10)]);
+        m.progress(1, 3, 3_000, false, t0);
+        assert_eq!(taken(&mut m, t0), vec![(0, 2)]);
+        // Partition 1's writer stands still (its input went quiet) while it still reports:
+        // after idle it holds nothing, and the at-end rule applies.
+        m.push(0, 3, 3_000 + SLACK + 1, 3, true, t0);
+        let t1 = t0 + IDLE / 2;
+        m.progress(1, 4, 3_000, false, t1);
+        assert!(taken(&mut m, t1).is_empty(), "moved within idle");
+        let t2 = t0 + IDLE;
+        m.progress(1, 5, 3_000, false, t2);
+        assert_eq!(taken(&mut m, t2), vec![(0, 3)], "stood still for idle");
+        // Without `strict`, a caught-up writer's partition at its end bounds the others by
+        // the slack only.
+        let mut m = Merge::new(IDLE, SLACK).with_writers(IDLE * 5);
+        m.assign([live(0, 0), live(1, 0)], t0);
+        m.progress(1, 0, 0, false, t0);
+        m.eof(1);
+        m.push(0, 0, 1_000, 1, true, t0);
+        assert_eq!(taken(&mut m, t0), vec![(0, 1)]);
     }
 
     #[test]

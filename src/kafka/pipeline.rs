@@ -1149,8 +1149,9 @@ fn new_cluster(cfg: &Arc<ValidConfig>, live: &LiveAllowlist) -> Option<Box<Clust
 
 /// An empty merge: a silent partition holds the others back at most
 /// `kafka.idle_partition_ms`, and by at most half the late allowance; on the observations
-/// topic, a partition whose writer is behind holds them at its progress, and one whose writer
-/// is gone for at most `kafka.link_writer_wait_secs`.
+/// and links topics, a partition holds them at its writer's progress while that moves
+/// (strictly in event-time order), and one whose writer is gone for at most
+/// `kafka.link_writer_wait_secs`.
 fn new_merge(cfg: &ValidConfig) -> Merge<Item> {
     let k = &cfg.raw.kafka;
     let merge = Merge::new(
@@ -1158,8 +1159,12 @@ fn new_merge(cfg: &ValidConfig) -> Merge<Item> {
         (cfg.raw.engine.late_allowance_secs * 1000 / 2) as i64,
     );
     if matches!(k.role, StageRole::Link | StageRole::Cluster) {
-        // Each partition's writer, an account instance or a link shard, reports its progress.
-        merge.with_writers(Duration::from_secs(k.link_writer_wait_secs))
+        // Each partition's writer, an account instance or a link shard, reports its progress:
+        // its records are taken in event-time order with the others', as one process takes
+        // them.
+        merge
+            .with_writers(Duration::from_secs(k.link_writer_wait_secs))
+            .strict()
     } else {
         merge
     }
