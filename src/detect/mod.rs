@@ -412,7 +412,7 @@ pub const COACTIVITY_ROUTE: u64 = 0;
 /// What a link shard decided on its events, for the cluster stage: the link records, and
 /// snapshots of the accounts they mention and of the links they carry, by key, as the
 /// shard's state showed them then.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Emitted {
     pub records: Vec<LinkRecord>,
     pub members: Vec<(u64, MemberSnapshot)>,

@@ -88,9 +88,11 @@ pub struct ClusterStage {
     watermark: i64,
     next_sweep_ms: i64,
     stats: Stats,
-    /// The event whose records [`ClusterStage::take_part`] is gathering, and them.
-    pending: Option<(u64, i64)>,
-    part: Emitted,
+    /// The event time whose events [`ClusterStage::take_part`] is gathering, and their
+    /// accounts with the records gathered for each (`spare`: emptied ones, for reuse).
+    pending: Option<i64>,
+    parts: Vec<(u64, Emitted)>,
+    spare: Vec<Emitted>,
 }
 
 impl ClusterStage {
@@ -108,7 +110,8 @@ impl ClusterStage {
             next_sweep_ms: i64::MIN,
             stats: Stats::default(),
             pending: None,
-            part: Emitted::default(),
+            parts: Vec::new(),
+            spare: Vec::new(),
             cfg,
         }
     }
@@ -162,9 +165,11 @@ impl ClusterStage {
     }
 
     /// Takes in one shard's records on an event, as they arrive one shard at a time on the
-    /// links topic: the records of consecutive parts of one event (its account and time) are
-    /// taken in together, as [`ClusterStage::take`] takes all shards' at once, when a part of
-    /// another event arrives or at [`ClusterStage::flush`]. Alerts go to `out` then.
+    /// links topic, in event-time order: the records of every part of one event (its account
+    /// and time) are taken in together, as [`ClusterStage::take`] takes all shards' at once.
+    /// The events of one time are taken when a part of a later time arrives, or at
+    /// [`ClusterStage::flush`], in the order of their accounts' keys: parts of events of
+    /// the same millisecond may arrive interleaved, shard by shard. Alerts go to `out` then.
     pub fn take_part(
         &mut self,
         account: u64,
@@ -172,23 +177,37 @@ impl ClusterStage {
         emitted: &mut Emitted,
         out: &mut Vec<Alert>,
     ) {
-        if self.pending != Some((account, at_ms)) {
+        if self.pending != Some(at_ms) {
             self.flush(out);
-            self.pending = Some((account, at_ms));
+            self.pending = Some(at_ms);
         }
-        self.part.records.append(&mut emitted.records);
-        self.part.members.append(&mut emitted.members);
-        self.part.explained.append(&mut emitted.explained);
+        let i = match self.parts.iter().position(|(a, _)| *a == account) {
+            Some(i) => i,
+            None => {
+                let e = self.spare.pop().unwrap_or_default();
+                self.parts.push((account, e));
+                self.parts.len() - 1
+            }
+        };
+        let part = &mut self.parts[i].1;
+        part.records.append(&mut emitted.records);
+        part.members.append(&mut emitted.members);
+        part.explained.append(&mut emitted.explained);
     }
 
-    /// Takes in the event [`ClusterStage::take_part`] was gathering, if any.
+    /// Takes in the events [`ClusterStage::take_part`] was gathering, if any.
     pub fn flush(&mut self, out: &mut Vec<Alert>) {
-        if let Some((account, at_ms)) = self.pending.take() {
-            let mut part = std::mem::take(&mut self.part);
+        let Some(at_ms) = self.pending.take() else {
+            return;
+        };
+        let mut parts = std::mem::take(&mut self.parts);
+        parts.sort_unstable_by_key(|(a, _)| *a);
+        for (account, mut part) in parts.drain(..) {
             self.take(account, at_ms, &mut part, out);
             part.clear();
-            self.part = part;
+            self.spare.push(part);
         }
+        self.parts = parts;
     }
 
     /// Forgets the accounts and links no record mentioned for `engine.account_idle_secs`

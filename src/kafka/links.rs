@@ -455,6 +455,91 @@ mod tests {
         );
     }
 
+    /// Parts of events of one millisecond arrive interleaved on the links topic, shard by
+    /// shard: the cluster stage takes each event's parts together, the events in the order
+    /// of their accounts' keys, as if each had come whole.
+    #[test]
+    fn parts_of_events_of_one_millisecond_are_taken_together_whatever_their_order() {
+        let (mut events, _) = crate::sim::decoded(&crate::sim::SimOptions {
+            seed: 4,
+            scale: 0.3,
+            hours: 2.0,
+            ..Default::default()
+        });
+        // Whole seconds: many events share a time.
+        for ev in &mut events {
+            ev.ts_ms -= ev.ts_ms % 1_000;
+        }
+        let cfg = Arc::new(Config::default().validate().expect("valid config"));
+        let of = 2;
+        let mut account = Engine::new(cfg.clone()).with_role(Role::Account);
+        let mut shards: Vec<Engine> = (0..of)
+            .map(|index| Engine::new(cfg.clone()).with_shard(Shard { index, of }))
+            .collect();
+        // Each event's parts, one per shard that decided something.
+        let mut sink = Vec::new();
+        let mut parts: Vec<(i64, u64, usize, Emitted)> = Vec::new();
+        for ev in &events {
+            account.process(ev, &mut sink);
+            let Some(obs) = account.take_observation() else {
+                continue;
+            };
+            let targets = link_targets(&obs, of);
+            let key = crate::engine::account_key(&ev.account_id);
+            for (i, shard) in shards.iter_mut().enumerate() {
+                if targets & (1 << i) != 0 {
+                    shard.observe(ev, &obs, &mut sink);
+                    let mut e = Emitted::default();
+                    shard.take_emitted(&mut e);
+                    if !e.records.is_empty() {
+                        parts.push((ev.ts_ms, key, i, e));
+                    }
+                }
+            }
+        }
+        // Whole events, by time and then account key.
+        let mut whole = ClusterStage::new(cfg.clone());
+        let mut want = Vec::new();
+        let mut by_event = parts.clone();
+        by_event.sort_by_key(|(ts, key, shard, _)| (*ts, *key, *shard));
+        let mut i = 0;
+        while i < by_event.len() {
+            let (ts, key) = (by_event[i].0, by_event[i].1);
+            let mut e = Emitted::default();
+            while i < by_event.len() && (by_event[i].0, by_event[i].1) == (ts, key) {
+                let p = &mut by_event[i].3;
+                e.records.append(&mut p.records);
+                e.members.append(&mut p.members);
+                e.explained.append(&mut p.explained);
+                i += 1;
+            }
+            whole.take(key, ts, &mut e, &mut want);
+        }
+        // Shard by shard within each time, each shard's parts in reverse account order.
+        let mut interleaved = parts;
+        interleaved.sort_by_key(|(ts, key, shard, _)| (*ts, *shard, std::cmp::Reverse(*key)));
+        let split = interleaved
+            .windows(2)
+            .filter(|w| w[0].0 == w[1].0 && w[0].1 != w[1].1)
+            .count();
+        assert!(
+            split > 50,
+            "{split} neighbouring parts of different events at one time"
+        );
+        let mut cluster = ClusterStage::new(cfg);
+        let mut got = Vec::new();
+        for (ts, key, _, mut e) in interleaved {
+            cluster.take_part(key, ts, &mut e, &mut got);
+        }
+        cluster.flush(&mut got);
+        let clusters = want
+            .iter()
+            .filter(|a| a.kind == crate::alert::Kind::FakeAccountCluster)
+            .count();
+        assert!(clusters >= 3, "{clusters} cluster alerts");
+        assert_eq!(got, want);
+    }
+
     /// A shard's batch record carries its events' records in order, and its progress record
     /// is no event; a batch holding anything but events is rejected whole.
     #[test]
