@@ -9,7 +9,10 @@
 //!    ratio of the service's sustained rate to the raw one. Then the staged topology on the
 //!    same backlog, one stage at a time (`DG_BENCH_STAGES=0` skips it): an `account` instance
 //!    takes the input in, writing every observation, then a `link` instance takes the
-//!    observations in; each one's rate and ratio to the raw consume rate.
+//!    observations in; each one's rate and ratio to the raw consume rate. Then link shards
+//!    (`DG_BENCH_SHARDS`, default 2; 1 skips it): an account instance writing to every shard
+//!    that must see an observation, then each shard alone on its observations topic; each
+//!    shard's observations (its share of the input events) and rate.
 //! 2. **latency**: a producer paced at 100,000 events/s for 10 s, 10% of them from 300
 //!    harvesting accounts that trip `bulk_extraction`; event-to-alert latency quantiles from
 //!    the service's own histogram (input record's Kafka timestamp to the alert's delivery
@@ -269,6 +272,59 @@ async fn throughput() {
             "link": row(&link),
         })
     );
+    let shards = env_u64("DG_BENCH_SHARDS", 2) as u32;
+    if shards < 2 {
+        return;
+    }
+    // Link shards on the same backlog (`DG_BENCH_SHARDS=1` skips it): an account instance
+    // writes each observation to the shards that must see it, then each shard alone takes
+    // its observations topic in, the account instance and the shards before it idle beside
+    // it. A shard's count is the observations routed to it, known only once it stops.
+    let sharded = |role, shard| {
+        let mut c = config(&brokers).raw.clone();
+        c.kafka.group_id = "distillguard-sharded".into();
+        c.kafka.role = role;
+        c.kafka.link_shards = shards;
+        c.kafka.link_shard = shard;
+        Arc::new(c.validate().expect("valid"))
+    };
+    for s in 0..shards {
+        let topic = sharded(StageRole::Account, 0).raw.kafka.observations_topic_of(s);
+        cluster.create_topic(&topic, partitions, 1).expect("topic");
+    }
+    let links = sharded(StageRole::Account, 0).raw.kafka.links_topic.clone();
+    cluster
+        .create_topic(&links, shards as i32, 1)
+        .expect("topic");
+    let (account, writer) = timed(sharded(StageRole::Account, 0), n).await;
+    let mut rows = Vec::new();
+    let mut running = vec![writer];
+    for s in 0..shards {
+        let (t, svc) = timed_until(sharded(StageRole::Link, s), None).await;
+        rows.push(serde_json::json!({
+            "shard": s,
+            "observations": t.events,
+            "share_of_input_events": t.events / n as f64,
+            "observations_per_sec_sustained": t.sustained,
+            "observations_per_sec_from_first": t.from_first,
+            "input_events_per_sec_from_first": n as f64 / t.secs,
+            "startup_seconds": t.startup,
+        }));
+        running.push(svc);
+    }
+    for svc in running {
+        svc.shutdown().await.expect("shutdown");
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "part": "throughput_link_shards",
+            "link_shards": shards,
+            "raw_consume_per_sec_sustained": raw.1,
+            "account": row(&account),
+            "shards": rows,
+        })
+    );
 }
 
 /// A service's run through a backlog.
@@ -287,6 +343,16 @@ struct Timed {
 /// Starts a service and times it through a backlog of `n` events (or observations); returns
 /// the service still running.
 async fn timed(cfg: Arc<distillguard::config::ValidConfig>, n: u64) -> (Timed, Service) {
+    timed_until(cfg, Some(n)).await
+}
+
+/// Starts a service and times it through a backlog: `n` records, or, without `n`, until its
+/// count has stood still for [`QUIET`] (the run ends at its last record). Returns the service
+/// still running.
+async fn timed_until(
+    cfg: Arc<distillguard::config::ValidConfig>,
+    n: Option<u64>,
+) -> (Timed, Service) {
     let rss0 = support::rss_bytes();
     // The process's counters add up over the services it runs: count this one's from here.
     let before = value(
@@ -296,19 +362,22 @@ async fn timed(cfg: Arc<distillguard::config::ValidConfig>, n: u64) -> (Timed, S
     let t0 = Instant::now();
     let svc = Service::start(cfg).await.expect("service");
     let addr = svc.metrics_addr;
-    let (first, warm, last) = tokio::task::spawn_blocking(move || {
-        let mut first = None;
-        let mut warm = None;
+    // (when, records so far) at each change of the count.
+    let samples = tokio::task::spawn_blocking(move || {
+        let mut samples: Vec<(Instant, f64)> = Vec::new();
         loop {
             let done = events_ok(&addr) - before;
-            if done > 0.0 && first.is_none() {
-                first = Some((Instant::now(), done));
+            let now = Instant::now();
+            if done > samples.last().map_or(0.0, |s| s.1) {
+                samples.push((now, done));
             }
-            if done >= 0.3 * n as f64 && warm.is_none() {
-                warm = Some((Instant::now(), done));
-            }
-            if done >= n as f64 || t0.elapsed() > Duration::from_secs(300) {
-                return (first, warm, (Instant::now(), done));
+            let finished = match (n, samples.last()) {
+                (Some(n), _) => done >= n as f64,
+                (None, Some(&(at, _))) => now.duration_since(at) >= QUIET,
+                (None, None) => false,
+            };
+            if finished || t0.elapsed() > Duration::from_secs(300) {
+                return samples;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -316,8 +385,13 @@ async fn timed(cfg: Arc<distillguard::config::ValidConfig>, n: u64) -> (Timed, S
     .await
     .expect("poll");
     let rss1 = support::rss_bytes();
-    let (t_first, n_first) = first.unwrap_or((t0, 0.0));
-    let (t_warm, n_warm) = warm.unwrap_or((t_first, n_first));
+    let (t_first, n_first) = samples.first().copied().unwrap_or((t0, 0.0));
+    let last = samples.last().copied().unwrap_or((t0, 0.0));
+    let (t_warm, n_warm) = samples
+        .iter()
+        .find(|s| s.1 >= 0.3 * last.1)
+        .copied()
+        .unwrap_or((t_first, n_first));
     let secs = last.0.duration_since(t_first).as_secs_f64();
     let warm_secs = last.0.duration_since(t_warm).as_secs_f64();
     let t = Timed {
@@ -330,6 +404,10 @@ async fn timed(cfg: Arc<distillguard::config::ValidConfig>, n: u64) -> (Timed, S
     };
     (t, svc)
 }
+
+/// How long a stage's count stands still before its run through a backlog of unknown size
+/// counts as done.
+const QUIET: Duration = Duration::from_secs(3);
 
 async fn latency() {
     let rate = env_u64("DG_BENCH_RATE", 100_000);
