@@ -289,7 +289,10 @@ async fn throughput() {
         Arc::new(c.validate().expect("valid"))
     };
     for s in 0..shards {
-        let topic = sharded(StageRole::Account, 0).raw.kafka.observations_topic_of(s);
+        let topic = sharded(StageRole::Account, 0)
+            .raw
+            .kafka
+            .observations_topic_of(s);
         cluster.create_topic(&topic, partitions, 1).expect("topic");
     }
     let links = sharded(StageRole::Account, 0).raw.kafka.links_topic.clone();

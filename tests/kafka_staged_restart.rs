@@ -35,6 +35,8 @@ struct Proc {
     /// Live events (`result="ok"`) and re-read ones of each finished life.
     ok: f64,
     catchup: f64,
+    /// Seconds spent rebuilding, over its lives.
+    rebuilding: f64,
 }
 
 impl Proc {
@@ -49,6 +51,7 @@ impl Proc {
             lives: 0,
             ok: 0.0,
             catchup: 0.0,
+            rebuilding: 0.0,
         }
     }
 
@@ -137,6 +140,7 @@ impl Proc {
         let s = self.scrape();
         self.ok += metric(&s, "distillguard_events_total", "result=\"ok\"");
         self.catchup += metric(&s, "distillguard_catchup_events_total", "");
+        self.rebuilding += metric(&s, "distillguard_catchup_duration_seconds_sum", "");
         let mut child = self.child.take().expect("running");
         if kill {
             child.kill().expect("SIGKILL");
@@ -518,6 +522,12 @@ fn killing_an_account_a_link_shard_and_the_cluster_process_in_turn_loses_no_dete
         got.len(),
         by_id.len(),
     );
+    for p in [&a, &a2, &l0, &l1, &c] {
+        eprintln!(
+            "{}: {} lives, {} records re-read to rebuild in {:.2} s",
+            p.name, p.lives, p.catchup, p.rebuilding
+        );
+    }
     assert!(want.len() > 20, "the traffic should hold attacks");
     assert!(
         missed.is_empty(),
