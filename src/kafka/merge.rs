@@ -17,7 +17,8 @@
 //!
 //! On the observations topic (the link stage, [`Merge::with_writers`]), each partition's
 //! writer, an account instance, also reports its progress every fraction of a second (the
-//! newest event time it has taken, and whether its input still has records on their way).
+//! oldest event time it may still take, at most the newest it has taken: see
+//! [`Merge::safe_ts`]; and whether its input still has records on their way).
 //! Nothing passes the progress of a partition whose writer reports that it is behind, however
 //! quiet the partition is: an account instance reading a backlog or rebuilding writes older
 //! observations than the others, and the merge waits for them rather than taking them late.
@@ -105,7 +106,9 @@ struct Part<T> {
     open: bool,
     /// The writer's last progress report: whether it is behind, and when it was heard.
     upstream: Option<(bool, Instant)>,
-    /// When `last_ts` last moved forward (a record or a progress report).
+    /// The writer's last reported progress (no record it writes later is older), and when it
+    /// last moved forward.
+    progress_ts: i64,
     advanced: Option<Instant>,
 }
 
@@ -178,6 +181,7 @@ impl<T> Merge<T> {
                     position: s.start,
                     open: false,
                     upstream: None,
+                    progress_ts: i64::MIN,
                     advanced: None,
                 };
                 (p, part)
@@ -214,10 +218,7 @@ impl<T> Merge<T> {
         }
         part.open = !last;
         part.position = offset + 1;
-        if order > part.last_ts {
-            part.last_ts = order;
-            part.advanced = Some(now);
-        }
+        part.last_ts = part.last_ts.max(order);
         part.last_arrival = Some(now);
         part.anchor = None;
         part.at_end = false;
@@ -257,10 +258,11 @@ impl<T> Merge<T> {
         if part.position >= part.end {
             part.done = true;
         }
-        if ts > part.last_ts {
-            part.last_ts = ts;
+        part.last_ts = part.last_ts.max(ts);
+        if ts > part.progress_ts {
             part.advanced = Some(now);
         }
+        part.progress_ts = ts;
         part.upstream = Some((behind, now));
         match part.buf.back_mut() {
             Some(last) => {
@@ -370,15 +372,19 @@ impl<T> Merge<T> {
                     Some((_, heard)) => since(heard) < wait,
                     None => self.assigned_at.is_some_and(|t| since(t) < wait),
                 };
-                // Strict: its writer moves on, and its next records are no older than
-                // its progress.
+                if hold {
+                    bound = bound.min(part.last_ts);
+                    continue;
+                }
+                // Strict: its writer moves on, and its next records are no older than its
+                // progress.
                 let moving = self.strict
                     && part
                         .upstream
                         .is_some_and(|(_, heard)| since(heard) < self.idle_wait)
                     && part.advanced.is_some_and(|t| since(t) < self.idle_wait);
-                if hold || moving {
-                    bound = bound.min(part.last_ts);
+                if moving {
+                    bound = bound.min(part.progress_ts);
                     continue;
                 }
             }
@@ -403,6 +409,28 @@ impl<T> Merge<T> {
             }
         }
         bound
+    }
+
+    /// The oldest event time a record taken from now on can have, as far as the merge knows:
+    /// the head of each buffer, and the newest record of each empty partition that still
+    /// bounds the merge (heard within `idle_wait`, or catching up). `None` when nothing
+    /// bounds it. A writer reports this as its progress (at most its engine's watermark):
+    /// records it takes later can be older than the newest it has taken, when its input's
+    /// partitions arrive at different times.
+    pub fn safe_ts(&self, now: Instant) -> Option<i64> {
+        let catchup = self.catchup_started;
+        self.parts
+            .values()
+            .filter_map(|part| match part.buf.front() {
+                Some(e) => Some(e.order),
+                None => {
+                    let since = part.last_arrival.or(catchup);
+                    since
+                        .is_some_and(|t| now.saturating_duration_since(t) < self.idle_wait)
+                        .then_some(part.last_ts)
+                }
+            })
+            .min()
     }
 
     /// When every partition has caught up, ends the catch-up and returns when it started.
@@ -598,6 +626,22 @@ mod tests {
         let t2 = t0 + IDLE;
         m.progress(1, 5, 3_000, false, t2);
         assert_eq!(taken(&mut m, t2), vec![(0, 3)], "stood still for idle");
+        // The bound is the writer's progress, not its newest record: a writer whose input's
+        // partitions arrive at different times writes records older than its newest.
+        let mut m = Merge::new(IDLE, SLACK).with_writers(IDLE * 5).strict();
+        m.assign([live(0, 0), live(1, 0)], t0);
+        m.progress(0, 0, 10_000, false, t0);
+        m.progress(1, 0, 1_000, false, t0);
+        m.push(1, 1, 5_000, 20, true, t0);
+        assert_eq!(taken(&mut m, t0), vec![(1, 20)]);
+        m.push(0, 1, 4_500, 1, true, t0);
+        assert!(
+            taken(&mut m, t0).is_empty(),
+            "held at partition 1's progress"
+        );
+        m.push(1, 2, 3_000, 21, true, t0);
+        m.progress(1, 3, 6_000, false, t0);
+        assert_eq!(taken(&mut m, t0), vec![(1, 21), (0, 1)]);
         // Without `strict`, a caught-up writer's partition at its end bounds the others by
         // the slack only.
         let mut m = Merge::new(IDLE, SLACK).with_writers(IDLE * 5);
@@ -606,6 +650,23 @@ mod tests {
         m.eof(1);
         m.push(0, 0, 1_000, 1, true, t0);
         assert_eq!(taken(&mut m, t0), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn the_safe_time_is_the_oldest_a_record_taken_from_now_on_can_have() {
+        let t0 = Instant::now();
+        let mut m = Merge::new(IDLE, SLACK);
+        m.assign([live(0, 0), live(1, 0)], t0);
+        assert_eq!(m.safe_ts(t0), Some(i64::MIN), "nothing heard yet: any time");
+        m.push(0, 0, 5_000, 1, true, t0);
+        m.push(1, 0, 3_000, 2, true, t0);
+        assert_eq!(m.safe_ts(t0), Some(3_000), "the oldest head");
+        assert_eq!(taken(&mut m, t0), vec![(1, 2), (0, 1)]);
+        // Both empty: partition 1's next record may be as old as its newest so far.
+        assert_eq!(m.safe_ts(t0), Some(3_000));
+        // Silent for idle: it no longer bounds the merge, nor the safe time.
+        m.push(0, 1, 9_000, 3, true, t0 + IDLE);
+        assert_eq!(m.safe_ts(t0 + IDLE), Some(9_000));
     }
 
     #[test]

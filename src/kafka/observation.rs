@@ -43,8 +43,9 @@ fn bit(on: bool, f: Flag) -> u32 {
 /// taken for a silent one.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
-/// An account instance's progress on an observations partition: the newest event time its
-/// engine has taken, and whether its input still has records on their way.
+/// An account instance's progress on an observations partition: the oldest event time it may
+/// still take (its merge's safe time, at most its engine's watermark), and whether its input
+/// still has records on their way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub ts_ms: i64,

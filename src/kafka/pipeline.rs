@@ -790,8 +790,12 @@ impl Pipeline {
     /// (the link stage holds a partition at its progress while it is behind). After every
     /// observation already sent, on the same producer: never ahead of them.
     fn send_progress(&self) {
+        // What it takes from now on is no older than the oldest its merge may still let
+        // through (a partition of its input behind the others), nor than its watermark.
+        let watermark = self.engine.watermark().unwrap_or(i64::MIN);
+        let safe = self.merge.safe_ts(Instant::now()).unwrap_or(i64::MAX);
         let progress = super::observation::Progress {
-            ts_ms: self.engine.watermark().unwrap_or(i64::MIN),
+            ts_ms: watermark.min(safe),
             behind: !self.merge.settled() || !self.pending.is_empty() || self.pool.in_flight() > 0,
         };
         let now_ms = std::time::SystemTime::now()
