@@ -89,9 +89,12 @@ pub struct ClusterStage {
     next_sweep_ms: i64,
     stats: Stats,
     /// The event time whose events [`ClusterStage::take_part`] is gathering, and their
-    /// accounts with the records gathered for each (`spare`: emptied ones, for reuse).
+    /// accounts with the records gathered for each (`spare`: emptied ones, for reuse), and
+    /// where each account's are in `parts` (so a whole-second-stamped log at a high rate
+    /// costs one lookup per part, not a scan of the second's accounts).
     pending: Option<i64>,
     parts: Vec<(u64, Emitted)>,
+    part_of: IntMap<u64, usize>,
     spare: Vec<Emitted>,
 }
 
@@ -111,6 +114,7 @@ impl ClusterStage {
             stats: Stats::default(),
             pending: None,
             parts: Vec::new(),
+            part_of: IntMap::default(),
             spare: Vec::new(),
             cfg,
         }
@@ -181,14 +185,12 @@ impl ClusterStage {
             self.flush(out);
             self.pending = Some(at_ms);
         }
-        let i = match self.parts.iter().position(|(a, _)| *a == account) {
-            Some(i) => i,
-            None => {
-                let e = self.spare.pop().unwrap_or_default();
-                self.parts.push((account, e));
-                self.parts.len() - 1
-            }
-        };
+        let next = self.parts.len();
+        let i = *self.part_of.entry(account).or_insert(next);
+        if i == next {
+            let e = self.spare.pop().unwrap_or_default();
+            self.parts.push((account, e));
+        }
         let part = &mut self.parts[i].1;
         part.records.append(&mut emitted.records);
         part.members.append(&mut emitted.members);
@@ -200,6 +202,7 @@ impl ClusterStage {
         let Some(at_ms) = self.pending.take() else {
             return;
         };
+        self.part_of.clear();
         let mut parts = std::mem::take(&mut self.parts);
         parts.sort_unstable_by_key(|(a, _)| *a);
         for (account, mut part) in parts.drain(..) {
