@@ -779,6 +779,15 @@ pub struct CohortConfig {
     /// evaluation run) and starts while a campaign fires densely takes part in as many waves
     /// as the moment has, however quiet the rest of its span was.
     pub local_share_bins: u32,
+    /// A harvesting account *returns* in a bin when it harvested nothing for this many
+    /// seconds before; a bin is also a wave when the accounts returning in it are
+    /// improbably many against the recent bins' returns (and at least
+    /// `min_wave_accounts`). A campaign that keeps each account to a few requests an hour
+    /// returns with every round, while the scripts harvesting steadily beside it (a request
+    /// a minute or so) never return, nor make its rounds' counts unremarkable. Longer than
+    /// the gaps of a steady script at a low pace; shorter than the rounds of a campaign
+    /// that sends each account a few requests an hour.
+    pub return_quiet_secs: u64,
     /// A run of harvesting starts with a request after this many seconds without one...
     pub schedule_quiet_secs: u64,
     /// ...and an established account whose runs keep to the wall clock (at least this many
@@ -804,6 +813,7 @@ impl Default for CohortConfig {
             max_account_p: 1e-4,
             warmup_bins: 20,
             local_share_bins: 16,
+            return_quiet_secs: 600,
             schedule_quiet_secs: 60,
             schedule_min_runs: 1,
             schedule_min_share: 0.75,
@@ -1015,6 +1025,7 @@ impl Config {
         }
         let co = &self.cohort;
         positive("cohort.bin_secs", co.bin_secs as f64)?;
+        positive("cohort.return_quiet_secs", co.return_quiet_secs as f64)?;
         share("cohort.max_wave_p", co.max_wave_p)?;
         share("cohort.max_account_p", co.max_account_p)?;
         if co.warmup_bins < 1 || co.warmup_bins > (co.baseline_secs / co.bin_secs.max(1)) {

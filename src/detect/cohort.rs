@@ -12,8 +12,14 @@
 //! the model's bin before, against the same kind of baseline of arrivals. Scripts harvesting
 //! steadily are in every bin, so they swell the count a small campaign's wave must stand out
 //! from, but they do not arrive; a campaign firing every minute or more arrives with each
-//! wave. Such a wave credits only the accounts that arrived in it. The wave test is a loose screen: one bin says little when a small campaign fires
-//! over a busy background, and the background grows with the deployment while a campaign does
+//! wave. So, too, is a bin whose *returns* are improbable: the accounts in it that harvested
+//! nothing for `cohort.return_quiet_secs` before (at least `cohort.min_wave_accounts` of them).
+//! Scripts at a request a minute or so skip bins, so they arrive all the time, but they never
+//! go quiet that long; a campaign keeping each account to a few requests an hour returns with
+//! every round. A wave counted on arrivals or returns credits only the accounts it counted
+//! (on returns, until a broader count of the same bin is improbable too: the rest of a round
+//! comes in behind its first accounts). The wave test is a loose screen: one bin says little when a
+//! small campaign fires over a busy background, and the background grows with the deployment while a campaign does
 //! not. The verdict is per account, where the evidence adds up over its bins: an account is
 //! *in step* when so many of its active bins are waves that chance
 //! cannot explain it: the binomial tail of its wave count, given its active bins and the
@@ -79,30 +85,55 @@ pub fn as_wave(link: u64) -> Option<u32> {
     (link & 0xffff_ffff_0000_0000 == WAVE_LINK).then_some(link as u32)
 }
 
+/// Which accounts of a bin a wave counts (see the module docs): every harvesting account,
+/// those that arrived (not counted in the model's bin before), or those that returned
+/// (no harvest for `cohort.return_quiet_secs` before). Steady scripts swell the first;
+/// they do not arrive, and a campaign sending a request every few minutes or fewer
+/// returns with each round while scripts at any steadier pace never do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Counted {
+    #[default]
+    All = 0,
+    Arriving = 1,
+    Returning = 2,
+}
+
+impl Counted {
+    const ALL: [Counted; 3] = [Counted::All, Counted::Arriving, Counted::Returning];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Counted::All => "all",
+            Counted::Arriving => "arriving",
+            Counted::Returning => "returning",
+        }
+    }
+}
+
+/// One way of counting a model's bins: the current bin's count and who is in it, and the
+/// counts of the recent bins (a ring) with their trimmed mean, the baseline.
+#[derive(Debug, Default)]
+struct Tally {
+    count: u32,
+    members: Vec<u64>,
+    recent: [u32; RECENT],
+    mean: f64,
+}
+
 /// One model's current bin.
 #[derive(Debug, Default)]
 struct Bins {
     model: u64,
     bin: i64,
-    accounts: u32,
-    participants: Vec<u64>,
-    /// The participants that arrived in this bin (see `arrivals`).
-    arrived: Vec<u64>,
-    /// The wave this bin became (0: not a wave), and whether it was its arrivals that made it
-    /// one: such a wave credits only the accounts that arrived with it.
+    /// Indexed by [`Counted`].
+    tallies: [Tally; 3],
+    pos: usize,
+    /// The wave this bin became (0: not a wave), and which of its accounts made it one: a
+    /// wave credits only the accounts it counted.
     wave: u32,
-    arrival_wave: bool,
+    wave_by: Counted,
     /// Waves of this model still remembered.
     waves_held: u32,
-    /// Distinct harvesting accounts in the recent bins (a ring), and the trimmed mean.
-    recent: [u32; RECENT],
-    pos: usize,
-    mean: f64,
-    /// Accounts in the current bin that were not counted in the bin before (steady
-    /// harvesters are in every bin; a wave arrives), their recent counts and trimmed mean.
-    arrivals: u32,
-    recent_arrivals: [u32; RECENT],
-    mean_arrivals: f64,
     observed: u64,
     /// Which of the bins before the current one were waves (bit 0: the one just before).
     wave_ring: u64,
@@ -115,9 +146,8 @@ pub struct Wave {
     /// Index of the model's bins.
     model: usize,
     pub accounts: u32,
-    /// Whether `accounts` counts only the accounts that arrived in the bin (not counted in
-    /// the bin before), against a baseline of arrivals.
-    pub arrivals: bool,
+    /// Which of the bin's accounts `accounts` counts, against a baseline of the same.
+    pub counted: Counted,
     /// Accounts the baseline expected in that bin.
     pub expected: f64,
     /// Poisson tail probability of `accounts` or more under the baseline, when declared.
@@ -129,7 +159,7 @@ impl Wave {
     pub fn described(
         start_ms: i64,
         accounts: u32,
-        arrivals: bool,
+        counted: Counted,
         expected: f64,
         p_value: f64,
     ) -> Self {
@@ -137,7 +167,7 @@ impl Wave {
             start_ms,
             model: 0,
             accounts,
-            arrivals,
+            counted,
             expected,
             p_value,
         }
@@ -305,6 +335,8 @@ impl Cohort {
             return 0;
         }
         let arrival = p.bin != (bin - 1).wrapping_mul(31).wrapping_add(model as i64);
+        let quiet = (self.cfg.return_quiet_secs / self.cfg.bin_secs.max(1)).max(1) as u32;
+        let returning = p.last_bin == 0 || (bin as u32).wrapping_sub(p.last_bin) > quiet;
         p.bin = key;
         p.note_run(bin, &self.cfg);
         if established && p.keeps_schedule(&self.cfg) {
@@ -326,8 +358,6 @@ impl Cohort {
                 self.bins.push(Bins {
                     model,
                     bin,
-                    recent: [0; RECENT],
-                    recent_arrivals: [0; RECENT],
                     ..Default::default()
                 });
                 self.bins.len() - 1
@@ -345,89 +375,112 @@ impl Cohort {
         let min_wave = self.cfg.min_wave_accounts;
         let warmup = self.cfg.warmup_bins;
         let b = &mut self.bins[idx];
-        b.accounts += 1;
-        b.arrivals += u32::from(arrival);
+        let is = [true, arrival, returning];
+        for (t, &counted) in b.tallies.iter_mut().zip(&is) {
+            t.count += u32::from(counted);
+        }
+        for (t, &counted) in b.tallies.iter_mut().zip(&is) {
+            if counted && t.members.len() < MAX_PARTICIPANTS {
+                t.members.push(account);
+            }
+        }
         if b.wave != 0 {
-            if b.arrival_wave && !arrival {
+            // A wave declared on the accounts returning becomes one on a broader count once
+            // that is improbable too (a campaign's round returns a few accounts ahead of the
+            // rest): it then credits the broader count's accounts.
+            let mut by = b.wave_by;
+            for broader in Counted::ALL {
+                if by != Counted::Returning || broader == by {
+                    break;
+                }
+                let t = &b.tallies[broader as usize];
+                let e = t.mean.max(1.0);
+                if !is[broader as usize] || (broader != Counted::All && f64::from(t.count) <= e) {
+                    continue;
+                }
+                let pv = poisson_tail(t.count, e);
+                if pv > max_wave_p {
+                    continue;
+                }
+                by = broader;
+                b.wave_by = by;
+                if let Some(w) = self.waves.get_mut(&b.wave) {
+                    w.counted = by;
+                    w.expected = e;
+                    w.p_value = pv;
+                }
+                credited.extend(t.members.iter().copied().filter(|&a| a != account));
+                break;
+            }
+            if !is[by as usize] {
                 return 0;
             }
             p.credit(b.wave, bin as u16);
             if let Some(w) = self.waves.get_mut(&b.wave) {
-                w.accounts = if b.arrival_wave {
-                    b.arrivals
-                } else {
-                    b.accounts
-                };
+                w.accounts = b.tallies[by as usize].count;
             }
             return b.wave;
         }
-        if b.participants.len() < MAX_PARTICIPANTS {
-            b.participants.push(account);
-        }
-        if arrival && b.arrived.len() < MAX_PARTICIPANTS {
-            b.arrived.push(account);
-        }
-        if b.observed < warmup || b.accounts < min_wave {
+        if b.observed < warmup || b.tallies[Counted::All as usize].count < min_wave {
             return 0;
         }
-        // The baseline excludes the current bin; at least one account per bin is expected
-        // so that a quiet model's first busy moment is judged against something.
-        let mut expected = b.mean.max(1.0);
-        let mut p_value = poisson_tail(b.accounts, expected);
-        let mut by_arrivals = false;
-        if p_value > max_wave_p && arrival {
-            let e = b.mean_arrivals.max(1.0);
-            let pa = if f64::from(b.arrivals) > e {
-                poisson_tail(b.arrivals, e)
-            } else {
-                1.0
-            };
-            if pa < p_value {
-                expected = e;
-                p_value = pa;
-                by_arrivals = true;
+        // Each way of counting against its own baseline, which excludes the current bin; at
+        // least one account per bin is expected so that a quiet model's first busy moment is
+        // judged against something. The arriving and returning accounts are judged only when
+        // this account is one of them (the bin's count of them just rose), and the
+        // returning ones only when there are enough of them to make a wave on their own.
+        let mut best: Option<(Counted, f64, f64)> = None;
+        for counted in Counted::ALL {
+            let t = &b.tallies[counted as usize];
+            if !is[counted as usize] || (counted == Counted::Returning && t.count < min_wave) {
+                continue;
+            }
+            let e = t.mean.max(1.0);
+            if counted != Counted::All && f64::from(t.count) <= e {
+                continue;
+            }
+            let pv = poisson_tail(t.count, e);
+            if best.is_none_or(|(_, _, bp)| pv < bp) {
+                best = Some((counted, e, pv));
+            }
+            if pv <= max_wave_p {
+                break;
             }
         }
-        if p_value > max_wave_p {
+        let Some((by, expected, p_value)) = best.filter(|(_, _, pv)| *pv <= max_wave_p) else {
             return 0;
-        }
+        };
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.declared = self.declared.wrapping_add(1);
         let id = self.next_id;
         b.wave = id;
-        b.arrival_wave = by_arrivals;
+        b.wave_by = by;
         b.waves_held += 1;
         let start_ms = bin * (self.cfg.bin_secs * 1000) as i64;
+        let t = &mut b.tallies[by as usize];
         self.waves.insert(
             id,
             Wave {
                 start_ms,
                 model: idx,
-                accounts: if by_arrivals { b.arrivals } else { b.accounts },
-                arrivals: by_arrivals,
+                accounts: t.count,
+                counted: by,
                 expected,
                 p_value,
             },
         );
         self.order.push_back(id);
-        let credit = if by_arrivals {
-            &b.arrived
-        } else {
-            &b.participants
-        };
-        for &a in credit {
+        for &a in &t.members {
             if a != account {
                 credited.push(a);
             }
         }
-        b.participants.clear();
-        b.arrived.clear();
         p.credit(id, bin as u16);
         id
     }
 
-    /// Closes the model's current bin and moves to `bin`, updating the baseline with the
-    /// closed bin's count and the empty bins skipped.
+    /// Closes the model's current bin and moves to `bin`, updating the baselines with the
+    /// closed bin's counts and the empty bins skipped.
     fn close_bin(&mut self, idx: usize, bin: i64) {
         let b = &mut self.bins[idx];
         let skipped = (bin - b.bin - 1).clamp(0, 64) as u32;
@@ -435,27 +488,26 @@ impl Cohort {
             .checked_shl(skipped)
             .unwrap_or(0);
         let gap = (bin - b.bin - 1).clamp(0, RECENT as i64) as usize;
-        b.recent[b.pos] = b.accounts;
-        b.recent_arrivals[b.pos] = b.arrivals;
-        b.pos = (b.pos + 1) % RECENT;
-        for _ in 0..gap {
-            b.recent[b.pos] = 0;
-            b.recent_arrivals[b.pos] = 0;
-            b.pos = (b.pos + 1) % RECENT;
-        }
         b.observed = b
             .observed
             .saturating_add(1 + (bin - b.bin - 1).max(0) as u64);
         let filled = (b.observed as usize).min(RECENT);
-        b.mean = trimmed_mean(&b.recent, filled);
-        b.mean_arrivals = trimmed_mean(&b.recent_arrivals, filled);
+        for t in &mut b.tallies {
+            let mut pos = b.pos;
+            t.recent[pos] = t.count;
+            pos = (pos + 1) % RECENT;
+            for _ in 0..gap {
+                t.recent[pos] = 0;
+                pos = (pos + 1) % RECENT;
+            }
+            t.mean = trimmed_mean(&t.recent, filled);
+            t.count = 0;
+            t.members.clear();
+        }
+        b.pos = (b.pos + 1 + gap) % RECENT;
         b.bin = bin;
-        b.accounts = 0;
-        b.arrivals = 0;
         b.wave = 0;
-        b.arrival_wave = false;
-        b.participants.clear();
-        b.arrived.clear();
+        b.wave_by = Counted::All;
         self.newest_bin = self.newest_bin.max(bin);
         let keep_ms = (self.cfg.baseline_secs * 1000) as i64;
         let now_ms = bin * (self.cfg.bin_secs * 1000) as i64;
@@ -910,6 +962,67 @@ mod tests {
             let (step, on) = s.c.step(&s.pres[&a]);
             assert!(!on && step.wave_bins == 0, "steady account {a}: {step:?}");
         }
+    }
+
+    /// 400 scripts harvesting a request a minute or so each (in a bin with probability a
+    /// quarter), 300 people harvesting now and then (one bin in 200), and a campaign of 16
+    /// accounts, about three in four of them firing together every quarter hour from the
+    /// first half hour on. Returns how many of the campaign, scripts and people end in step.
+    fn campaign_in_rounds_over_jittery_scripts(cfg: CohortConfig) -> (usize, usize, usize) {
+        let bin_ms = (cfg.bin_secs * 1000) as i64;
+        let mut s = Traffic::new(cfg);
+        let (scripts, people, n) = (400u64, 300u64, 16u64);
+        for b in 0..720u64 {
+            let ts = T0 + b as i64 * bin_ms;
+            for a in 0..scripts {
+                if xxh3_64(&(a << 32 | b).to_le_bytes()) % 4 == 0 {
+                    s.hit(1_000_000 + a, ts + 10 + a as i64);
+                }
+            }
+            for a in 0..people {
+                if xxh3_64(&(a << 36 | b).to_le_bytes()) % 200 == 0 {
+                    s.hit(2_000_000 + a, ts + 5_000 + a as i64);
+                }
+            }
+            if b >= 120 && b % 60 == 0 {
+                for a in 0..n {
+                    if xxh3_64(&(a << 40 | b).to_le_bytes()) % 4 < 3 {
+                        s.hit(a, ts + 7_000 + a as i64 * 100);
+                    }
+                }
+            }
+        }
+        let in_step = |lo: u64, hi: u64| {
+            (lo..hi)
+                .filter(|a| s.pres.get(a).is_some_and(|p| s.c.step(p).1))
+                .count()
+        };
+        (
+            in_step(0, n),
+            in_step(1_000_000, 1_000_000 + scripts),
+            in_step(2_000_000, 2_000_000 + people),
+        )
+    }
+
+    #[test]
+    fn a_campaign_returning_in_rounds_stands_out_from_jittery_scripts() {
+        // A round's dozen accounts over a hundred in the bin, or over the 75 or so that
+        // arrive in it (not in the bin before: the scripts skip bins), is no wave; but they
+        // return after a quarter hour without harvest, where the scripts never go quiet
+        // that long and the people return a few at a time.
+        let (campaign, scripts, people) =
+            campaign_in_rounds_over_jittery_scripts(CohortConfig::default());
+        assert!(campaign >= 14, "{campaign} of 16 in step");
+        assert_eq!((scripts, people), (0, 0));
+        // With no request counted as a return (the quiet spell longer than the run), most
+        // rounds are lost in the scripts' arrivals.
+        let never = CohortConfig {
+            return_quiet_secs: 1_000_000,
+            ..CohortConfig::default()
+        };
+        let (campaign, scripts, people) = campaign_in_rounds_over_jittery_scripts(never);
+        assert!(campaign <= 4, "{campaign} of 16 in step on arrivals alone");
+        assert_eq!((scripts, people), (0, 0));
     }
 
     #[test]

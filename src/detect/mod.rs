@@ -330,7 +330,7 @@ impl Explained {
                     "bin_start": crate::event::time::format_ms(wave.start_ms),
                     "bin_secs": cfg.cohort.bin_secs,
                     "harvesting_accounts": wave.accounts,
-                    "counted": if wave.arrivals { "arriving" } else { "all" },
+                    "counted": wave.counted.as_str(),
                     "expected_by_baseline": (wave.expected * 100.0).round() / 100.0,
                     "chance_p": wave.p_value,
                 }));

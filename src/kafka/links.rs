@@ -6,7 +6,7 @@
 use prost::Message as _;
 
 use super::observation::Progress;
-use crate::detect::cohort::Wave;
+use crate::detect::cohort::{Counted, Wave};
 use crate::detect::link::Link;
 use crate::detect::{Emitted, Explained, LinkKind, LinkRecord, MemberSnapshot};
 use crate::event::DecodeError;
@@ -326,7 +326,8 @@ fn explained_to_wire(key: u64, x: &Explained) -> proto::Explained {
         Explained::Wave(w) => proto::explained::Link::Wave(proto::Wave {
             start_ms: w.start_ms,
             accounts: w.accounts,
-            arrivals: w.arrivals,
+            arrivals: w.counted == Counted::Arriving,
+            returning: w.counted == Counted::Returning,
             expected: w.expected,
             p_value: w.p_value,
         }),
@@ -359,7 +360,16 @@ fn explained_from_wire(w: proto::Explained) -> Result<(u64, Explained), DecodeEr
             value: v.value.into(),
         },
         proto::explained::Link::Wave(v) => Explained::Wave(Wave::described(
-            v.start_ms, v.accounts, v.arrivals, v.expected, v.p_value,
+            v.start_ms,
+            v.accounts,
+            match (v.arrivals, v.returning) {
+                (false, false) => Counted::All,
+                (true, false) => Counted::Arriving,
+                (false, true) => Counted::Returning,
+                (true, true) => return Err(invalid("a wave counting two ways")),
+            },
+            v.expected,
+            v.p_value,
         )),
     };
     Ok((w.key, x))
@@ -580,6 +590,35 @@ mod tests {
             ..Default::default()
         };
         assert!(decode_record(&nested.encode_to_vec()).is_err());
+    }
+
+    /// A wave's explanation keeps which of its bin's accounts it counted; one that says it
+    /// counted two ways is rejected.
+    #[test]
+    fn waves_keep_what_they_counted_through_the_topic() {
+        for counted in [Counted::All, Counted::Arriving, Counted::Returning] {
+            let w = Wave::described(1_000, 12, counted, 2.5, 1e-3);
+            let (key, back) =
+                explained_from_wire(explained_to_wire(7, &Explained::Wave(w))).expect("decodes");
+            assert_eq!(key, 7);
+            match back {
+                Explained::Wave(b) => {
+                    assert_eq!(
+                        (b.start_ms, b.accounts, b.counted, b.expected, b.p_value),
+                        (1_000, 12, counted, 2.5, 1e-3)
+                    );
+                }
+                Explained::Value { .. } => panic!("a wave came back as a value"),
+            }
+        }
+        let mut both = explained_to_wire(
+            7,
+            &Explained::Wave(Wave::described(0, 9, Counted::Arriving, 1.0, 0.01)),
+        );
+        if let Some(proto::explained::Link::Wave(w)) = &mut both.link {
+            w.returning = true;
+        }
+        assert!(explained_from_wire(both).is_err());
     }
 
     #[test]
