@@ -150,27 +150,25 @@ pub struct Wave {
     pub counted: Counted,
     /// Accounts the baseline expected in that bin.
     pub expected: f64,
-    /// Poisson tail probability of `accounts` or more under the baseline, when declared.
-    pub p_value: f64,
 }
 
 impl Wave {
     /// A wave as another stage described it (see [`super::Explained`]).
-    pub fn described(
-        start_ms: i64,
-        accounts: u32,
-        counted: Counted,
-        expected: f64,
-        p_value: f64,
-    ) -> Self {
+    pub fn described(start_ms: i64, accounts: u32, counted: Counted, expected: f64) -> Self {
         Self {
             start_ms,
             model: 0,
             accounts,
             counted,
             expected,
-            p_value,
         }
+    }
+
+    /// The chance of `accounts` or more under the baseline (Poisson tail), for every account
+    /// counted so far: the wave was declared as soon as that chance fell to
+    /// `cohort.max_wave_p`, and each account that joined it since made it smaller.
+    pub fn p_value(&self) -> f64 {
+        poisson_tail(self.accounts, self.expected)
     }
 }
 
@@ -214,7 +212,22 @@ pub fn poisson_tail(k: u32, mean: f64) -> f64 {
             break;
         }
     }
-    (1.0 - cdf).max(0.0)
+    let tail = 1.0 - cdf;
+    if tail > 1e-12 {
+        return tail.max(0.0);
+    }
+    // Far past the mean, 1 - cdf keeps only rounding error (an alert's wave of hundreds
+    // against a baseline of tens read 0): sum the upper terms instead, each a smaller
+    // fraction of the one before.
+    let mut term = (f64::from(k) * mean.ln() - mean - ln_factorial(k)).exp();
+    let mut sum = term;
+    let mut i = k;
+    while term > sum * 1e-17 && i < k.saturating_add(1_000) {
+        i += 1;
+        term *= mean / f64::from(i);
+        sum += term;
+    }
+    sum.min(1.0)
 }
 
 /// P(X >= k) for X ~ Binomial(n, q), summed from k upward in log space until the terms no
@@ -398,8 +411,7 @@ impl Cohort {
                 if !is[broader as usize] || (broader != Counted::All && f64::from(t.count) <= e) {
                     continue;
                 }
-                let pv = poisson_tail(t.count, e);
-                if pv > max_wave_p {
+                if poisson_tail(t.count, e) > max_wave_p {
                     continue;
                 }
                 by = broader;
@@ -407,7 +419,6 @@ impl Cohort {
                 if let Some(w) = self.waves.get_mut(&b.wave) {
                     w.counted = by;
                     w.expected = e;
-                    w.p_value = pv;
                 }
                 credited.extend(t.members.iter().copied().filter(|&a| a != account));
                 break;
@@ -447,7 +458,7 @@ impl Cohort {
                 break;
             }
         }
-        let Some((by, expected, p_value)) = best.filter(|(_, _, pv)| *pv <= max_wave_p) else {
+        let Some((by, expected, _)) = best.filter(|(_, _, pv)| *pv <= max_wave_p) else {
             return 0;
         };
         self.next_id = self.next_id.wrapping_add(1).max(1);
@@ -466,7 +477,6 @@ impl Cohort {
                 accounts: t.count,
                 counted: by,
                 expected,
-                p_value,
             },
         );
         self.order.push_back(id);
@@ -750,6 +760,15 @@ mod tests {
     fn tails() {
         assert!((poisson_tail(1, 1.0) - (1.0 - (-1.0f64).exp())).abs() < 1e-12);
         assert!(poisson_tail(20, 1.0) < 1e-15);
+        // Far tails keep their size: P(X >= 20 | 1) = 1.59e-19 (the first term, e^-1 / 20!,
+        // is 1.51e-19, and the rest add 5%); P(X >= 300 | 15) = 7.1e-269.
+        let p = poisson_tail(20, 1.0);
+        assert!(
+            (p / (-1.0f64).exp() * 2_432_902_008_176_640_000.0 - 1.0).abs() < 0.06,
+            "{p}"
+        );
+        let far = poisson_tail(300, 15.0);
+        assert!((far / 7.069e-269 - 1.0).abs() < 1e-3, "{far}");
         assert_eq!(poisson_tail(0, 3.0), 1.0);
         assert!(binomial_tail(3, 3, 0.01) < 1e-5);
         assert!(binomial_tail(2, 100, 0.01) > 0.2);

@@ -332,7 +332,7 @@ impl Explained {
                     "harvesting_accounts": wave.accounts,
                     "counted": wave.counted.as_str(),
                     "expected_by_baseline": (wave.expected * 100.0).round() / 100.0,
-                    "chance_p": wave.p_value,
+                    "chance_p": wave.p_value(),
                 }));
             }
         }

@@ -329,7 +329,6 @@ fn explained_to_wire(key: u64, x: &Explained) -> proto::Explained {
             arrivals: w.counted == Counted::Arriving,
             returning: w.counted == Counted::Returning,
             expected: w.expected,
-            p_value: w.p_value,
         }),
     };
     proto::Explained {
@@ -369,7 +368,6 @@ fn explained_from_wire(w: proto::Explained) -> Result<(u64, Explained), DecodeEr
                 (true, true) => return Err(invalid("a wave counting two ways")),
             },
             v.expected,
-            v.p_value,
         )),
     };
     Ok((w.key, x))
@@ -597,15 +595,15 @@ mod tests {
     #[test]
     fn waves_keep_what_they_counted_through_the_topic() {
         for counted in [Counted::All, Counted::Arriving, Counted::Returning] {
-            let w = Wave::described(1_000, 12, counted, 2.5, 1e-3);
+            let w = Wave::described(1_000, 12, counted, 2.5);
             let (key, back) =
                 explained_from_wire(explained_to_wire(7, &Explained::Wave(w))).expect("decodes");
             assert_eq!(key, 7);
             match back {
                 Explained::Wave(b) => {
                     assert_eq!(
-                        (b.start_ms, b.accounts, b.counted, b.expected, b.p_value),
-                        (1_000, 12, counted, 2.5, 1e-3)
+                        (b.start_ms, b.accounts, b.counted, b.expected),
+                        (1_000, 12, counted, 2.5)
                     );
                 }
                 Explained::Value { .. } => panic!("a wave came back as a value"),
@@ -613,7 +611,7 @@ mod tests {
         }
         let mut both = explained_to_wire(
             7,
-            &Explained::Wave(Wave::described(0, 9, Counted::Arriving, 1.0, 0.01)),
+            &Explained::Wave(Wave::described(0, 9, Counted::Arriving, 1.0)),
         );
         if let Some(proto::explained::Link::Wave(w)) = &mut both.link {
             w.returning = true;
